@@ -1,0 +1,211 @@
+"""Baselines on the same backbone (Table 1, Fig. 3): DDPM as a VP-SDE and the VE-SDE ("SDE").
+
+VP-SDE (Song et al. 2021c, the continuous-time DDPM; paper Eq. 1-5):
+    beta(t) = beta_min + t (beta_max - beta_min), beta_min = 0.1, beta_max = 20,
+    x_t = alpha_t x0 + sigma_t eps,  alpha_t = exp(-t^2 (beta_max - beta_min)/4 - t beta_min/2),
+    sigma_t = sqrt(1 - alpha_t^2); the network predicts eps (Eq. 4), score = -eps / sigma_t.
+VE-SDE (Song et al. 2021c, NCSN++ "SDE" row of Table 1):
+    sigma(t) = sigma_min (sigma_max / sigma_min)^t, x_t = x0 + sigma(t) eps, prior N(0, sigma_max^2 I).
+    The network sees x_t * c_in(t) with c_in = 1/sqrt(1 + sigma^2) (input scaling so that a
+    small U-Net sees unit-scale inputs; the SDE and its samplers are unchanged) and predicts eps.
+
+Samplers (same signature as ``ddm.sampling``; registered there by name):
+- ``vp_em``: Euler-Maruyama on the reverse SDE (Eq. 5), the paper's comparison (§5.2), on a grid
+  from 1 to t_end = 1e-3 (``sde_grid``) with a noise-free last step (Song et al.'s denoising);
+- ``vp_ancestral``: ancestral steps x_s ~ q(x_s | x_t, x0_hat) with x0_hat from eps (DDPM's
+  posterior written for continuous t), on the uniform grid down to t = 0;
+- ``ve_em``: Euler-Maruyama on the VE reverse SDE, grid from 1 to 1e-5, noise-free last step.
+"DDPM + x0 branch" (§4.1) is the VP model with a second head that predicts x0 (trained by
+``ddm.losses.VPObjective(x0_branch=True)``); the samplers move x with the eps head and report
+the x0 head to ``callback`` as x0_hat (that is what Fig. 3 plots).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from ddm.process import expand_t
+from ddm.sampling import SAMPLERS, GRIDS, SampleRNG, Callback, check_grid, _check_n
+
+__all__ = ["VPSDE", "VESDE", "sde_grid", "sample_vp_em", "sample_vp_ancestral", "sample_ve_em"]
+
+
+class VPSDE:
+    """Variance-preserving SDE with a linear beta schedule (DDPM in continuous time)."""
+
+    name = "vp"
+    prior_std = 1.0
+
+    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
+        if not 0 < beta_min < beta_max:
+            raise ValueError(f"need 0 < beta_min < beta_max; got {beta_min}, {beta_max}")
+        self.beta_min, self.beta_max = float(beta_min), float(beta_max)
+
+    def __repr__(self) -> str:
+        return f"VPSDE(beta_min={self.beta_min}, beta_max={self.beta_max})"
+
+    def beta(self, t: Tensor) -> Tensor:
+        return self.beta_min + t * (self.beta_max - self.beta_min)
+
+    def log_alpha(self, t: Tensor) -> Tensor:
+        return -0.25 * t**2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
+
+    def alpha(self, t: Tensor) -> Tensor:
+        return self.log_alpha(t).exp()
+
+    def sigma(self, t: Tensor) -> Tensor:
+        return (-torch.expm1(2 * self.log_alpha(t))).sqrt()
+
+    def c_in(self, t: Tensor) -> Tensor:
+        return torch.ones_like(t)
+
+    def q_sample(self, x0: Tensor, t: Tensor, eps: Tensor) -> Tensor:
+        return expand_t(self.alpha(t), x0) * x0 + expand_t(self.sigma(t), x0) * eps
+
+    def x0_from_eps(self, x: Tensor, t: Tensor, eps: Tensor) -> Tensor:
+        return (x - expand_t(self.sigma(t), x) * eps) / expand_t(self.alpha(t), x)
+
+
+class VESDE:
+    """Variance-exploding SDE, sigma(t) = sigma_min (sigma_max / sigma_min)^t."""
+
+    name = "ve"
+
+    def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0):
+        if not 0 < sigma_min < sigma_max:
+            raise ValueError(f"need 0 < sigma_min < sigma_max; got {sigma_min}, {sigma_max}")
+        self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
+        self.prior_std = self.sigma_max
+
+    def __repr__(self) -> str:
+        return f"VESDE(sigma_min={self.sigma_min}, sigma_max={self.sigma_max})"
+
+    def sigma(self, t: Tensor) -> Tensor:
+        return self.sigma_min * (self.sigma_max / self.sigma_min) ** t
+
+    def g2(self, t: Tensor) -> Tensor:
+        """g(t)^2 = d sigma^2 / dt."""
+        return 2 * self.sigma(t) ** 2 * math.log(self.sigma_max / self.sigma_min)
+
+    def alpha(self, t: Tensor) -> Tensor:
+        return torch.ones_like(t)
+
+    def c_in(self, t: Tensor) -> Tensor:
+        return 1 / (1 + self.sigma(t) ** 2).sqrt()
+
+    def q_sample(self, x0: Tensor, t: Tensor, eps: Tensor) -> Tensor:
+        return x0 + expand_t(self.sigma(t), x0) * eps
+
+    def x0_from_eps(self, x: Tensor, t: Tensor, eps: Tensor) -> Tensor:
+        return x - expand_t(self.sigma(t), x) * eps
+
+
+def sde_grid(n: int, t_end: float = 1e-3) -> Tensor:
+    """N + 1 times linear from 1 to t_end (Song et al.'s Euler-Maruyama grid)."""
+    if not 0 < t_end < 1:
+        raise ValueError(f"t_end must lie in (0, 1); got {t_end}")
+    return torch.linspace(1.0, t_end, _check_n(n) + 1, dtype=torch.float64)
+
+
+def _eps_and_x0(net, sde, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+    out = net(x * expand_t(sde.c_in(t), x), t)
+    heads = out if isinstance(out, (tuple, list)) else (out,)
+    eps = heads[0]
+    x0_hat = heads[1] if len(heads) > 1 else sde.x0_from_eps(x, t, eps)
+    return eps, x0_hat
+
+
+def _times(grid: Tensor, i: int, x: Tensor) -> tuple[Tensor, Tensor]:
+    t = grid[i].to(device=x.device, dtype=x.dtype).expand(x.shape[0])
+    return t, grid[i + 1].to(device=x.device, dtype=x.dtype).expand(x.shape[0])
+
+
+@torch.no_grad()
+def sample_vp_em(
+    net, process: VPSDE, noise: Tensor, grid: Tensor, *, rng: SampleRNG | None = None,
+    clip: float | None = None, callback: Callback | None = None,
+) -> Tensor:
+    """Euler-Maruyama on the reverse VP-SDE (Eq. 5): with dt = t_next - t < 0,
+    x <- x + [-beta x / 2 + beta eps / sigma] dt + sqrt(beta |dt|) z; the last step adds no
+    noise. ``clip`` does not apply (EM never forms x0)."""
+    check_grid(grid)
+    rng = rng or SampleRNG(range(noise.shape[0]), noise.device)
+    x = noise
+    n = grid.numel() - 1
+    for i in range(n):
+        t, t_next = _times(grid, i, x)
+        eps, x0_hat = _eps_and_x0(net, process, x, t)
+        if callback is not None:
+            callback(i, t, x, x0_hat)
+        beta = expand_t(process.beta(t), x)
+        dt = expand_t(t_next - t, x)
+        x = x + (-0.5 * beta * x + beta * eps / expand_t(process.sigma(t), x)) * dt
+        if i < n - 1:
+            x = x + (beta * dt.abs()).sqrt() * rng.randn_like(x)
+    return x
+
+
+@torch.no_grad()
+def sample_vp_ancestral(
+    net, process: VPSDE, noise: Tensor, grid: Tensor, *, rng: SampleRNG | None = None,
+    clip: float | None = None, callback: Callback | None = None,
+) -> Tensor:
+    """Ancestral sampling: x_s ~ q(x_s | x_t, x0_hat), x0_hat = (x - sigma_t eps)/alpha_t.
+
+    With a_ts = alpha_t/alpha_s and v_ts = sigma_t^2 - a_ts^2 sigma_s^2:
+    mean = a_ts sigma_s^2/sigma_t^2 x + alpha_s v_ts/sigma_t^2 x0_hat, var = v_ts sigma_s^2/sigma_t^2.
+    At s = 0 this returns x0_hat. Exact for a point mass at any N (tests/test_baselines.py).
+    """
+    check_grid(grid)
+    rng = rng or SampleRNG(range(noise.shape[0]), noise.device)
+    x = noise
+    for i in range(grid.numel() - 1):
+        t, s = _times(grid, i, x)
+        out = net(x * expand_t(process.c_in(t), x), t)
+        eps = out[0] if isinstance(out, (tuple, list)) else out
+        x0_hat = process.x0_from_eps(x, t, eps)
+        if clip is not None:
+            x0_hat = x0_hat.clamp(-clip, clip)
+        if callback is not None:
+            callback(i, t, x, out[1] if isinstance(out, (tuple, list)) and len(out) > 1 else x0_hat)
+        if grid[i + 1] == 0:
+            x = x0_hat
+            continue
+        a_t, a_s = expand_t(process.alpha(t), x), expand_t(process.alpha(s), x)
+        v_t, v_s = expand_t(process.sigma(t) ** 2, x), expand_t(process.sigma(s) ** 2, x)
+        a_ts = a_t / a_s
+        v_ts = v_t - a_ts**2 * v_s
+        mean = a_ts * v_s / v_t * x + a_s * v_ts / v_t * x0_hat
+        x = mean + (v_ts * v_s / v_t).clamp_min(0).sqrt() * rng.randn_like(x)
+    return x
+
+
+@torch.no_grad()
+def sample_ve_em(
+    net, process: VESDE, noise: Tensor, grid: Tensor, *, rng: SampleRNG | None = None,
+    clip: float | None = None, callback: Callback | None = None,
+) -> Tensor:
+    """Euler-Maruyama on the reverse VE-SDE: x <- x + g^2 eps/sigma dt + g sqrt(|dt|) z
+    (dt < 0, score = -eps/sigma); the last step adds no noise."""
+    check_grid(grid)
+    rng = rng or SampleRNG(range(noise.shape[0]), noise.device)
+    x = noise
+    n = grid.numel() - 1
+    for i in range(n):
+        t, t_next = _times(grid, i, x)
+        eps, x0_hat = _eps_and_x0(net, process, x, t)
+        if callback is not None:
+            callback(i, t, x, x0_hat)
+        g2 = expand_t(process.g2(t), x)
+        dt = expand_t(t_next - t, x)
+        x = x + g2 * eps / expand_t(process.sigma(t), x) * dt
+        if i < n - 1:
+            x = x + (g2 * dt.abs()).sqrt() * rng.randn_like(x)
+    return x
+
+
+SAMPLERS.update({"vp_em": sample_vp_em, "vp_ancestral": sample_vp_ancestral, "ve_em": sample_ve_em})
+GRIDS["sde"] = sde_grid

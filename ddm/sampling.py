@@ -1,0 +1,223 @@
+"""Samplers: pure functions of (network, initial noise, time grid, per-sample generator).
+
+Every sampler has one signature::
+
+    sampler(net, process, noise, grid, *, rng=None, clip=None, callback=None) -> x
+
+- ``net(x, t)`` returns a tuple of heads (the U-Net of ``ddm.nets``; any callable works);
+- ``noise`` is the initial x at ``grid[0]`` (already scaled by the process' prior std);
+- ``grid`` a 1-D tensor of N + 1 decreasing times; the sampler calls ``net`` exactly N times;
+- ``rng`` a ``SampleRNG`` that draws the step noise sample by sample, so that a sample depends
+  only on (weights, seed, sampler, N), never on the batch it was drawn in;
+- ``clip`` clamps the predicted x0 to [-clip, clip] before it is used (default None: off, as
+  in the paper's Alg. 2; the authors' code clamps to [-1, 1]);
+- ``callback(i, t, x, x0_hat)`` sees every step (used for Fig. 3: MSE of x0_hat against t).
+
+Time grids are separate functions (``uniform_grid`` is the paper's).
+
+DDM samplers (this module); the DDPM/VP-SDE and VE-SDE samplers live in ``ddm.baselines``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from ddm.process import DecoupledProcess, expand_t
+
+__all__ = [
+    "SampleRNG",
+    "uniform_grid",
+    "authors_grid",
+    "polynomial_grid",
+    "make_grid",
+    "GRIDS",
+    "sample_ddm",
+    "sample_ddm_deterministic",
+    "SAMPLERS",
+    "get_sampler",
+    "check_grid",
+]
+
+Callback = Callable[[int, Tensor, Tensor, Tensor], None]
+
+
+class SampleRNG:
+    """One ``torch.Generator`` per sample, seeded by that sample's seed (as edm's
+    StackedRandomGenerator): draws of shape (B, ...) stack one draw per sample, so a
+    sample's noise does not depend on batch size or on how many devices share the work."""
+
+    def __init__(self, seeds: Sequence[int], device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
+        self.seeds = [int(s) for s in seeds]
+        self.generators = [torch.Generator(self.device).manual_seed(s) for s in self.seeds]
+
+    def randn(self, shape: Sequence[int], dtype: torch.dtype = torch.float32) -> Tensor:
+        """A (len(seeds), *shape) tensor of N(0, 1) draws."""
+        return torch.stack(
+            [torch.randn(tuple(shape), generator=g, device=self.device, dtype=dtype) for g in self.generators]
+        )
+
+    def randn_like(self, x: Tensor) -> Tensor:
+        if x.shape[0] != len(self.generators):
+            raise ValueError(f"batch of {x.shape[0]} samples but {len(self.generators)} seeds")
+        return self.randn(x.shape[1:], dtype=x.dtype).to(x.device)
+
+
+# -- time grids -----------------------------------------------------------------------------
+def check_grid(grid: Tensor) -> Tensor:
+    """A grid is 1-D, has at least 2 points, lies in [0, 1] and strictly decreases."""
+    if not isinstance(grid, Tensor) or grid.ndim != 1 or grid.numel() < 2:
+        raise ValueError(f"a time grid is a 1-D tensor of N + 1 >= 2 times; got {grid!r}")
+    if torch.any(grid < 0) or torch.any(grid > 1):
+        raise ValueError(f"grid times must lie in [0, 1]; got {grid.tolist()}")
+    if torch.any(grid[1:] >= grid[:-1]):
+        raise ValueError(f"grid times must strictly decrease; got {grid.tolist()}")
+    return grid
+
+
+def _check_n(n: int) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"number of steps N must be an integer >= 1; got {n!r}")
+    return n
+
+
+def uniform_grid(n: int) -> Tensor:
+    """The paper's grid (Alg. 2): t = 1, 1 - 1/N, ..., 1/N, 0 — uniform steps s = 1/N."""
+    return torch.linspace(1.0, 0.0, _check_n(n) + 1, dtype=torch.float64)
+
+
+def authors_grid(n: int, t_min: float = 1e-4) -> Tensor:
+    """The authors' code: N times linear from 1 to t_min, then 0 (still N network calls)."""
+    _check_n(n)
+    return torch.cat([torch.linspace(1.0, t_min, n, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)])
+
+
+def polynomial_grid(n: int, rho: float = 2.0) -> Tensor:
+    """t_i = (1 - i/N)^rho: denser near t = 0 for rho > 1 (rho = 1 is ``uniform_grid``)."""
+    if rho <= 0:
+        raise ValueError(f"rho must be positive; got {rho}")
+    return (1 - torch.arange(_check_n(n) + 1, dtype=torch.float64) / n) ** rho
+
+
+GRIDS: dict[str, Callable[..., Tensor]] = {
+    "uniform": uniform_grid,
+    "authors": authors_grid,
+    "polynomial": polynomial_grid,
+}
+
+
+def make_grid(name: str, n: int, **options) -> Tensor:
+    if name not in GRIDS:
+        raise ValueError(f"unknown time grid '{name}'; valid names: {', '.join(sorted(GRIDS))}")
+    return GRIDS[name](n, **options)
+
+
+# -- DDM samplers ---------------------------------------------------------------------------
+def _heads(net, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+    out = net(x, t)
+    if not isinstance(out, (tuple, list)) or len(out) < 2:
+        raise ValueError("a DDM network must return (phi, eps) heads; got a single output")
+    return out[0], out[1]
+
+
+def _times(grid: Tensor, i: int, x: Tensor) -> tuple[Tensor, Tensor]:
+    t = grid[i].to(device=x.device, dtype=x.dtype).expand(x.shape[0])
+    return t, grid[i + 1].to(device=x.device, dtype=x.dtype).expand(x.shape[0])
+
+
+@torch.no_grad()
+def sample_ddm(
+    net,
+    process: DecoupledProcess,
+    noise: Tensor,
+    grid: Tensor,
+    *,
+    rng: SampleRNG | None = None,
+    clip: float | None = None,
+    callback: Callback | None = None,
+) -> Tensor:
+    """The paper's stochastic sampler (Alg. 2, Eq. 11), for every h_t family.
+
+    From x = noise at t = grid[0] (= 1), each step calls the network once,
+    ``phi, eps = net(x, t)``, and draws x at t_next from N(mean, var) with
+
+        mean = x + H_{t_next}(phi) - H_t(phi) - (t - t_next)/sqrt(t) * eps,
+        var  = (t - t_next) * t_next / t.
+
+    Written through the predicted image x0_hat = x - H_t(phi) - sqrt(t) eps (Eq. 20) the
+    mean is ``x0_hat + H_{t_next}(phi) + t_next/sqrt(t) * eps`` — the same number, and the
+    place where ``clip`` acts. Final denoising step (App. B): on the paper's uniform grid the
+    last network call happens at t = 1/N (= Delta t, the smallest step) and steps to t = 0,
+    where var = 0 and mean = x0_hat: the sample is the network's noise-free estimate of x0.
+    """
+    check_grid(grid)
+    rng = rng or SampleRNG(range(noise.shape[0]), noise.device)
+    x = noise
+    family = process.family
+    for i in range(grid.numel() - 1):
+        t, t_next = _times(grid, i, x)
+        phi, eps = _heads(net, x, t)
+        root_t = expand_t(t.sqrt(), x)
+        x0_hat = x - family.H(phi, t) - root_t * eps
+        if clip is not None:
+            x0_hat = x0_hat.clamp(-clip, clip)
+        if callback is not None:
+            callback(i, t, x, x0_hat)
+        if grid[i + 1] == 0:
+            x = x0_hat
+            continue
+        mean = x0_hat + family.H(phi, t_next) + expand_t(t_next, x) / root_t * eps
+        std = expand_t(((t - t_next) * t_next / t).sqrt(), x)
+        x = mean + std * rng.randn_like(x)
+    return x
+
+
+@torch.no_grad()
+def sample_ddm_deterministic(
+    net,
+    process: DecoupledProcess,
+    noise: Tensor,
+    grid: Tensor,
+    *,
+    rng: SampleRNG | None = None,
+    clip: float | None = None,
+    callback: Callback | None = None,
+) -> Tensor:
+    """The authors' deterministic (DDIM-like, eta = 0) variant (official-code.md):
+
+        x0_hat = x - H_t(phi) - sqrt(t) eps,   x_next = x0_hat + H_{t_next}(phi) + sqrt(t_next) eps.
+
+    The authors' code runs it on ``authors_grid`` with ``clip=1``; here grid and clip are
+    the caller's. ``rng`` is unused (kept for the common signature).
+    """
+    check_grid(grid)
+    x = noise
+    family = process.family
+    for i in range(grid.numel() - 1):
+        t, t_next = _times(grid, i, x)
+        phi, eps = _heads(net, x, t)
+        x0_hat = x - family.H(phi, t) - expand_t(t.sqrt(), x) * eps
+        if clip is not None:
+            x0_hat = x0_hat.clamp(-clip, clip)
+        if callback is not None:
+            callback(i, t, x, x0_hat)
+        x = x0_hat + family.H(phi, t_next) + expand_t(t_next.sqrt(), x) * eps
+    return x
+
+
+SAMPLERS: dict[str, Callable[..., Tensor]] = {
+    "ddm": sample_ddm,
+    "ddm_deterministic": sample_ddm_deterministic,
+}
+
+
+def get_sampler(name: str) -> Callable[..., Tensor]:
+    """Samplers by name: the DDM ones here and the baselines' (``ddm.baselines``)."""
+    from ddm import baselines  # noqa: F401  (registers the baseline samplers)
+
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler '{name}'; valid names: {', '.join(sorted(SAMPLERS))}")
+    return SAMPLERS[name]
