@@ -1,0 +1,683 @@
+"""Evaluation metrics: FID (through torch-fidelity), PSNR (super-resolution) and MAE (saliency).
+
+FID
+---
+Features are extracted with torch-fidelity's machinery (its feature-extractor registry and
+``torch_fidelity.utils.get_featuresdict_from_dataset``); statistics and the Fréchet distance use
+torch-fidelity's own ``fid_features_to_statistics`` / ``fid_statistics_to_metric``.
+
+Two extractors are supported, by name:
+
+``"inception-v3-compat"``
+    torch-fidelity's own InceptionV3 (the "FID" of the literature; CIFAR-10, CelebA-HQ). Its
+    weights come from an explicit ``weights_path`` or from the torch hub cache,
+    ``$TORCH_HOME/hub/checkpoints/weights-inception-2015-12-05-6726825d.pth``. When neither
+    exists a :class:`MissingWeightsError` names the file, the URL torch-fidelity fetches it from
+    and the command that fetches it on a connected machine (:func:`fetch_inception_weights`).
+    There is never a quiet fallback to another extractor.
+
+``"digits-classifier"``
+    A small CNN trained on the 8x8 scikit-learn digits (:func:`train_digits_classifier`),
+    registered with torch-fidelity. Its features are the 64-d penultimate layer. It is the
+    extractor for the CPU-sized digits experiments; an FID computed with it is *not* comparable to
+    an Inception FID.
+
+torch-fidelity's own statistics cache is keyed by input name and extractor name only (not the
+weights file), so it is never used: reference statistics live in our own ``.npz``
+(:func:`reference_stats`), which records the extractor, the feature layer, the sha256 of the
+weights file and the sample count; :func:`fid` refuses to compare samples against a reference
+made with another extractor or other weights.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch_fidelity
+from torch.utils.data import Dataset
+from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
+from torch_fidelity.metric_fid import (
+    KEY_METRIC_FID,
+    fid_features_to_statistics,
+    fid_statistics_to_metric,
+)
+from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
+
+__all__ = [
+    "INCEPTION",
+    "DIGITS_CLASSIFIER",
+    "INCEPTION_WEIGHTS_FILENAME",
+    "INCEPTION_WEIGHTS_URL",
+    "MissingWeightsError",
+    "ReferenceMismatchError",
+    "DigitsClassifier",
+    "DigitsClassifierFeatureExtractor",
+    "train_digits_classifier",
+    "load_digits_classifier",
+    "default_inception_weights_path",
+    "fetch_inception_weights",
+    "resolve_weights",
+    "sha256_file",
+    "to_uint8_images",
+    "extract_features",
+    "feature_statistics",
+    "frechet_distance",
+    "reference_stats",
+    "load_reference_stats",
+    "fid",
+    "rgb_to_y",
+    "psnr",
+    "mae",
+]
+
+INCEPTION = "inception-v3-compat"
+DIGITS_CLASSIFIER = "digits-classifier"
+INCEPTION_WEIGHTS_URL = URL_INCEPTION_V3
+INCEPTION_WEIGHTS_FILENAME = URL_INCEPTION_V3.rsplit("/", 1)[-1]
+#: The feature layer used for FID, per extractor (torch-fidelity's names).
+FID_FEATURE_LAYER = {INCEPTION: "2048", DIGITS_CLASSIFIER: "64"}
+
+_DIGITS_ARCH = "ddm-digits-cnn-v1"
+_STATS_FORMAT = "ddm-fid-reference-v1"
+
+
+class MissingWeightsError(FileNotFoundError):
+    """The weights of a feature extractor are not on disk (and will not be downloaded quietly)."""
+
+
+class ReferenceMismatchError(ValueError):
+    """Samples and reference statistics were (or would be) made with different extractors/weights."""
+
+
+# --------------------------------------------------------------------------------------------
+# Files
+# --------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=32)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file (memoised on path, size and modification time)."""
+    p = os.path.realpath(os.fspath(path))
+    st = os.stat(p)
+    return _sha256_cached(p, st.st_size, st.st_mtime_ns)
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write through ``write(fileobj)`` into a temporary file beside ``path``, then os.replace."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+# --------------------------------------------------------------------------------------------
+# Inception weights
+# --------------------------------------------------------------------------------------------
+
+
+def default_inception_weights_path() -> Path:
+    """Where torch-fidelity (through torch.hub) looks for its Inception weights:
+    ``$TORCH_HOME/hub/checkpoints/weights-inception-2015-12-05-6726825d.pth``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_WEIGHTS_FILENAME
+
+
+def _missing_inception_message(tried: Path) -> str:
+    dest = default_inception_weights_path()
+    return (
+        f"Inception weights for FID (extractor {INCEPTION!r}) not found: {tried}\n"
+        f"  file: {INCEPTION_WEIGHTS_FILENAME} (about 100 MB; the 8 hex digits in its name are the "
+        f"hash prefix torch.hub uses; reference statistics record the full sha256 of the file used)\n"
+        f"  torch-fidelity downloads it from: {INCEPTION_WEIGHTS_URL}\n"
+        f"  on a connected machine, fetch it with:\n"
+        f"    python -c \"from ddm.metrics import fetch_inception_weights; "
+        f"fetch_inception_weights('{dest}')\"\n"
+        f"  or: curl -L -o {dest} {INCEPTION_WEIGHTS_URL}\n"
+        f"  then copy it to {dest} (the torch hub cache; set $TORCH_HOME to move it) or pass "
+        f"weights_path=... explicitly. No other extractor is substituted."
+    )
+
+
+def fetch_inception_weights(
+    dest: str | os.PathLike | None = None, *, url: str = INCEPTION_WEIGHTS_URL, progress: bool = True
+) -> Path:
+    """Download torch-fidelity's Inception weights to ``dest`` (default: the torch hub cache).
+
+    Uses the same download as torch-fidelity (``torch.hub.load_state_dict_from_url`` on
+    torch-fidelity's URL), only with an explicit destination; needs network access. An existing
+    ``dest`` is not downloaded again. Checks that the file holds a state dict with Inception's
+    1008-way ``fc`` layer, prints its sha256 and returns its path. ``url`` may be changed (e.g. a
+    ``file://`` mirror).
+    """
+    dest = Path(dest) if dest is not None else default_inception_weights_path()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    existed = dest.exists()
+    state = torch.hub.load_state_dict_from_url(
+        url, model_dir=str(dest.parent), file_name=dest.name, progress=progress, map_location="cpu"
+    )
+    fc = state.get("fc.weight") if isinstance(state, dict) else None
+    if fc is None or tuple(fc.shape) != (1008, 2048):
+        if not existed:
+            dest.unlink(missing_ok=True)  # never leave a wrong file where FID would pick it up
+        raise ValueError(f"{dest} (from {url}) is not torch-fidelity's InceptionV3 state dict")
+    print(f"{dest}  sha256={sha256_file(dest)}")
+    return dest
+
+
+def resolve_weights(extractor: str, weights_path: str | os.PathLike | None) -> Path:
+    """The weights file an extractor will use; raises :class:`MissingWeightsError` if absent."""
+    if extractor == INCEPTION:
+        path = Path(weights_path) if weights_path is not None else default_inception_weights_path()
+        if not path.is_file():
+            raise MissingWeightsError(_missing_inception_message(path))
+        return path
+    if extractor == DIGITS_CLASSIFIER:
+        if weights_path is None or not Path(weights_path).is_file():
+            raise MissingWeightsError(_missing_digits_message(weights_path))
+        return Path(weights_path)
+    raise ValueError(f"unknown FID extractor {extractor!r}; known: {INCEPTION!r}, {DIGITS_CLASSIFIER!r}")
+
+
+def _missing_digits_message(weights_path) -> str:
+    return (
+        f"digits-classifier weights not found: {weights_path}\n"
+        f"  the {DIGITS_CLASSIFIER!r} FID extractor needs the checkpoint written by\n"
+        f"    python -c \"from ddm.metrics import train_digits_classifier; "
+        f"train_digits_classifier('{weights_path or 'digits_classifier.pt'}')\"\n"
+        f"  (CPU, seconds), passed as weights_path / feature_extractor_weights_path."
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The digits classifier
+# --------------------------------------------------------------------------------------------
+
+
+class DigitsClassifier(nn.Module):
+    """A small CNN for 8x8 grey digits. ``embed`` gives the 64-d penultimate layer (taken before
+    its ReLU, so the feature covariance has full rank); ``forward`` gives the 10 logits.
+
+    Input: float tensor (B, 1, 8, 8) with pixel values in [0, 255].
+    """
+
+    FEATURE_DIM = 64
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 16, 3, padding=1)
+        self.conv2 = nn.Conv2d(16, 32, 3, padding=1)
+        self.conv3 = nn.Conv2d(32, 64, 3, padding=1)
+        self.fc1 = nn.Linear(64 * 2 * 2, self.FEATURE_DIM)
+        self.fc2 = nn.Linear(self.FEATURE_DIM, 10)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        x = x / 127.5 - 1.0
+        x = F.relu(self.conv1(x))
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)  # 4x4
+        x = F.max_pool2d(F.relu(self.conv3(x)), 2)  # 2x2
+        return self.fc1(x.flatten(1))
+
+    def logits_from_embedding(self, h: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.relu(h))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits_from_embedding(self.embed(x))
+
+
+def _default_digits_split(split: str):
+    # Lazy: ddm.data is written alongside this module.
+    from ddm.data import load_dataset, load_digits_labels
+
+    return load_dataset("digits", None, split), load_digits_labels(split)
+
+
+def _as_digit_batch(images) -> torch.Tensor:
+    x = torch.as_tensor(np.asarray(images) if not torch.is_tensor(images) else images)
+    if x.dtype != torch.uint8:
+        raise TypeError(f"digits images must be uint8, got {x.dtype}")
+    if x.ndim == 3:
+        x = x[:, None]
+    if x.ndim != 4 or x.shape[1] != 1 or tuple(x.shape[2:]) != (8, 8):
+        raise ValueError(f"digits images must be (N,1,8,8) uint8, got {tuple(x.shape)}")
+    return x.float()
+
+
+@torch.no_grad()
+def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    model.eval()
+    return float((model(x).argmax(1) == y).double().mean())
+
+
+def train_digits_classifier(
+    out_path: str | os.PathLike,
+    seed: int = 0,
+    epochs: int = 30,
+    *,
+    train: tuple | None = None,
+    test: tuple | None = None,
+    batch_size: int = 64,
+    lr: float = 3e-3,
+    min_accuracy: float = 0.95,
+) -> float:
+    """Train the digits classifier (CPU, deterministic for a seed) and save it to ``out_path``.
+
+    ``train`` / ``test`` are ``(images uint8 (N,1,8,8), labels (N,))``; by default they are the
+    digits train and test splits of ``ddm.data``. AdamW with a one-cycle (cosine) learning rate,
+    random +-1 pixel shifts as augmentation; trained on one CPU thread (restored afterwards). The checkpoint (written atomically) holds the state dict, the test
+    accuracy and the training settings. Returns the test accuracy; raises RuntimeError if it is
+    below ``min_accuracy`` (the checkpoint is then not written).
+    """
+    if train is None:
+        train = _default_digits_split("train")
+    if test is None:
+        test = _default_digits_split("test")
+    xtr, ytr = _as_digit_batch(train[0]), torch.as_tensor(np.asarray(train[1]), dtype=torch.long)
+    xte, yte = _as_digit_batch(test[0]), torch.as_tensor(np.asarray(test[1]), dtype=torch.long)
+
+    threads = torch.get_num_threads()
+    # One thread: the same result run to run whatever the core count (and fastest for this tiny net).
+    torch.set_num_threads(1)
+    try:
+        model, train_acc, test_acc = _train_digits(xtr, ytr, xte, yte, seed, epochs, batch_size, lr)
+    finally:
+        torch.set_num_threads(threads)
+    if test_acc < min_accuracy:
+        raise RuntimeError(f"digits classifier test accuracy {test_acc:.4f} < {min_accuracy}")
+    ckpt = {
+        "arch": _DIGITS_ARCH,
+        "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "test_accuracy": test_acc,
+        "train_accuracy": train_acc,
+        "num_train": int(len(xtr)),
+        "num_test": int(len(xte)),
+        "seed": int(seed),
+        "epochs": int(epochs),
+        "feature_dim": DigitsClassifier.FEATURE_DIM,
+    }
+    _atomic_write(Path(out_path), lambda f: torch.save(ckpt, f))
+    return test_acc
+
+
+def _train_digits(xtr, ytr, xte, yte, seed, epochs, batch_size, lr):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)
+        model = DigitsClassifier()
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+        steps_per_epoch = math.ceil(len(xtr) / batch_size)
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.15
+        )
+        # All 3x3 one-pixel shifts of every image: (N, 3, 3, 8, 8).
+        windows = F.pad(xtr, (1, 1, 1, 1))[:, 0].unfold(1, 8, 1).unfold(2, 8, 1)
+        for _ in range(epochs):
+            model.train()
+            perm = torch.randperm(len(xtr), generator=gen)
+            shifts = torch.randint(0, 3, (len(xtr), 2), generator=gen)
+            for i in range(0, len(xtr), batch_size):
+                idx = perm[i : i + batch_size]
+                xb = windows[idx, shifts[idx, 0], shifts[idx, 1]][:, None]
+                loss = F.cross_entropy(model(xb), ytr[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+    return model, _accuracy(model, xtr, ytr), _accuracy(model, xte, yte)
+
+
+def load_digits_classifier(weights_path: str | os.PathLike) -> tuple[DigitsClassifier, dict]:
+    """Load a checkpoint written by :func:`train_digits_classifier`: (model in eval mode, metadata)."""
+    if weights_path is None or not Path(weights_path).is_file():
+        raise MissingWeightsError(_missing_digits_message(weights_path))
+    ckpt = torch.load(weights_path, map_location="cpu", weights_only=True)
+    if not isinstance(ckpt, dict) or ckpt.get("arch") != _DIGITS_ARCH:
+        raise ValueError(f"{weights_path} is not a {_DIGITS_ARCH} checkpoint")
+    model = DigitsClassifier()
+    model.load_state_dict(ckpt["state_dict"])
+    model.eval().requires_grad_(False)
+    meta = {k: v for k, v in ckpt.items() if k != "state_dict"}
+    return model, meta
+
+
+class DigitsClassifierFeatureExtractor(FeatureExtractorBase):
+    """torch-fidelity feature extractor ``"digits-classifier"``.
+
+    Built by torch-fidelity as ``cls(name, features_list, feature_extractor_weights_path=...,
+    **kwargs)``; the weights path is the checkpoint of :func:`train_digits_classifier` (required).
+    Input: uint8 (B, 3, 8, 8) as torch-fidelity supplies it; channel 0 is the grey image. Runs in
+    float64 so that features (and FID) do not depend on batch composition. Features: ``"64"``
+    (penultimate layer, used for FID/KID/PRC) and ``"logits"``.
+    """
+
+    def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
+        super().__init__(name, features_list)
+        model, meta = load_digits_classifier(feature_extractor_weights_path)
+        self.model = model.double()
+        self.meta = meta
+        self.requires_grad_(False)
+        self.eval()
+
+    @staticmethod
+    def get_provided_features_list():
+        return "64", "logits"
+
+    @staticmethod
+    def get_default_feature_layer_for_metric(metric):
+        return {"isc": "logits", "fid": "64", "kid": "64", "prc": "64"}[metric]
+
+    @staticmethod
+    def can_be_compiled():
+        return False
+
+    @staticmethod
+    def get_dummy_input_for_compile():
+        return (torch.rand([1, 3, 8, 8]) * 255).to(torch.uint8)
+
+    def forward(self, x):
+        if not (torch.is_tensor(x) and x.dtype == torch.uint8):
+            raise ValueError("digits-classifier expects torch.uint8 images")
+        if x.dim() != 4 or x.shape[1] != 3 or tuple(x.shape[2:]) != (8, 8):
+            raise ValueError(f"digits-classifier expects Bx3x8x8 input, got {tuple(x.shape)}")
+        h = self.model.embed(x[:, :1].to(torch.float64))
+        out = {"64": h}
+        if "logits" in self.features_list:
+            out["logits"] = self.model.logits_from_embedding(h)
+        return tuple(out[a] for a in self.features_list)
+
+
+if DIGITS_CLASSIFIER not in FEATURE_EXTRACTORS_REGISTRY:
+    torch_fidelity.register_feature_extractor(DIGITS_CLASSIFIER, DigitsClassifierFeatureExtractor)
+
+
+# --------------------------------------------------------------------------------------------
+# Feature extraction and FID
+# --------------------------------------------------------------------------------------------
+
+
+def to_uint8_images(x, value_range: tuple[float, float] = (-1.0, 1.0)) -> torch.Tensor:
+    """Quantise float images in ``value_range`` to uint8 [0, 255] (clamp, scale, round)."""
+    x = torch.as_tensor(x)
+    lo, hi = value_range
+    return ((x.float() - lo) / (hi - lo) * 255.0).clamp(0, 255).round().to(torch.uint8)
+
+
+class _UInt8Images(Dataset):
+    """uint8 images (N,C,H,W), C in {1,3}, served as (3,H,W) uint8 tensors for torch-fidelity."""
+
+    def __init__(self, images):
+        x = images if torch.is_tensor(images) else torch.from_numpy(np.ascontiguousarray(images))
+        if x.dtype != torch.uint8:
+            raise TypeError(
+                f"FID inputs must be uint8 images in [0, 255], got {x.dtype} (see to_uint8_images)"
+            )
+        if x.ndim == 3:
+            x = x[:, None]
+        if x.ndim != 4 or x.shape[1] not in (1, 3):
+            raise ValueError(f"FID inputs must be (N,C,H,W) with C in (1, 3) or (N,H,W), got {tuple(x.shape)}")
+        if len(x) < 2:
+            raise ValueError("FID needs at least 2 images")
+        self.x = x.cpu().contiguous()
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        img = self.x[i]
+        return img.expand(3, -1, -1) if img.shape[0] == 1 else img
+
+
+def extract_features(
+    images_uint8,
+    extractor: str,
+    weights_path: str | os.PathLike | None,
+    *,
+    batch_size: int = 500,
+    cuda: bool | None = None,
+) -> np.ndarray:
+    """FID features (N, D) float64 of uint8 images, through torch-fidelity's feature extraction."""
+    weights = resolve_weights(extractor, weights_path)
+    cuda = torch.cuda.is_available() if cuda is None else bool(cuda)
+    fe = create_feature_extractor(
+        extractor,
+        [FID_FEATURE_LAYER[extractor]],
+        cuda=cuda,
+        feature_extractor_weights_path=str(weights),
+        verbose=False,
+    )
+    feats = get_featuresdict_from_dataset(
+        _UInt8Images(images_uint8), fe, batch_size, cuda, save_cpu_ram=True, verbose=False
+    )[FID_FEATURE_LAYER[extractor]]
+    return feats.to(torch.float64).numpy()
+
+
+def feature_statistics(features) -> tuple[np.ndarray, np.ndarray]:
+    """(mu, sigma) of features (N, D) in float64 — torch-fidelity's ``fid_features_to_statistics``
+    (mean and unbiased covariance, rows are samples)."""
+    f = torch.as_tensor(np.asarray(features, dtype=np.float64))
+    if f.ndim != 2 or f.shape[0] < 2:
+        raise ValueError(f"features must be (N>=2, D), got {tuple(f.shape)}")
+    st = fid_features_to_statistics(f)
+    return np.asarray(st["mu"], np.float64), np.atleast_2d(np.asarray(st["sigma"], np.float64))
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
+    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2):
+
+        d^2 = |mu1 - mu2|^2 + Tr(sigma1) + Tr(sigma2) - 2 Tr((sigma1 sigma2)^(1/2)),
+
+    computed by torch-fidelity's ``fid_statistics_to_metric`` (Tr of the square root as the sum
+    of the square roots of the eigenvalues of sigma1 sigma2), in float64.
+    """
+    mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
+    s1, s2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
+    if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != (mu1.size, mu1.size):
+        raise ValueError(f"shape mismatch: mu {mu1.shape}/{mu2.shape}, sigma {s1.shape}/{s2.shape}")
+    out = fid_statistics_to_metric({"mu": mu1, "sigma": s1}, {"mu": mu2, "sigma": s2}, verbose=False)
+    return float(out[KEY_METRIC_FID])
+
+
+def reference_stats(
+    images_uint8,
+    extractor: str,
+    weights_path: str | os.PathLike | None,
+    out_path: str | os.PathLike,
+    *,
+    batch_size: int = 500,
+    cuda: bool | None = None,
+) -> dict:
+    """Compute mu, sigma of the reference images and write them to ``out_path`` (.npz, atomic).
+
+    The file records: ``mu``, ``sigma``, ``extractor``, ``feature_layer``, ``weights_sha256``,
+    ``num_samples``, ``format`` and the torch-fidelity version. Returns that record (without
+    mu/sigma) plus ``path``.
+    """
+    weights = resolve_weights(extractor, weights_path)
+    feats = extract_features(images_uint8, extractor, weights, batch_size=batch_size, cuda=cuda)
+    mu, sigma = feature_statistics(feats)
+    record = {
+        "format": _STATS_FORMAT,
+        "extractor": extractor,
+        "feature_layer": FID_FEATURE_LAYER[extractor],
+        "weights_sha256": sha256_file(weights),
+        "num_samples": int(feats.shape[0]),
+        "torch_fidelity_version": torch_fidelity.__version__,
+    }
+    arrays = {k: np.asarray(v) for k, v in record.items()}
+    _atomic_write(Path(out_path), lambda f: np.savez(f, mu=mu, sigma=sigma, **arrays))
+    return {**record, "path": str(out_path)}
+
+
+def load_reference_stats(path: str | os.PathLike) -> dict:
+    """Read a reference statistics file written by :func:`reference_stats`."""
+    with np.load(path, allow_pickle=False) as z:
+        if "format" not in z.files or str(z["format"]) != _STATS_FORMAT:
+            raise ValueError(f"{path} is not a ddm FID reference statistics file")
+        return {
+            "mu": z["mu"],
+            "sigma": z["sigma"],
+            "extractor": str(z["extractor"]),
+            "feature_layer": str(z["feature_layer"]),
+            "weights_sha256": str(z["weights_sha256"]),
+            "num_samples": int(z["num_samples"]),
+            "torch_fidelity_version": str(z["torch_fidelity_version"]),
+        }
+
+
+def fid(
+    samples_uint8,
+    ref_stats_path: str | os.PathLike,
+    extractor: str,
+    weights_path: str | os.PathLike | None,
+    batch_size: int = 500,
+    *,
+    cuda: bool | None = None,
+) -> dict:
+    """FID of uint8 samples (N,C,H,W), C in {1,3}, against reference statistics.
+
+    Raises :class:`ReferenceMismatchError` when the reference was made with another extractor,
+    feature layer or weights file (by sha256), and :class:`MissingWeightsError` when the weights
+    are missing. Returns ``{"fid", "num_samples", "extractor", "reference", "weights_sha256"}``;
+    ``reference`` is ``"<stats file name> (n=<reference sample count>)"``.
+    """
+    weights = resolve_weights(extractor, weights_path)
+    ref = load_reference_stats(ref_stats_path)
+    digest = sha256_file(weights)
+    if ref["extractor"] != extractor or ref["feature_layer"] != FID_FEATURE_LAYER[extractor]:
+        raise ReferenceMismatchError(
+            f"reference {ref_stats_path} was made with extractor {ref['extractor']!r} "
+            f"(layer {ref['feature_layer']}), samples use {extractor!r} "
+            f"(layer {FID_FEATURE_LAYER[extractor]})"
+        )
+    if ref["weights_sha256"] != digest:
+        raise ReferenceMismatchError(
+            f"reference {ref_stats_path} was made with weights sha256={ref['weights_sha256']}, "
+            f"but {weights} has sha256={digest}: recompute the reference statistics"
+        )
+    feats = extract_features(samples_uint8, extractor, weights, batch_size=batch_size, cuda=cuda)
+    mu, sigma = feature_statistics(feats)
+    return {
+        "fid": frechet_distance(mu, sigma, ref["mu"], ref["sigma"]),
+        "num_samples": int(feats.shape[0]),
+        "extractor": extractor,
+        "reference": f"{Path(ref_stats_path).name} (n={ref['num_samples']})",
+        "weights_sha256": digest,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# PSNR and MAE
+# --------------------------------------------------------------------------------------------
+
+# ITU-R BT.601 luma as in MATLAB's rgb2ycbcr, for R, G, B in [0, 1]: Y = 16/255 + (65.481 R +
+# 128.553 G + 24.966 B)/255, so Y lies in [16/255, 235/255].
+_BT601_Y = np.array([65.481, 128.553, 24.966]) / 255.0
+
+
+def rgb_to_y(img, data_range: float = 255) -> np.ndarray:
+    """Y of YCbCr (ITU-R BT.601, MATLAB ``rgb2ycbcr``) of an RGB image (..., 3, H, W) whose values
+    lie in [0, data_range]; returned on the same scale, in float64, without rounding."""
+    x = np.asarray(img, np.float64)
+    if x.ndim < 3 or x.shape[-3] != 3:
+        raise ValueError(f"expected RGB (...,3,H,W), got {x.shape}")
+    return data_range * 16.0 / 255.0 + np.tensordot(_BT601_Y, x, axes=([0], [x.ndim - 3]))
+
+
+def _as_image_list(x, name: str) -> list[np.ndarray]:
+    """A batch (N,C,H,W), one image (C,H,W) or (H,W), or a sequence of images -> list of float64 arrays."""
+    if isinstance(x, (list, tuple)):
+        return [np.asarray(i.detach().cpu() if torch.is_tensor(i) else i, np.float64) for i in x]
+    a = np.asarray(x.detach().cpu() if torch.is_tensor(x) else x, np.float64)
+    if a.ndim == 4:
+        return list(a)
+    if a.ndim in (2, 3):
+        return [a]
+    raise ValueError(f"{name}: expected (N,C,H,W), (C,H,W), (H,W) or a list of images, got {a.shape}")
+
+
+def psnr(pred_uint8_or_float, target, *, data_range: float = 255, crop_border: int = 4, y_channel: bool = True) -> float:
+    """Mean PSNR (dB) over images, following the super-resolution practice of Table 2's peers
+    (NTIRE/DIV2K, BasicSR):
+
+    - images are channel-first RGB (N,3,H,W), one (3,H,W), grey (N,1,H,W)/(H,W), or a list of
+      such images (sizes may differ); values in [0, data_range] (uint8 outputs: data_range=255;
+      quantise model outputs to uint8 first, as the published numbers do);
+    - ``crop_border`` pixels are removed from each side (the scale factor: 4 for x4);
+    - with ``y_channel`` (default), RGB images are compared on the Y channel of YCbCr, ITU-R
+      BT.601 as MATLAB ``rgb2ycbcr``: Y = 16 + (65.481 R + 128.553 G + 24.966 B)/255 for 8-bit
+      R, G, B; Y is kept in float (not rounded to uint8, as BasicSR does);
+    - per image PSNR = 10 log10(data_range^2 / MSE), then the mean over images (an image with
+      MSE 0 gives +inf).
+    """
+    preds, targets = _as_image_list(pred_uint8_or_float, "pred"), _as_image_list(target, "target")
+    if len(preds) != len(targets):
+        raise ValueError(f"{len(preds)} predictions vs {len(targets)} targets")
+    values = []
+    for p, t in zip(preds, targets):
+        if p.shape != t.shape:
+            raise ValueError(f"shape mismatch {p.shape} vs {t.shape}")
+        if y_channel and p.ndim == 3 and p.shape[0] == 3:
+            p, t = rgb_to_y(p, data_range), rgb_to_y(t, data_range)
+        if crop_border:
+            c = int(crop_border)
+            p, t = p[..., c:-c, c:-c], t[..., c:-c, c:-c]
+            if p.size == 0:
+                raise ValueError(f"crop_border={crop_border} leaves no pixels")
+        mse = float(np.mean((p - t) ** 2))
+        values.append(math.inf if mse == 0 else 10.0 * math.log10(data_range**2 / mse))
+    return float(np.mean(values))
+
+
+def mae(pred, gt) -> float:
+    """Saliency MAE: per image mean |pred - gt| with both maps in [0, 1] (uint8 maps are divided
+    by 255), averaged over images. Accepts batches (N,...,H,W), one (H,W) map, or lists of maps
+    of different sizes."""
+
+    def prep(x, name):
+        is_u8 = (torch.is_tensor(x) and x.dtype == torch.uint8) or (isinstance(x, np.ndarray) and x.dtype == np.uint8)
+        if isinstance(x, (list, tuple)):
+            out = []
+            for i in x:
+                out.extend(prep(i, name))
+            return out
+        a = np.asarray(x.detach().cpu() if torch.is_tensor(x) else x)
+        a = a.astype(np.float64) / 255.0 if is_u8 else a.astype(np.float64)
+        if a.size and (a.min() < 0 or a.max() > 1):
+            raise ValueError(f"{name} must lie in [0, 1] (or be uint8)")
+        return list(a) if a.ndim >= 3 else [a]
+
+    ps, gs = prep(pred, "pred"), prep(gt, "gt")
+    if len(ps) != len(gs):
+        raise ValueError(f"{len(ps)} predictions vs {len(gs)} ground truths")
+    vals = []
+    for p, g in zip(ps, gs):
+        if p.shape != g.shape:
+            raise ValueError(f"shape mismatch {p.shape} vs {g.shape}")
+        vals.append(float(np.mean(np.abs(p - g))))
+    return float(np.mean(vals))

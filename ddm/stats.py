@@ -1,0 +1,123 @@
+"""Statistics for Table 1: mean ± std over repeated FID runs and the significance markers.
+
+Table 1 of the paper marks a result with one of two markers: the best FID is lower than the
+second best "with statistical significance (p-value < 0.05) based on the two sample t-test", or
+the difference "is not statistical significant". :func:`mark_best` returns exactly these two
+markers (``"significant"`` / ``"not_significant"``) and a third, ``"untested"``, when the test
+cannot be run (fewer than 2 repeats of the best or the second-best method, or fewer than two
+methods, or a t statistic that is undefined because both groups have zero variance and equal means).
+
+The test is two-sided (scipy's default): the direction "best < second" is picked from the data,
+so a one-sided p would halve the p-value after looking. Welch's unequal-variance test is the
+default; Student's pooled-variance test is an option.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import numpy as np
+from scipy import stats as _st
+
+__all__ = ["summarize", "ttest", "mark_best", "SIGNIFICANT", "NOT_SIGNIFICANT", "UNTESTED"]
+
+SIGNIFICANT = "significant"
+NOT_SIGNIFICANT = "not_significant"
+UNTESTED = "untested"
+
+
+def _values(values, name="values") -> np.ndarray:
+    a = np.asarray(values, dtype=np.float64).ravel()
+    if a.size == 0:
+        raise ValueError(f"{name}: no values")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name}: non-finite values {a}")
+    return a
+
+
+def summarize(values: Sequence[float]) -> dict:
+    """``{"mean", "std", "n"}``; std is the sample standard deviation (ddof=1), NaN when n == 1."""
+    a = _values(values)
+    return {
+        "mean": float(a.mean()),
+        "std": float(a.std(ddof=1)) if a.size > 1 else math.nan,
+        "n": int(a.size),
+    }
+
+
+def ttest(a: Sequence[float], b: Sequence[float], equal_var: bool = False) -> dict:
+    """Two-sample, two-sided t-test via ``scipy.stats.ttest_ind``.
+
+    Welch's test by default (``equal_var=False``), Student's with ``equal_var=True``.
+    Returns ``{"t", "p", "test": "welch" | "student"}``; t > 0 when mean(a) > mean(b).
+    """
+    xa, xb = _values(a, "a"), _values(b, "b")
+    if xa.size < 2 or xb.size < 2:
+        raise ValueError(f"t-test needs at least 2 values per group, got {xa.size} and {xb.size}")
+    r = _st.ttest_ind(xa, xb, equal_var=equal_var)
+    return {"t": float(r.statistic), "p": float(r.pvalue), "test": "student" if equal_var else "welch"}
+
+
+def mark_best(
+    results: Mapping[str, Sequence[float]],
+    lower_is_better: bool = True,
+    alpha: float = 0.05,
+    *,
+    equal_var: bool = False,
+) -> dict:
+    """Table 1's marker for the best method among ``results`` (method -> repeated values).
+
+    The best and second-best methods are chosen by mean (lowest for FID; ties keep the order of
+    ``results``), then the best is t-tested against the second best (:func:`ttest`, Welch by
+    default). Returns::
+
+        {"best": name, "second": name | None, "marker": "significant" | "not_significant" |
+         "untested", "p": float | None, "t": float | None, "test": "welch" | "student" | None,
+         "alpha": alpha, "reason": str, "summaries": {name: summarize(values)}}
+
+    ``"significant"``: p < alpha (the best mean is better, by construction). ``"untested"``: fewer
+    than 2 methods, fewer than 2 repeats for the best or the second best (e.g. a peer's single
+    published number), or an undefined p (both groups constant and equal).
+    """
+    if not results:
+        raise ValueError("no results")
+    summaries = {k: summarize(v) for k, v in results.items()}
+    sign = 1.0 if lower_is_better else -1.0
+    order = sorted(summaries, key=lambda k: sign * summaries[k]["mean"])  # stable: ties keep order
+    best = order[0]
+    second = order[1] if len(order) > 1 else None
+    out = {
+        "best": best,
+        "second": second,
+        "marker": UNTESTED,
+        "p": None,
+        "t": None,
+        "test": None,
+        "alpha": float(alpha),
+        "reason": "",
+        "summaries": summaries,
+    }
+    if second is None:
+        out["reason"] = "only one method"
+        return out
+    n_best, n_second = summaries[best]["n"], summaries[second]["n"]
+    if n_best < 2 or n_second < 2:
+        out["reason"] = f"fewer than 2 repeats ({best}: {n_best}, {second}: {n_second})"
+        return out
+    if (
+        summaries[best]["std"] == 0
+        and summaries[second]["std"] == 0
+        and summaries[best]["mean"] == summaries[second]["mean"]
+    ):
+        out["reason"] = "t statistic undefined (zero variance in both groups, equal means)"
+        return out
+    r = ttest(results[best], results[second], equal_var=equal_var)
+    out.update(t=r["t"], p=r["p"], test=r["test"])
+    if math.isnan(r["p"]):
+        out["reason"] = "p-value undefined"
+        return out
+    significant = r["p"] < alpha and summaries[best]["mean"] != summaries[second]["mean"]
+    out["marker"] = SIGNIFICANT if significant else NOT_SIGNIFICANT
+    out["reason"] = f"{r['test']} t-test p={r['p']:.3g} {'<' if significant else '>='} {alpha}"
+    return out

@@ -1,0 +1,88 @@
+# Helpers shared by the rules: the job list of each phase, derived from params.yaml through
+# ddm.config (the same resolution `ddm` itself uses).
+import json
+
+import yaml
+
+from ddm.config import ConfigError, all_methods, dataset_names, resolve, validate as validate_params
+
+try:
+    validate_params(config)
+except ConfigError as e:
+    raise WorkflowError(str(e))
+
+PRESET = config["presets"][config["preset"]]
+DATASETS = dataset_names(config)
+TABLE1 = list(config["methods"])
+ABLATIONS = [m for m in config["ablation_methods"] if m != "ddpm_x0"] if config["ablations"] else []
+
+with open(workflow.source_path("../phases.yaml")) as _f:
+    PHASES = yaml.safe_load(_f)
+
+
+wildcard_constraints:
+    dataset="[a-z0-9]+",
+    method="[a-z][a-z0-9_]*",
+    nfe=r"\d+",
+    repeat=r"\d+",
+
+
+def resolved(wc):
+    """The job's resolved config as JSON: a Snakemake param, so a change reruns the job."""
+    return json.dumps(resolve(config, wc.dataset, wc.method), sort_keys=True)
+
+
+def sample_jobs():
+    """(dataset, method, nfe, repeat) of every sample set the tables need."""
+    jobs = []
+    for ds in DATASETS:
+        b = PRESET[ds]
+        for m in TABLE1:
+            jobs += [(ds, m, n, r) for n in b["nfe"] for r in range(b["fid"]["repeats"])]
+            if config["long_nfe"]:
+                jobs += [(ds, m, n, 0) for n in b["nfe_long"]]
+        for m in ABLATIONS:
+            jobs += [(ds, m, n, 0) for n in b["ablation_nfe"]]
+    return sorted(set(jobs))
+
+
+def num_samples(wc):
+    b = PRESET[wc.dataset]
+    long = int(wc.nfe) in b["nfe_long"] and int(wc.nfe) not in b["nfe"]
+    return b["num_samples_long"] if long else b["fid"]["num_samples"]
+
+
+def metric_files():
+    return [f"results/metrics/{d}/{m}/nfe{n}-r{r}.json" for d, m, n, r in sample_jobs()]
+
+
+def fig3_files():
+    return [f"results/metrics/{d}/fig3.json" for d in DATASETS] if config["ablations"] else []
+
+
+def figure_files():
+    files = [f"reports/figures/fid_vs_nfe_{d}.png" for d in DATASETS]
+    files += [f"reports/figures/samples_{d}_{m}_nfe{n}.png" for d in DATASETS for m in TABLE1 for n in PRESET[d]["nfe"]]
+    files += [f"reports/figures/fig3_{d}.png" for d in DATASETS] if config["ablations"] else []
+    return files
+
+
+def phase_outputs(phase):
+    """Every file the jobs of one phase write for `all` (its target rule's inputs)."""
+    if phase == "download":
+        return [f"data/prepared/{d}.pt" for d in DATASETS]
+    if phase == "reference":
+        return [f"results/fid/{d}/reference.npz" for d in DATASETS]
+    if phase == "train":
+        return sorted({f"results/models/{d}/{m}.pt" for d, m, _, _ in sample_jobs()}
+                      | ({f"results/models/{d}/{m}.pt" for d in DATASETS for m in ("ddm", "ddpm", "ddpm_x0")}
+                         if config["ablations"] else set()))
+    if phase == "sample":
+        return [f"results/samples/{d}/{m}/nfe{n}-r{r}.pt" for d, m, n, r in sample_jobs()]
+    if phase == "evaluate":
+        return metric_files() + fig3_files()
+    if phase == "stats":
+        return ["reports/metrics.json"]
+    if phase == "tables":
+        return ["reports/tables.tex"] + figure_files()
+    raise WorkflowError(f"unknown phase {phase}")

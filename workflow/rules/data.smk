@@ -1,0 +1,47 @@
+# Phase "download" and phase "reference": dataset -> uint8 tensor file; FID extractor and
+# reference statistics (computed once per dataset, extractor and weights).
+
+
+rule prepare:
+    output:
+        "data/prepared/{dataset}.pt",
+    params:
+        block=lambda wc: json.dumps({k: PRESET[wc.dataset].get(k) for k in ("resolution", "source")}, sort_keys=True),
+    log:
+        "logs/prepare/{dataset}.log",
+    shell:
+        "ddm prepare --dataset {wildcards.dataset} --data-root data/raw --out {output} > {log} 2>&1"
+
+
+rule extractor:
+    output:
+        "results/fid/{dataset}/extractor.json",
+    params:
+        fid=lambda wc: json.dumps({k: PRESET[wc.dataset]["fid"].get(k) for k in ("extractor", "weights")}, sort_keys=True),
+        seed=config["seed"],
+    log:
+        "logs/extractor/{dataset}.log",
+    shell:
+        "ddm extractor --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
+
+
+rule refstats:
+    input:
+        data="data/prepared/{dataset}.pt",
+        extractor="results/fid/{dataset}/extractor.json",
+    output:
+        "results/fid/{dataset}/reference.npz",
+    log:
+        "logs/refstats/{dataset}.log",
+    shell:
+        "ddm refstats --data {input.data} --extractor {input.extractor} --out {output} > {log} 2>&1"
+
+
+rule phase_download:
+    input:
+        phase_outputs("download"),
+
+
+rule phase_reference:
+    input:
+        phase_outputs("reference"),

@@ -1,0 +1,59 @@
+# Phase "sample" and phase "evaluate": one sample set per (dataset, method, NFE, repeat), its FID.
+
+
+rule sample:
+    input:
+        "results/models/{dataset}/{method}.pt",
+    output:
+        "results/samples/{dataset}/{method}/nfe{nfe}-r{repeat}.pt",
+    params:
+        cfg=lambda wc: json.dumps(resolve(config, wc.dataset, wc.method)["sampling"], sort_keys=True),
+        num_samples=num_samples,
+    log:
+        "logs/sample/{dataset}/{method}/nfe{nfe}-r{repeat}.log",
+    threads: 1
+    resources:
+        gpus=1,
+    shell:
+        "DDM_THREADS={threads} ddm sample --model {input} --nfe {wildcards.nfe} --repeat {wildcards.repeat} "
+        "--num-samples {params.num_samples} --out {output} > {log} 2>&1"
+
+
+rule evaluate:
+    input:
+        samples="results/samples/{dataset}/{method}/nfe{nfe}-r{repeat}.pt",
+        reference="results/fid/{dataset}/reference.npz",
+        extractor="results/fid/{dataset}/extractor.json",
+    output:
+        "results/metrics/{dataset}/{method}/nfe{nfe}-r{repeat}.json",
+    log:
+        "logs/evaluate/{dataset}/{method}/nfe{nfe}-r{repeat}.log",
+    threads: 1
+    shell:
+        "DDM_THREADS={threads} ddm evaluate --samples {input.samples} --reference {input.reference} "
+        "--extractor {input.extractor} --dataset {wildcards.dataset} --method {wildcards.method} "
+        "--nfe {wildcards.nfe} --repeat {wildcards.repeat} --out {output} > {log} 2>&1"
+
+
+rule fig3:
+    input:
+        expand("results/models/{{dataset}}/{method}.pt", method=["ddpm", "ddpm_x0", "ddm"]),
+    output:
+        "results/metrics/{dataset}/fig3.json",
+    params:
+        nfe=lambda wc: max(PRESET[wc.dataset]["ablation_nfe"]),
+    log:
+        "logs/fig3/{dataset}.log",
+    threads: 1
+    shell:
+        "DDM_THREADS={threads} ddm fig3 --models {input} --nfe {params.nfe} --out {output} > {log} 2>&1"
+
+
+rule phase_sample:
+    input:
+        phase_outputs("sample"),
+
+
+rule phase_evaluate:
+    input:
+        phase_outputs("evaluate"),
