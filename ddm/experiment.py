@@ -35,7 +35,8 @@ class Experiment:
 
     def grid(self, nfe: int) -> Tensor:
         s = self.cfg["sampling"]
-        options = {"polynomial": {"rho": s["rho"]}, "sde": {"t_end": s["t_end"]}}.get(s["grid"], {})
+        options = {"polynomial": {"rho": s["rho"]}, "sde": {"t_end": s["t_end"]},
+                   "lambda": {"process": self.process, "t_end": s["t_end"]}}.get(s["grid"], {})
         return make_grid(s["grid"], nfe, **options)
 
     @property

@@ -20,6 +20,7 @@ DDM samplers (this module); the DDPM/VP-SDE and VE-SDE samplers live in ``ddm.ba
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import torch
@@ -39,6 +40,10 @@ __all__ = [
     "SAMPLERS",
     "get_sampler",
     "check_grid",
+    "lambda_grid",
+    "alpha_sigma",
+    "sample_ddim",
+    "sample_dpmpp_2m",
 ]
 
 Callback = Callable[[int, Tensor, Tensor, Tensor], None]
@@ -106,7 +111,7 @@ GRIDS: dict[str, Callable[..., Tensor]] = {
     "uniform": uniform_grid,
     "authors": authors_grid,
     "polynomial": polynomial_grid,
-}
+}  # "lambda" (needs the process) and "sde" are added below and in ddm.baselines
 
 
 def make_grid(name: str, n: int, **options) -> Tensor:
@@ -208,10 +213,135 @@ def sample_ddm_deterministic(
     return x
 
 
+# -- ODE solvers on the Gaussian path (beyond the paper: its conclusion's "high-order solvers") --
+def alpha_sigma(process) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]:
+    """(alpha_t, sigma_t) of x_t = alpha_t x0 + sigma_t eps.
+
+    DDM with h_t = c is such a path: x_t = (1 - t) x0 + sqrt(t) eps (alpha_1 = 0: pure noise at
+    t = 1). Other h_t families are not (H_t depends on free random parameters), so the
+    solvers refuse them. The baselines (``ddm.baselines``) provide ``alpha`` and ``sigma``.
+    """
+    if isinstance(process, DecoupledProcess):
+        if process.family.name != "constant":
+            raise ValueError(
+                f"the ODE solvers need a Gaussian path x_t = alpha_t x0 + sigma_t eps: h_t family "
+                f"'{process.family.name}' is not one; use h_t = constant or the sampler 'ddm'"
+            )
+        return (lambda t: 1 - t), (lambda t: t.sqrt())
+    return process.alpha, process.sigma
+
+
+def _log_snr(process, t: Tensor) -> Tensor:
+    """lambda_t = log(alpha_t / sigma_t); -inf where alpha_t = 0, +inf where sigma_t = 0."""
+    alpha, sigma = alpha_sigma(process)
+    return torch.log(alpha(t)) - torch.log(sigma(t))
+
+
+def lambda_grid(n: int, process=None, t_end: float = 1e-3) -> Tensor:
+    """N + 1 times uniform in lambda_t = log(alpha_t / sigma_t).
+
+    DDM (h_t = c): lambda is -inf at t = 1 and +inf at t = 0, so the grid keeps t_0 = 1 and
+    t_N = 0 and spaces t_1 .. t_{N-1} uniformly in lambda between lambda(1 - 1/N) and
+    lambda(1/N) (the interior end points of the uniform grid). Baselines (alpha_1 > 0): uniform
+    in lambda from t = 1 to t = t_end.
+    """
+    _check_n(n)
+    if process is None:
+        raise ValueError("the lambda grid needs the process (its alpha_t and sigma_t)")
+    ddm = isinstance(process, DecoupledProcess)
+    if ddm and n <= 2:
+        return uniform_grid(n)
+    hi, lo = (1 - 1 / n, 1 / n) if ddm else (1.0, t_end)
+    k = n - 2 if ddm else n
+    lam = torch.linspace(float(_log_snr(process, torch.tensor(hi, dtype=torch.float64))),
+                         float(_log_snr(process, torch.tensor(lo, dtype=torch.float64))), k + 1, dtype=torch.float64)
+    a, b = torch.full_like(lam, lo), torch.full_like(lam, hi)  # lambda decreases in t: bisection
+    for _ in range(80):
+        mid = (a + b) / 2
+        above = _log_snr(process, mid) > lam
+        a, b = torch.where(above, mid, a), torch.where(above, b, mid)
+    t = (a + b) / 2
+    t[0], t[-1] = hi, lo
+    if ddm:
+        t = torch.cat([torch.ones(1, dtype=torch.float64), t, torch.zeros(1, dtype=torch.float64)])
+    return t
+
+
+def _x0_pred(net, process, x: Tensor, t: Tensor, x0_source: str) -> tuple[Tensor, Tensor]:
+    """(x0_hat, the network's outputs) for DDM (both heads or -phi) and eps-networks."""
+    if isinstance(process, DecoupledProcess):
+        phi, eps = _heads(net, x, t)
+        if x0_source == "phi":
+            return process.family.x0_from_phi(phi), phi
+        if x0_source != "both":
+            raise ValueError(f"x0_source must be 'both' or 'phi'; got {x0_source!r}")
+        return x - process.family.H(phi, t) - expand_t(t.sqrt(), x) * eps, phi
+    out = net(x * expand_t(process.c_in(t), x), t)
+    eps = out[0] if isinstance(out, (tuple, list)) else out
+    return process.x0_from_eps(x, t, eps), eps
+
+
+def _solver(net, process, noise, grid, *, order: int, clip, callback, x0_source) -> Tensor:
+    check_grid(grid)
+    alpha, sigma = alpha_sigma(process)
+    x = noise
+    x0_prev, h_prev = None, None
+    n = grid.numel() - 1
+    for i in range(n):
+        t, s = _times(grid, i, x)
+        x0, _ = _x0_pred(net, process, x, t, x0_source)
+        if clip is not None:
+            x0 = x0.clamp(-clip, clip)
+        if callback is not None:
+            callback(i, t, x, x0)
+        if sigma(grid[i + 1 : i + 2]).item() == 0:
+            x = x0  # sigma_s = 0: the step lands on the data prediction (first order)
+            continue
+        t64, s64 = grid[i].double(), grid[i + 1].double()
+        h = float(_log_snr(process, s64) - _log_snr(process, t64))
+        D = x0
+        if order == 2 and x0_prev is not None and math.isfinite(h_prev) and math.isfinite(h):
+            r = h_prev / h
+            D = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * x0_prev
+        ratio = float(sigma(s64) / sigma(t64))
+        x = ratio * x + float(alpha(s64)) * (-math.expm1(-h)) * D
+        x0_prev, h_prev = x0, h
+    return x
+
+
+@torch.no_grad()
+def sample_ddim(net, process, noise: Tensor, grid: Tensor, *, rng: SampleRNG | None = None,
+                clip: float | None = None, callback: Callback | None = None, x0_source: str = "both") -> Tensor:
+    """DDIM (eta = 0) written for x0-prediction on any Gaussian path (alpha_t, sigma_t):
+    x_s = alpha_s x0_hat + sigma_s (x_t - alpha_t x0_hat) / sigma_t — the first-order member of
+    the DPM-Solver++ family. For DDM (h_t = c), x0_hat is the image implied by both heads
+    (``x0_source="both"``, default) or -phi (``"phi"``)."""
+    return _solver(net, process, noise, grid, order=1, clip=clip, callback=callback, x0_source=x0_source)
+
+
+@torch.no_grad()
+def sample_dpmpp_2m(net, process, noise: Tensor, grid: Tensor, *, rng: SampleRNG | None = None,
+                    clip: float | None = None, callback: Callback | None = None, x0_source: str = "both") -> Tensor:
+    """DPM-Solver++(2M) (Lu et al. 2022, multistep, data prediction), stepping in
+    lambda_t = log(alpha_t / sigma_t): with h = lambda_s - lambda_t and r = h_prev / h,
+
+        D = (1 + 1/(2r)) x0_i - 1/(2r) x0_{i-1},   x_s = (sigma_s/sigma_t) x_t + alpha_s (1 - e^{-h}) D.
+
+    The first step from t = 1 (DDM: lambda = -inf, h = inf) is first order and equals DDIM's;
+    the step after it has no finite h_prev and is first order too; a last step to sigma = 0
+    (lambda = +inf) returns the data prediction. Exactly N network calls for N steps."""
+    return _solver(net, process, noise, grid, order=2, clip=clip, callback=callback, x0_source=x0_source)
+
+
 SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "ddm": sample_ddm,
     "ddm_deterministic": sample_ddm_deterministic,
+    "ddim": sample_ddim,
+    "dpmpp_2m": sample_dpmpp_2m,
 }
+
+
+GRIDS["lambda"] = lambda_grid
 
 
 def get_sampler(name: str) -> Callable[..., Tensor]:

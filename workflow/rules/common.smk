@@ -1,6 +1,8 @@
 # Helpers shared by the rules: the job list of each phase, derived from params.yaml through
 # ddm.config (the same resolution `ddm` itself uses).
 import json
+import shlex
+import sys
 
 import yaml
 
@@ -10,6 +12,9 @@ try:
     validate_params(config)
 except ConfigError as e:
     raise WorkflowError(str(e))
+
+#: The `ddm` command, run by the interpreter that runs Snakemake (no activated venv needed).
+DDM = f"{shlex.quote(sys.executable)} -m ddm"
 
 PRESET = config["presets"][config["preset"]]
 DATASETS = dataset_names(config)

@@ -10,7 +10,7 @@ rule prepare:
     log:
         "logs/prepare/{dataset}.log",
     shell:
-        "ddm prepare --dataset {wildcards.dataset} --data-root data/raw --out {output} > {log} 2>&1"
+        "{DDM} prepare --dataset {wildcards.dataset} --data-root data/raw --out {output} > {log} 2>&1"
 
 
 rule extractor:
@@ -22,7 +22,7 @@ rule extractor:
     log:
         "logs/extractor/{dataset}.log",
     shell:
-        "ddm extractor --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
+        "{DDM} extractor --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
 
 
 rule refstats:
@@ -34,7 +34,7 @@ rule refstats:
     log:
         "logs/refstats/{dataset}.log",
     shell:
-        "ddm refstats --data {input.data} --extractor {input.extractor} --out {output} > {log} 2>&1"
+        "{DDM} refstats --data {input.data} --extractor {input.extractor} --out {output} > {log} 2>&1"
 
 
 rule phase_download:

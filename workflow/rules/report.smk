@@ -13,7 +13,7 @@ rule stats:
     log:
         "logs/stats.log",
     shell:
-        "ddm stats --inputs {input} --out {output} > {log} 2>&1"
+        "{DDM} stats --inputs {input} --out {output} > {log} 2>&1"
 
 
 rule report:
@@ -25,7 +25,7 @@ rule report:
     log:
         "logs/report.log",
     shell:
-        "ddm report --metrics {input.metrics} --published {input.published} --out {output} > {log} 2>&1"
+        "{DDM} report --metrics {input.metrics} --published {input.published} --out {output} > {log} 2>&1"
 
 
 rule fid_plot:
@@ -36,7 +36,7 @@ rule fid_plot:
     log:
         "logs/figures/fid_vs_nfe_{dataset}.log",
     shell:
-        "ddm figures --metrics {input} --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
+        "{DDM} figures --metrics {input} --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
 
 
 rule sample_grid:
@@ -47,7 +47,7 @@ rule sample_grid:
     log:
         "logs/figures/samples_{dataset}_{method}_nfe{nfe}.log",
     shell:
-        "ddm grid --samples {input} --title '{wildcards.method}, NFE {wildcards.nfe}' --out {output} > {log} 2>&1"
+        "{DDM} grid --samples {input} --title '{wildcards.method}, NFE {wildcards.nfe}' --out {output} > {log} 2>&1"
 
 
 rule fig3_plot:
@@ -58,7 +58,7 @@ rule fig3_plot:
     log:
         "logs/figures/fig3_{dataset}.log",
     shell:
-        "ddm fig3-plot --curves {input} --out {output} > {log} 2>&1"
+        "{DDM} fig3-plot --curves {input} --out {output} > {log} 2>&1"
 
 
 rule phase_stats:

@@ -15,7 +15,7 @@ rule sample:
     resources:
         gpus=1,
     shell:
-        "DDM_THREADS={threads} ddm sample --model {input} --nfe {wildcards.nfe} --repeat {wildcards.repeat} "
+        "DDM_THREADS={threads} {DDM} sample --model {input} --nfe {wildcards.nfe} --repeat {wildcards.repeat} "
         "--num-samples {params.num_samples} --out {output} > {log} 2>&1"
 
 
@@ -30,7 +30,7 @@ rule evaluate:
         "logs/evaluate/{dataset}/{method}/nfe{nfe}-r{repeat}.log",
     threads: 1
     shell:
-        "DDM_THREADS={threads} ddm evaluate --samples {input.samples} --reference {input.reference} "
+        "DDM_THREADS={threads} {DDM} evaluate --samples {input.samples} --reference {input.reference} "
         "--extractor {input.extractor} --dataset {wildcards.dataset} --method {wildcards.method} "
         "--nfe {wildcards.nfe} --repeat {wildcards.repeat} --out {output} > {log} 2>&1"
 
@@ -46,7 +46,7 @@ rule fig3:
         "logs/fig3/{dataset}.log",
     threads: 1
     shell:
-        "DDM_THREADS={threads} ddm fig3 --models {input} --nfe {params.nfe} --out {output} > {log} 2>&1"
+        "DDM_THREADS={threads} {DDM} fig3 --models {input} --nfe {params.nfe} --out {output} > {log} 2>&1"
 
 
 rule phase_sample:

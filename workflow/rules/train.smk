@@ -17,7 +17,7 @@ rule train:
     resources:
         gpus=1,
     shell:
-        "DDM_THREADS={threads} ddm train --dataset {wildcards.dataset} --method {wildcards.method} "
+        "DDM_THREADS={threads} {DDM} train --dataset {wildcards.dataset} --method {wildcards.method} "
         "--data {input} --checkpoints results/checkpoints/{wildcards.dataset} --out {output.model} > {log} 2>&1"
 
 
