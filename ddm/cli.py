@@ -4,7 +4,7 @@
     ddm extractor  --dataset D --out results/D/fid/extractor.json   FID feature extractor
     ddm refstats   --data data/D.pt --extractor ... --out ...npz    FID reference statistics
     ddm train      --dataset D --method M --data ... --out ...pt    train (resumes; SLURM-preemptible)
-    ddm sample     --model ...pt --nfe N --repeat R --num-samples K --out ...pt
+    ddm sample     --dataset D --method M --model ...pt --nfe N --repeat R --num-samples K --out ...pt
     ddm evaluate   --samples ... --reference ... --extractor ... --out ...json
     ddm stats      --inputs metrics/*.json --out reports/metrics.json
     ddm report     --metrics reports/metrics.json --out reports/tables.tex
@@ -166,7 +166,14 @@ def cmd_sample(args) -> None:
     from ddm.experiment import generate
     from ddm.io import save_torch
 
+    from ddm.config import resolve, resolved_hash
+
     exp, net = load_model(args.model, args.device)
+    cfg = resolve(_params(args), args.dataset, args.method)
+    if resolved_hash(cfg) != resolved_hash(exp.cfg):
+        raise SystemExit(f"{args.model} was trained with another config than params.yaml gives for "
+                         f"{args.dataset}/{args.method}: retrain it (snakemake does so by itself)")
+    exp.cfg["sampling"] = cfg["sampling"]  # sampling options come from params.yaml, not the model file
     seeds = sample_seeds(args.repeat, args.num_samples)
     x = generate(exp, net, args.nfe, seeds, batch_size=args.batch_size, device=args.device)
     save_torch(to_uint8(x.clamp(-1, 1)), args.out)
@@ -267,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 
     s = add("sample", cmd_sample, "draw samples from a trained model")
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--method", required=True, help="a method of params.yaml (may be a solver variant)")
     s.add_argument("--model", required=True)
     s.add_argument("--nfe", type=int, required=True)
     s.add_argument("--repeat", type=int, default=0)

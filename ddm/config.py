@@ -16,7 +16,7 @@ from typing import Any, Mapping
 import yaml
 
 __all__ = ["ConfigError", "load_params", "validate", "dataset_names", "all_methods", "resolve",
-           "resolved_hash", "SCHEMA_PATH", "METHOD_DEFAULTS"]
+           "resolved_hash", "model_of", "SCHEMA_PATH", "METHOD_DEFAULTS"]
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "params.schema.yaml"
 
@@ -66,9 +66,19 @@ def validate(params: Mapping) -> None:
             f"params.yaml: preset: '{params['preset']}' is not defined "
             f"(allowed: {', '.join(sorted(params['presets']))})"
         )
-    clash = set(params["methods"]) & set(params["ablation_methods"])
-    if clash:
-        raise ConfigError(f"params.yaml: methods and ablation_methods both define {sorted(clash)}")
+    sections = ("methods", "ablation_methods", "solver_methods")
+    for i, a in enumerate(sections):
+        for b in sections[i + 1 :]:
+            clash = set(params[a]) & set(params[b])
+            if clash:
+                raise ConfigError(f"params.yaml: {a} and {b} both define {sorted(clash)}")
+    trained = {**params["methods"], **params["ablation_methods"]}
+    for name, entry in params["solver_methods"].items():
+        if entry["model"] not in trained:
+            raise ConfigError(
+                f"params.yaml: solver_methods/{name}/model: '{entry['model']}' is not a trained method "
+                f"(allowed: {', '.join(sorted(trained))})"
+            )
     for ds, block in params["presets"][params["preset"]].items():
         unknown = set(block["method_overrides"]) - set(all_methods(params))
         if unknown:
@@ -95,7 +105,13 @@ def dataset_names(params: Mapping) -> list[str]:
 
 
 def all_methods(params: Mapping) -> dict[str, dict]:
-    return {**params["methods"], **params["ablation_methods"]}
+    return {**params["methods"], **params["ablation_methods"], **params["solver_methods"]}
+
+
+def model_of(params: Mapping, method: str) -> str:
+    """The method whose trained network ``method`` uses (itself, unless a solver variant)."""
+    entry = params["solver_methods"].get(method)
+    return entry["model"] if entry else method
 
 
 def resolve(params: Mapping, dataset: str, method: str) -> dict:
@@ -110,6 +126,11 @@ def resolve(params: Mapping, dataset: str, method: str) -> dict:
     methods = all_methods(params)
     if method not in methods:
         raise ConfigError(f"unknown method '{method}' (allowed: {', '.join(sorted(methods))})")
+    if method in params["solver_methods"]:
+        variant = params["solver_methods"][method]
+        cfg = resolve(params, dataset, variant["model"])
+        cfg["sampling"].update({k: v for k, v in variant.items() if k in SAMPLING_KEYS})
+        return cfg
     block = preset[dataset]
     entry = dict(methods[method])
     m = copy.deepcopy(METHOD_DEFAULTS[entry["process"]])

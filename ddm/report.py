@@ -16,6 +16,7 @@ from typing import Iterable, Mapping
 
 import torch
 
+from ddm.config import all_methods, model_of
 from ddm.stats import mark_best, summarize
 
 __all__ = ["collect", "render_tables", "fid_plot", "sample_grid", "fig3_plot", "x0_mse_curve", "TABLE5_ROWS", "METHOD_LABELS"]
@@ -23,6 +24,34 @@ __all__ = ["collect", "render_tables", "fid_plot", "sample_grid", "fig3_plot", "
 #: Table 1 labels of the methods this project trains.
 METHOD_LABELS = {"ddm": "DDM (ours)", "ddpm": "DDPM (VP-SDE, EM)", "sde": "SDE (VE-SDE, EM)",
                  "ddpm_x0": "DDPM + $x_0$ branch"}
+SAMPLER_LABELS = {"ddm": "Alg. 2", "ddm_deterministic": "deterministic (authors)", "ddim": "DDIM",
+                  "dpmpp_2m": "DPM-Solver++(2M)", "vp_em": "Euler-Maruyama", "vp_ancestral": "ancestral",
+                  "ve_em": "Euler-Maruyama"}
+GRID_LABELS = {"uniform": "uniform $t$", "authors": "authors' grid", "polynomial": "$t_i = (1 - i/N)^{%g}$",
+               "sde": "uniform $t$", "lambda": "uniform $\\lambda$"}
+
+
+def solver_label(params: Mapping, method: str) -> str:
+    """'DDM, DPM-Solver++(2M), uniform lambda' for the fair-solver table."""
+    entry = all_methods(params)[method]
+    model = model_of(params, method)
+    base = {"ddm": "DDM", "ddpm": "DDPM", "sde": "SDE"}.get(model, model.replace("_", r"\_"))
+    grid = GRID_LABELS.get(entry["grid"], entry["grid"])
+    if "%g" in grid:
+        grid = grid % entry.get("rho", 2.0)
+    return f"{base}, {SAMPLER_LABELS.get(entry['sampler'], entry['sampler'])}, {grid}"
+
+
+def _markers(results: Mapping, rows: list[str]) -> dict:
+    """Per NFE column: best vs second best of ``rows`` (Table 1's markers)."""
+    columns = {}
+    for nfe in sorted({int(n) for m in rows for n in results[m]}):
+        group = {m: results[m][str(nfe)]["values"] for m in rows if str(nfe) in results[m]}
+        mb = mark_best(group)
+        columns[str(nfe)] = {k: mb[k] for k in ("best", "second", "marker", "p", "t", "test", "reason")}
+    return columns
+
+
 #: Table 4 rows: method -> h_t as the paper writes it.
 TABLE4_ROWS = {"constant": r"$\mathbf{c}$", "linear": r"$\mathbf{a}t + \mathbf{c}$",
                "quadratic": r"$\mathbf{a}t^2 + \mathbf{b}t + \mathbf{c}$", "exp": r"$e^{\mathbf{a}t} + \mathbf{c}$",
@@ -60,14 +89,17 @@ def collect(paths: Iterable[Path], params: Mapping) -> dict:
                 s = summarize(values)
                 results[m][str(nfe)] = {"values": values, "mean": s["mean"], "std": s["std"] if s["n"] > 1 else None,
                                         "n": s["n"], "num_samples": rs[0]["num_samples"]}
-        table1 = {}
         t1_methods = [m for m in params["methods"] if m in results]
-        nfes = sorted({int(n) for m in t1_methods for n in results[m]})
-        for nfe in nfes:
-            group = {m: results[m][str(nfe)]["values"] for m in t1_methods if str(nfe) in results[m]}
-            mb = mark_best(group)
-            table1[str(nfe)] = {k: mb[k] for k in ("best", "second", "marker", "p", "t", "test", "reason")}
-        out["datasets"][ds] = {**info[ds], "results": results, "table1": table1}
+        entry = {**info[ds], "results": results, "table1": _markers(results, t1_methods)}
+        variants = [m for m in params["solver_methods"] if m in results]
+        if variants:
+            nfes = {n for m in variants for n in results[m]}
+            base = [m for m in sorted({model_of(params, v) for v in variants}) if m in results]
+            trimmed = {m: {n: v for n, v in results[m].items() if n in nfes} for m in base + variants}
+            rows = base + variants
+            entry["solver_table"] = {"rows": rows, "labels": {m: solver_label(params, m) for m in rows},
+                                     "columns": _markers(trimmed, rows)}
+        out["datasets"][ds] = entry
     return out
 
 
@@ -143,7 +175,16 @@ def render_tables(metrics: Mapping, published_csv: Path) -> str:
         t4_nfes = _nfes(res, "ht_constant") if t4 else []
         t5 = [{"group": g, "label": label, "cell": _cell(res[m].get("10")) if m in res else "--"}
               for g, label, m in TABLE5_ROWS] if any(m in res for _, _, m in TABLE5_ROWS if m != "ddm") else []
+        solver = None
+        if "solver_table" in d:
+            st = d["solver_table"]
+            s_nfes = sorted(int(n) for n in st["columns"])
+            solver = {"nfes": s_nfes, "rows": [
+                {"label": st["labels"][m], "cells": [
+                    _cell(res[m].get(str(n)), st["columns"][str(n)]["marker"] if st["columns"][str(n)]["best"] == m else None)
+                    for n in s_nfes]} for m in st["rows"]]}
         datasets.append({
+            "solver": solver,
             "name": DATASET_LABELS.get(ds, ds), "nfes": nfes, "rows": rows, "reported": reported_rows,
             "samples": ", ".join(f"NFE {n}: {_fmt_int(samples[n])} samples $\\times$ {repeats[n]}" for n in nfes),
             "extractor": d["extractor"], "reference": d["reference"].replace("_", r"\_"),

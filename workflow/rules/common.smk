@@ -6,7 +6,7 @@ import sys
 
 import yaml
 
-from ddm.config import ConfigError, all_methods, dataset_names, resolve, validate as validate_params
+from ddm.config import ConfigError, dataset_names, model_of, resolve, validate as validate_params
 
 try:
     validate_params(config)
@@ -20,6 +20,7 @@ PRESET = config["presets"][config["preset"]]
 DATASETS = dataset_names(config)
 TABLE1 = list(config["methods"])
 ABLATIONS = [m for m in config["ablation_methods"] if m != "ddpm_x0"] if config["ablations"] else []
+SOLVERS = list(config["solver_methods"]) if config["solver_study"] else []
 
 with open(workflow.source_path("../phases.yaml")) as _f:
     PHASES = yaml.safe_load(_f)
@@ -48,7 +49,15 @@ def sample_jobs():
                 jobs += [(ds, m, n, 0) for n in b["nfe_long"]]
         for m in ABLATIONS:
             jobs += [(ds, m, n, 0) for n in b["ablation_nfe"]]
+        if SOLVERS:  # the fair-solver table: each solver variant and the models' own samplers
+            models = {model_of(config, m) for m in SOLVERS}
+            jobs += [(ds, m, n, r) for m in SOLVERS + sorted(models)
+                     for n in b["solver_nfe"] for r in range(b["fid"]["repeats"])]
     return sorted(set(jobs))
+
+
+def model_file(wc):
+    return f"results/models/{wc.dataset}/{model_of(config, wc.method)}.pt"
 
 
 def num_samples(wc):
@@ -79,7 +88,7 @@ def phase_outputs(phase):
     if phase == "reference":
         return [f"results/fid/{d}/reference.npz" for d in DATASETS]
     if phase == "train":
-        return sorted({f"results/models/{d}/{m}.pt" for d, m, _, _ in sample_jobs()}
+        return sorted({f"results/models/{d}/{model_of(config, m)}.pt" for d, m, _, _ in sample_jobs()}
                       | ({f"results/models/{d}/{m}.pt" for d in DATASETS for m in ("ddm", "ddpm", "ddpm_x0")}
                          if config["ablations"] else set()))
     if phase == "sample":

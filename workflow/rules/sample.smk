@@ -3,7 +3,7 @@
 
 rule sample:
     input:
-        "results/models/{dataset}/{method}.pt",
+        model_file,
     output:
         "results/samples/{dataset}/{method}/nfe{nfe}-r{repeat}.pt",
     params:
@@ -15,7 +15,8 @@ rule sample:
     resources:
         gpus=1,
     shell:
-        "DDM_THREADS={threads} {DDM} sample --model {input} --nfe {wildcards.nfe} --repeat {wildcards.repeat} "
+        "DDM_THREADS={threads} {DDM} sample --dataset {wildcards.dataset} --method {wildcards.method} "
+        "--model {input} --nfe {wildcards.nfe} --repeat {wildcards.repeat} "
         "--num-samples {params.num_samples} --out {output} > {log} 2>&1"
 
 

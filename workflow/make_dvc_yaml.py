@@ -1,0 +1,179 @@
+#!/usr/bin/env python
+"""Generate dvc.yaml (DVC's view of the pipeline) from workflow/phases.yaml.
+
+    python workflow/make_dvc_yaml.py            # (re)write dvc.yaml at the repository root
+    python workflow/make_dvc_yaml.py --check    # exit 1 if dvc.yaml differs from what it would write
+
+Snakemake owns the per-job graph (Snakefile, workflow/rules/*.smk); DVC sees one stage per phase
+of workflow/phases.yaml, in that file's order, and each stage runs Snakemake on the phase's
+target rule `phase_<name>`. Snakemake decides per job what is stale (mtimes, params, code), so a
+changed `ht` retrains only the configurations whose resolved config uses it; DVC decides per
+phase (hashes of deps, params, outs) whether to start Snakemake at all, and tracks the results
+(cache, dvc.lock, `dvc exp`).
+
+Per stage:
+  cmd     snakemake --cores all phase_<name> $DDM_SNAKEMAKE_ARGS
+          (extra Snakemake arguments from the environment, word-split by the shell, e.g.
+          DDM_SNAKEMAKE_ARGS="--profile slurm" dvc repro; written `$VAR`, not `${VAR}`, which DVC
+          would take for its own templating; never put --config there: DVC would not see it).
+  deps    the phase's deps plus the code every phase runs (CODE_DEPS).
+  params  the params.yaml keys the phase reads (block list: `${...}` in a one-line list is invalid).
+  outs    the phase's outs, all `persist: true`: DVC deletes a stage's outputs before running it
+          unless they persist, and Snakemake, not DVC, must decide which of the files are stale.
+          Per folder caching: see UNCACHED.
+  metrics the phase's metrics (cache: false: git tracks them, so `dvc exp show` reads them from
+          each experiment's commit).
+  plots   the phase's plots (figures: cached).
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+PHASES = ROOT / "workflow" / "phases.yaml"
+DVC_YAML = ROOT / "dvc.yaml"
+
+#: The code every phase runs: a change reruns every stage's Snakemake, which then decides by its
+#: own rerun triggers which jobs are stale (mostly none: Snakemake's `code` trigger covers the
+#: rules' shell commands, not the ddm package). __pycache__ inside ddm/ must be excluded by
+#: .dvcignore, or importing ddm would change this dependency.
+CODE_DEPS = ["ddm", "Snakefile", "workflow/rules", "workflow/schemas"]
+
+#: Outputs DVC does not copy into .dvc/cache (`cache: false`), and why. They stay git-ignored:
+#: an uncached output that git does not ignore is staged into every `dvc exp run` commit.
+UNCACHED = {
+    "results/samples": "one .pt per (dataset, method, NFE, repeat): 50k images each at the paper "
+    "preset, regenerable from results/models with fixed seeds, read only by the evaluate and "
+    "tables phases; caching them would double the largest folder of the pipeline",
+}
+
+#: Environment variable whose value is appended to every stage's Snakemake command line.
+ARGS_VAR = "DDM_SNAKEMAKE_ARGS"
+
+HEADER = """\
+# GENERATED FILE: do not edit. Source: workflow/phases.yaml; generator: workflow/make_dvc_yaml.py.
+# Regenerate with `python workflow/make_dvc_yaml.py`; `python workflow/make_dvc_yaml.py --check`
+# (run by tests/test_dvc.py) fails when this file is out of date.
+#
+# One stage per phase, each running Snakemake on the phase's target rule; Snakemake decides per job
+# what is stale, DVC per phase (hashes of deps, params, outs) whether to start it. Outputs persist
+# (DVC must not delete them before Snakemake runs). Extra Snakemake arguments come from the
+# environment: DDM_SNAKEMAKE_ARGS="--profile slurm" dvc repro.
+"""
+
+
+def load_phases(path: Path = PHASES) -> dict:
+    with open(path) as f:
+        phases = yaml.safe_load(f)
+    if not isinstance(phases, dict) or not phases:
+        raise SystemExit(f"{path}: expected a mapping of phases")
+    for name, p in phases.items():
+        missing = {"rules", "deps", "outs", "params"} - set(p)
+        if missing:
+            raise SystemExit(f"{path}: phase {name}: missing {sorted(missing)}")
+        declared = set(p.get("metrics", [])) | set(p.get("plots", []))
+        if not declared <= set(p["outs"]):
+            raise SystemExit(f"{path}: phase {name}: metrics/plots {sorted(declared - set(p['outs']))} "
+                             "are not among its outs")
+    return phases
+
+
+def _scalar(s: str) -> str:
+    """A YAML scalar for s (plain when YAML allows it)."""
+    text = yaml.safe_dump(str(s), width=10**6)
+    text = text[: -len("...\n")] if text.endswith("\n...\n") else text
+    return text.strip()
+
+
+def _dedup(items):
+    seen, out = set(), []
+    for x in items:
+        if x not in seen:
+            seen.add(x)
+            out.append(x)
+    return out
+
+
+def render(phases: dict) -> str:
+    lines = [HEADER.rstrip("\n"), "stages:"]
+    for name, p in phases.items():
+        metrics = list(p.get("metrics", []))
+        plots = list(p.get("plots", []))
+        outs = [o for o in p["outs"] if o not in metrics and o not in plots]
+        lines.append(f"  {_scalar(name)}:")
+        lines.append(f"    cmd: snakemake --cores all {_scalar('phase_' + name)} ${ARGS_VAR}")
+        lines.append("    deps:")
+        lines += [f"      - {_scalar(d)}" for d in _dedup([*p["deps"], *CODE_DEPS])]
+        if p["params"]:
+            lines.append("    params:")
+            lines += [f"      - {_scalar(k)}" for k in _dedup(p["params"])]
+        if outs:
+            lines.append("    outs:")
+            for o in outs:
+                lines.append(f"      - {_scalar(o)}:")
+                lines.append("          persist: true")
+                if o in UNCACHED:
+                    lines.append("          cache: false  # regenerable and large: see make_dvc_yaml.UNCACHED")
+        if metrics:
+            lines.append("    metrics:")
+            for m in metrics:
+                lines.append(f"      - {_scalar(m)}:")
+                lines.append("          persist: true")
+                lines.append("          cache: false  # small; git tracks it, so `dvc exp show` reads it")
+        if plots:
+            lines.append("    plots:")
+            for pl in plots:
+                lines.append(f"      - {_scalar(pl)}:")
+                lines.append("          persist: true")
+                if pl in UNCACHED:
+                    lines.append("          cache: false")
+    text = "\n".join(lines) + "\n"
+    yaml.safe_load(text)  # the generator's own sanity check: it must be valid YAML
+    return text
+
+
+def write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--check", action="store_true",
+                    help="do not write; exit 1 (with a diff) if dvc.yaml is not what would be written")
+    ap.add_argument("--phases", type=Path, default=PHASES, help="phases file (default: %(default)s)")
+    ap.add_argument("--out", type=Path, default=DVC_YAML, help="dvc.yaml to write (default: %(default)s)")
+    args = ap.parse_args(argv)
+
+    text = render(load_phases(args.phases))
+    if args.check:
+        current = args.out.read_text() if args.out.exists() else ""
+        if current != text:
+            sys.stdout.writelines(difflib.unified_diff(
+                current.splitlines(True), text.splitlines(True), str(args.out), "generated"))
+            print(f"{args.out} is out of date: run `python workflow/make_dvc_yaml.py`", file=sys.stderr)
+            return 1
+        return 0
+    write_atomic(args.out, text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
