@@ -328,6 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from ddm.config import ConfigError
+    from ddm.download import DownloadError
+    from ddm.metrics import MissingWeightsError, ReferenceMismatchError
+    from ddm.training import CheckpointError, NonFiniteLoss
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -340,6 +343,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"ddm {args.command}: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except (DownloadError, MissingWeightsError, ReferenceMismatchError, CheckpointError, NonFiniteLoss,
+            FileNotFoundError) as e:
+        # Errors a user can act on: one clear message (run with -v for the traceback).
+        if args.verbose:
+            raise
+        print(f"ddm {args.command}: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -50,7 +50,8 @@ def validate(params: Mapping) -> None:
     """Validate against the schema; errors name the path and the allowed values."""
     import jsonschema
 
-    validator = jsonschema.Draft7Validator(_schema())
+    schema = _schema()
+    validator = jsonschema.validators.validator_for(schema)(schema)
     errors = sorted(validator.iter_errors(params), key=lambda e: list(e.absolute_path))
     if errors:
         lines = []
@@ -59,6 +60,8 @@ def validate(params: Mapping) -> None:
             allowed = ""
             if "enum" in e.schema:
                 allowed = f" (allowed: {', '.join(map(str, e.schema['enum']))})"
+            elif e.validator == "additionalProperties" and "properties" in e.schema:
+                allowed = f" (allowed: {', '.join(sorted(e.schema['properties']))})"
             lines.append(f"params.yaml: {path}: {e.message}{allowed}")
         raise ConfigError("\n".join(lines))
     if params["preset"] not in params["presets"]:
@@ -79,13 +82,26 @@ def validate(params: Mapping) -> None:
                 f"params.yaml: solver_methods/{name}/model: '{entry['model']}' is not a trained method "
                 f"(allowed: {', '.join(sorted(trained))})"
             )
+    method_keys = set(schema["definitions"]["method"]["properties"])
+    method_validator = validator.evolve(schema={**schema["definitions"]["method"], "definitions": schema["definitions"]})
     for ds, block in params["presets"][params["preset"]].items():
-        unknown = set(block["method_overrides"]) - set(all_methods(params))
+        where = f"presets/{params['preset']}/{ds}/method_overrides"
+        unknown = set(block["method_overrides"]) - set(trained)
         if unknown:
             raise ConfigError(
-                f"params.yaml: presets/{params['preset']}/{ds}/method_overrides names unknown methods "
-                f"{sorted(unknown)} (allowed: {', '.join(sorted(all_methods(params)))})"
+                f"params.yaml: {where} names unknown methods {sorted(unknown)} "
+                f"(allowed: {', '.join(sorted(trained))})"
             )
+        for name, override in block["method_overrides"].items():
+            bad = set(override) - method_keys
+            if bad:
+                raise ConfigError(
+                    f"params.yaml: {where}/{name}: unknown keys {sorted(bad)} (allowed: {', '.join(sorted(method_keys))})"
+                )
+            merged = {**trained[name], **override}
+            errors = list(method_validator.iter_errors(merged))
+            if errors:
+                raise ConfigError(f"params.yaml: {where}/{name}: {errors[0].message}")
 
 
 def load_params(path: str | Path = "params.yaml") -> dict:

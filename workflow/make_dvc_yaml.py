@@ -20,10 +20,11 @@ Per stage:
   params  the params.yaml keys the phase reads (block list: `${...}` in a one-line list is invalid).
   outs    the phase's outs, all `persist: true`: DVC deletes a stage's outputs before running it
           unless they persist, and Snakemake, not DVC, must decide which of the files are stale.
-          Per folder caching: see UNCACHED.
+          Caching per folder: cached by DVC, except UNCACHED (regenerable, git-ignored) and
+          GIT_TRACKED (small text that git tracks).
   metrics the phase's metrics (cache: false: git tracks them, so `dvc exp show` reads them from
           each experiment's commit).
-  plots   the phase's plots (figures: cached).
+  plots   the phase's plots (a path, or {path: {x: .., y: .., template: ..}} in phases.yaml).
 """
 
 from __future__ import annotations
@@ -55,6 +56,13 @@ UNCACHED = {
     "tables phases; caching them would double the largest folder of the pipeline",
 }
 
+#: Outputs that git, not the DVC cache, tracks (`cache: false` and NOT git-ignored), and why.
+#: The phases' metrics are always in this group (see render()).
+GIT_TRACKED = {
+    "reports/tables.tex": "the paper's tables as LaTeX: a few kB of text whose diff is worth "
+    "reviewing; each `dvc exp run` commits it with the experiment",
+}
+
 #: Environment variable whose value is appended to every stage's Snakemake command line.
 ARGS_VAR = "DDM_SNAKEMAKE_ARGS"
 
@@ -79,16 +87,29 @@ def load_phases(path: Path = PHASES) -> dict:
         missing = {"rules", "deps", "outs", "params"} - set(p)
         if missing:
             raise SystemExit(f"{path}: phase {name}: missing {sorted(missing)}")
-        declared = set(p.get("metrics", [])) | set(p.get("plots", []))
+        declared = set(p.get("metrics", [])) | {_plot_path(x) for x in p.get("plots", [])}
         if not declared <= set(p["outs"]):
             raise SystemExit(f"{path}: phase {name}: metrics/plots {sorted(declared - set(p['outs']))} "
                              "are not among its outs")
     return phases
 
 
+def _plot_path(item) -> str:
+    """A phases.yaml plots entry is a path, or {path: {x: ..., y: ..., template: ...}}."""
+    if isinstance(item, dict):
+        if len(item) != 1:
+            raise SystemExit(f"{PHASES}: a plots entry with properties has one key (its path): {item}")
+        return next(iter(item))
+    return item
+
+
+def _plot_props(item) -> dict:
+    return dict(next(iter(item.values())) or {}) if isinstance(item, dict) else {}
+
+
 def _scalar(s: str) -> str:
     """A YAML scalar for s (plain when YAML allows it)."""
-    text = yaml.safe_dump(str(s), width=10**6)
+    text = yaml.safe_dump(s, width=10**6)
     text = text[: -len("...\n")] if text.endswith("\n...\n") else text
     return text.strip()
 
@@ -107,7 +128,8 @@ def render(phases: dict) -> str:
     for name, p in phases.items():
         metrics = list(p.get("metrics", []))
         plots = list(p.get("plots", []))
-        outs = [o for o in p["outs"] if o not in metrics and o not in plots]
+        plot_paths = [_plot_path(x) for x in plots]
+        outs = [o for o in p["outs"] if o not in metrics and o not in plot_paths]
         lines.append(f"  {_scalar(name)}:")
         lines.append(f"    cmd: snakemake --cores all {_scalar('phase_' + name)} ${ARGS_VAR}")
         lines.append("    deps:")
@@ -121,20 +143,25 @@ def render(phases: dict) -> str:
                 lines.append(f"      - {_scalar(o)}:")
                 lines.append("          persist: true")
                 if o in UNCACHED:
-                    lines.append("          cache: false  # regenerable and large: see make_dvc_yaml.UNCACHED")
+                    lines.append("          cache: false  # large and regenerable: git-ignored, not cached")
+                elif o in GIT_TRACKED:
+                    lines.append("          cache: false  # small text: tracked by git, not the DVC cache")
         if metrics:
             lines.append("    metrics:")
             for m in metrics:
                 lines.append(f"      - {_scalar(m)}:")
                 lines.append("          persist: true")
-                lines.append("          cache: false  # small; git tracks it, so `dvc exp show` reads it")
+                lines.append("          cache: false  # tracked by git: `dvc exp show` reads it from each experiment")
         if plots:
             lines.append("    plots:")
-            for pl in plots:
+            for item in plots:
+                pl = _plot_path(item)
                 lines.append(f"      - {_scalar(pl)}:")
                 lines.append("          persist: true")
-                if pl in UNCACHED:
+                if pl in UNCACHED or pl in GIT_TRACKED:
                     lines.append("          cache: false")
+                for k, v in _plot_props(item).items():
+                    lines.append(f"          {_scalar(k)}: {_scalar(v)}")
     text = "\n".join(lines) + "\n"
     yaml.safe_load(text)  # the generator's own sanity check: it must be valid YAML
     return text

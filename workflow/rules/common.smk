@@ -13,8 +13,19 @@ try:
 except ConfigError as e:
     raise WorkflowError(str(e))
 
-#: The `ddm` command, run by the interpreter that runs Snakemake (no activated venv needed).
-DDM = f"{shlex.quote(sys.executable)} -m ddm"
+def _uses_conda():
+    try:
+        from snakemake_interface_executor_plugins.settings import DeploymentMethod
+
+        return DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+    except (ImportError, AttributeError):
+        return False
+
+
+#: The `ddm` command: run by the interpreter that runs Snakemake (no activated venv needed), or
+#: by the rule's conda environment (workflow/envs/ddm.yaml) under --use-conda. Rules take it as
+#: a param, so a different interpreter path reruns nothing else.
+DDM = "python -m ddm" if _uses_conda() else f"{shlex.quote(sys.executable)} -m ddm"
 
 PRESET = config["presets"][config["preset"]]
 DATASETS = dataset_names(config)
@@ -33,9 +44,15 @@ wildcard_constraints:
     repeat=r"\d+",
 
 
-def resolved(wc):
-    """The job's resolved config as JSON: a Snakemake param, so a change reruns the job."""
-    return json.dumps(resolve(config, wc.dataset, wc.method), sort_keys=True)
+def training_config(wc):
+    """What training reads of the job's resolved config, as JSON: a Snakemake param, so a change
+    reruns the training (sampling-only keys are the sample rule's param instead)."""
+    cfg = resolve(config, wc.dataset, wc.method)
+    return json.dumps({k: v for k, v in cfg.items() if k != "sampling"}, sort_keys=True)
+
+
+def sampling_config(wc):
+    return json.dumps(resolve(config, wc.dataset, wc.method)["sampling"], sort_keys=True)
 
 
 def sample_jobs():

@@ -6,23 +6,29 @@ rule prepare:
     output:
         "data/prepared/{dataset}.pt",
     params:
+        ddm=DDM,
         block=lambda wc: json.dumps({k: PRESET[wc.dataset].get(k) for k in ("resolution", "source")}, sort_keys=True),
     log:
         "logs/prepare/{dataset}.log",
+    conda:
+        "../envs/ddm.yaml"
     shell:
-        "{DDM} prepare --dataset {wildcards.dataset} --data-root data/raw --out {output} > {log} 2>&1"
+        "{params.ddm} prepare --dataset {wildcards.dataset} --data-root data/raw --out {output} > {log} 2>&1"
 
 
 rule extractor:
     output:
         "results/fid/{dataset}/extractor.json",
     params:
+        ddm=DDM,
         fid=lambda wc: json.dumps({k: PRESET[wc.dataset]["fid"].get(k) for k in ("extractor", "weights")}, sort_keys=True),
         seed=config["seed"],
     log:
         "logs/extractor/{dataset}.log",
+    conda:
+        "../envs/ddm.yaml"
     shell:
-        "{DDM} extractor --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
+        "{params.ddm} extractor --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
 
 
 rule refstats:
@@ -31,10 +37,14 @@ rule refstats:
         extractor="results/fid/{dataset}/extractor.json",
     output:
         "results/fid/{dataset}/reference.npz",
+    params:
+        ddm=DDM,
     log:
         "logs/refstats/{dataset}.log",
+    conda:
+        "../envs/ddm.yaml"
     shell:
-        "{DDM} refstats --data {input.data} --extractor {input.extractor} --out {output} > {log} 2>&1"
+        "{params.ddm} refstats --data {input.data} --extractor {input.extractor} --out {output} > {log} 2>&1"
 
 
 rule phase_download:

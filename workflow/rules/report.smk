@@ -8,12 +8,15 @@ rule stats:
     output:
         "reports/metrics.json",
     params:
+        ddm=DDM,
         table1=TABLE1,
         ht=config["ht"],
     log:
         "logs/stats.log",
+    conda:
+        "../envs/ddm.yaml"
     shell:
-        "{DDM} stats --inputs {input} --out {output} > {log} 2>&1"
+        "{params.ddm} stats --inputs {input} --out {output} > {log} 2>&1"
 
 
 rule report:
@@ -22,10 +25,14 @@ rule report:
         published="workflow/published.csv",
     output:
         "reports/tables.tex",
+    params:
+        ddm=DDM,
     log:
         "logs/report.log",
+    conda:
+        "../envs/ddm.yaml"
     shell:
-        "{DDM} report --metrics {input.metrics} --published {input.published} --out {output} > {log} 2>&1"
+        "{params.ddm} report --metrics {input.metrics} --published {input.published} --out {output} > {log} 2>&1"
 
 
 rule fid_plot:
@@ -33,10 +40,14 @@ rule fid_plot:
         "reports/metrics.json",
     output:
         "reports/figures/fid_vs_nfe_{dataset}.png",
+    params:
+        ddm=DDM,
     log:
         "logs/figures/fid_vs_nfe_{dataset}.log",
+    conda:
+        "../envs/ddm.yaml"
     shell:
-        "{DDM} figures --metrics {input} --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
+        "{params.ddm} figures --metrics {input} --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
 
 
 rule sample_grid:
@@ -44,10 +55,14 @@ rule sample_grid:
         "results/samples/{dataset}/{method}/nfe{nfe}-r0.pt",
     output:
         "reports/figures/samples_{dataset}_{method}_nfe{nfe}.png",
+    params:
+        ddm=DDM,
     log:
         "logs/figures/samples_{dataset}_{method}_nfe{nfe}.log",
+    conda:
+        "../envs/ddm.yaml"
     shell:
-        "{DDM} grid --samples {input} --title '{wildcards.method}, NFE {wildcards.nfe}' --out {output} > {log} 2>&1"
+        "{params.ddm} grid --samples {input} --title '{wildcards.method}, NFE {wildcards.nfe}' --out {output} > {log} 2>&1"
 
 
 rule fig3_plot:
@@ -55,10 +70,14 @@ rule fig3_plot:
         "results/metrics/{dataset}/fig3.json",
     output:
         "reports/figures/fig3_{dataset}.png",
+    params:
+        ddm=DDM,
     log:
         "logs/figures/fig3_{dataset}.log",
+    conda:
+        "../envs/ddm.yaml"
     shell:
-        "{DDM} fig3-plot --curves {input} --out {output} > {log} 2>&1"
+        "{params.ddm} fig3-plot --curves {input} --out {output} > {log} 2>&1"
 
 
 rule phase_stats:

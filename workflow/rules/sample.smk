@@ -7,15 +7,18 @@ rule sample:
     output:
         "results/samples/{dataset}/{method}/nfe{nfe}-r{repeat}.pt",
     params:
-        cfg=lambda wc: json.dumps(resolve(config, wc.dataset, wc.method)["sampling"], sort_keys=True),
+        ddm=DDM,
+        cfg=sampling_config,
         num_samples=num_samples,
     log:
         "logs/sample/{dataset}/{method}/nfe{nfe}-r{repeat}.log",
     threads: 1
     resources:
         gpus=1,
+    conda:
+        "../envs/ddm.yaml"
     shell:
-        "DDM_THREADS={threads} {DDM} sample --dataset {wildcards.dataset} --method {wildcards.method} "
+        "DDM_THREADS={threads} {params.ddm} sample --dataset {wildcards.dataset} --method {wildcards.method} "
         "--model {input} --nfe {wildcards.nfe} --repeat {wildcards.repeat} "
         "--num-samples {params.num_samples} --out {output} > {log} 2>&1"
 
@@ -27,11 +30,15 @@ rule evaluate:
         extractor="results/fid/{dataset}/extractor.json",
     output:
         "results/metrics/{dataset}/{method}/nfe{nfe}-r{repeat}.json",
+    params:
+        ddm=DDM,
     log:
         "logs/evaluate/{dataset}/{method}/nfe{nfe}-r{repeat}.log",
     threads: 1
+    conda:
+        "../envs/ddm.yaml"
     shell:
-        "DDM_THREADS={threads} {DDM} evaluate --samples {input.samples} --reference {input.reference} "
+        "DDM_THREADS={threads} {params.ddm} evaluate --samples {input.samples} --reference {input.reference} "
         "--extractor {input.extractor} --dataset {wildcards.dataset} --method {wildcards.method} "
         "--nfe {wildcards.nfe} --repeat {wildcards.repeat} --out {output} > {log} 2>&1"
 
@@ -42,12 +49,15 @@ rule fig3:
     output:
         "results/metrics/{dataset}/fig3.json",
     params:
+        ddm=DDM,
         nfe=lambda wc: max(PRESET[wc.dataset]["ablation_nfe"]),
     log:
         "logs/fig3/{dataset}.log",
     threads: 1
+    conda:
+        "../envs/ddm.yaml"
     shell:
-        "DDM_THREADS={threads} {DDM} fig3 --models {input} --nfe {params.nfe} --out {output} > {log} 2>&1"
+        "DDM_THREADS={threads} {params.ddm} fig3 --models {input} --nfe {params.nfe} --out {output} > {log} 2>&1"
 
 
 rule phase_sample:

@@ -10,14 +10,17 @@ rule train:
         model="results/models/{dataset}/{method}.pt",
         curve="results/models/{dataset}/{method}.csv",
     params:
-        cfg=resolved,
+        ddm=DDM,
+        cfg=training_config,
     log:
         "logs/train/{dataset}/{method}.log",
     threads: 1
     resources:
         gpus=1,
+    conda:
+        "../envs/ddm.yaml"
     shell:
-        "DDM_THREADS={threads} {DDM} train --dataset {wildcards.dataset} --method {wildcards.method} "
+        "DDM_THREADS={threads} {params.ddm} train --dataset {wildcards.dataset} --method {wildcards.method} "
         "--data {input} --checkpoints results/checkpoints/{wildcards.dataset} --out {output.model} > {log} 2>&1"
 
 

@@ -1,0 +1,314 @@
+"""ddm.config: load_params / validate / resolve / resolved_hash on the shipped and the tiny config."""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import pytest
+import yaml
+
+from conftest import REPO, TINY_PARAMS, merge_params
+from ddm.config import (
+    METHOD_DEFAULTS,
+    SAMPLING_KEYS,
+    SCHEMA_PATH,
+    ConfigError,
+    all_methods,
+    dataset_names,
+    load_params,
+    resolve,
+    resolved_hash,
+    validate,
+)
+
+with open(SCHEMA_PATH) as _f:
+    SCHEMA = yaml.safe_load(_f)
+FAMILIES = SCHEMA["definitions"]["family"]["enum"]
+METHOD_PROPS = SCHEMA["definitions"]["method"]["properties"]
+DATASET_NAMES = SCHEMA["properties"]["presets"]["additionalProperties"]["propertyNames"]["enum"]
+
+
+def trained_methods(params) -> list[str]:
+    """Methods with a network of their own (sampling-only variants, if any, excluded)."""
+    return [*params["methods"], *params["ablation_methods"]]
+
+
+@pytest.fixture
+def shipped():
+    return load_params(REPO / "params.yaml")
+
+
+@pytest.fixture
+def tiny():
+    return load_params(TINY_PARAMS)
+
+
+def _error(params) -> str:
+    with pytest.raises(ConfigError) as e:
+        validate(params)
+    return str(e.value)
+
+
+def _assert_allowed(msg: str, values) -> None:
+    m = re.search(r"allowed: ([^)]*)\)", msg)
+    assert m, f"no '(allowed: ...)' in: {msg}"
+    assert [v.strip() for v in m.group(1).split(",")] == list(values), msg
+
+
+# --------------------------------------------------------------------------- load / validate
+def test_shipped_params_validate(shipped):
+    validate(shipped)  # load_params validated it already; again on the dict
+    assert shipped["preset"] in shipped["presets"]
+    assert dataset_names(shipped) == ["digits"]
+    assert set(shipped["methods"]) == {"ddm", "ddpm", "sde"}
+    for ds in shipped["presets"]["paper"]:  # the other preset validates as well
+        assert ds in ("cifar10", "celebahq256")
+    validate({**shipped, "preset": "paper"})
+
+
+def test_tiny_params_validate(tiny):
+    assert dataset_names(tiny) == ["digits"]
+    assert tiny["presets"]["embedded"]["digits"]["train"]["steps"] < 50
+
+
+def test_load_params_missing_file_and_non_mapping(tmp_path):
+    with pytest.raises(ConfigError, match="no params file at"):
+        load_params(tmp_path / "nope.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="must hold a mapping; got list"):
+        load_params(tmp_path / "list.yaml")
+
+
+def test_schema_is_the_one_the_pipeline_uses():
+    assert SCHEMA_PATH == REPO / "workflow" / "schemas" / "params.schema.yaml"
+    assert "params.schema.yaml" in (REPO / "Snakefile").read_text()
+
+
+def test_schema_dialect_matches_snakemake_validator():
+    from jsonschema import Draft202012Validator
+
+    with open(SCHEMA_PATH) as f:
+        schema = yaml.safe_load(f)
+    assert schema["$schema"] == Draft202012Validator.META_SCHEMA["$schema"]
+
+
+def test_enum_error_names_path_and_allowed_values(tiny):
+    msg = _error({**tiny, "ht": "cubic"})
+    assert msg.startswith("params.yaml: ht: ")
+    assert "'cubic'" in msg
+    _assert_allowed(msg, FAMILIES)
+
+    bad = copy.deepcopy(tiny)
+    bad["methods"]["ddm"]["ht"] = "cubic"
+    msg = _error(bad)
+    assert "methods/ddm/ht" in msg
+    _assert_allowed(msg, METHOD_PROPS["ht"]["enum"])
+    assert METHOD_PROPS["ht"]["enum"] == ["main", *FAMILIES]
+
+    bad = copy.deepcopy(tiny)
+    bad["methods"]["ddpm"]["sampler"] = "heun"
+    msg = _error(bad)
+    assert "methods/ddpm/sampler" in msg
+    _assert_allowed(msg, METHOD_PROPS["sampler"]["enum"])
+    assert "heun" not in METHOD_PROPS["sampler"]["enum"]
+
+
+def test_type_and_unknown_key_errors_name_the_path(tiny):
+    msg = _error({**tiny, "seed": "zero"})
+    assert "params.yaml: seed:" in msg and "not of type 'integer'" in msg
+
+    msg = _error({**tiny, "bogus": 1})
+    assert "(top level)" in msg and "'bogus' was unexpected" in msg
+
+    bad = copy.deepcopy(tiny)
+    bad["methods"]["ddm"]["hT"] = "linear"
+    msg = _error(bad)
+    assert "methods/ddm" in msg and "'hT' was unexpected" in msg
+
+    bad = merge_params(tiny, {"presets.embedded.digits.train.steps": 1.5})
+    msg = _error(bad)
+    assert "presets/embedded/digits/train/steps" in msg and "integer" in msg
+
+    bad = merge_params(tiny, {"presets.embedded.mnist": tiny["presets"]["embedded"]["digits"]})
+    msg = _error(bad)
+    assert "presets/embedded" in msg and "'mnist'" in msg
+    _assert_allowed(msg, DATASET_NAMES)
+
+
+def test_every_error_is_reported_at_once(tiny):
+    msg = _error({**tiny, "ht": "cubic", "seed": -1})
+    assert len(msg.splitlines()) == 2
+    assert "params.yaml: ht:" in msg and "params.yaml: seed:" in msg
+
+
+def test_unknown_preset(tiny):
+    msg = _error({**tiny, "preset": "huge"})
+    assert "preset" in msg and "'huge'" in msg
+    _assert_allowed(msg, ["embedded"])
+
+
+def test_method_overrides_naming_an_unknown_method(tiny):
+    bad = merge_params(tiny, {"presets.embedded.digits.method_overrides.sdee": {"sigma_max": 3.0}})
+    msg = _error(bad)
+    assert "presets/embedded/digits/method_overrides" in msg and "'sdee'" in msg
+    _assert_allowed(msg, sorted({**tiny["methods"], **tiny["ablation_methods"]}))  # solver variants train nothing
+
+
+@pytest.mark.parametrize("override", [{"sigma_maxx": 12.0}, {"sigma_max": "big"}], ids=["typo-key", "wrong-type"])
+def test_method_overrides_values_are_validated(tiny, override):
+    bad = merge_params(tiny, {"presets.embedded.digits.method_overrides.sde": override})
+    msg = _error(bad)
+    assert "presets/embedded/digits/method_overrides/sde" in msg
+
+
+def test_duplicate_method_names_across_methods_and_ablations(tiny):
+    bad = copy.deepcopy(tiny)
+    bad["ablation_methods"]["ddm"] = dict(bad["methods"]["ddm"])
+    bad["ablation_methods"]["sde"] = dict(bad["methods"]["sde"])
+    msg = _error(bad)
+    assert "methods" in msg and "ablation_methods" in msg
+    assert "['ddm', 'sde']" in msg
+
+
+def test_bad_method_name_pattern(tiny):
+    bad = copy.deepcopy(tiny)
+    bad["methods"]["DDM-2"] = dict(bad["methods"]["ddm"])
+    msg = _error(bad)
+    assert "methods" in msg and "DDM-2" in msg
+
+
+# --------------------------------------------------------------------------- resolve
+def test_resolve_fills_the_defaults_of_each_process(tiny):
+    for method, process in [("ddm", "ddm"), ("ddpm", "vp"), ("sde", "ve"), ("ddpm_x0", "vp"), ("w_unit", "ddm")]:
+        cfg = resolve(tiny, "digits", method)
+        merged = {**cfg["method"], **cfg["sampling"]}
+        entry = all_methods(tiny)[method]
+        overrides = tiny["presets"]["embedded"]["digits"]["method_overrides"].get(method, {})
+        for k, default in METHOD_DEFAULTS[process].items():
+            expected = overrides.get(k, entry.get(k, default))
+            if k == "ht" and expected == "main":
+                expected = tiny["ht"]
+            assert merged[k] == expected, (method, k)
+        assert set(merged) == set(METHOD_DEFAULTS[process]) | set(entry) | set(overrides), method
+        assert cfg["dataset"] == "digits" and cfg["channels"] == 1 and cfg["resolution"] == 8
+        assert cfg["model"] == tiny["presets"]["embedded"]["digits"]["model"]
+        assert cfg["train"] == {**tiny["presets"]["embedded"]["digits"]["train"], "seed": tiny["seed"]}
+
+    assert resolve(tiny, "digits", "ddpm")["method"]["beta_max"] == 20.0
+    assert resolve(tiny, "digits", "ddpm")["method"]["x0_branch"] is False
+    assert resolve(tiny, "digits", "ddpm_x0")["method"]["x0_branch"] is True
+    assert resolve(tiny, "digits", "ddpm")["method"]["head"] == "conv"
+    assert resolve(tiny, "digits", "sde")["method"]["sigma_max"] == 16.0  # the preset's override
+    assert resolve(tiny, "digits", "sde")["method"]["sigma_min"] == 0.01
+    assert resolve(tiny, "digits", "sde")["sampling"]["t_end"] == 1e-5
+    assert resolve(tiny, "digits", "ddm")["method"]["weighting"] == "inverse"
+    assert resolve(tiny, "digits", "ddm")["sampling"] == {"sampler": "ddm", "grid": "uniform", "t_end": 1e-3,
+                                                         "rho": 2.0, "clip": None}
+
+
+def test_resolve_does_not_mutate_params(tiny):
+    before = copy.deepcopy(tiny)
+    cfg = resolve(tiny, "digits", "sde")
+    cfg["model"]["ch"] = 999
+    cfg["train"]["steps"] = 999
+    assert tiny == before
+
+
+def test_ht_main_follows_the_top_level_ht(tiny):
+    for family in FAMILIES:
+        params = {**tiny, "ht": family}
+        validate(params)
+        for m in ("ddm", "w_unit", "w_exp", "arch_conv", "loss_l1"):  # ht: main (or defaulted to main)
+            assert resolve(params, "digits", m)["method"]["ht"] == family, (family, m)
+        for fixed in FAMILIES:  # the Table 4 rows keep their own h_t
+            assert resolve(params, "digits", f"ht_{fixed}")["method"]["ht"] == fixed
+    # a DDM method without `ht` gets the default "main", which follows the top-level ht too
+    params = copy.deepcopy(tiny)
+    del params["methods"]["ddm"]["ht"]
+    params["ht"] = "sin"
+    assert resolve(params, "digits", "ddm")["method"]["ht"] == "sin"
+    # non-DDM processes have no ht
+    assert "ht" not in resolve(tiny, "digits", "ddpm")["method"]
+
+
+def test_resolve_unknown_dataset_or_method(tiny):
+    with pytest.raises(ConfigError, match=r"dataset 'cifar10' is not in preset 'embedded' \(allowed: digits\)"):
+        resolve(tiny, "cifar10", "ddm")
+    with pytest.raises(ConfigError) as e:
+        resolve(tiny, "digits", "dpm")
+    assert "unknown method 'dpm'" in str(e.value)
+    _assert_allowed(str(e.value), sorted(all_methods(tiny)))
+
+
+# --------------------------------------------------------------------------- sampling keys / hash
+def test_sampling_keys():
+    assert SAMPLING_KEYS == frozenset({"sampler", "grid", "t_end", "rho", "clip"})
+
+
+@pytest.mark.parametrize("key,value", [("sampler", "ddm_deterministic"), ("grid", "polynomial"), ("rho", 3.0),
+                                       ("t_end", 1e-2), ("clip", 1.0)])
+def test_sampling_keys_do_not_enter_training(tiny, key, value):
+    base = resolve(tiny, "digits", "ddm")
+    params = copy.deepcopy(tiny)
+    params["methods"]["ddm"][key] = value
+    validate(params)
+    cfg = resolve(params, "digits", "ddm")
+    assert cfg["method"] == base["method"]
+    assert not SAMPLING_KEYS & set(cfg["method"])
+    assert resolved_hash(cfg) == resolved_hash(base)
+    assert cfg["sampling"][key] == value and cfg["sampling"] != base["sampling"]
+
+
+@pytest.mark.parametrize("change", [
+    {"ht": "linear"},
+    {"seed": 1},
+    {"presets.embedded.digits.train.steps": 7},
+    {"presets.embedded.digits.model.ch": 16},
+    {"methods.ddm.weighting": "unit"},
+])
+def test_training_keys_change_the_hash(tiny, change):
+    changed = merge_params(tiny, change)
+    validate(changed)
+    assert resolved_hash(resolve(changed, "digits", "ddm")) != resolved_hash(resolve(tiny, "digits", "ddm"))
+
+
+def test_hash_is_per_method_and_stable(tiny):
+    hashes = {m: resolved_hash(resolve(tiny, "digits", m)) for m in trained_methods(tiny)}
+    assert all(re.fullmatch(r"[0-9a-f]{12}", h) for h in hashes.values())
+    assert hashes == {m: resolved_hash(resolve(copy.deepcopy(tiny), "digits", m)) for m in trained_methods(tiny)}
+    # ht_constant and ddm (ht: main -> constant) are the same training config
+    assert hashes["ht_constant"] == hashes["ddm"]
+    assert len(set(hashes.values())) == len(hashes) - 1
+    # the sde override changes only sde
+    changed = merge_params(tiny, {"presets.embedded.digits.method_overrides.sde.sigma_max": 12.0})
+    diff = {m for m in trained_methods(tiny) if resolved_hash(resolve(changed, "digits", m)) != hashes[m]}
+    assert diff == {"sde"}
+
+
+# --------------------------------------------------------------------------- sampling-only variants
+def _solvers(params) -> dict:
+    solvers = params.get("solver_methods") or {}
+    if not solvers:
+        pytest.skip("no solver_methods in the tiny config")
+    return solvers
+
+
+def test_solver_variants_reuse_their_model_config(tiny):
+    for name, entry in _solvers(tiny).items():
+        cfg = resolve(tiny, "digits", name)
+        base = resolve(tiny, "digits", entry["model"])
+        assert resolved_hash(cfg) == resolved_hash(base), name  # same network, no retraining
+        assert cfg["method"] == base["method"]
+        for k in SAMPLING_KEYS & set(entry):
+            assert cfg["sampling"][k] == entry[k], (name, k)
+        assert set(cfg["sampling"]) == SAMPLING_KEYS
+
+
+def test_solver_variant_naming_an_unknown_model(tiny):
+    name = next(iter(_solvers(tiny)))
+    bad = copy.deepcopy(tiny)
+    bad["solver_methods"][name]["model"] = "nosuch"
+    msg = _error(bad)
+    assert f"solver_methods/{name}/model" in msg and "'nosuch'" in msg
+    _assert_allowed(msg, sorted(trained_methods(tiny)))
