@@ -20,7 +20,6 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -134,11 +133,11 @@ def cmd_train(args) -> None:
         "checkpoint": str(final),
     }
     save_torch(blob, args.out)
-    metrics_csv = ckpt_dir / "metrics.csv"
-    if metrics_csv.exists():
-        tmp = Path(args.out).with_suffix(".csv.tmp")
-        shutil.copyfile(metrics_csv, tmp)
-        os.replace(tmp, Path(args.out).with_suffix(".csv"))
+    if args.curve:  # the loss curve (metrics.csv of the trainer), for plots
+        from ddm.io import atomic_write
+
+        data = (ckpt_dir / "metrics.csv").read_bytes()
+        atomic_write(args.curve, lambda f: f.write(data))
     log.info("trained %s on %s -> %s (EMA weights)", args.method, args.dataset, args.out)
 
 
@@ -271,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", required=True)
     s.add_argument("--checkpoints", required=True, help="folder of per-config checkpoint folders")
     s.add_argument("--out", required=True)
+    s.add_argument("--curve", help="also write the training curve (CSV) here")
     s.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 
     s = add("sample", cmd_sample, "draw samples from a trained model")

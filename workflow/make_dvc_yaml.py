@@ -42,11 +42,12 @@ ROOT = Path(__file__).resolve().parent.parent
 PHASES = ROOT / "workflow" / "phases.yaml"
 DVC_YAML = ROOT / "dvc.yaml"
 
-#: The code every phase runs: a change reruns every stage's Snakemake, which then decides by its
-#: own rerun triggers which jobs are stale (mostly none: Snakemake's `code` trigger covers the
-#: rules' shell commands, not the ddm package). __pycache__ inside ddm/ must be excluded by
-#: .dvcignore, or importing ddm would change this dependency.
-CODE_DEPS = ["ddm", "Snakefile", "workflow/rules", "workflow/schemas"]
+#: The code every phase runs (and the conda environment its rules declare): a change reruns every
+#: stage's Snakemake, which then decides by its own rerun triggers which jobs are stale (mostly
+#: none: Snakemake's `code` trigger covers the rules' shell commands, not the ddm package).
+#: __pycache__ inside ddm/ must be excluded by .dvcignore, or importing ddm would change this
+#: dependency.
+CODE_DEPS = ["ddm", "Snakefile", "workflow/rules", "workflow/schemas", "workflow/envs"]
 
 #: Outputs DVC does not copy into .dvc/cache (`cache: false`), and why. They stay git-ignored:
 #: an uncached output that git does not ignore is staged into every `dvc exp run` commit.

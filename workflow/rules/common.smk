@@ -105,9 +105,11 @@ def phase_outputs(phase):
     if phase == "reference":
         return [f"results/fid/{d}/reference.npz" for d in DATASETS]
     if phase == "train":
-        return sorted({f"results/models/{d}/{model_of(config, m)}.pt" for d, m, _, _ in sample_jobs()}
-                      | ({f"results/models/{d}/{m}.pt" for d in DATASETS for m in ("ddm", "ddpm", "ddpm_x0")}
-                         if config["ablations"] else set()))
+        trained = {(d, model_of(config, m)) for d, m, _, _ in sample_jobs()}
+        if config["ablations"]:  # Fig. 3 compares these three
+            trained |= {(d, m) for d in DATASETS for m in ("ddm", "ddpm", "ddpm_x0")}
+        return sorted(f"results/{kind}/{d}/{m}.{ext}" for d, m in trained
+                      for kind, ext in (("models", "pt"), ("curves", "csv")))
     if phase == "sample":
         return [f"results/samples/{d}/{m}/nfe{n}-r{r}.pt" for d, m, n, r in sample_jobs()]
     if phase == "evaluate":

@@ -8,7 +8,7 @@ rule train:
         "data/prepared/{dataset}.pt",
     output:
         model="results/models/{dataset}/{method}.pt",
-        curve="results/models/{dataset}/{method}.csv",
+        curve="results/curves/{dataset}/{method}.csv",
     params:
         ddm=DDM,
         cfg=training_config,
@@ -21,7 +21,8 @@ rule train:
         "../envs/ddm.yaml"
     shell:
         "DDM_THREADS={threads} {params.ddm} train --dataset {wildcards.dataset} --method {wildcards.method} "
-        "--data {input} --checkpoints results/checkpoints/{wildcards.dataset} --out {output.model} > {log} 2>&1"
+        "--data {input} --checkpoints results/checkpoints/{wildcards.dataset} --out {output.model} --curve {output.curve} "
+        "> {log} 2>&1"
 
 
 rule phase_train:

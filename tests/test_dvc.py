@@ -1,0 +1,459 @@
+"""DVC's view of the pipeline against real DVC and real Snakemake.
+
+dvc.yaml is generated from workflow/phases.yaml by workflow/make_dvc_yaml.py: one stage per phase,
+each running Snakemake on the phase's target rule. These tests run DVC in a temporary git
+repository holding a copy of the workflow, the ddm package (a dependency of every stage; it is
+also the code that runs there, through PYTHONPATH), the project's .gitignore/.dvcignore and the
+tiny params:
+
+* the stage graph (`dvc dag`) is the chain of phases;
+* `dvc repro` runs the whole tiny pipeline, and a second `dvc repro` does nothing;
+* after it, `dvc exp run -S ht=linear` retrains only the configurations that use `ht`;
+* the graph agreement: dvc.yaml is what the generator writes, and every job of Snakemake's graph
+  belongs to exactly one phase (by its rule), writes under that phase's outs and reads under its
+  deps or outs, and each phase target requests exactly its phase's jobs; a params.yaml key that
+  changes a phase's jobs is listed for that phase (or reaches it through a dependency), or
+  `dvc repro` would never run them.
+
+Snakemake's job graph is read from the JOB_INFO events of a forced dry run through Snakemake's
+Python API (the documented interface of logger plugins: rule_name, input, output of every job).
+`--detailed-summary` is not used: its input column is read from the metadata of earlier runs, not
+from the graph.
+
+One `dvc repro` of the tiny pipeline (module fixture) is shared; the experiment runs in a copy.
+About 2.5 min on 2 idle cores.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from conftest import BIN, REPO, make_workdir, merge_params, tiny_params, tool_env
+
+pytestmark = pytest.mark.slow
+
+sys.path.insert(0, str(REPO / "workflow"))
+import make_dvc_yaml  # noqa: E402
+
+PHASES_FILE = REPO / "workflow" / "phases.yaml"
+#: The chain the paper's pipeline must have: (upstream, downstream) stage pairs.
+CHAIN = [("download", "reference"), ("download", "train"), ("train", "sample"),
+         ("sample", "evaluate"), ("reference", "evaluate"), ("evaluate", "stats"),
+         ("stats", "tables")]
+#: Paths Snakemake writes that nothing tracks: git must ignore them.
+UNTRACKED_WRITES = ["logs/train/x.log", "results/checkpoints/x/ckpt.pt", ".snakemake/x", "data/raw/x"]
+REPRO_TIMEOUT = 1800
+EXP_TIMEOUT = 1200
+
+
+def load_phases() -> dict:
+    with open(PHASES_FILE) as f:
+        return yaml.safe_load(f)
+
+
+def under(path: str, roots) -> bool:
+    path = path.rstrip("/")
+    return any(path == r.rstrip("/") or path.startswith(r.rstrip("/") + "/") for r in roots)
+
+
+def run(cmd: list[str], cwd: Path, env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
+    start = time.monotonic()
+    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    r.elapsed = time.monotonic() - start  # type: ignore[attr-defined]
+    r.output = r.stdout + r.stderr  # type: ignore[attr-defined]
+    return r
+
+
+def check(r: subprocess.CompletedProcess, what: str) -> subprocess.CompletedProcess:
+    assert r.returncode == 0, f"{what} failed (rc={r.returncode}):\n{r.output[-6000:]}"
+    return r
+
+
+def dvc(repo: SimpleNamespace, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return run([str(BIN / "dvc"), *args], repo.work, repo.env, timeout)
+
+
+def git(repo: SimpleNamespace, *args: str) -> subprocess.CompletedProcess:
+    return check(run(["git", *args], repo.work, repo.env), "git " + " ".join(args))
+
+
+def mtimes(root: Path, *folders: str) -> dict[str, int]:
+    out = {}
+    for folder in folders:
+        for p in (root / folder).rglob("*"):
+            if p.is_file():
+                out[p.relative_to(root).as_posix()] = p.stat().st_mtime_ns
+    return out
+
+
+# --------------------------------------------------------------------------- Snakemake's graph
+#: Runs in a workdir: a forced dry run of the targets; writes [{rule, input, output}] as JSON.
+JOBS_SCRIPT = r'''
+import json, logging, sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, ResourceSettings
+from snakemake_interface_logger_plugins.common import LogEvent
+
+
+class Jobs(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.jobs = []
+
+    def emit(self, record):
+        if getattr(record, "event", None) == LogEvent.JOB_INFO:
+            self.jobs.append({"rule": record.rule_name, "input": [str(f) for f in record.input or []],
+                              "output": [str(f) for f in record.output or []]})
+
+
+out, targets = sys.argv[1], sys.argv[2:]
+handler = Jobs()
+with SnakemakeApi(OutputSettings()) as api:
+    logging.getLogger("snakemake").addHandler(handler)
+    workflow = api.workflow(resource_settings=ResourceSettings(cores=1), config_settings=ConfigSettings(),
+                            snakefile=Path("Snakefile"), workdir=Path.cwd())
+    workflow.dag(DAGSettings(targets=set(targets), forceall=True)).execute_workflow(executor="dryrun")
+Path(out).write_text(json.dumps(handler.jobs))
+'''
+
+
+def graph_jobs(workdir: Path, *targets: str) -> list[dict]:
+    """Every job of Snakemake's graph for the targets (forced dry run): rule, input, output."""
+    script = workdir / ".jobs.py"
+    script.write_text(JOBS_SCRIPT)
+    out = workdir / ".jobs.json"
+    out.unlink(missing_ok=True)
+    check(run([sys.executable, str(script), str(out), *targets], workdir,
+              tool_env(PYTHONPATH=str(REPO))), f"snakemake dry run of {targets} in {workdir}")
+    jobs = json.loads(out.read_text())
+    assert jobs, "no JOB_INFO events: has Snakemake's logging interface changed?"
+    for j in jobs:
+        odd = [f for f in j["input"] + j["output"] if " (" in f]
+        assert not odd, f"annotated (temp/pipe/storage) files are not supported by this check: {odd}"
+    return jobs
+
+
+def job_id(job: dict) -> tuple:
+    return job["rule"], tuple(sorted(job["output"]))
+
+
+def graph_problems(phases: dict, all_jobs: list[dict], target_jobs: list[dict]) -> list[str]:
+    """What breaks the agreement between phases.yaml and Snakemake's graph (empty: none)."""
+    problems = []
+    phase_of = {}
+    for name, p in phases.items():
+        for rule in p["rules"]:
+            if rule in phase_of:
+                problems.append(f"rule {rule} is in two phases: {phase_of[rule]} and {name}")
+            phase_of[rule] = name
+
+    jobs = [j for j in all_jobs if j["rule"] != "all"]
+    by_phase: dict[str, list[dict]] = {name: [] for name in phases}
+    for j in jobs:
+        name = phase_of.get(j["rule"])
+        if name is None:
+            problems.append(f"rule {j['rule']} (job {j['output']}) is in no phase of workflow/phases.yaml")
+            continue
+        p = phases[name]
+        by_phase[name].append(j)
+        bad_out = [f for f in j["output"] if not under(f, p["outs"])]
+        if bad_out:
+            problems.append(f"{name}: rule {j['rule']} writes {bad_out}, outside the phase's outs {p['outs']}")
+        bad_in = [f for f in j["input"] if not under(f, p["deps"] + p["outs"])]
+        if bad_in:
+            problems.append(f"{name}: rule {j['rule']} reads {bad_in}, outside the phase's deps {p['deps']} "
+                            f"and outs {p['outs']}")
+
+    # Each phase target requests exactly its phase's jobs: only their outputs, and every one of them
+    # (directly, or through a job of the same phase that reads its output).
+    targets = {j["rule"]: j for j in target_jobs if j["rule"].startswith("phase_")}
+    for name in phases:
+        target = targets.get(f"phase_{name}")
+        if target is None:
+            problems.append(f"no target rule phase_{name} in Snakemake's graph")
+            continue
+        requested = set(target["input"])
+        own = by_phase[name]
+        produced = {f for j in own for f in j["output"]}
+        if requested - produced:
+            problems.append(f"phase_{name} requests {sorted(requested - produced)}, which no job of the "
+                            f"phase writes for `all`")
+        needed = {job_id(j) for j in own if requested & set(j["output"])}
+        grown = True
+        while grown:
+            wanted = {f for j in own if job_id(j) in needed for f in j["input"]}
+            more = {job_id(j) for j in own if wanted & set(j["output"])} - needed
+            needed |= more
+            grown = bool(more)
+        missing = sorted(str(k) for k in {job_id(j) for j in own} - needed)
+        if missing:
+            problems.append(f"phase_{name} does not request these jobs of its phase: {missing}")
+    extra = {job_id(j) for j in target_jobs if not j["rule"].startswith("phase_")} - {job_id(j) for j in jobs}
+    if extra:
+        problems.append(f"the phase targets build jobs that `all` does not: {sorted(map(str, extra))}")
+    return problems
+
+
+def everything_on(params: dict) -> dict:
+    """The tiny params with every top-level switch on (ablations, long NFE, solver study, ...)."""
+    return merge_params(params, {k: True for k, v in params.items() if isinstance(v, bool)})
+
+
+def untriggered(phases: dict, key: str, base: list[dict], changed: list[dict]) -> list[str]:
+    """Phases whose jobs change with params key `key` although DVC would not rerun their stage.
+
+    DVC reruns a stage when one of its params changed, or when one of its deps changed: a file
+    written by an added or changed job of a stage that reran. A phase whose jobs change while
+    neither holds never runs those jobs under `dvc repro`/`dvc exp run -S key=...`."""
+    old = {tuple(sorted(j["output"])): j for j in base}
+    fresh: set[str] = set()
+    problems = []
+    for name, p in phases.items():
+        delta = [j for j in changed if j["rule"] in p["rules"]
+                 and ((b := old.get(tuple(sorted(j["output"])))) is None or b["rule"] != j["rule"]
+                      or sorted(b["input"]) != sorted(j["input"]))]
+        if not delta:
+            continue
+        if key not in p["params"] and not any(under(f, p["deps"]) for f in fresh):
+            problems.append(f"{name}: {len(delta)} job(s) change with `{key}` (e.g. {delta[0]['rule']} -> "
+                            f"{delta[0]['output']}), but `{key}` is not in the phase's params and none of its "
+                            f"deps change: add it to workflow/phases.yaml {name}.params")
+        fresh |= {f for j in delta for f in j["output"]}
+    return problems
+
+
+# --------------------------------------------------------------------------- the DVC repository
+@pytest.fixture(scope="module")
+def dvc_repo(tmp_path_factory) -> SimpleNamespace:
+    """A git + DVC repository with the workflow, ddm, dvc.yaml and the tiny params (nothing run)."""
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    work = make_workdir(tmp_path_factory.mktemp("dvc") / "repo", extra=("dvc.yaml", "ddm", ".gitignore"))
+    env = tool_env(
+        DVC_NO_ANALYTICS="1",
+        PYTHONPATH=str(work),            # the ddm that runs is the ddm that DVC hashes
+        PYTHONDONTWRITEBYTECODE="",      # bytecode is written, as on a user's machine
+        GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@example.org",
+        GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@example.org",
+    )
+    repo = SimpleNamespace(work=work, env=env)
+    git(repo, "init", "-q")
+    git(repo, "config", "user.name", "test")      # DVC's own commits (dvc exp) read these
+    git(repo, "config", "user.email", "test@example.org")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "workflow")
+    check(dvc(repo, "init", "-q"), "dvc init")
+    for rel in (".dvcignore", ".dvc/config"):  # the project's own, where it has them
+        if (REPO / rel).is_file():
+            shutil.copy2(REPO / rel, work / rel)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "dvc init")
+    return repo
+
+
+@pytest.fixture(scope="module")
+def dvc_run(dvc_repo) -> SimpleNamespace:
+    """dvc_repo after one complete `dvc repro`, committed (dvc.lock and the git-tracked reports)."""
+    repo = dvc_repo
+    repo.repro = dvc(repo, "repro", timeout=REPRO_TIMEOUT)
+    if repo.repro.returncode != 0:
+        pytest.fail(f"dvc repro failed (rc={repo.repro.returncode}) in {repo.work}:\n"
+                    f"{repo.repro.output[-6000:]}", pytrace=False)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "dvc repro")
+    return repo
+
+
+def test_dvc_dag_is_the_chain_of_phases(dvc_repo):
+    r = check(dvc(dvc_repo, "dag", "--dot"), "dvc dag --dot")
+    edges = set(re.findall(r'"([\w@.-]+)"\s*->\s*"([\w@.-]+)"', r.stdout))
+    nodes = set(re.findall(r'^\s*"([\w@.-]+)";\s*$', r.stdout, re.M)) | {n for e in edges for n in e}
+    phases = load_phases()
+    assert nodes == set(phases), f"stages {sorted(nodes)} != phases {list(phases)}"
+    assert set(CHAIN) <= edges, f"missing edges {sorted(set(CHAIN) - edges)}; dvc dag:\n{r.stdout}"
+    # Every edge is one that phases.yaml implies (a phase's dep is another phase's out), and back.
+    implied = {(up, down) for down, p in phases.items() for dep in p["deps"]
+               for up, q in phases.items() if up != down and under(dep, q["outs"])}
+    assert edges == implied, f"dvc dag edges {sorted(edges)} != phases.yaml's {sorted(implied)}"
+    # The stages come in the phases' order (a topological order of the chain).
+    order = list(phases)
+    assert all(order.index(a) < order.index(b) for a, b in edges)
+
+
+def test_dvcignore_excludes_bytecode(dvc_repo):
+    """ddm/ is a dependency of every stage: importing it must not change it for DVC."""
+    r = dvc(dvc_repo, "check-ignore", "ddm/__pycache__/cli.cpython-311.pyc")
+    assert r.returncode == 0, (
+        "DVC does not ignore ddm/__pycache__: bytecode written while a stage runs changes the `ddm` "
+        "dependency of the stages that ran before it, and the next `dvc repro` runs every stage again. "
+        "Commit a .dvcignore with `__pycache__/` and `*.pyc` at the repository root.\n" + r.output)
+
+
+def test_gitignore_matches_dvc_outputs(dvc_repo):
+    """Git ignores what DVC caches or nobody tracks, and tracks the `cache: false` reports."""
+    phases = load_phases()
+    metrics = {m for p in phases.values() for m in p.get("metrics", [])}
+    tracked = sorted(metrics | set(make_dvc_yaml.GIT_TRACKED)) + ["dvc.lock", "dvc.yaml", "params.yaml"]
+    ignored = [f"{o}/x" for o in make_dvc_yaml.UNCACHED] + UNTRACKED_WRITES
+    r = run(["git", "check-ignore", "--no-index", *tracked], dvc_repo.work, dvc_repo.env)
+    assert r.stdout.split() == [], (
+        f"git ignores {r.stdout.split()}, which are `cache: false` in dvc.yaml: git must track them "
+        "(else `dvc exp show` shows '!' for every committed experiment). Remove them from .gitignore.")
+    r = run(["git", "check-ignore", "--no-index", *ignored], dvc_repo.work, dvc_repo.env)
+    assert sorted(r.stdout.split()) == sorted(ignored), (
+        f"git does not ignore {sorted(set(ignored) - set(r.stdout.split()))}: uncached outputs and "
+        "untracked files that git does not ignore are committed by every `dvc exp run`")
+
+
+def test_repro_runs_everything_then_nothing(dvc_run):
+    repo = dvc_run
+    out = repo.repro.output
+    for name in load_phases():
+        assert f"Running stage '{name}'" in out, f"stage {name} did not run:\n{out[-4000:]}"
+    assert (repo.work / "reports" / "tables.tex").stat().st_size > 0
+    metrics = json.loads((repo.work / "reports" / "metrics.json").read_text())
+    assert metrics, "reports/metrics.json is empty"
+    for rel in ("results/models/digits/ddm.pt", "results/samples", "results/metrics", "reports/figures"):
+        assert (repo.work / rel).exists(), rel
+
+    before = mtimes(repo.work, "data", "results", "reports")
+    again = check(dvc(repo, "repro", timeout=REPRO_TIMEOUT), "the second dvc repro")
+    assert "Running stage" not in again.output, (
+        "the second dvc repro ran stages (a dependency changed while the pipeline ran? see "
+        f"test_dvcignore_excludes_bytecode):\n{again.output[-4000:]}")
+    assert "Data and pipelines are up to date" in check(dvc(repo, "status"), "dvc status").output
+    assert mtimes(repo.work, "data", "results", "reports") == before
+    status = git(repo, "status", "--porcelain").stdout
+    assert status == "", f"the second dvc repro changed tracked files:\n{status}"
+    print(f"dvc repro: {repo.repro.elapsed:.0f} s; second dvc repro: {again.elapsed:.1f} s")
+
+
+def test_exp_run_ht_retrains_only_what_uses_ht(dvc_run, tmp_path):
+    params = tiny_params()
+    uses_ht = {m for m, spec in params["methods"].items() if spec.get("ht") == "main"}
+    assert uses_ht == {"ddm"} and not params["ablations"], "the tiny config changed: revise this test"
+    assert params["ht"] != "linear"
+
+    work = tmp_path / "repo"
+    shutil.copytree(dvc_run.work, work, symlinks=True)  # keeps mtimes, .snakemake/, .git, .dvc/cache
+    repo = SimpleNamespace(work=work, env={**dvc_run.env, "PYTHONPATH": str(work)})
+    assert "Data and pipelines are up to date" in check(dvc(repo, "status"), "dvc status").output
+    before = mtimes(work, "results", "logs")
+    try:
+        r = check(dvc(repo, "exp", "run", "-S", "ht=linear", timeout=EXP_TIMEOUT), "dvc exp run -S ht=linear")
+    finally:
+        dvc(repo, "queue", "stop")
+    after = mtimes(work, "results", "logs")
+    changed = {p for p, t in after.items() if before.get(p) != t}
+
+    def methods(prefix: str) -> set[str]:  # logs/<job>/<dataset>/<method>[/...].log
+        return {Path(p).relative_to(prefix).parts[1].removesuffix(".log") for p in changed if p.startswith(prefix + "/")}
+
+    assert methods("logs/train") == {"ddm"}, f"trained: {sorted(methods('logs/train'))}; changed: {sorted(changed)}"
+    assert {p for p in changed if p.startswith("results/models/")} == \
+        {"results/models/digits/ddm.pt", "results/models/digits/ddm.csv"}
+    for job in ("sample", "evaluate"):
+        assert methods(f"logs/{job}") == {"ddm"}, f"{job}: {sorted(methods(f'logs/{job}'))}"
+        ddm_logs = {p for p in before if p.startswith(f"logs/{job}/digits/ddm/")}
+        assert ddm_logs and ddm_logs <= changed, f"not every ddm {job} job reran: {sorted(ddm_logs - changed)}"
+    for job in ("train", "sample", "evaluate"):
+        assert not [p for p in changed if re.match(rf"logs/{job}/digits/(ddpm|sde)\b", p)]
+
+    import torch
+    model = torch.load(work / "results/models/digits/ddm.pt", map_location="cpu", weights_only=True)
+    assert model["cfg"]["method"]["ht"] == "linear"
+
+    # The experiment is recorded with its params and metrics, and without the pipeline's data.
+    shown = json.loads(check(dvc(repo, "exp", "show", "--json"), "dvc exp show").stdout)
+    exps = [rev for base in shown for e in base.get("experiments") or [] for rev in e.get("revs", [])]
+    linear = [e for e in exps
+              if (e.get("data") or {}).get("params", {}).get("params.yaml", {}).get("data", {}).get("ht") == "linear"]
+    assert linear, f"no experiment with ht=linear in dvc exp show: {[e.get('name') for e in exps]}"
+    metrics = linear[0]["data"].get("metrics", {}).get("reports/metrics.json", {})
+    assert metrics.get("data"), f"the experiment's metrics are missing from its commit: {metrics}"
+    files = git(repo, "ls-tree", "-r", "--name-only", linear[0]["rev"]).stdout.split()
+    assert not [f for f in files if under(f, ["data", "results", "logs"])], "pipeline data committed by dvc exp"
+    print(f"dvc exp run -S ht=linear: {r.elapsed:.0f} s")
+
+
+# --------------------------------------------------------------------------- graph agreement
+def test_dvc_yaml_is_generated_from_phases():
+    r = run([sys.executable, str(REPO / "workflow" / "make_dvc_yaml.py"), "--check"], REPO, tool_env())
+    assert r.returncode == 0, f"dvc.yaml is out of date: run `python workflow/make_dvc_yaml.py`\n{r.output}"
+    dvc_yaml = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    phases = load_phases()
+    assert list(dvc_yaml["stages"]) == list(phases)
+    for name, stage in dvc_yaml["stages"].items():
+        assert stage["cmd"].split()[:4] == ["snakemake", "--cores", "all", f"phase_{name}"]
+        assert all(next(iter(o.values())).get("persist") for o in
+                   stage.get("outs", []) + stage.get("metrics", []) + stage.get("plots", []))
+
+
+def test_every_rule_is_in_exactly_one_phase(workdir_factory):
+    work = workdir_factory()
+    r = check(run([str(BIN / "snakemake"), "--list-rules"], work, tool_env(PYTHONPATH=str(REPO))),
+              "snakemake --list-rules")
+    rules = {line.split()[0] for line in r.stdout.splitlines() if re.match(r"^\w+", line)}
+    phases = load_phases()
+    listed = [rule for p in phases.values() for rule in p["rules"]]
+    targets = {f"phase_{name}" for name in phases}
+    assert len(listed) == len(set(listed)), f"a rule is in two phases: {listed}"
+    assert set(listed) <= rules, f"phases.yaml names unknown rules {sorted(set(listed) - rules)}"
+    assert targets <= rules, f"missing phase targets {sorted(targets - rules)}"
+    orphans = rules - set(listed) - targets - {"all"}
+    assert not orphans, f"rules in no phase of workflow/phases.yaml: {sorted(orphans)}"
+
+
+@pytest.fixture(scope="module")
+def graph_of(tmp_path_factory):
+    """graph_of(params, *targets): the jobs of Snakemake's graph on a workdir with these params
+    (the tiny params with them merged in); cached for the module."""
+    cache: dict[str, list[dict]] = {}
+
+    def graph(params: dict, *targets: str) -> list[dict]:
+        key = json.dumps([params, targets], sort_keys=True, default=str)
+        if key not in cache:
+            work = make_workdir(tmp_path_factory.mktemp("graph"), params)
+            cache[key] = graph_jobs(work, *targets)
+        return cache[key]
+
+    return graph
+
+
+@pytest.mark.parametrize("variant", ["tiny", "everything-on"])
+def test_snakemake_graph_agrees_with_phases(graph_of, variant):
+    params = tiny_params() if variant == "tiny" else everything_on(tiny_params())
+    all_jobs = graph_of(params, "all")
+    target_jobs = graph_of(params, *(f"phase_{name}" for name in load_phases()))
+    problems = graph_problems(load_phases(), all_jobs, target_jobs)
+    assert not problems, "\n".join(problems)
+    assert {j["rule"] for j in all_jobs} >= {"train", "sample", "evaluate", "stats", "report"}
+
+
+def test_params_that_change_a_phase_reach_its_stage(graph_of):
+    """Each top-level switch turned on, and a new entry in each method table: the phases whose jobs
+    change must rerun under DVC (the key is in their params, or one of their deps changes)."""
+    phases = load_phases()
+    tiny = tiny_params()
+    on = everything_on(tiny)
+    cases = [(k, tiny, {k: True}) for k, v in tiny.items() if isinstance(v, bool) and not v]
+    for k, v in on.items():
+        if k != "presets" and isinstance(v, dict) and v and all(isinstance(e, dict) for e in v.values()):
+            first = next(iter(v))
+            cases.append((k, on, {k: {"zz_copy": {**v[first]}}}))
+    assert {"ablations", "methods"} <= {k for k, _, _ in cases}
+    problems = []
+    for key, base, change in cases:
+        problems += untriggered(phases, key, graph_of(base, "all"), graph_of(merge_params(base, change), "all"))
+    assert not problems, "\n".join(problems)
