@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -10,14 +11,27 @@ from typing import Any, Callable, IO
 
 import torch
 
-__all__ = ["atomic_write", "save_torch", "save_json", "save_text"]
+__all__ = ["atomic_write", "save_torch", "save_json", "save_text", "TMP_PREFIX"]
+
+#: Prefix of the temporary files (a writer killed mid-write may leave one; never a target).
+TMP_PREFIX = ".tmp-"
+
+
+def _fsync_dir(d: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(d, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> Path:
-    """Write through ``write(fileobj)`` into a temporary file beside ``path``, then rename."""
+    """Write through ``write(fileobj)`` into a temporary file beside ``path``, fsync, rename
+    over ``path`` and fsync the folder: readers see the old file or the whole new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -25,9 +39,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
         raise
+    _fsync_dir(path.parent)
     return path
 
 

@@ -35,7 +35,6 @@ import functools
 import hashlib
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +51,8 @@ from torch_fidelity.metric_fid import (
     fid_statistics_to_metric,
 )
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+from ddm.io import atomic_write
 from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 
 __all__ = [
@@ -119,23 +120,6 @@ def sha256_file(path: str | os.PathLike) -> str:
     p = os.path.realpath(os.fspath(path))
     st = os.stat(p)
     return _sha256_cached(p, st.st_size, st.st_mtime_ns)
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Write through ``write(fileobj)`` into a temporary file beside ``path``, then os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 # --------------------------------------------------------------------------------------------
@@ -321,7 +305,7 @@ def train_digits_classifier(
         "epochs": int(epochs),
         "feature_dim": DigitsClassifier.FEATURE_DIM,
     }
-    _atomic_write(Path(out_path), lambda f: torch.save(ckpt, f))
+    atomic_write(Path(out_path), lambda f: torch.save(ckpt, f))
     return test_acc
 
 
@@ -530,7 +514,7 @@ def reference_stats(
         "torch_fidelity_version": torch_fidelity.__version__,
     }
     arrays = {k: np.asarray(v) for k, v in record.items()}
-    _atomic_write(Path(out_path), lambda f: np.savez(f, mu=mu, sigma=sigma, **arrays))
+    atomic_write(Path(out_path), lambda f: np.savez(f, mu=mu, sigma=sigma, **arrays))
     return {**record, "path": str(out_path)}
 
 

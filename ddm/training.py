@@ -133,7 +133,6 @@ import random
 import re
 import signal
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -145,6 +144,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+
+from ddm.io import TMP_PREFIX, atomic_write
 
 __all__ = [
     "Objective", "TrainConfig", "lr_at", "train", "load_checkpoint", "ema_model",
@@ -163,7 +164,6 @@ RESUMABLE_KEYS = frozenset({"steps", "ckpt_every", "keep_last", "log_every", "ac
 CKPT_FORMAT = "ddm.training/1"
 
 _CKPT_RE = re.compile(r"^ckpt-(\d{8,})\.pt$")
-_TMP_PREFIX = ".tmp-"
 _METRICS = "metrics.csv"
 _PREEMPT_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGUSR1") if hasattr(signal, n))
 _CKPT_KEYS = ("format", "step", "model", "ema", "optimizer", "scheduler", "data", "rng",
@@ -494,30 +494,6 @@ def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
     return found[-1][1] if found else None
 
 
-def _fsync_dir(d: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(d, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_TMP_PREFIX + path.name + ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
 def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None, *,
                     map_location: Any = "cpu") -> dict:
     """Read and validate a checkpoint with ``torch.load(weights_only=True)``.
@@ -646,7 +622,7 @@ def _trim_metrics(path: Path, step: int) -> None:
         csv.writer(s, lineterminator="\n").writerows(kept)
         f.write(s.getvalue().encode())
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
 
 
 def _append_metrics(path: Path, row: dict) -> None:
@@ -762,7 +738,7 @@ def train(model: nn.Module, objective: Objective, data: Tensor, cfg: TrainConfig
     # -- out_dir, checkpoints -----------------------------------------------------------------
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
-        for p in out_dir.glob(_TMP_PREFIX + "*"):  # left by a writer that was killed
+        for p in out_dir.glob(TMP_PREFIX + "*"):  # left by a writer that was killed
             with contextlib.suppress(OSError):
                 p.unlink()
     comm.barrier()
@@ -896,7 +872,7 @@ def train(model: nn.Module, objective: Objective, data: Tensor, cfg: TrainConfig
                 "world_size": world,
                 "torch_version": str(torch.__version__),
             }
-            _atomic_write(target, lambda f: torch.save(obj, f))
+            atomic_write(target, lambda f: torch.save(obj, f))
             for _, old in _list_checkpoints(out_dir)[:-cfg.keep_last]:
                 with contextlib.suppress(FileNotFoundError):
                     old.unlink()
