@@ -361,8 +361,8 @@ def test_exp_run_ht_retrains_only_what_uses_ht(dvc_run, tmp_path):
         return {Path(p).relative_to(prefix).parts[1].removesuffix(".log") for p in changed if p.startswith(prefix + "/")}
 
     assert methods("logs/train") == {"ddm"}, f"trained: {sorted(methods('logs/train'))}; changed: {sorted(changed)}"
-    assert {p for p in changed if p.startswith("results/models/")} == \
-        {"results/models/digits/ddm.pt", "results/models/digits/ddm.csv"}
+    assert {p for p in changed if p.startswith(("results/models/", "results/curves/"))} == \
+        {"results/models/digits/ddm.pt", "results/curves/digits/ddm.csv"}
     for job in ("sample", "evaluate"):
         assert methods(f"logs/{job}") == {"ddm"}, f"{job}: {sorted(methods(f'logs/{job}'))}"
         ddm_logs = {p for p in before if p.startswith(f"logs/{job}/digits/ddm/")}
