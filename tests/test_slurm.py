@@ -147,6 +147,8 @@ def pipeline(slurm_cluster, tmp_path_factory):  # noqa: F811
     wd = tmp_path_factory.mktemp("slurm-pipeline")
     shutil.copy(REPO / "Snakefile", wd / "Snakefile")
     shutil.copytree(REPO / "workflow", wd / "workflow")
+    if (REPO / "profiles").is_dir():   # the workflow profile, merged last with --profile ones
+        shutil.copytree(REPO / "profiles", wd / "profiles")
     shutil.copytree(REPO / "slurm", wd / "slurm")          # the shipped profile, unchanged
     shutil.copy(TINY, wd / "params.yaml")
     shipped = yaml.safe_load(SHIPPED.read_text())
