@@ -141,10 +141,10 @@ def test_grids_and_bad_input():
     for bad in (0, -3, 2.5):
         with pytest.raises(ValueError, match="N must be an integer >= 1"):
             uniform_grid(bad)
-    with pytest.raises(ValueError, match="valid names: authors, polynomial, sde, uniform"):
+    with pytest.raises(ValueError, match="valid names: authors, lambda, polynomial, sde, uniform"):
         from ddm import baselines  # noqa: F401
         make_grid("cosine", 4)
-    with pytest.raises(ValueError, match="unknown sampler 'heun'; valid names: ddm, ddm_deterministic"):
+    with pytest.raises(ValueError, match="unknown sampler .heun.; valid names: ddim, ddm, ddm_deterministic, dpmpp_2m"):
         get_sampler("heun")
     with pytest.raises(ValueError, match="strictly decrease"):
         sample_ddm(lambda x, t: (x, x), DecoupledProcess("constant"), torch.zeros(1, 1, 2, 2), torch.tensor([1.0, 1.0, 0.0]))
