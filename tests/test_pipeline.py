@@ -44,7 +44,7 @@ def expected_outputs(params: dict) -> list[str]:
         files += [f"data/prepared/{ds}.pt", f"results/fid/{ds}/extractor.json", f"results/fid/{ds}/reference.npz",
                   f"reports/figures/fid_vs_nfe_{ds}.png"]
         for m in params["methods"]:
-            files += [f"results/models/{ds}/{m}.pt", f"results/models/{ds}/{m}.csv"]
+            files += [f"results/models/{ds}/{m}.pt", f"results/curves/{ds}/{m}.csv"]
             for n in b["nfe"]:
                 files.append(f"reports/figures/samples_{ds}_{m}_nfe{n}.png")
                 for r in range(b["fid"]["repeats"]):
@@ -91,7 +91,7 @@ def test_all_outputs_exist(tiny_run):
     assert x.dtype == torch.uint8 and tuple(x.shape) == (b["fid"]["num_samples"], 1, 8, 8)
     # atomic writes: no temp or partial file is left anywhere
     leftovers = [str(p.relative_to(tiny_run)) for top in ("data", "results", "reports")
-                 for p in (tiny_run / top).rglob("*") if p.name.endswith((".tmp", ".part"))]
+                 for p in (tiny_run / top).rglob("*") if p.name.endswith((".tmp", ".part")) or p.name.startswith(".tmp-")]
     assert not leftovers
 
 
