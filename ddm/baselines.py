@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from ddm.process import expand_t
-from ddm.sampling import SAMPLERS, GRIDS, SampleRNG, Callback, check_grid, _check_n
+from ddm.sampling import SAMPLERS, GRIDS, SampleRNG, Callback, check_grid, _check_n, _times
 
 __all__ = ["VPSDE", "VESDE", "sde_grid", "sample_vp_em", "sample_vp_ancestral", "sample_ve_em"]
 
@@ -116,11 +116,6 @@ def _eps_and_x0(net, sde, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
     eps = heads[0]
     x0_hat = heads[1] if len(heads) > 1 else sde.x0_from_eps(x, t, eps)
     return eps, x0_hat
-
-
-def _times(grid: Tensor, i: int, x: Tensor) -> tuple[Tensor, Tensor]:
-    t = grid[i].to(device=x.device, dtype=x.dtype).expand(x.shape[0])
-    return t, grid[i + 1].to(device=x.device, dtype=x.dtype).expand(x.shape[0])
 
 
 @torch.no_grad()
