@@ -9,7 +9,7 @@ VE-SDE (Song et al. 2021c, NCSN++ "SDE" row of Table 1):
     The network sees x_t * c_in(t) with c_in = 1/sqrt(1 + sigma^2) (input scaling so that a
     small U-Net sees unit-scale inputs; the SDE and its samplers are unchanged) and predicts eps.
 
-Samplers (same signature as ``ddm.sampling``; registered there by name):
+Samplers (same signature as ``ddm.sampling``; looked up by name through ``ddm.registry``):
 - ``vp_em``: Euler-Maruyama on the reverse SDE (Eq. 5), the paper's comparison (§5.2), on a grid
   from 1 to t_end = 1e-3 (``sde_grid``) with a noise-free last step (Song et al.'s denoising);
 - ``vp_ancestral``: ancestral steps x_s ~ q(x_s | x_t, x0_hat) with x0_hat from eps (DDPM's
@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from ddm.process import expand_t
-from ddm.sampling import SAMPLERS, GRIDS, SampleRNG, Callback, check_grid, _check_n, _times
+from ddm.sampling import SampleRNG, Callback, check_final_step, check_grid, _check_n, _times
 
 __all__ = ["VPSDE", "VESDE", "sde_grid", "sample_vp_em", "sample_vp_ancestral", "sample_ve_em"]
 
@@ -121,12 +121,15 @@ def _eps_and_x0(net, sde, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
 @torch.no_grad()
 def sample_vp_em(
     net, process: VPSDE, noise: Tensor, grid: Tensor, *, rng: SampleRNG | None = None,
-    clip: float | None = None, callback: Callback | None = None,
+    clip: float | None = None, callback: Callback | None = None, final_step: str = "paper",
 ) -> Tensor:
     """Euler-Maruyama on the reverse VP-SDE (Eq. 5): with dt = t_next - t < 0,
     x <- x + [-beta x / 2 + beta eps / sigma] dt + sqrt(beta |dt|) z; the last step adds no
-    noise. ``clip`` does not apply (EM never forms x0)."""
+    noise. ``clip`` applies only to a returned x0 estimate (plain EM never forms x0).
+    ``final_step="denoise"`` (beyond the paper): the last call returns its x0 estimate instead of
+    taking the last Euler step (see ``ddm.sampling.FINAL_STEPS``)."""
     check_grid(grid)
+    check_final_step(final_step, "sde")
     rng = rng or SampleRNG(range(noise.shape[0]), noise.device)
     x = noise
     n = grid.numel() - 1
@@ -135,6 +138,8 @@ def sample_vp_em(
         eps, x0_hat = _eps_and_x0(net, process, x, t)
         if callback is not None:
             callback(i, t, x, x0_hat)
+        if final_step == "denoise" and i == n - 1:
+            return x0_hat if clip is None else x0_hat.clamp(-clip, clip)
         beta = expand_t(process.beta(t), x)
         dt = expand_t(t_next - t, x)
         x = x + (-0.5 * beta * x + beta * eps / expand_t(process.sigma(t), x)) * dt
@@ -181,11 +186,13 @@ def sample_vp_ancestral(
 @torch.no_grad()
 def sample_ve_em(
     net, process: VESDE, noise: Tensor, grid: Tensor, *, rng: SampleRNG | None = None,
-    clip: float | None = None, callback: Callback | None = None,
+    clip: float | None = None, callback: Callback | None = None, final_step: str = "paper",
 ) -> Tensor:
     """Euler-Maruyama on the reverse VE-SDE: x <- x + g^2 eps/sigma dt + g sqrt(|dt|) z
-    (dt < 0, score = -eps/sigma); the last step adds no noise."""
+    (dt < 0, score = -eps/sigma); the last step adds no noise. ``final_step="denoise"``: the
+    last call returns its x0 estimate x - sigma_t eps (as :func:`sample_vp_em`)."""
     check_grid(grid)
+    check_final_step(final_step, "sde")
     rng = rng or SampleRNG(range(noise.shape[0]), noise.device)
     x = noise
     n = grid.numel() - 1
@@ -194,6 +201,8 @@ def sample_ve_em(
         eps, x0_hat = _eps_and_x0(net, process, x, t)
         if callback is not None:
             callback(i, t, x, x0_hat)
+        if final_step == "denoise" and i == n - 1:
+            return x0_hat if clip is None else x0_hat.clamp(-clip, clip)
         g2 = expand_t(process.g2(t), x)
         dt = expand_t(t_next - t, x)
         x = x + g2 * eps / expand_t(process.sigma(t), x) * dt
@@ -202,5 +211,6 @@ def sample_ve_em(
     return x
 
 
-SAMPLERS.update({"vp_em": sample_vp_em, "vp_ancestral": sample_vp_ancestral, "ve_em": sample_ve_em})
-GRIDS["sde"] = sde_grid
+#: This module's samplers and grids by params.yaml name (joined with ``ddm.sampling``'s in ``ddm.registry``).
+SAMPLERS = {"vp_em": sample_vp_em, "vp_ancestral": sample_vp_ancestral, "ve_em": sample_ve_em}
+GRIDS = {"sde": sde_grid}

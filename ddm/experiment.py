@@ -14,7 +14,8 @@ from ddm.baselines import VESDE, VPSDE
 from ddm.losses import DDMObjective, VEObjective, VPObjective
 from ddm.nets import UNet
 from ddm.process import DecoupledProcess
-from ddm.sampling import SampleRNG, get_sampler, make_grid
+from ddm.registry import get_sampler, make_grid
+from ddm.sampling import SampleRNG
 
 __all__ = ["Experiment", "build", "model_kwargs", "generate"]
 
@@ -94,10 +95,30 @@ def generate(exp: Experiment, net: nn.Module, nfe: int, seeds: list[int], *, bat
     """Samples in the model's range, one per seed, in batches (pixels independent of batch size)."""
     shape = (exp.cfg["channels"], exp.cfg["resolution"], exp.cfg["resolution"])
     grid = exp.grid(nfe)
+    final = exp.cfg["sampling"].get("final_step", "paper")
+    options = {} if final == "paper" else {"final_step": final}  # only DDM and EM samplers have one
     out = []
     for i in range(0, len(seeds), batch_size):
         rng = SampleRNG(seeds[i : i + batch_size], device)
         noise = rng.randn(shape) * exp.prior_std
         out.append(exp.sampler(net, exp.process, noise, grid, rng=rng, clip=exp.cfg["sampling"]["clip"],
-                               callback=callback).cpu())
+                               callback=callback, **options).cpu())
     return torch.cat(out)
+
+
+def checkpoint_fids(exp: Experiment, model: nn.Module, snapshots, nfes: list[int], seeds: list[int],
+                    score: Callable[[Tensor], dict], *, batch_size: int = 500, device: str | torch.device = "cpu") -> list[dict]:
+    """FID against training step: the EMA weights of each ``(step, state_dict)`` snapshot
+    sampled at each NFE with the experiment's sampler and scored by ``score`` (uint8 samples ->
+    dict with ``fid``). Shows whether a model sits on its FID plateau (the embedded preset's
+    convergence figure)."""
+    from ddm.data import to_uint8
+
+    rows = []
+    for step, state in snapshots:
+        model.load_state_dict(state)
+        model.eval()
+        for nfe in nfes:
+            x = generate(exp, model, nfe, seeds, batch_size=batch_size, device=device)
+            rows.append({"step": int(step), "nfe": int(nfe), **score(to_uint8(x.clamp(-1, 1)))})
+    return rows

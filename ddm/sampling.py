@@ -15,7 +15,8 @@ Every sampler has one signature::
 
 Time grids are separate functions (``uniform_grid`` is the paper's).
 
-DDM samplers (this module); the DDPM/VP-SDE and VE-SDE samplers live in ``ddm.baselines``.
+DDM samplers (this module); the DDPM/VP-SDE and VE-SDE samplers live in ``ddm.baselines``;
+``ddm.registry`` looks both up by name (``get_sampler``, ``make_grid``).
 """
 
 from __future__ import annotations
@@ -33,12 +34,10 @@ __all__ = [
     "uniform_grid",
     "authors_grid",
     "polynomial_grid",
-    "make_grid",
     "GRIDS",
     "sample_ddm",
     "sample_ddm_deterministic",
     "SAMPLERS",
-    "get_sampler",
     "check_grid",
     "lambda_grid",
     "alpha_sigma",
@@ -107,17 +106,20 @@ def polynomial_grid(n: int, rho: float = 2.0) -> Tensor:
     return (1 - torch.arange(_check_n(n) + 1, dtype=torch.float64) / n) ** rho
 
 
-GRIDS: dict[str, Callable[..., Tensor]] = {
-    "uniform": uniform_grid,
-    "authors": authors_grid,
-    "polynomial": polynomial_grid,
-}  # "lambda" (needs the process) and "sde" are added below and in ddm.baselines
+# -- final steps -----------------------------------------------------------------------------
+#: What a sampler's last network call returns, per kind of sampler. "paper": the protocol of the
+#: paper (Alg. 2's last step for DDM; Euler-Maruyama's noise-free last step for the SDEs, §5.2).
+#: "x0_head" (DDM, beyond the paper): the x0 head's estimate -H_1(phi). "denoise" (SDE
+#: Euler-Maruyama, beyond the paper): the x0 estimate of the last call, (x - sigma_t eps)/alpha_t
+#: (or the x0 branch), as DDM's own last step returns its x0 estimate.
+FINAL_STEPS: dict[str, tuple[str, ...]] = {"ddm": ("paper", "x0_head"), "sde": ("paper", "denoise")}
 
 
-def make_grid(name: str, n: int, **options) -> Tensor:
-    if name not in GRIDS:
-        raise ValueError(f"unknown time grid '{name}'; valid names: {', '.join(sorted(GRIDS))}")
-    return GRIDS[name](n, **options)
+def check_final_step(final_step: str, kind: str) -> str:
+    allowed = FINAL_STEPS[kind]
+    if final_step not in allowed:
+        raise ValueError(f"final_step '{final_step}' does not fit this sampler (allowed: {', '.join(allowed)})")
+    return final_step
 
 
 # -- DDM samplers ---------------------------------------------------------------------------
@@ -143,6 +145,7 @@ def sample_ddm(
     rng: SampleRNG | None = None,
     clip: float | None = None,
     callback: Callback | None = None,
+    final_step: str = "paper",
 ) -> Tensor:
     """The paper's stochastic sampler (Alg. 2, Eq. 11), for every h_t family.
 
@@ -157,21 +160,28 @@ def sample_ddm(
     place where ``clip`` acts. Final denoising step (App. B): on the paper's uniform grid the
     last network call happens at t = 1/N (= Delta t, the smallest step) and steps to t = 0,
     where var = 0 and mean = x0_hat: the sample is the network's noise-free estimate of x0.
+
+    ``final_step`` (:data:`FINAL_STEPS`): ``"paper"`` as above; ``"x0_head"`` (beyond the paper)
+    makes the last network call return the x0 head's own estimate x0 = -H_1(phi) (-phi for
+    h_t = c) instead of x - H_t(phi) - sqrt(t) eps.
     """
     check_grid(grid)
+    check_final_step(final_step, "ddm")
     rng = rng or SampleRNG(range(noise.shape[0]), noise.device)
     x = noise
     family = process.family
-    for i in range(grid.numel() - 1):
+    n = grid.numel() - 1
+    for i in range(n):
         t, t_next = _times(grid, i, x)
         phi, eps = _heads(net, x, t)
         root_t = expand_t(t.sqrt(), x)
-        x0_hat = x - family.H(phi, t) - root_t * eps
+        last_x0 = final_step == "x0_head" and i == n - 1
+        x0_hat = family.x0_from_phi(phi) if last_x0 else x - family.H(phi, t) - root_t * eps
         if clip is not None:
             x0_hat = x0_hat.clamp(-clip, clip)
         if callback is not None:
             callback(i, t, x, x0_hat)
-        if grid[i + 1] == 0:
+        if grid[i + 1] == 0 or last_x0:
             x = x0_hat
             continue
         mean = x0_hat + family.H(phi, t_next) + expand_t(t_next, x) / root_t * eps
@@ -190,6 +200,7 @@ def sample_ddm_deterministic(
     rng: SampleRNG | None = None,
     clip: float | None = None,
     callback: Callback | None = None,
+    final_step: str = "paper",
 ) -> Tensor:
     """The authors' deterministic (DDIM-like, eta = 0) variant (official-code.md):
 
@@ -333,21 +344,17 @@ def sample_dpmpp_2m(net, process, noise: Tensor, grid: Tensor, *, rng: SampleRNG
     return _solver(net, process, noise, grid, order=2, clip=clip, callback=callback, x0_source=x0_source)
 
 
+#: This module's samplers and grids by params.yaml name; ``ddm.registry`` joins them with the
+#: baselines' (``ddm.baselines``) into the one lookup table.
 SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "ddm": sample_ddm,
     "ddm_deterministic": sample_ddm_deterministic,
     "ddim": sample_ddim,
     "dpmpp_2m": sample_dpmpp_2m,
 }
-
-
-GRIDS["lambda"] = lambda_grid
-
-
-def get_sampler(name: str) -> Callable[..., Tensor]:
-    """Samplers by name: the DDM ones here and the baselines' (``ddm.baselines``)."""
-    from ddm import baselines  # noqa: F401  (registers the baseline samplers)
-
-    if name not in SAMPLERS:
-        raise ValueError(f"unknown sampler '{name}'; valid names: {', '.join(sorted(SAMPLERS))}")
-    return SAMPLERS[name]
+GRIDS: dict[str, Callable[..., Tensor]] = {
+    "uniform": uniform_grid,
+    "authors": authors_grid,
+    "polynomial": polynomial_grid,
+    "lambda": lambda_grid,  # needs the process (its alpha_t, sigma_t)
+}
