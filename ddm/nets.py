@@ -58,6 +58,7 @@ Public API: :class:`UNet`, :func:`build_unet`, :func:`count_parameters`.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 
@@ -247,8 +248,9 @@ class Decoder(nn.Module):
         self.feature_channels = cur
 
     def features(self, h: Tensor, hs: list[Tensor], temb: Tensor,
-                 cond_feats: list[Tensor] | None) -> Tensor:
-        """Return the input of the final conv, ``SiLU(GroupNorm(h_last))``."""
+                 cond_feats: list[Tensor] | None, level_hook=None) -> Tensor:
+        """Return the input of the final conv, ``SiLU(GroupNorm(h_last))``.  ``level_hook(i, h)``,
+        if given, maps level ``i``'s output before its upsampling (``ddm.conditioning``)."""
         hs = list(hs)
         n = len(self.levels)
         for k, level in enumerate(self.levels):
@@ -260,12 +262,14 @@ class Decoder(nn.Module):
                 h = block(torch.cat(parts, dim=1), temb)
                 if len(level.attns):
                     h = level.attns[j](h)
+            if level_hook is not None:
+                h = level_hook(i, h)
             if level.resample is not None:
                 h = level.resample(h)
         return F.silu(self.norm_out(h))
 
-    def forward(self, h, hs, temb, cond_feats):
-        return self.conv_out(self.features(h, hs, temb, cond_feats))
+    def forward(self, h, hs, temb, cond_feats, level_hook=None):
+        return self.conv_out(self.features(h, hs, temb, cond_feats, level_hook))
 
 
 class CondEncoder(nn.Module):
@@ -457,18 +461,24 @@ class UNet(nn.Module):
         return self.cond_encoder(cond)
 
     # -- forward ------------------------------------------------------------------------
-    def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> tuple[Tensor, ...]:
+    def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None, *,
+                level_hook=None) -> tuple[Tensor, ...]:
         """x (B, in_channels, R, R); t (B,) floats in [0, 1]; returns one tensor per entry of
-        out_channels, head i shaped (B, out_channels[i], R, R)."""
+        out_channels, head i shaped (B, out_channels[i], R, R).  ``level_hook(d, i, h) -> h``,
+        if given, maps the output of level ``i`` of decoder ``d`` before its upsampling (the
+        cross-attention of ``ddm.conditioning.CondUNet``)."""
         batch = self._check_x(x)
         t = self._check_t(t, batch, x.device)
         cond_feats = self._encode_cond(cond, batch)
         temb = self.time_embed(timestep_embedding(t * _TIME_SCALE, self.ch))
         hs, h = self.encoder(x, temb)
+        hooks = [None if level_hook is None else functools.partial(level_hook, d)
+                 for d in range(len(self.decoders))]
         if self.head == "decoder":
-            return tuple(dec(h, hs, temb, cond_feats) for dec in self.decoders)
+            return tuple(dec(h, hs, temb, cond_feats, hooks[d])
+                         for d, dec in enumerate(self.decoders))
         dec = self.decoders[0]
-        feat = dec.features(h, hs, temb, cond_feats)
+        feat = dec.features(h, hs, temb, cond_feats, hooks[0])
         return (dec.conv_out(feat),) + tuple(head(feat) for head in self.conv_heads)
 
 

@@ -1,123 +1,16 @@
 """Training engine, independent of what is trained (paper §B.3 "Training details", Table 6).
 
-``train(model, objective, data, cfg, out_dir)`` runs AdamW with the paper's polynomial
-learning-rate decay, gradient-norm clipping, an EMA of the weights, checkpointing with exact
-resume, preemption handling and optional DistributedDataParallel.  The *objective* (what is
-trained: DDM, VP, VE, ...) is a plug-in with two methods:
+``Trainer(model, objective, data, cfg, out_dir).fit()`` (or the wrapper :func:`train`) runs
+AdamW with the paper's polynomial learning-rate decay, gradient-norm clipping and an EMA of the
+weights, with exact resume from checkpoints, preemption (SIGTERM/SIGUSR1 -> checkpoint -> exit
+75), DistributedDataParallel under torchrun, and the GPU fast path of :class:`TrainConfig`
+(channels_last, TF32, bf16 autocast, ``torch.compile``, pinned host memory).
 
-* ``objective.draw(x0, generator) -> {name: (B, ...) tensor}`` -- all randomness of one step
-  for the global batch ``x0`` (a CPU tensor), drawn from ``generator`` (a CPU
-  ``torch.Generator``).  It must create its tensors on ``x0.device`` (the CPU).
-* ``objective(model, x0, noise) -> (per_sample_loss (B,), {term: (B,)})`` -- deterministic
-  given its inputs; ``model`` is the (possibly DDP-wrapped) network and must only be *called*.
-
-Choices, and where they come from
----------------------------------
-Optimiser (§B.3, Table 6; authors' code).  ``torch.optim.AdamW(lr, betas, weight_decay)``,
-weight decay on every parameter, eps = 1e-8.  Defaults are the CIFAR-10 row of Table 6 and the
-authors' code: lr 1e-4 decayed to 1e-5, weight decay 1e-4, betas (0.9, 0.999), gradient-norm
-clipping at 1.0 (``torch.nn.utils.clip_grad_norm_`` on the accumulated global-batch gradient).
-
-Learning rate (§B.3).  The paper's polynomial policy
-``lr = max(lr0 * (1 - N_iter/N_total) ** p, lr_min)`` with ``p = 0.96``, preceded by the
-authors' linear warm-up (their code uses 5,000 steps; ``warmup=0`` is the paper's text).  With
-``step`` = the 0-based index of the optimizer update (= number of updates already done)::
-
-    step <  warmup:  lr = lr0 * (step + 1) / warmup          (no floor: a ramp from ~0)
-    step >= warmup:  lr = lr0 * max((1 - f) ** p, lr_min / lr0),
-                     f = clip((step - warmup) / max(steps - warmup, 1), 0, 1)
-
-i.e. ``max(lr0 * (1 - f) ** p, lr_min)`` up to float rounding.  The authors' code divides by
-``steps`` instead of ``steps - warmup``; we decay over the steps that remain after warm-up so
-that the floor is reached exactly at the end.  It is implemented as a
-``torch.optim.lr_scheduler.LambdaLR`` (stepped after every optimizer update) and
-:func:`lr_at` returns exactly the value the scheduler sets.
-
-EMA (§B.3).  ``ema <- decay * ema + (1 - decay) * weights`` after every optimizer update,
-starting from the initial weights, with no EMA warm-up; default decay 0.9999 (the authors'
-code uses 0.999 or 0.9996 -- a config value).  It is vectorised over all parameters with
-``torch._foreach_lerp_`` (one call per step); floating-point buffers and integer buffers are
-copied (``torch._foreach_copy_``), not averaged.  The EMA lives in fp32 next to the model.
-
-Precision (§B.3: "mixed-precision (FP16) training negatively impacts the generative
-performances").  Default ``precision="fp32"`` with TF32 *off* for both matmuls and cuDNN
-convolutions (PyTorch enables TF32 for cuDNN convolutions by default; we turn it off so fp32
-means fp32).  Options, CUDA only: ``precision="bf16"`` (``torch.autocast`` in bfloat16 around
-the objective; weights, gradients, optimizer state and EMA stay fp32; no loss scaling needed)
-and ``tf32=True``.  ``precision="bf16"`` on a CPU device raises ``ValueError``; ``tf32=True``
-on CPU has no effect (a warning is logged).  The previous TF32 settings are restored after
-training.  fp16 is not offered.
-
-Randomness.  One CPU ``torch.Generator`` seeded with ``cfg.seed`` owns all randomness of the
-training data stream: (1) the data order, a fresh permutation of the N examples drawn from it
-whenever the previous epoch is used up (global batches run across epoch boundaries, so
-nothing is dropped and N < batch_size works); (2) ``objective.draw`` for the global batch.
-Every DDP rank draws the same global batch and the same noise, then keeps its rows
-``[r*B/W, (r+1)*B/W)``, so the run does not depend on the number of processes beyond float
-rounding.  Gradient accumulation splits the rank's rows into ``accum`` consecutive
-micro-batches of the *same* draw, so ``accum`` does not change the data or noise either.
-Randomness *inside* the model (dropout) uses the process-global torch RNG, which
-:func:`train` seeds with ``cfg.seed + 1 + rank`` on a fresh start (NumPy's and Python's global
-RNGs likewise); those states are checkpointed per rank and restored on resume.
-
-Loss scaling.  Let l_i be the per-sample losses of the global batch of size B, W the world
-size.  Each rank back-propagates ``sum_{i in its micro-batch} l_i * W / B`` for each of its
-micro-batches; gradients add up over micro-batches (``no_sync`` on all but the last), and
-DDP averages over ranks (divides by W), so every rank ends with the gradient of
-``(1/B) sum_{i=1..B} l_i``, the global-batch mean, whatever W and accum are.
-
-Checkpoints.  ``out_dir/ckpt-{step:08d}.pt`` every ``ckpt_every`` steps, at the end, and on
-preemption; only the newest ``keep_last`` are kept (there is no pointer file: the newest is
-the largest step).  Each holds: model, EMA, optimizer and scheduler state, step, the data
-stream position (epoch, offset and the epoch's permutation), the generator state, and per
-rank the torch CPU RNG, the CUDA RNG of the rank's device, and NumPy's and Python's RNG states,
-plus the config (``dataclasses.asdict``), ``model_meta`` and the metrics accumulated since the
-last metrics row.  Only tensors and plain Python values are stored, so
-``torch.load(weights_only=True)`` reads it.  Rank 0 writes a temporary file in ``out_dir``,
-fsyncs it and ``os.replace``-s it onto the final name (atomic), with barriers around it.
-
-Resume.  ``train`` with an ``out_dir`` that holds checkpoints continues from the newest one;
-on CPU the final weights, EMA and optimizer state equal an uninterrupted run bit for bit
-(same thread count).  The newest checkpoint must load: a corrupt one raises
-:class:`CheckpointError` naming the file (delete it to fall back to the previous one) -- never
-a silent fresh start.  ``model_meta``, the data shape, every model tensor's shape and the
-config must match; a mismatch raises :class:`CheckpointMismatchError` naming the key and both
-values.  Config keys that may change on resume: :data:`RESUMABLE_KEYS` -- ``steps``
-(extend or finish training; the LR schedule is then recomputed for the new total),
-``ckpt_every``, ``keep_last``, ``log_every`` and ``accum`` (same mathematics, but not bit
-exact).  The world size may change too (only the dropout RNG streams are then reseeded).
-
-Preemption.  SIGTERM and SIGUSR1 (SLURM: ``#SBATCH --signal=USR1@120`` delivers SIGUSR1 to
-the tasks 120 s before the time limit; it sends SIGTERM at the limit itself) set a flag;
-the current step finishes, a checkpoint is written and :class:`TrainingInterrupted` is raised,
-a ``SystemExit`` with code :data:`PREEMPT_EXIT_CODE` = 75 (``EX_TEMPFAIL`` of sysexits.h,
-"temporary failure, retry": the job script can ``scontrol requeue`` on 75, and rerunning the
-same command resumes).  Under DDP the ranks agree on the flag every step (a one-integer
-all-reduce on a CPU/gloo group).  Handlers are installed only when ``train`` runs in the
-main thread, and the previous handlers are restored when it returns or raises.
-
-Non-finite losses.  The per-step check stays on the device (no synchronisation per step);
-it is read at every metrics row, before every checkpoint and at the end, and
-:class:`NonFiniteLoss` names the first step whose loss (or, with clipping, gradient norm) was
-NaN/inf.  No checkpoint is written after that step, so the last good one stays untouched.
-
-DDP.  When ``torch.distributed`` is initialised (see :func:`init_distributed`, which reads
-torchrun's ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` and picks nccl on CUDA, gloo on CPU), the
-model is wrapped in ``DistributedDataParallel`` (every parameter must receive a gradient) and
-the objective is handed the wrapped module; only rank 0 writes checkpoints, metrics and log
-lines, and every rank reads the checkpoint on resume (shared file system).  Small control
-collectives (preemption flag, metrics sums, RNG states) run on a gloo group, so they never
-synchronise the GPU.  ``device="cuda"`` means ``cuda:LOCAL_RANK`` under DDP.  Under torchrun
-a preempted worker's exit code 75 is reported by torchrun as a worker failure; launch with
-``--max-restarts=0`` and requeue the job, which resumes from the checkpoint.
-
-Progress.  A tqdm bar (it/s, loss, lr) when stderr is a TTY (``progress=None``) or when
-``progress=True``; otherwise an INFO line on the ``ddm.training`` logger every ``log_every``
-steps.  ``out_dir/metrics.csv`` gets a row every ``log_every`` steps and at the end:
-``step`` (updates done), ``lr`` (of the last update), ``loss`` and each term (means over
-the samples of the global batches since the previous row) and ``grad_norm`` (mean pre-clip
-norm, when clipping is on).  On resume, rows after the checkpoint's step are dropped, so the
-file equals that of an uninterrupted run.
+The objective is a plug-in (:class:`Objective`): ``draw(x0, generator)`` returns all the
+randomness of one step for the global batch (CPU tensors), ``objective(model, x0, noise)`` the
+per-sample loss and named terms.  Every choice (schedule, EMA, loss scaling under DDP and
+accumulation, checkpoint contents, what may change on resume) is explained in
+docs/training.md.
 """
 
 from __future__ import annotations
@@ -144,11 +37,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from ddm.io import TMP_PREFIX, atomic_write
 
 __all__ = [
-    "Objective", "TrainConfig", "lr_at", "train", "load_checkpoint", "ema_model",
+    "snapshots",
+    "Objective", "TrainConfig", "Trainer", "lr_at", "train", "load_checkpoint", "ema_model",
     "init_distributed", "checkpoint_path", "latest_checkpoint",
     "TrainingInterrupted", "NonFiniteLoss", "CheckpointError", "CheckpointMismatchError",
     "PREEMPT_EXIT_CODE", "RESUMABLE_KEYS", "CKPT_FORMAT",
@@ -158,8 +53,12 @@ log = logging.getLogger(__name__)
 
 #: Exit status of a preempted run (EX_TEMPFAIL, sysexits.h): "temporary failure, retry".
 PREEMPT_EXIT_CODE = 75
-#: Config keys that may differ between a checkpoint and the run that resumes it.
-RESUMABLE_KEYS = frozenset({"steps", "ckpt_every", "keep_last", "log_every", "accum"})
+#: Config keys that may differ between a checkpoint and the run that resumes it: the length
+#: of the run, bookkeeping, and options that change the speed (or float rounding) but not the
+#: mathematics: accumulation, the fast path and the launch geometry.
+RESUMABLE_KEYS = frozenset({"steps", "ckpt_every", "keep_last", "log_every", "accum",
+                            "channels_last", "compile", "compile_backend", "pin_memory",
+                            "gpus", "nodes"})
 #: Format tag stored in every checkpoint.
 CKPT_FORMAT = "ddm.training/1"
 
@@ -168,6 +67,8 @@ _METRICS = "metrics.csv"
 _PREEMPT_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGUSR1") if hasattr(signal, n))
 _CKPT_KEYS = ("format", "step", "model", "ema", "optimizer", "scheduler", "data", "rng",
               "config", "model_meta", "metrics_window")
+_F64 = torch.float64
+_NONE = torch.iinfo(torch.int64).max  # "no bad step" in the all-reduced non-finite flags
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,7 +116,16 @@ class CheckpointMismatchError(CheckpointError, ValueError):
 
 @dataclass
 class TrainConfig:
-    """Training hyper-parameters; defaults follow paper Table 6 (CIFAR-10) and §B.3."""
+    """Training hyper-parameters; defaults follow paper Table 6 (CIFAR-10) and §B.3.
+
+    Fast path (GPU; see docs/training.md): ``precision="bf16"`` (CUDA autocast; refused on
+    CPU), ``tf32`` (CUDA matmuls and convolutions; no effect on CPU), ``channels_last``
+    (model and 4-D inputs in NHWC; runs on CPU too), ``compile`` (``torch.compile`` of the
+    network with ``compile_backend``; a failure at the first step falls back to eager with a
+    warning), ``pin_memory`` (page-locked host batches, asynchronous copies; CUDA only).
+    ``gpus`` x ``nodes`` is the launch geometry the pipeline asks for (workflow/rules/
+    train.smk); the result does not depend on it.
+    """
 
     steps: int
     batch_size: int  # global batch size, over all processes and micro-batches
@@ -234,13 +144,20 @@ class TrainConfig:
     tf32: bool = False       # CUDA only
     seed: int = 0
     log_every: int = 50
+    channels_last: bool = False
+    compile: bool = False
+    compile_backend: str = "inductor"
+    pin_memory: bool = True  # CUDA only; no effect on CPU
+    gpus: int = 1            # processes per node the launcher starts
+    nodes: int = 1
 
     def __post_init__(self) -> None:
         def need(ok: bool, what: str) -> None:
             if not ok:
                 raise ValueError(f"TrainConfig: {what}")
 
-        for k in ("steps", "batch_size", "accum", "ckpt_every", "keep_last", "log_every"):
+        for k in ("steps", "batch_size", "accum", "ckpt_every", "keep_last", "log_every",
+                  "gpus", "nodes"):
             v = getattr(self, k)
             need(isinstance(v, int) and not isinstance(v, bool) and v >= 1,
                  f"{k} must be an integer >= 1, got {v!r}")
@@ -261,6 +178,11 @@ class TrainConfig:
         need(self.precision in ("fp32", "bf16"),
              f"precision must be 'fp32' or 'bf16' (fp16 is not offered, paper §B.3), "
              f"got {self.precision!r}")
+        for k in ("tf32", "channels_last", "compile", "pin_memory"):
+            need(isinstance(getattr(self, k), bool),
+                 f"{k} must be true or false, got {getattr(self, k)!r}")
+        need(isinstance(self.compile_backend, str) and self.compile_backend != "",
+             f"compile_backend must name a torch.compile backend, got {self.compile_backend!r}")
         need(self.batch_size % self.accum == 0,
              f"batch_size {self.batch_size} is not divisible by accum {self.accum}")
 
@@ -277,29 +199,48 @@ def _lr_factor(step: int, cfg: TrainConfig) -> float:
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Learning rate of the update with 0-based index ``step`` (see the module docstring)."""
+    """Learning rate of the update with 0-based index ``step`` (paper §B.3).
+
+    ``lr0 * (step + 1) / warmup`` during warm-up, then ``max(lr0 * (1 - f) ** p, lr_min)``
+    with ``f = (step - warmup) / (steps - warmup)`` clipped to [0, 1] (docs/training.md).
+    """
     return cfg.lr * _lr_factor(int(step), cfg)
 
 
 def _build_optimizer(model: nn.Module, cfg: TrainConfig):
+    """AdamW over the trainable parameters (§B.3, Table 6); returns (optimizer, params)."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters")
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    return opt, params
+
+
+def _build_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, done: int = 0):
+    """The §B.3 schedule as a LambdaLR positioned before update ``done`` (0: a fresh run).
+
+    The scheduler holds no state of its own beyond the step, so a resumed run rebuilds it for
+    *its* config (``steps`` may have changed) instead of loading the saved one: it sets
+    exactly ``lr_at(done, cfg)``.
+    """
     snapshot = copy.copy(cfg)
 
     def factor(step: int) -> float:  # a plain function: LambdaLR stores no state for it
         return _lr_factor(step, snapshot)
 
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda=factor)
-    return opt, sched, params
+    if done > 0:
+        for group in opt.param_groups:
+            group.setdefault("initial_lr", cfg.lr)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda=factor, last_epoch=done - 1)
 
 
 # ---------------------------------------------------------------------------------------------
 # EMA
 # ---------------------------------------------------------------------------------------------
 class _EMA:
-    """EMA of a model's state dict; params averaged with one _foreach_lerp_, buffers copied."""
+    """EMA of a model's state dict (§B.3): floating-point parameters averaged with one
+    vectorised update per step (``torch.optim.swa_utils.get_ema_multi_avg_fn``), buffers
+    copied."""
 
     def __init__(self, model: nn.Module, decay: float):
         self.decay = float(decay)
@@ -319,13 +260,14 @@ class _EMA:
             else:
                 self._cp_dst.append(e)
                 self._cp_src.append(v)
+        self._lerp = get_ema_multi_avg_fn(self.decay)
 
     @torch.no_grad()
     def update(self) -> None:
         if self._avg_dst:
-            torch._foreach_lerp_(self._avg_dst, self._avg_src, 1.0 - self.decay)
-        if self._cp_dst:
-            torch._foreach_copy_(self._cp_dst, self._cp_src)
+            self._lerp(self._avg_dst, self._avg_src, None)
+        for dst, src in zip(self._cp_dst, self._cp_src):
+            dst.copy_(src)
 
     @torch.no_grad()
     def load(self, saved: dict[str, Tensor]) -> None:
@@ -337,13 +279,21 @@ class _EMA:
 # Data stream
 # ---------------------------------------------------------------------------------------------
 class _Stream:
-    """Epoch permutations drawn from the shared generator; batches cross epoch boundaries."""
+    """Epoch permutations drawn from the shared generator; batches cross epoch boundaries.
 
-    def __init__(self, n: int, generator: torch.Generator):
+    ``_Stream(n, generator)`` starts epoch 0 (one permutation drawn); ``_Stream(n,
+    state=saved)`` continues a saved position without drawing anything.
+    """
+
+    def __init__(self, n: int, generator: torch.Generator | None = None, *,
+                 state: dict | None = None):
         self.n = n
-        self.epoch = 0
-        self.offset = 0
-        self.perm = torch.randperm(n, generator=generator)
+        if state is not None:
+            self.epoch, self.offset = int(state["epoch"]), int(state["offset"])
+            self.perm = state["perm"].clone()
+        else:
+            self.epoch, self.offset = 0, 0
+            self.perm = torch.randperm(n, generator=generator)
 
     def take(self, b: int, generator: torch.Generator) -> Tensor:
         parts = []
@@ -362,10 +312,88 @@ class _Stream:
     def state(self) -> dict:
         return {"n": self.n, "epoch": self.epoch, "offset": self.offset, "perm": self.perm.clone()}
 
-    def load(self, s: dict) -> None:
-        self.epoch, self.offset, self.perm = int(s["epoch"]), int(s["offset"]), s["perm"].clone()
 
+# ---------------------------------------------------------------------------------------------
+# Metrics window: sums since the last metrics row, kept on the device (no sync per step)
+# ---------------------------------------------------------------------------------------------
+class _Window:
+    """Loss / term / gradient-norm sums and the first non-finite step, on the device.
 
+    Global sums live on rank 0 after a resume; the other ranks restart from zero, so an
+    all-reduce of the window always gives the global sums.
+    """
+
+    def __init__(self, dev: torch.device):
+        self.dev = dev
+        self.loss = torch.zeros((), dtype=_F64, device=dev)
+        self.grad_norm = torch.zeros((), dtype=_F64, device=dev)
+        self.terms: dict[str, Tensor] | None = None
+        self.n = 0
+        self.bad_loss = torch.full((), -1, dtype=torch.int64, device=dev)  # -1: none
+        self.bad_grad = torch.full((), -1, dtype=torch.int64, device=dev)
+
+    @torch.no_grad()
+    def add(self, per_sample: Tensor, terms: dict[str, Tensor], step: int) -> None:
+        s = per_sample.detach().sum(dtype=_F64)
+        self.loss += s
+        self.bad_loss.copy_(torch.where((self.bad_loss < 0) & ~torch.isfinite(s), step,
+                                        self.bad_loss))
+        if self.terms is None:
+            self.terms = {k: torch.zeros((), dtype=_F64, device=self.dev) for k in terms}
+        if terms.keys() != self.terms.keys():
+            raise ValueError(f"the objective's terms changed from {sorted(self.terms)} to "
+                             f"{sorted(terms)}")
+        for k, v in terms.items():
+            self.terms[k] += v.detach().sum(dtype=_F64)
+
+    @torch.no_grad()
+    def add_grad_norm(self, gn: Tensor, step: int) -> None:
+        self.grad_norm += gn.detach().to(_F64)
+        self.bad_grad.copy_(torch.where((self.bad_grad < 0) & ~torch.isfinite(gn), step,
+                                        self.bad_grad))
+
+    def sums(self, comm: _Comm) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+        names = sorted(self.terms) if self.terms else []
+        packed = torch.stack([self.loss] + [self.terms[k] for k in names]).cpu()
+        comm.all_reduce(packed, dist.ReduceOp.SUM if comm.on else None)
+        return packed[0], {k: packed[i + 1] for i, k in enumerate(names)}, self.grad_norm.cpu()
+
+    def reset(self) -> None:
+        self.loss.zero_()
+        self.grad_norm.zero_()
+        for v in (self.terms or {}).values():
+            v.zero_()
+        self.n = 0
+
+    def load(self, saved: dict, rank: int) -> None:
+        self.n = int(saved["n"])
+        if rank == 0:
+            self.loss += saved["loss"].to(self.dev)
+            self.grad_norm += saved["grad_norm"].to(self.dev)
+        if saved["terms"]:
+            self.terms = {k: (v.to(self.dev) if rank == 0 else
+                              torch.zeros((), dtype=_F64, device=self.dev))
+                          for k, v in saved["terms"].items()}
+
+    def snapshot(self) -> tuple:
+        terms = {k: v.clone() for k, v in (self.terms or {}).items()}
+        return (self.loss.clone(), self.grad_norm.clone(), terms if self.terms else None,
+                self.bad_loss.clone(), self.bad_grad.clone())
+
+    def restore(self, snap: tuple) -> None:
+        loss, gn, terms, bl, bg = snap
+        self.loss.copy_(loss)
+        self.grad_norm.copy_(gn)
+        self.terms = terms
+        self.bad_loss.copy_(bl)
+        self.bad_grad.copy_(bg)
+
+    def first_bad(self, comm: _Comm) -> tuple[int, int]:
+        """(first step with a non-finite loss, ... gradient norm) over all ranks; _NONE: none."""
+        flags = torch.stack([self.bad_loss, self.bad_grad]).cpu()
+        flags = torch.where(flags < 0, _NONE, flags)
+        comm.all_reduce(flags, dist.ReduceOp.MIN if comm.on else None)
+        return int(flags[0]), int(flags[1])
 # ---------------------------------------------------------------------------------------------
 # RNG states (plain types / tensors only, so weights_only loading works)
 # ---------------------------------------------------------------------------------------------
@@ -461,6 +489,12 @@ class _Comm:
             dist.all_reduce(t, op=op, group=self.group)
         return t
 
+    def any(self, flag: bool) -> bool:
+        """True on every rank when ``flag`` is true on one (e.g. a preemption signal)."""
+        if not self.on:
+            return flag
+        return bool(self.all_reduce(torch.tensor([int(flag)]), dist.ReduceOp.MAX)[0])
+
     def gather(self, obj) -> list | None:
         if not self.on:
             return [obj]
@@ -530,6 +564,18 @@ def ema_model(ckpt_path: str | os.PathLike, model: nn.Module) -> nn.Module:
     _check_state_dict(ckpt["ema"], model.state_dict(), Path(ckpt_path), "ema")
     model.load_state_dict(ckpt["ema"])
     return model.eval()
+
+
+def snapshots(out_dir: str | os.PathLike, model: nn.Module) -> list[dict]:
+    """The EMA weights of every checkpoint kept in ``out_dir``, oldest first, as
+    ``[{"step": step, "ema": state_dict}]`` (shapes checked against ``model``): what a model file
+    keeps for the FID-against-training-step figure."""
+    out = []
+    for step, path in _list_checkpoints(Path(out_dir)):
+        ema = load_checkpoint(path)["ema"]
+        _check_state_dict(ema, model.state_dict(), path, "ema")
+        out.append({"step": step, "ema": {k: v.detach().cpu() for k, v in ema.items()}})
+    return out
 
 
 def _check_state_dict(saved: dict, current: dict, path: Path, what: str) -> None:
@@ -696,20 +742,12 @@ def _resolve_device(device, comm: _Comm) -> torch.device:
     return dev
 
 
-# ---------------------------------------------------------------------------------------------
-# Training
-# ---------------------------------------------------------------------------------------------
-def train(model: nn.Module, objective: Objective, data: Tensor, cfg: TrainConfig,
-          out_dir: str | os.PathLike, *, device: str | torch.device = "cpu",
-          model_meta: dict | None = None, progress: bool | None = None) -> Path:
-    """Train ``model`` on ``objective`` over ``data`` (N, ...) and return the final checkpoint.
 
-    Resumes from the newest checkpoint in ``out_dir`` if there is one.  See the module
-    docstring for every choice.  Raises :class:`TrainingInterrupted` (exit code
-    :data:`PREEMPT_EXIT_CODE`) on SIGTERM/SIGUSR1 after writing a checkpoint,
-    :class:`NonFiniteLoss` on a NaN/inf loss, :class:`CheckpointError` /
-    :class:`CheckpointMismatchError` when the newest checkpoint cannot be resumed.
-    """
+
+# ---------------------------------------------------------------------------------------------
+# Input checks and the fast path
+# ---------------------------------------------------------------------------------------------
+def _check_inputs(data, cfg, model_meta) -> dict:
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
     if not isinstance(data, Tensor) or data.dim() < 1 or data.shape[0] < 1:
@@ -720,273 +758,352 @@ def train(model: nn.Module, objective: Objective, data: Tensor, cfg: TrainConfig
     if not isinstance(model_meta, dict):
         raise TypeError(f"model_meta must be a dict, got {type(model_meta).__name__}")
     _check_plain(model_meta, "model_meta")
-    out_dir = Path(out_dir)
-    comm = _Comm()
-    rank, world = comm.rank, comm.world
-    dev = _resolve_device(device, comm)
-    B = cfg.batch_size
-    if B % (world * cfg.accum) != 0:
-        raise ValueError(f"batch_size {B} is not divisible by world_size {world} x accum "
-                         f"{cfg.accum}")
-    b_local, b_micro = B // world, B // (world * cfg.accum)
+    return model_meta
+
+
+def _check_device_options(cfg: TrainConfig, dev: torch.device, world: int) -> None:
+    """Refuse (bf16 on CPU) or explain (CUDA-only options on CPU) the fast-path options."""
     if cfg.precision == "bf16" and dev.type != "cuda":
         raise ValueError(f"precision='bf16' is a GPU-only option (CUDA autocast); device is "
                          f"{dev}. Use precision='fp32' on CPU.")
     if cfg.tf32 and dev.type != "cuda":
         log.warning("tf32=True has no effect on device %s", dev)
+    if cfg.gpus * cfg.nodes != world:
+        log.info("train.gpus x train.nodes = %d x %d, running %d process(es): the result "
+                 "does not depend on the process count", cfg.gpus, cfg.nodes, world)
 
-    # -- out_dir, checkpoints -----------------------------------------------------------------
-    if rank == 0:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for p in out_dir.glob(TMP_PREFIX + "*"):  # left by a writer that was killed
-            with contextlib.suppress(OSError):
-                p.unlink()
-    comm.barrier()
-    found = _list_checkpoints(out_dir)
 
-    model.to(dev)
-    model.train()
-    optimizer, sched, params = _build_optimizer(model, cfg)
-    ema = _EMA(model, cfg.ema_decay)
-    gen = torch.Generator()  # CPU
-    gen.manual_seed(cfg.seed)
-    stream: _Stream
-    cfg_dict = dataclasses.asdict(cfg)
-    window = None  # (loss sum, {term: sum}, grad-norm sum, n_steps), restored on resume
+def _channels_last(t: Tensor) -> Tensor:
+    return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
 
-    if found:
-        step, path = found[-1]
+
+# ---------------------------------------------------------------------------------------------
+# The trainer
+# ---------------------------------------------------------------------------------------------
+class Trainer:
+    """One training run (paper §B.3): AdamW, the polynomial LR schedule, gradient clipping,
+    EMA, checkpoints with exact resume, preemption and DDP.
+
+    ``fit()`` runs it to ``cfg.steps``; the parts are separate methods: :meth:`resume`
+    (newest checkpoint or a fresh start), :meth:`step` (one optimizer update over the global
+    batch), :meth:`log` (a metrics row) and :meth:`checkpoint`.  Rank 0 writes every file.
+    """
+
+    def __init__(self, model: nn.Module, objective: Objective, data: Tensor, cfg: TrainConfig,
+                 out_dir: str | os.PathLike, *, device: str | torch.device = "cpu",
+                 model_meta: dict | None = None, progress: bool | None = None):
+        self.model_meta = _check_inputs(data, cfg, model_meta)
+        self.objective, self.data, self.cfg = objective, data, cfg
+        self.out_dir = Path(out_dir)
+        self.comm = _Comm()
+        self.rank, self.world = self.comm.rank, self.comm.world
+        self.dev = _resolve_device(device, self.comm)
+        B = cfg.batch_size
+        if B % (self.world * cfg.accum) != 0:
+            raise ValueError(f"batch_size {B} is not divisible by world_size {self.world} x "
+                             f"accum {cfg.accum}")
+        self.b_local, self.b_micro = B // self.world, B // (self.world * cfg.accum)
+        _check_device_options(cfg, self.dev, self.world)
+        self.pin = cfg.pin_memory and self.dev.type == "cuda"
+        self.progress = progress
+        self.model = model.to(self.dev)
+        if cfg.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.model.train()
+        self.optimizer, self.params = _build_optimizer(self.model, cfg)
+        self.sched = None
+        self.ema = _EMA(self.model, cfg.ema_decay)
+        self.gen = torch.Generator()  # CPU: data order and the objective's draws
+        self.gen.manual_seed(cfg.seed)
+        self.cfg_dict = dataclasses.asdict(cfg)
+        self.stream: _Stream | None = None
+        self.window = _Window(self.dev)
+        self.done = 0                       # optimizer updates done
+        self.last_saved: Path | None = None
+        self.net: nn.Module = self.model    # what the objective calls (DDP / compiled)
+        self._ddp: nn.Module | None = None
+        self._eager: nn.Module = self.model
+        self._compile_pending = False
+        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
+                         if cfg.precision == "bf16" else contextlib.nullcontext())
+
+    # -- resume ------------------------------------------------------------------------------
+    def resume(self) -> int:
+        """Continue from the newest checkpoint in out_dir, or start afresh; returns the step."""
+        if self.rank == 0:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            for p in self.out_dir.glob(TMP_PREFIX + "*"):  # left by a writer that was killed
+                with contextlib.suppress(OSError):
+                    p.unlink()
+        self.comm.barrier()
+        found = _list_checkpoints(self.out_dir)
+        if found:
+            self._load(*found[-1])
+        else:
+            _seed_globals(self.cfg.seed + 1 + self.rank)
+            self.stream = _Stream(self.data.shape[0], self.gen)
+        self.sched = _build_scheduler(self.optimizer, self.cfg, self.done)
+        if self.rank == 0:
+            _trim_metrics(self.out_dir / _METRICS, self.done)
+        self.comm.barrier()
+        self._wrap()
+        self._t_log, self._s_log = time.perf_counter(), self.done  # the it/s of log lines
+        return self.done
+
+    def _load(self, step: int, path: Path) -> None:
         ckpt = load_checkpoint(path)
-        _compare_dicts(ckpt["model_meta"], model_meta, path, "model_meta")
-        _compare_dicts(ckpt["config"], cfg_dict, path, "config", RESUMABLE_KEYS)
+        _compare_dicts(ckpt["model_meta"], self.model_meta, path, "model_meta")
+        _compare_dicts(ckpt["config"], self.cfg_dict, path, "config", RESUMABLE_KEYS)
         saved_shape = list(ckpt["data"].get("shape", []))
-        if saved_shape != list(data.shape):
+        if saved_shape != list(self.data.shape):
             raise CheckpointMismatchError(
-                f"cannot resume from {path}: data has shape {list(data.shape)} but the "
+                f"cannot resume from {path}: data has shape {list(self.data.shape)} but the "
                 f"checkpoint was trained on data of shape {saved_shape}")
-        _check_state_dict(ckpt["model"], model.state_dict(), path, "model")
-        _check_state_dict(ckpt["ema"], ema.state, path, "ema")
+        _check_state_dict(ckpt["model"], self.model.state_dict(), path, "model")
+        _check_state_dict(ckpt["ema"], self.ema.state, path, "ema")
         if step != ckpt["step"]:
             raise CheckpointError(f"{path} holds step {ckpt['step']}, its name says {step}")
-        if step > cfg.steps:
-            raise ValueError(f"{path} is at step {step}, beyond cfg.steps={cfg.steps}")
-        model.load_state_dict(ckpt["model"])
-        ema.load(ckpt["ema"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        lr_now = lr_at(step, cfg)  # the schedule of *this* config (steps may have changed)
-        for group in optimizer.param_groups:
-            group["lr"] = lr_now
-        sched._last_lr = [lr_now for _ in optimizer.param_groups]
-        gen.set_state(ckpt["rng"]["generator"])
-        stream = _Stream.__new__(_Stream)
-        stream.n = data.shape[0]
-        stream.load(ckpt["data"])
+        if step > self.cfg.steps:
+            raise ValueError(f"{path} is at step {step}, beyond cfg.steps={self.cfg.steps}")
+        self.model.load_state_dict(ckpt["model"])
+        self.ema.load(ckpt["ema"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.gen.set_state(ckpt["rng"]["generator"])
+        self.stream = _Stream(self.data.shape[0], state=ckpt["data"])
         per_rank = ckpt["rng"]["per_rank"]
-        if len(per_rank) == world:
-            _set_rng_state(per_rank[rank], dev)
+        if len(per_rank) == self.world:
+            _set_rng_state(per_rank[self.rank], self.dev)
         else:
             log.warning("checkpoint written by %d processes, resuming with %d: the model's "
-                        "own RNG (dropout) is reseeded", len(per_rank), world)
-            _seed_globals(cfg.seed + 1 + rank + 7919 * step)
-        mw = ckpt["metrics_window"]
-        window = (mw["loss"], dict(mw["terms"]), mw["grad_norm"], int(mw["n"]))
-        if rank == 0:
-            log.info("resuming from %s (step %d of %d)", path, step, cfg.steps)
-        del ckpt
-    else:
-        step = 0
-        path = None
-        _seed_globals(cfg.seed + 1 + rank)
-        stream = _Stream(data.shape[0], gen)
-    if rank == 0:
-        _trim_metrics(out_dir / _METRICS, step)
-    comm.barrier()
+                        "own RNG (dropout) is reseeded", len(per_rank), self.world)
+            _seed_globals(self.cfg.seed + 1 + self.rank + 7919 * step)
+        self.window.load(ckpt["metrics_window"], self.rank)
+        self.done, self.last_saved = step, path
+        if self.rank == 0:
+            log.info("resuming from %s (step %d of %d)", path, step, self.cfg.steps)
 
-    if step >= cfg.steps:  # already done
-        return path
+    def _wrap(self) -> None:
+        """DDP (after the weights are final: it broadcasts rank 0's) and torch.compile."""
+        if self.comm.on and self._ddp is None:
+            self._ddp = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.dev.index] if self.dev.type == "cuda" else None)
+        self._eager = self._ddp if self._ddp is not None else self.model
+        self.net = self._eager
+        if self.cfg.compile:
+            try:
+                self.net = torch.compile(self._eager, backend=self.cfg.compile_backend)
+                self._compile_pending = True  # compiling happens at the first call
+            except Exception as e:  # an unknown backend, no compiler support, ...
+                log.warning("torch.compile(backend=%r) is not available (%s: %s); training "
+                            "without compiling", self.cfg.compile_backend, type(e).__name__, e)
 
-    # -- per-step state on the device ------------------------------------------------------------
-    f64 = torch.float64
-    w_loss = torch.zeros((), dtype=f64, device=dev)
-    w_gn = torch.zeros((), dtype=f64, device=dev)
-    w_terms: dict[str, Tensor] | None = None
-    w_n = 0
-    if window is not None:
-        loss_s, terms_s, gn_s, w_n = window
-        if rank == 0:  # global sums live on rank 0; the others start from zero
-            w_loss += loss_s.to(dev)
-            w_gn += gn_s.to(dev)
-        w_terms = {k: (v.to(dev) if rank == 0 else torch.zeros((), dtype=f64, device=dev))
-                   for k, v in terms_s.items()} if terms_s else None
-    bad_loss = torch.full((), -1, dtype=torch.int64, device=dev)  # first bad step, -1 = none
-    bad_grad = torch.full((), -1, dtype=torch.int64, device=dev)
+    # -- step --------------------------------------------------------------------------------
+    def step(self) -> None:
+        """One optimizer update over the global batch (every rank draws the same batch and
+        noise and keeps its rows; loss scaled so the gradient is the global-batch mean)."""
+        if self.stream is None:
+            raise RuntimeError("Trainer.step() before Trainer.resume(): call resume() first")
+        x0, noise = self._next_batch()
+        if self._compile_pending:
+            self._first_compiled_update(x0, noise)
+        else:
+            self._forward_backward(x0, noise)
+        if self.cfg.grad_clip is not None:
+            gn = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
+            self.window.add_grad_norm(gn, self.done + 1)
+        self.optimizer.step()
+        self.sched.step()
+        self.ema.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.done += 1
+        self.window.n += 1
 
-    net: nn.Module = model
-    if comm.on:
-        net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[dev.index] if dev.type == "cuda" else None)
-    scale = world / B
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cfg.precision == "bf16"
-                else contextlib.nullcontext())
-    metrics_path = out_dir / _METRICS
+    def _next_batch(self) -> tuple[Tensor, dict[str, Tensor]]:
+        data = self.data
+        idx = self.stream.take(self.cfg.batch_size, self.gen)
+        x0 = data[idx.to(data.device)] if data.device.type != "cpu" else data[idx]
+        noise = self.objective.draw(x0 if x0.device.type == "cpu" else x0.cpu(), self.gen)
+        _check_noise(noise, self.cfg.batch_size)
+        if self.pin:  # page-locked host memory: the copies below run asynchronously
+            x0 = x0.pin_memory() if x0.device.type == "cpu" else x0
+            noise = {k: v.pin_memory() for k, v in noise.items()}
+        return x0, noise
 
-    def window_sums() -> tuple[Tensor, dict[str, Tensor], Tensor]:
-        names = sorted(w_terms) if w_terms else []
-        packed = torch.stack([w_loss] + [w_terms[k] for k in names]).cpu()
-        comm.all_reduce(packed, dist.ReduceOp.SUM if comm.on else None)
-        return packed[0], {k: packed[i + 1] for i, k in enumerate(names)}, w_gn.cpu()
+    def _forward_backward(self, x0: Tensor, noise: dict[str, Tensor]) -> None:
+        cfg, lo, b = self.cfg, self.rank * self.b_local, self.b_micro
+        scale = self.world / cfg.batch_size
+        for m in range(cfg.accum):
+            a, z = lo + m * b, lo + (m + 1) * b
+            xb = x0[a:z].to(self.dev, non_blocking=True)
+            nb = {k: v[a:z].to(self.dev, non_blocking=True) for k, v in noise.items()}
+            if cfg.channels_last:
+                xb, nb = _channels_last(xb), {k: _channels_last(v) for k, v in nb.items()}
+            sync = self._ddp is None or m == cfg.accum - 1
+            with contextlib.nullcontext() if sync else self._ddp.no_sync():
+                with self.autocast:
+                    per_sample, terms = self.objective(self.net, xb, nb)
+                _check_out(per_sample, terms, b)
+                (per_sample.float().sum() * scale).backward()
+            self.window.add(per_sample, terms, self.done + 1)
 
-    def check_finite() -> None:
-        flags = torch.stack([bad_loss, bad_grad]).cpu()
-        flags = torch.where(flags < 0, torch.iinfo(torch.int64).max, flags)
-        comm.all_reduce(flags, dist.ReduceOp.MIN if comm.on else None)
-        fl, fg = (int(v) for v in flags)
-        big = torch.iinfo(torch.int64).max
-        if fl == big and fg == big:
+    def _first_compiled_update(self, x0: Tensor, noise: dict[str, Tensor]) -> None:
+        """Run the first update compiled; if compiling fails, undo it and run eagerly."""
+        rng = torch.get_rng_state()
+        cuda_rng = torch.cuda.get_rng_state(self.dev) if self.dev.type == "cuda" else None
+        buffers = [b.detach().clone() for b in self.model.buffers()]
+        window = self.window.snapshot()
+        try:
+            self._forward_backward(x0, noise)
+        except Exception as e:
+            log.warning("torch.compile(backend=%r) failed at the first step (%s: %s); "
+                        "training continues without compiling", self.cfg.compile_backend,
+                        type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+            self.optimizer.zero_grad(set_to_none=True)
+            torch.set_rng_state(rng)
+            if cuda_rng is not None:
+                torch.cuda.set_rng_state(cuda_rng, self.dev)
+            with torch.no_grad():
+                for b, saved in zip(self.model.buffers(), buffers):
+                    b.copy_(saved)
+            self.window.restore(window)
+            self.net = self._eager
+            self._forward_backward(x0, noise)  # an error here is the model's own: raised
+        self._compile_pending = False
+
+    # -- log ---------------------------------------------------------------------------------
+    def log(self, bar=None) -> dict:
+        """Append the metrics row of the window (means since the last row) and reset it."""
+        cfg, step = self.cfg, self.done
+        loss_s, terms_s, gn_s = self.window.sums(self.comm)
+        n = self.window.n
+        denom = float(cfg.batch_size * n)
+        row = {"step": step, "lr": repr(lr_at(step - 1, cfg)),
+               "loss": repr(float(loss_s) / denom)}
+        if cfg.grad_clip is not None:
+            row["grad_norm"] = repr(float(gn_s) / n)
+        for k, v in terms_s.items():
+            if k in row:
+                raise ValueError(f"objective term name {k!r} clashes with a metrics column")
+            row[k] = repr(float(v) / denom)
+        if self.rank == 0:
+            _append_metrics(self.out_dir / _METRICS, row)
+            now = time.perf_counter()
+            rate = (step - self._s_log) / max(now - self._t_log, 1e-9)
+            self._t_log, self._s_log = now, step
+            if bar is not None:
+                bar.set_postfix(loss=f"{float(row['loss']):.4g}",
+                                lr=f"{float(row['lr']):.2e}", refresh=False)
+            else:
+                extra = "  ".join(f"{k} {float(row[k]):.4g}" for k in terms_s)
+                log.info("step %d/%d  loss %.5g  lr %.3e  %s  %.2f it/s", step, cfg.steps,
+                         float(row["loss"]), float(row["lr"]), extra, rate)
+        self.window.reset()
+        return row
+
+    # -- checkpoint --------------------------------------------------------------------------
+    def checkpoint(self) -> Path:
+        """Write ``ckpt-{step}.pt`` atomically (rank 0) and prune to ``keep_last``."""
+        loss_s, terms_s, gn_s = self.window.sums(self.comm)
+        per_rank = self.comm.gather(_rng_state(self.dev))
+        target = checkpoint_path(self.out_dir, self.done)
+        if self.rank == 0:
+            obj = {
+                "format": CKPT_FORMAT,
+                "step": self.done,
+                "model": self.model.state_dict(),
+                "ema": self.ema.state,
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.sched.state_dict(),
+                "data": {**self.stream.state(), "shape": list(self.data.shape)},
+                "rng": {"generator": self.gen.get_state(), "per_rank": per_rank},
+                "config": self.cfg_dict,
+                "model_meta": self.model_meta,
+                "metrics_window": {"loss": loss_s, "terms": terms_s, "grad_norm": gn_s,
+                                   "n": self.window.n},
+                "world_size": self.world,
+                "torch_version": str(torch.__version__),
+            }
+            atomic_write(target, lambda f: torch.save(obj, f))
+            for _, old in _list_checkpoints(self.out_dir)[:-self.cfg.keep_last]:
+                with contextlib.suppress(FileNotFoundError):
+                    old.unlink()
+        self.comm.barrier()
+        self.last_saved = target
+        return target
+
+    def check_finite(self) -> None:
+        """Raise NonFiniteLoss naming the first step with a NaN/inf loss or gradient norm."""
+        fl, fg = self.window.first_bad(self.comm)
+        if fl == _NONE and fg == _NONE:
             return
-        last_ok = _list_checkpoints(out_dir)
+        last_ok = _list_checkpoints(self.out_dir)
         keep = f"; last good checkpoint: {last_ok[-1][1]}" if last_ok else ""
         if fl <= fg:
             raise NonFiniteLoss(f"non-finite loss at step {fl}{keep}", fl)
         raise NonFiniteLoss(f"non-finite gradient norm at step {fg} (loss finite){keep}", fg)
 
-    def save(at: int) -> Path:
-        loss_s, terms_s, gn_s = window_sums()
-        per_rank = comm.gather(_rng_state(dev))
-        target = checkpoint_path(out_dir, at)
-        if rank == 0:
-            obj = {
-                "format": CKPT_FORMAT,
-                "step": at,
-                "model": model.state_dict(),
-                "ema": ema.state,
-                "optimizer": optimizer.state_dict(),
-                "scheduler": sched.state_dict(),
-                "data": {**stream.state(), "shape": list(data.shape)},
-                "rng": {"generator": gen.get_state(), "per_rank": per_rank},
-                "config": cfg_dict,
-                "model_meta": model_meta,
-                "metrics_window": {"loss": loss_s, "terms": terms_s, "grad_norm": gn_s,
-                                   "n": w_n},
-                "world_size": world,
-                "torch_version": str(torch.__version__),
-            }
-            atomic_write(target, lambda f: torch.save(obj, f))
-            for _, old in _list_checkpoints(out_dir)[:-cfg.keep_last]:
-                with contextlib.suppress(FileNotFoundError):
-                    old.unlink()
-        comm.barrier()
-        return target
+    # -- the loop ----------------------------------------------------------------------------
+    def fit(self) -> Path | None:
+        """Resume, train to ``cfg.steps``, return the final checkpoint (module docstring)."""
+        self.resume()
+        if self.done >= self.cfg.steps:  # already done
+            return self.last_saved
+        bar = self._progress_bar()
+        flag = _PreemptFlag()
+        flag.install()
+        try:
+            with _fp32_mode(self.dev, self.cfg.tf32):
+                while self.done < self.cfg.steps:
+                    self.step()
+                    if bar is not None:
+                        bar.update(1)
+                    self._bookkeeping(flag, bar)
+        finally:
+            flag.restore()
+            if bar is not None:
+                bar.close()
+        return self.last_saved
 
-    show_bar = rank == 0 and (sys.stderr.isatty() if progress is None else bool(progress))
-    bar = None
-    if show_bar:
+    def _bookkeeping(self, flag: _PreemptFlag, bar) -> None:
+        cfg, step = self.cfg, self.done
+        is_log = step % cfg.log_every == 0 or step == cfg.steps
+        is_ckpt = step % cfg.ckpt_every == 0 or step == cfg.steps
+        preempt = self.comm.any(flag.signum is not None)
+        if is_log or is_ckpt or preempt:
+            self.check_finite()
+        if is_log:
+            self.log(bar)
+        if is_ckpt or preempt:
+            self.checkpoint()
+        if preempt and step < cfg.steps:
+            if self.rank == 0:
+                log.warning("preempted: checkpoint %s written at step %d; exiting with code "
+                            "%d", self.last_saved, step, PREEMPT_EXIT_CODE)
+            raise TrainingInterrupted(step, self.last_saved, flag.signum)
+
+    def _progress_bar(self):
+        show = self.rank == 0 and (sys.stderr.isatty() if self.progress is None
+                                   else bool(self.progress))
+        if not show:
+            return None
         from tqdm.auto import tqdm
-        bar = tqdm(total=cfg.steps, initial=step, unit="it", dynamic_ncols=True,
-                   desc="train")
-    flag = _PreemptFlag()
-    flag.install()
-    t_log, s_log = time.perf_counter(), step
-    last_saved = path if found else None
-    try:
-        with _fp32_mode(dev, cfg.tf32):
-            while step < cfg.steps:
-                # ---- one optimizer step over the global batch ----
-                idx = stream.take(B, gen)
-                x0 = data[idx.to(data.device)] if data.device.type != "cpu" else data[idx]
-                x0_cpu = x0 if x0.device.type == "cpu" else x0.cpu()
-                noise = objective.draw(x0_cpu, gen)
-                _check_noise(noise, B)
-                lo = rank * b_local
-                for m in range(cfg.accum):
-                    a, z = lo + m * b_micro, lo + (m + 1) * b_micro
-                    xb = x0[a:z].to(dev, non_blocking=True)
-                    nb = {k: v[a:z].to(dev, non_blocking=True) for k, v in noise.items()}
-                    sync = (not comm.on or m == cfg.accum - 1)
-                    with (contextlib.nullcontext() if sync else net.no_sync()):
-                        with autocast:
-                            per_sample, terms = objective(net, xb, nb)
-                        _check_out(per_sample, terms, b_micro)
-                        (per_sample.float().sum() * scale).backward()
-                    with torch.no_grad():
-                        s = per_sample.detach().sum(dtype=f64)
-                        w_loss += s
-                        bad_loss.copy_(torch.where((bad_loss < 0) & ~torch.isfinite(s),
-                                                   step + 1, bad_loss))
-                        if w_terms is None:
-                            w_terms = {k: torch.zeros((), dtype=f64, device=dev) for k in terms}
-                        if terms.keys() != w_terms.keys():
-                            raise ValueError(f"the objective's terms changed from "
-                                             f"{sorted(w_terms)} to {sorted(terms)}")
-                        for k, v in terms.items():
-                            w_terms[k] += v.detach().sum(dtype=f64)
-                if cfg.grad_clip is not None:
-                    gn = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                    with torch.no_grad():
-                        w_gn += gn.detach().to(f64)
-                        bad_grad.copy_(torch.where((bad_grad < 0) & ~torch.isfinite(gn),
-                                                   step + 1, bad_grad))
-                optimizer.step()
-                sched.step()
-                ema.update()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                w_n += 1
+        return tqdm(total=self.cfg.steps, initial=self.done, unit="it", dynamic_ncols=True,
+                    desc="train")
 
-                # ---- bookkeeping ----
-                is_log = step % cfg.log_every == 0 or step == cfg.steps
-                is_ckpt = step % cfg.ckpt_every == 0 or step == cfg.steps
-                preempt = flag.signum is not None
-                if comm.on:
-                    preempt = bool(comm.all_reduce(torch.tensor([int(preempt)]),
-                                                   dist.ReduceOp.MAX)[0])
-                if bar is not None:
-                    bar.update(1)
-                if is_log or is_ckpt or preempt:
-                    check_finite()
-                if is_log:
-                    loss_s, terms_s, gn_s = window_sums()
-                    denom = float(B * w_n)
-                    row = {"step": step, "lr": repr(lr_at(step - 1, cfg)),
-                           "loss": repr(float(loss_s) / denom)}
-                    if cfg.grad_clip is not None:
-                        row["grad_norm"] = repr(float(gn_s) / w_n)
-                    for k, v in terms_s.items():
-                        if k in row:
-                            raise ValueError(f"objective term name {k!r} clashes with a "
-                                             f"metrics column")
-                        row[k] = repr(float(v) / denom)
-                    if rank == 0:
-                        _append_metrics(metrics_path, row)
-                        now = time.perf_counter()
-                        rate = (step - s_log) / max(now - t_log, 1e-9)
-                        t_log, s_log = now, step
-                        if bar is not None:
-                            bar.set_postfix(loss=f"{float(row['loss']):.4g}",
-                                            lr=f"{float(row['lr']):.2e}", refresh=False)
-                        else:
-                            extra = "  ".join(f"{k} {float(row[k]):.4g}" for k in terms_s)
-                            log.info("step %d/%d  loss %.5g  lr %.3e  %s  %.2f it/s", step,
-                                     cfg.steps, float(row["loss"]), float(row["lr"]), extra,
-                                     rate)
-                    w_loss.zero_()
-                    w_gn.zero_()
-                    for v in (w_terms or {}).values():
-                        v.zero_()
-                    w_n = 0
-                if is_ckpt or preempt:
-                    last_saved = save(step)
-                if preempt and step < cfg.steps:
-                    if rank == 0:
-                        log.warning("preempted: checkpoint %s written at step %d; exiting "
-                                    "with code %d", last_saved, step, PREEMPT_EXIT_CODE)
-                    raise TrainingInterrupted(step, last_saved, flag.signum)
-    finally:
-        flag.restore()
-        if bar is not None:
-            bar.close()
-    return last_saved
+
+def train(model: nn.Module, objective: Objective, data: Tensor, cfg: TrainConfig,
+          out_dir: str | os.PathLike, *, device: str | torch.device = "cpu",
+          model_meta: dict | None = None, progress: bool | None = None) -> Path:
+    """Train ``model`` on ``objective`` over ``data`` (N, ...); return the final checkpoint.
+
+    ``Trainer(...).fit()``: resumes from the newest checkpoint in ``out_dir`` if there is one.
+    Raises :class:`TrainingInterrupted` (exit code :data:`PREEMPT_EXIT_CODE`) on
+    SIGTERM/SIGUSR1 after writing a checkpoint, :class:`NonFiniteLoss` on a NaN/inf loss,
+    :class:`CheckpointError` / :class:`CheckpointMismatchError` when the newest checkpoint
+    cannot be resumed.
+    """
+    return Trainer(model, objective, data, cfg, out_dir, device=device, model_meta=model_meta,
+                   progress=progress).fit()
 
 
 def _check_noise(noise, B: int) -> None:
