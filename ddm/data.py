@@ -34,12 +34,16 @@ Registered datasets (``DATASETS``):
     default R = 256; every image must have a mask.
 ``imagefolder``
     Any folder (``root``), searched recursively for ``.png``/``.jpg``/``.jpeg`` (any case) in
-    sorted relative-path order; hidden files and other extensions are ignored. Each image is
+    sorted relative-path order; hidden files and other extensions are ignored. Folder symlinks
+    are followed, but each real folder is entered once and each real file loaded once (a loop
+    such as ``ln -s . loop`` adds nothing). 16-bit images are scaled to 8 bits by value (the
+    high byte: 32768 -> 128), grey and colour alike. Each image is
     converted to RGB (EXIF orientation applied, alpha dropped), its shorter side resized to
     ``resolution`` (default 64, bicubic) and centre-cropped. Files with an image extension
     that cannot be decoded are skipped with a ``UserWarning`` naming them (``on_error="skip"``,
     the default) or raise ``ValueError`` (``on_error="raise"``); no readable image at all is an
-    error.
+    error. :func:`image_folder_manifest` lists the files it reads (path, size, mtime) and
+    :func:`image_folder_digest` summarises them: the pipeline's prepare job reruns when it changes.
 
 Data location: ``root`` (or ``$DDM_DATA_ROOT``, default ``./data``) holds ``downloads/`` (the
 archives, plus ``<archive>.sha256`` where no checksum is published) and one folder per
@@ -49,11 +53,12 @@ dataset (``cifar10/``, ``celebahq256/``, ``div2k/{train,test}/``, ``duts/{train,
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import logging
 import os
 import pickle
 import shutil
-import tempfile
 import urllib.parse
 import urllib.request
 import warnings
@@ -66,6 +71,7 @@ import torch
 import torch.nn.functional as F
 
 from ddm.download import MARKER, DownloadError, extract, fetch
+from ddm.io import make_temp_dir
 
 __all__ = [
     "DATASETS",
@@ -73,6 +79,8 @@ __all__ = [
     "Resource",
     "default_root",
     "download_dataset",
+    "image_folder_digest",
+    "image_folder_manifest",
     "load_dataset",
     "load_digits_labels",
     "load_cifar10_labels",
@@ -313,16 +321,95 @@ def load_cifar10_labels(root: Path | str | None, split: str = "train") -> torch.
 
 # --------------------------------------------------------------------------- image folders
 def _list_images(folder: Path) -> list[Path]:
+    """The image files under ``folder``, in sorted relative-path order, each real file once.
+
+    Symlinks are followed, but each real folder and each real file (by device and inode) is
+    taken once: a loop (``ln -s . loop``), a second link to a folder or a file, or a hard link
+    adds nothing. Real paths win: the tree is first walked without following folder symlinks
+    (regular files before file symlinks), then each folder symlink (sorted by path) is walked,
+    following further links, into folders not yet entered. So a file inside the tree is listed
+    under its symlink-free path, and symlinks only add what lies outside it.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder not found: {folder}")
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for fn in filenames:
-            if not fn.startswith(".") and fn.lower().endswith(IMAGE_EXTENSIONS):
-                found.append(Path(dirpath) / fn)
+    seen_dirs: set[tuple[int, int]] = set()
+    real, linked, dir_links = _walk_images(folder, False, seen_dirs)
+    for link in sorted(dir_links):
+        more, more_linked, _ = _walk_images(link, True, seen_dirs)
+        linked += more + more_linked
+    found, seen_files = [], set()
+    for path in real + linked:
+        try:
+            st = path.stat()
+            key = (st.st_dev, st.st_ino)
+        except OSError:  # a dangling link: kept, so the loader reports it as unreadable
+            key = (-1, len(found))
+        if key not in seen_files:
+            seen_files.add(key)
+            found.append(path)
     return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def _walk_images(top: Path, follow: bool, seen_dirs: set) -> tuple[list[Path], list[Path], list[Path]]:
+    """Walk ``top`` (hidden entries skipped), entering no real folder in ``seen_dirs`` (updated):
+    (image files that are not symlinks, image file symlinks, folder symlinks left unfollowed)."""
+    files, file_links, dir_links = [], [], []
+    for dirpath, dirnames, filenames in os.walk(top, followlinks=follow):
+        st = os.stat(dirpath)
+        if (st.st_dev, st.st_ino) in seen_dirs:
+            dirnames[:] = []
+            continue
+        seen_dirs.add((st.st_dev, st.st_ino))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        if not follow:
+            dir_links += [Path(dirpath) / d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+        for fn in sorted(filenames):
+            if not fn.startswith(".") and fn.lower().endswith(IMAGE_EXTENSIONS):
+                path = Path(dirpath) / fn
+                (file_links if path.is_symlink() else files).append(path)
+    return files, file_links, dir_links
+
+
+def image_folder_manifest(folder: Path | str) -> list[tuple[str, int, int]]:
+    """``(relative path, size in bytes, mtime in ns)`` of every image file the ``imagefolder``
+    loader reads under ``folder`` (the files of :func:`_list_images`, in its order). An added,
+    removed, renamed, resized or touched image changes it; the pipeline uses its digest
+    (:func:`image_folder_digest`) as a parameter of the prepare job."""
+    folder = Path(folder).expanduser()
+    out = []
+    for p in _list_images(folder):
+        try:
+            st = p.stat()
+            out.append((p.relative_to(folder).as_posix(), st.st_size, st.st_mtime_ns))
+        except OSError:  # a dangling link
+            out.append((p.relative_to(folder).as_posix(), -1, -1))
+    return out
+
+
+def image_folder_digest(folder: Path | str) -> str:
+    """A short text that changes whenever :func:`image_folder_manifest` does:
+    ``"<n> files, sha256 <hex>"`` of the manifest as JSON."""
+    manifest = image_folder_manifest(folder)
+    digest = hashlib.sha256(json.dumps(manifest).encode()).hexdigest()
+    return f"{len(manifest)} files, sha256 {digest}"
+
+
+#: Pillow modes of grey images with more than 8 bits (16-bit PNGs open as "I;16", or "I").
+_WIDE_GREY_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N")
+
+
+def _to_8bit(im):
+    """A 16-bit grey image -> 8-bit "L" by value: ``v >> 8`` (the high byte; 32768 -> 128,
+    65535 -> 255, ``v8 * 257`` -> ``v8``), which is what Pillow itself does when it opens a 16-bit
+    RGB, RGBA or grey+alpha PNG; a plain ``convert("L")`` would clip every value above 255 to 255.
+    Other images are returned as they are."""
+    from PIL import Image
+
+    if im.mode not in _WIDE_GREY_MODES:
+        return im
+    a = np.asarray(im).astype(np.int64)
+    return Image.fromarray((np.clip(a, 0, 65535) >> 8).astype(np.uint8))  # 2-D uint8: "L"
 
 
 def _read_image(path: Path, resolution: int, *, mode: str, resample: int, resize: bool) -> np.ndarray:
@@ -331,7 +418,7 @@ def _read_image(path: Path, resolution: int, *, mode: str, resample: int, resize
 
     with Image.open(path) as im:
         im.load()
-        im = ImageOps.exif_transpose(im)
+        im = _to_8bit(ImageOps.exif_transpose(im))
         if im.mode != mode:
             if mode == "RGB" and im.mode in ("RGBA", "LA", "P", "PA"):
                 im = im.convert("RGBA").convert("RGB")  # drop alpha
@@ -645,7 +732,7 @@ def _copy_tree_atomic(src: Path, dest: Path) -> Path:
             f"{dest} exists but has no completion marker ({MARKER}); delete it and rerun"
         )
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.copy-", dir=dest.parent))
+    tmp = make_temp_dir(dest.parent, f".{dest.name}.copy-")  # 0777 minus the umask
     try:
         shutil.copytree(src, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(MARKER))
         (tmp / MARKER).write_text(f'{{"copied_from": "{src}"}}\n')

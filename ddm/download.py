@@ -30,13 +30,14 @@ import os
 import shutil
 import socket
 import tarfile
-import tempfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
 from pathlib import Path, PurePosixPath
+
+from ddm.io import make_temp_dir
 
 __all__ = ["DownloadError", "fetch", "extract", "file_checksum", "parse_checksum", "MARKER"]
 
@@ -392,7 +393,7 @@ def extract(archive: Path, dest_dir: Path) -> Path:
         raise DownloadError(f"archive not found: {archive}")
     kind = _archive_kind(archive)
     dest_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest_dir.name}.extract-", dir=dest_dir.parent))
+    tmp = make_temp_dir(dest_dir.parent, f".{dest_dir.name}.extract-")  # the umask's mode, not 0700
     try:
         try:
             (_extract_zip if kind == "zip" else _extract_tar)(archive, tmp)

@@ -1,17 +1,23 @@
-"""Atomic file output: nothing is half-written (temp file beside the target, then os.replace)."""
+"""Atomic file output: nothing is half-written (temp file beside the target, then os.replace).
+
+Permissions: the temporary file (and folder, :func:`make_temp_dir`) is created with mode 0666
+(0777) and the process umask applied by the kernel, as ``open()`` / ``mkdir`` would; so the
+renamed output gets what the umask gives (0644 under umask 0022, 0640 under 0027), not the
+0600/0700 of ``tempfile.mkstemp``/``mkdtemp``.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any, Callable, IO
 
 import torch
 
-__all__ = ["atomic_write", "save_torch", "save_json", "save_text", "TMP_PREFIX"]
+__all__ = ["atomic_write", "make_temp_dir", "save_torch", "save_json", "save_text", "TMP_PREFIX"]
 
 #: Prefix of the temporary files (a writer killed mid-write may leave one; never a target).
 TMP_PREFIX = ".tmp-"
@@ -26,12 +32,32 @@ def _fsync_dir(d: Path) -> None:
             os.close(fd)
 
 
+def _create_exclusive(parent: Path, prefix: str, create: Callable[[str], Any]) -> tuple[Any, Path]:
+    """``create(path)`` on a fresh random name ``<parent>/<prefix><hex>``, retried on a clash."""
+    for _ in range(100):
+        tmp = parent / f"{prefix}{secrets.token_hex(6)}"
+        try:
+            return create(str(tmp)), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a temporary name {prefix}* in {parent}: 100 names taken")
+
+
+def make_temp_dir(parent: str | os.PathLike, prefix: str) -> Path:
+    """A new empty folder ``<parent>/<prefix><random>`` with mode 0777 minus the umask (unlike
+    ``tempfile.mkdtemp``'s 0700), for building a folder that is then renamed into place."""
+    parent = Path(parent)
+    return _create_exclusive(parent, prefix, lambda p: os.mkdir(p, 0o777))[1]
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> Path:
     """Write through ``write(fileobj)`` into a temporary file beside ``path``, fsync, rename
-    over ``path`` and fsync the folder: readers see the old file or the whole new one."""
+    over ``path`` and fsync the folder: readers see the old file or the whole new one. The file
+    gets mode 0666 minus the umask (see the module docstring)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.", dir=path.parent)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    fd, tmp = _create_exclusive(path.parent, f"{TMP_PREFIX}{path.name}.", lambda p: os.open(p, flags, 0o666))
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)

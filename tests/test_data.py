@@ -9,21 +9,30 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import re
 import shutil
+import struct
+import subprocess
+import sys
 import warnings
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
+from conftest import BIN, DELETE, REPO, run_snakemake, tiny_params, tool_env
 from ddm.data import (
     DATASETS,
     DIGITS_SPLIT_SEED,
     DIGITS_TEST_SIZE,
     download_dataset,
+    image_folder_digest,
+    image_folder_manifest,
     load_cifar10_labels,
     load_dataset,
     load_digits_labels,
@@ -238,6 +247,177 @@ def test_imagefolder_empty_missing_or_no_root(tmp_path):
     with pytest.raises(ValueError, match="nothing to download"):
         download_dataset("imagefolder", tmp_path)
     assert download_dataset("digits", tmp_path) is None
+
+
+def _png16(path: Path, values) -> None:
+    """Write a 16-bit PNG (grey: (H, W); RGB: (H, W, 3)) by hand: Pillow cannot write 16-bit RGB."""
+    a = np.asarray(values, dtype=">u2")
+    h, w = a.shape[:2]
+    colour_type = 0 if a.ndim == 2 else 2
+    raw = b"".join(b"\x00" + a[y].tobytes() for y in range(h))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
+                     + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("colour", ["grey", "rgb"])
+def test_imagefolder_16bit_png_is_scaled_by_value(tmp_path, colour):
+    v16 = np.array([[0, 2570, 32768], [32896, 60000, 65535], [257, 511, 1000]])  # 16-bit values
+    expected = v16 >> 8                                                       # 0, 10, 128, ..., 255
+    if colour == "grey":
+        _png16(tmp_path / "x.png", v16)
+        want = np.stack([expected] * 3)
+    else:  # three different channels: R as given, G reversed, B constant 32768
+        _png16(tmp_path / "x.png", np.stack([v16, v16[::-1, ::-1], np.full_like(v16, 32768)], axis=-1))
+        want = np.stack([expected, expected[::-1, ::-1], np.full_like(expected, 128)])
+    _png16(tmp_path / "const.png", np.full((3, 3) if colour == "grey" else (3, 3, 3), 32768))
+    x = load_dataset("imagefolder", tmp_path, resolution=3)  # 3x3 at resolution 3: no resampling
+    assert x.dtype == torch.uint8 and x.shape == (2, 3, 3, 3)
+    assert x[0].unique().tolist() == [128], "a constant 32768 image must load as 128, not clipped to 255"
+    assert np.array_equal(x[1].numpy(), want)
+
+
+def _symlink_tree(tmp_path: Path) -> Path:
+    """a.png (red), b/c.png (green), and outside it ext/e.png (blue); links: loop -> ., alias -> b,
+    a_link.png -> a.png, ext and b/ext2 -> the outside folder (reached twice)."""
+    d, ext = tmp_path / "imgs", tmp_path / "outside"
+    _png(d / "a.png", (8, 8), (255, 0, 0))
+    _png(d / "b" / "c.png", (8, 8), (0, 255, 0))
+    _png(ext / "e.png", (8, 8), (0, 0, 255))
+    os.symlink(".", d / "loop")
+    os.symlink("b", d / "alias")
+    os.symlink("a.png", d / "a_link.png")
+    os.symlink(ext, d / "ext")
+    os.symlink(ext, d / "b" / "ext2")
+    return d
+
+
+def test_imagefolder_symlink_loop_loads_each_file_once(tmp_path):
+    d = _symlink_tree(tmp_path)
+    assert [m[0] for m in image_folder_manifest(d)] == ["a.png", "b/c.png", "b/ext2/e.png"]
+    x = load_dataset("imagefolder", d, resolution=8)
+    assert x.shape == (3, 3, 8, 8), f"{x.shape[0]} images loaded from 3 real files"
+    assert x[:, :, 4, 4].tolist() == [[255, 0, 0], [0, 255, 0], [0, 0, 255]]
+    os.symlink(d, tmp_path / "top")  # the folder itself given as a link: the same three files
+    assert len(image_folder_manifest(tmp_path / "top")) == 3
+    up = tmp_path / "up"  # a link to the parent folder, deeper down
+    _png(up / "s" / "f.png", (8, 8), (9, 9, 9))
+    os.symlink("..", up / "s" / "parent")
+    assert [m[0] for m in image_folder_manifest(up)] == ["s/f.png"]
+    assert load_dataset("imagefolder", up, resolution=8).shape[0] == 1
+
+
+def test_image_folder_digest_tracks_added_removed_and_changed_images(image_dir):
+    before = image_folder_digest(image_dir)
+    assert before.startswith("4 files, sha256 ") and image_folder_digest(image_dir) == before
+    (image_dir / "notes.txt").write_text("other extensions do not count")
+    assert image_folder_digest(image_dir) == before
+    _png(image_dir / "e.png", (8, 8), (1, 1, 1))
+    added = image_folder_digest(image_dir)
+    assert added.startswith("5 files") and added != before
+    (image_dir / "b.png").unlink()
+    removed = image_folder_digest(image_dir)
+    assert removed.startswith("4 files") and removed not in (before, added)
+    _png(image_dir / "c.jpg", (64, 64), 10, mode="L")  # same name, new content
+    assert image_folder_digest(image_dir) not in (before, added, removed)
+    with pytest.raises(FileNotFoundError, match="image folder not found: .*nowhere"):
+        image_folder_digest(image_dir / "nowhere")
+
+
+# --------------------------------------------------------------------------- imagefolder in the pipeline
+def imagefolder_params(source: str) -> dict:
+    """The tiny params with the embedded preset's one dataset an image folder at ``source``."""
+    block = {**tiny_params()["presets"]["embedded"]["digits"], "source": source}
+    block["fid"] = {**block["fid"], "extractor": "inception-v3-compat"}
+    return {"presets.embedded.digits": DELETE, "presets.embedded.imagefolder": block}
+
+
+def planned(output: str) -> dict[str, list[str]]:
+    """rule -> the reasons of its jobs in a `snakemake -n` output."""
+    jobs: dict[str, list[str]] = {}
+    for rule, reason in re.findall(r"^rule (\w+):\n(?:.*\n)*?\s+reason: (.*)$", output, re.M):
+        jobs.setdefault(rule, []).append(reason)
+    return jobs
+
+
+@pytest.mark.slow
+def test_imagefolder_changes_rerun_prepare_and_what_depends_on_it(workdir_factory):
+    work = workdir_factory(imagefolder_params("images"))
+    for i in range(3):
+        _png(work / "images" / f"{i}.png", (8, 8), (60 * i, 0, 0))
+    target = "data/prepared/imagefolder.pt"
+    r = run_snakemake(work, "--cores", "1", target)
+    assert r.returncode == 0, r.output[-4000:]
+    assert torch.load(work / target, weights_only=True).shape == (3, 3, 8, 8)
+    r = run_snakemake(work, "-n", target)
+    assert r.returncode == 0 and "Nothing to be done" in r.output, r.output[-4000:]
+
+    _png(work / "images" / "sub" / "3.png", (8, 8), (0, 0, 200))  # an image added
+    r = run_snakemake(work, "-n", "results/models/imagefolder/ddm.pt", "results/fid/imagefolder/reference.npz")
+    assert r.returncode == 0, r.output[-4000:]
+    jobs = planned(r.output)
+    assert "prepare" in jobs and "Params have changed" in jobs["prepare"][0], r.output[-4000:]
+    for rule in ("train", "refstats"):  # downstream: rerun because prepare reruns
+        assert jobs.get(rule) and all("updated by another job" in x and target in x
+                                      for x in jobs[rule]), (rule, jobs.get(rule))
+
+    (work / "images" / "sub" / "3.png").unlink()  # back to the prepared images: nothing to do
+    r = run_snakemake(work, "-n", target)
+    assert r.returncode == 0 and "Nothing to be done" in r.output, r.output[-4000:]
+    (work / "images" / "0.png").unlink()  # an image removed
+    r = run_snakemake(work, "-n", target)
+    assert "prepare" in planned(r.output) and "Nothing to be done" not in r.output, r.output[-4000:]
+
+    shutil.rmtree(work / "images")  # a missing folder: one clear error, and nothing is deleted
+    r = run_snakemake(work, "--cores", "1", target)
+    assert r.returncode != 0, r.output[-4000:]
+    assert re.search(r"presets\.embedded\.imagefolder\.source: image folder not found: images; restore it",
+                     r.output), r.output[-4000:]
+    assert torch.load(work / target, weights_only=True).shape[0] == 3  # the prepared images are kept
+
+
+@pytest.mark.slow
+def test_dvc_download_stage_depends_on_a_local_source_folder(workdir_factory):
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    sys.path.insert(0, str(REPO / "workflow"))
+    import make_dvc_yaml
+
+    work = workdir_factory(imagefolder_params("images"), extra=("ddm",))
+    _png(work / "images" / "0.png", (8, 8), (1, 2, 3))
+    sources = make_dvc_yaml.source_deps(work / "params.yaml")
+    assert sources == ["images"]
+    (work / "dvc.yaml").write_text(make_dvc_yaml.render(make_dvc_yaml.load_phases(), sources))
+    stage = yaml.safe_load((work / "dvc.yaml").read_text())["stages"]["download"]
+    assert "images" in stage["deps"]
+    (work / "data" / "prepared").mkdir(parents=True)
+    (work / "data" / "prepared" / "imagefolder.pt").write_bytes(b"x")
+    env = tool_env(DVC_NO_ANALYTICS="1")
+
+    def run(*cmd: str) -> subprocess.CompletedProcess:
+        return subprocess.run(list(cmd), cwd=work, env=env, capture_output=True, text=True, timeout=300)
+
+    for cmd in (["git", "init", "-q"], [str(BIN / "dvc"), "init", "-q"],
+                [str(BIN / "dvc"), "commit", "-f", "-q", "download"]):
+        r = run(*cmd)
+        assert r.returncode == 0, r.stdout + r.stderr
+    r = run(str(BIN / "dvc"), "status", "download")
+    assert r.returncode == 0 and "up to date" in r.stdout, r.stdout + r.stderr
+    _png(work / "images" / "1.png", (8, 8), (4, 5, 6))
+    r = run(str(BIN / "dvc"), "status", "download")
+    assert r.returncode == 0 and re.search(r"modified:\s+images", r.stdout), r.stdout + r.stderr
+
+    # the generator's other cases: file:// URLs are paths, http(s) sources are not deps
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["presets"]["other"] = {"cifar10": {"source": "https://mirror.example/"},
+                                  "celebahq256": {"source": "file:///data/faces.zip"}}
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    assert make_dvc_yaml.source_deps(work / "params.yaml") == ["/data/faces.zip", "images"]
 
 
 # --------------------------------------------------------------------------- celebahq256
