@@ -8,27 +8,192 @@
     ddm evaluate   --samples ... --reference ... --extractor ... --out ...json
     ddm stats      --inputs metrics/*.json --out reports/metrics.json
     ddm report     --metrics reports/metrics.json --out reports/tables.tex
+    ddm report-pdf --template reports/report.tex.j2 --tables ... --metrics ... --out reports/report.pdf
     ddm figures / grid / fig3 / fig3-plot                            FID-vs-NFE, sample grids, Fig. 3
 
-Every output is written atomically (temp file + rename); bad input fails with a message
-naming the thing, the value and the fix.
+Every output is written atomically (temp file + rename). Options, params.yaml and input files
+are checked before any work, and an output folder is checked to be writable.
+
+Errors and exit codes (the same kind of error gives the same code in every subcommand):
+
+    0   done
+    1   runtime failure: a dataset download or FID weights file that is missing, an output that
+        cannot be written (read-only folder, disk full), a training checkpoint that cannot be
+        resumed, a non-finite training loss
+    2   usage, configuration or input error: a bad option value, a device this machine lacks,
+        params.yaml (YAML syntax with its line, schema, a sampler or grid that does not fit its
+        process), an input file that is missing, empty, truncated or not what the step expects
+        (format, shape, channels, resolution, dtype, JSON fields)
+   75   training preempted (SIGTERM / SIGUSR1): a checkpoint was written; run again to resume
+
+An expected error prints one line to stderr, ``ddm <subcommand>: <message>``, naming the thing,
+the value and the fix (``-v`` adds the traceback). Any other exception is a bug: Python's
+traceback and exit code 1. A failing command writes no output file and changes none.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
+import tempfile
+import traceback
 from pathlib import Path
-
-import torch
 
 log = logging.getLogger("ddm")
 
-#: Exit code of a usage / configuration error.
+#: Exit code of a runtime failure (missing download or weights, unwritable output, ...).
+EXIT_FAILURE = 1
+#: Exit code of a usage / configuration / input error.
 EXIT_USAGE = 2
+#: Exit code of a preempted training run (``ddm.training.PREEMPT_EXIT_CODE``, EX_TEMPFAIL).
+EXIT_PREEMPTED = 75
+
+#: Seeds of one FID repeat come in blocks of this size (``sample_seeds``).
+SEED_BLOCK = 1_000_000
+
+
+class InputError(ValueError):
+    """An option value or input file the command cannot use (exit code 2)."""
+
+
+class OutputError(RuntimeError):
+    """An output that cannot be written: read-only folder, disk full (exit code 1)."""
+
+
+# -- checks of options, inputs and outputs ---------------------------------------------------------
+def _int_at_least(low: int, high: int | None = None):
+    """argparse type: an integer in [low, high]."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+        if value < low or (high is not None and value > high):
+            bound = f">= {low}" if high is None else f"in {low}..{high:,}"
+            raise argparse.ArgumentTypeError(f"must be an integer {bound}; got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def _device(name: str) -> str:
+    """argparse type: a device this machine has (cpu, cuda, cuda:N, mps)."""
+    import torch
+
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"'{name}' is not a device name (use cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise argparse.ArgumentTypeError(f"'{name}': this machine has no CUDA device (use --device cpu)")
+        if dev.index is not None and dev.index >= n:
+            raise argparse.ArgumentTypeError(f"'{name}': this machine has {n} CUDA device(s), cuda:0..cuda:{n - 1}")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise argparse.ArgumentTypeError(f"'{name}': MPS is not available on this machine (use --device cpu)")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise argparse.ArgumentTypeError(f"'{name}': device type '{dev.type}' is not supported (use cpu or cuda)")
+    return name
+
+
+def _input_file(path, what: str) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{what} {path} does not exist")
+    if not p.is_file():
+        raise InputError(f"{what} {path} is not a file")
+    if p.stat().st_size == 0:
+        raise InputError(f"{what} {path} is empty: write it again")
+    return p
+
+
+def _torch_file(path, what: str, maker: str):
+    """The object in a torch file, loaded safely (tensors and plain containers only)."""
+    import torch
+
+    p = _input_file(path, what)
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # any failure to read means the file is unusable; torch's text is not shown
+        raise InputError(f"{what} {path} cannot be read ({type(e).__name__}: truncated, corrupt or not a "
+                         f"file of `{maker}`): write it again with `{maker}`") from None
+
+
+def _load_images(path, what: str = "sample file", maker: str = "ddm sample", *, min_count: int = 1,
+                 channels: int | None = None, resolution: int | None = None):
+    """A uint8 image tensor (N, C, H, W) from a file of ``ddm prepare`` / ``ddm sample``."""
+    import torch
+
+    x = _torch_file(path, what, maker)
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        got = f"a tensor of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else f"a {type(x).__name__}"
+        raise InputError(f"{what} {path} holds {got}; expected uint8 images (N, C, H, W) written by `{maker}`")
+    if x.dtype != torch.uint8:
+        raise InputError(f"{what} {path} holds {x.dtype} images; expected torch.uint8 in [0, 255] "
+                         f"(as `{maker}` writes them)")
+    if x.shape[1] not in (1, 3) or (channels is not None and x.shape[1] != channels):
+        want = channels if channels is not None else "1 or 3"
+        raise InputError(f"{what} {path} has {x.shape[1]} channels; the dataset has {want}")
+    if resolution is not None and tuple(x.shape[2:]) != (resolution, resolution):
+        raise InputError(f"{what} {path} has images of {x.shape[2]}x{x.shape[3]}; "
+                         f"the dataset's resolution is {resolution}x{resolution}")
+    if x.shape[0] < min_count:
+        raise InputError(f"{what} {path} holds {x.shape[0]} images; at least {min_count} are needed")
+    return x
+
+
+def _check_out(path, what: str = "--out") -> Path:
+    """Before any work: ``path`` can be written (a file, in a folder that is writable)."""
+    p = Path(path)
+    if p.exists() and not p.is_file():
+        raise InputError(f"{what} {path} exists and is not a regular file (a folder or a device): name a file")
+    parent = p.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"{what} {path}: {parent} is not a folder")
+    if parent != p.parent:  # the folders will be made: the nearest existing one must be writable
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise OutputError(f"cannot write {path}: folder {parent} is not writable")
+        return p
+    try:  # a real probe: a read-only mount is writable by os.access's account for root
+        fd, probe = tempfile.mkstemp(prefix=".tmp-probe-", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {e.strerror} (folder {parent})") from None
+    return p
+
+
+def _os_error(e: BaseException | None) -> OSError | None:
+    """The OS error (with an errno) behind ``e``: torch.save reports a full disk as a
+    RuntimeError raised while its zip writer closes, with the OSError as its context."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError) and e.errno is not None:
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
+@contextlib.contextmanager
+def _writing(path):
+    """OS errors while writing ``path`` (read-only folder, disk full) become one line naming it;
+    a library's own OSError without an errno (e.g. a missing weights file) passes through."""
+    try:
+        yield
+    except Exception as e:
+        err = _os_error(e)
+        if err is None:
+            raise
+        raise OutputError(f"cannot write {path}: {err.strerror}") from e
 
 
 def _params(args):
@@ -37,91 +202,187 @@ def _params(args):
     return load_params(args.params)
 
 
-def _load_u8(path: str | Path) -> torch.Tensor:
-    x = torch.load(path, weights_only=True)
-    if not isinstance(x, torch.Tensor) or x.dtype != torch.uint8 or x.ndim != 4:
-        raise SystemExit(f"{path}: expected a uint8 tensor (N, C, H, W) written by `ddm prepare` or `ddm sample`")
-    return x
+def _dataset_block(params, dataset: str) -> dict:
+    from ddm.config import ConfigError, dataset_names
+
+    if dataset not in params["presets"][params["preset"]]:
+        raise ConfigError(f"dataset '{dataset}' is not in preset '{params['preset']}' "
+                          f"(allowed: {', '.join(dataset_names(params))})")
+    return params["presets"][params["preset"]][dataset]
 
 
-# -- steps ----------------------------------------------------------------------------------
+# -- JSON inputs: the fields each step reads ------------------------------------------------------
+_NUM = (int, float)
+_EXTRACTOR = {"extractor": str, "weights": str}
+_EVALUATION = {"dataset": str, "method": str, "nfe": int, "repeat": int, "fid": _NUM, "num_samples": int,
+               "extractor": str, "reference": str}
+_RESULT = {"values": [_NUM], "mean": _NUM, "std": (int, float, type(None)), "n": int, "num_samples": int}
+_METRICS = {"preset": str, "ht": str, "table1_methods": [str], "datasets": {str: {
+    "extractor": str, "reference": str, "results": {str: {str: _RESULT}}, "table1": {str: dict},
+    "?solver_table": {"rows": [str], "labels": {str: str}, "columns": {str: {"best": object, "marker": object}}}}}}
+_FIG3 = {"nfe": int, "num_samples": int, "curves": {str: {"t": [_NUM], "mse": [_NUM]}}}
+
+
+def _kind(x) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(x), "a number" if isinstance(x, _NUM) else type(x).__name__)
+
+
+def _shape_error(obj, spec, where: str = "") -> str | None:
+    """Where ``obj`` departs from ``spec`` (dict of fields, '?' = optional; {str: X} = any keys;
+    [X] = list of X; a type or tuple of types), or None."""
+    at = where or "(top level)"
+    if isinstance(spec, dict):
+        if not isinstance(obj, dict):
+            return f"{at}: expected an object, got {_kind(obj)}"
+        items = ([(k, spec[str], False) for k in obj] if list(spec) == [str]
+                 else [(k.lstrip("?"), s, k.startswith("?")) for k, s in spec.items()])
+        for key, sub, optional in items:
+            if key not in obj:
+                if optional:
+                    continue
+                return f"{where + '/' if where else ''}{key}: missing"
+            err = _shape_error(obj[key], sub, f"{where}/{key}" if where else str(key))
+            if err:
+                return err
+        return None
+    if isinstance(spec, list):
+        if not isinstance(obj, list):
+            return f"{at}: expected a list, got {_kind(obj)}"
+        return next((e for i, x in enumerate(obj) if (e := _shape_error(x, spec[0], f"{where}[{i}]"))), None)
+    types = spec if isinstance(spec, tuple) else (spec,)
+    if (isinstance(obj, bool) and bool not in types and object not in types) or not isinstance(obj, types):
+        return f"{at}: expected {' or '.join(t.__name__ for t in types)}, got {_kind(obj)}"
+    return None
+
+
+def _load_json(path, what: str, spec, maker: str) -> dict:
+    """A JSON file with the fields ``spec`` names (one line naming the first missing/wrong one)."""
+    p = _input_file(path, what)
+    try:
+        obj = json.loads(p.read_text())
+    except UnicodeDecodeError:
+        raise InputError(f"{what} {path} is not a text file: write it again with `{maker}`") from None
+    except json.JSONDecodeError as e:
+        raise InputError(f"{what} {path}:{e.lineno}:{e.colno}: not valid JSON ({e.msg}): "
+                         f"write it again with `{maker}`") from None
+    err = _shape_error(obj, spec)
+    if err:
+        raise InputError(f"{what} {path} is not a file of `{maker}`: {err}")
+    return obj
+
+
+# -- steps ----------------------------------------------------------------------------------------
 def cmd_prepare(args) -> None:
+    from ddm.config import ConfigError
     from ddm.data import DATASETS, download_dataset, load_dataset
     from ddm.io import save_torch
 
     params = _params(args)
-    block = params["presets"][params["preset"]].get(args.dataset)
-    if block is None:
-        raise SystemExit(f"dataset '{args.dataset}' is not in preset '{params['preset']}'")
+    block = _dataset_block(params, args.dataset)
+    _check_out(args.out)
     options = {"resolution": block["resolution"]} if "resolution" in DATASETS[args.dataset].options else {}
     root = args.data_root
     if args.dataset == "imagefolder":  # the user's own folder, named by `source`
-        root = block.get("source") or SystemExit("imagefolder needs `source: <folder of images>` in params.yaml")
-        if isinstance(root, SystemExit):
-            raise root
+        root = block.get("source")
+        if not root:
+            raise ConfigError(f"params.yaml: presets/{params['preset']}/imagefolder/source: not set "
+                              "(set it to a folder of images)")
     elif DATASETS[args.dataset].resources:
         download_dataset(args.dataset, args.data_root, source=block.get("source"))
     images = load_dataset(args.dataset, root, "train", **options)
-    save_torch(images.contiguous(), args.out)
+    with _writing(args.out):
+        save_torch(images.contiguous(), args.out)
     log.info("prepared %s: %s images of shape %s -> %s", args.dataset, images.shape[0], tuple(images.shape[1:]), args.out)
 
 
 def cmd_extractor(args) -> None:
-    from ddm import metrics
+    params = _params(args)
+    fid_cfg = _dataset_block(params, args.dataset)["fid"]
+    name = fid_cfg["extractor"]
+    out = _check_out(args.out)
+    from ddm import metrics  # torch-fidelity: imported once the checks passed (errors stay fast)
     from ddm.io import save_json
 
-    params = _params(args)
-    fid_cfg = params["presets"][params["preset"]][args.dataset]["fid"]
-    name = fid_cfg["extractor"]
-    out = Path(args.out)
     if name == metrics.DIGITS_CLASSIFIER:
         weights = out.with_name("digits_classifier.pt")
-        acc = metrics.train_digits_classifier(weights, seed=params["seed"])
+        _check_out(weights, "the classifier's weights file")
+        with _writing(weights):
+            acc = metrics.train_digits_classifier(weights, seed=params["seed"])
         info = {"extractor": name, "weights": str(weights), "test_accuracy": acc}
     else:
         weights = metrics.resolve_weights(name, fid_cfg.get("weights"))  # clear error if missing
         info = {"extractor": name, "weights": str(weights)}
     info["weights_sha256"] = metrics.sha256_file(weights)
-    save_json(info, out)
+    with _writing(out):
+        save_json(info, out)
     log.info("FID extractor %s: %s", name, info)
 
 
 def _extractor(path) -> dict:
-    with open(path) as f:
-        return json.load(f)
+    return _load_json(path, "FID extractor file", _EXTRACTOR, "ddm extractor")
+
+
+def _reference(path) -> None:
+    """A FID reference statistics file of ``ddm refstats`` (checked before any feature is computed)."""
+    from ddm.metrics import load_reference_stats
+
+    _input_file(path, "FID reference file")
+    try:
+        load_reference_stats(path)
+    except Exception:  # any failure to read means the file is unusable
+        raise InputError(f"{path} is not a ddm FID reference statistics file: write it with `ddm refstats`") from None
 
 
 def cmd_refstats(args) -> None:
-    from ddm.metrics import reference_stats
-
     ex = _extractor(args.extractor)
-    images = _load_u8(args.data)
-    reference_stats(images, ex["extractor"], ex["weights"], args.out)
+    images = _load_images(args.data, "dataset file", "ddm prepare", min_count=2)
+    _check_out(args.out)
+    from ddm.metrics import reference_stats  # torch-fidelity: once the checks passed
+
+    with _writing(args.out):
+        reference_stats(images, ex["extractor"], ex["weights"], args.out)
     log.info("reference statistics of %d images -> %s", images.shape[0], args.out)
 
 
+def _default_device(args) -> str:
+    import torch
+
+    return args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def cmd_train(args) -> None:
-    from ddm.config import resolve, resolved_hash
-    from ddm.data import to_model_range
-    from ddm.experiment import build
-    from ddm.io import save_torch
-    from ddm.training import TrainConfig, ema_model, init_distributed, train
+    from ddm.config import ConfigError, resolve, resolved_hash
 
     params = _params(args)
     cfg = resolve(params, args.dataset, args.method)
+    import torch  # once params.yaml passed (a config error stays fast)
+
+    from ddm.data import to_model_range
+    from ddm.experiment import build
+    from ddm.io import atomic_write, save_torch
+    from ddm.training import TrainConfig, ema_model, init_distributed, snapshots, train
+
+    try:
+        tcfg = TrainConfig(**cfg["train"])
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"params.yaml: presets/{params['preset']}/{args.dataset}/train: {e}") from None
     exp = build(cfg)
+    images = _load_images(args.data, "dataset file", "ddm prepare", channels=cfg["channels"],
+                          resolution=cfg["resolution"])
+    for path, what in ((args.out, "--out"), (args.curve, "--curve")):
+        if path:
+            _check_out(path, what)
+    ckpt_dir = Path(args.checkpoints) / f"{args.method}-{resolved_hash(cfg)}"
+    _check_out(ckpt_dir / "probe", "--checkpoints")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         init_distributed()
-    data = to_model_range(_load_u8(args.data))
-    expected = (cfg["channels"], cfg["resolution"], cfg["resolution"])
-    if tuple(data.shape[1:]) != expected:
-        raise SystemExit(f"{args.data}: images of shape {tuple(data.shape[1:])}, config expects {expected}")
     torch.manual_seed(cfg["train"]["seed"])
     model = exp.make_model()
-    tcfg = TrainConfig(**cfg["train"])
-    ckpt_dir = Path(args.checkpoints) / f"{args.method}-{resolved_hash(cfg)}"
     meta = {"model_kwargs": exp.model_kwargs, "config_hash": resolved_hash(cfg)}
-    final = train(model, exp.objective, data, tcfg, ckpt_dir, device=args.device, model_meta=meta)
+    with _writing(ckpt_dir):
+        final = train(model, exp.objective, to_model_range(images), tcfg, ckpt_dir,
+                      device=_default_device(args), model_meta=meta)
     if int(os.environ.get("RANK", "0")) != 0:
         return
     ema_model(final, model)
@@ -132,224 +393,369 @@ def cmd_train(args) -> None:
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "checkpoint": str(final),
     }
-    save_torch(blob, args.out)
+    if cfg.get("snapshots"):  # the EMA weights of every kept checkpoint: FID against training step
+        blob["snapshots"] = snapshots(ckpt_dir, model)
+    with _writing(args.out):
+        save_torch(blob, args.out)
     if args.curve:  # the loss curve (metrics.csv of the trainer), for plots
-        from ddm.io import atomic_write
-
         data = (ckpt_dir / "metrics.csv").read_bytes()
-        atomic_write(args.curve, lambda f: f.write(data))
+        with _writing(args.curve):
+            atomic_write(args.curve, lambda f: f.write(data))
     log.info("trained %s on %s -> %s (EMA weights)", args.method, args.dataset, args.out)
 
 
 def load_model(path: str | Path, device="cpu"):
-    """(Experiment, EMA network in eval mode) from a file written by ``ddm train``."""
+    """(Experiment, EMA network in eval mode) from a file written by ``ddm train``; InputError
+    (one line) for any file that is not one."""
     from ddm.experiment import build
     from ddm.nets import UNet
 
-    blob = torch.load(path, map_location=device, weights_only=True)
-    if not isinstance(blob, dict) or blob.get("format") != "ddm.model/1":
-        raise SystemExit(f"{path} is not a model written by `ddm train`")
-    exp = build(blob["cfg"])
-    net = UNet(**blob["model_kwargs"]).to(device)
-    net.load_state_dict(blob["state_dict"])
-    return exp, net.eval()
+    blob = _torch_file(path, "model file", "ddm train")
+    if not isinstance(blob, dict) or blob.get("format") != "ddm.model/1" or not {
+            "cfg", "model_kwargs", "state_dict"} <= set(blob):
+        raise InputError(f"model file {path} is not a model written by `ddm train` (format ddm.model/1)")
+    try:
+        exp = build(blob["cfg"])
+        net = UNet(**blob["model_kwargs"])
+        net.load_state_dict(blob["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise InputError(f"model file {path}: its config and weights do not make a model "
+                         f"({type(e).__name__}: {first}): train it again with `ddm train`") from None
+    return exp, net.to(device).eval()
 
 
 def sample_seeds(repeat: int, num_samples: int) -> list[int]:
     """Seeds of FID repeat ``repeat``: disjoint blocks, the same for every method."""
-    return [1_000_000 * (repeat + 1) + i for i in range(num_samples)]
+    if not 0 <= num_samples <= SEED_BLOCK:
+        raise ValueError(f"num_samples must lie in 0..{SEED_BLOCK} (seed blocks of repeats are disjoint)")
+    return [SEED_BLOCK * (repeat + 1) + i for i in range(num_samples)]
 
 
 def cmd_sample(args) -> None:
-    from ddm.data import to_uint8
+    from ddm.config import resolve, resolved_hash
+
+    cfg = resolve(_params(args), args.dataset, args.method)
+    from ddm.data import to_uint8  # torch: once params.yaml passed
     from ddm.experiment import generate
     from ddm.io import save_torch
 
-    from ddm.config import resolve, resolved_hash
-
-    exp, net = load_model(args.model, args.device)
-    cfg = resolve(_params(args), args.dataset, args.method)
+    exp, net = load_model(args.model, _default_device(args))
     if resolved_hash(cfg) != resolved_hash(exp.cfg):
-        raise SystemExit(f"{args.model} was trained with another config than params.yaml gives for "
+        raise InputError(f"model file {args.model} was trained with another config than params.yaml gives for "
                          f"{args.dataset}/{args.method}: retrain it (snakemake does so by itself)")
+    _check_out(args.out)
     exp.cfg["sampling"] = cfg["sampling"]  # sampling options come from params.yaml, not the model file
+    if cfg["sampling"]["denoiser"] == "posterior_mean":  # the sampler ceiling: no network error
+        from ddm.ceiling import PosteriorMeanDenoiser
+        from ddm.data import to_model_range
+
+        if not args.data:
+            raise InputError(f"method '{args.method}' uses denoiser posterior_mean: pass its training images "
+                             f"with --data (data/prepared/{args.dataset}.pt)")
+        images = _load_images(args.data, "dataset file", "ddm prepare", channels=cfg["channels"],
+                              resolution=cfg["resolution"])
+        net = PosteriorMeanDenoiser(to_model_range(images).to(_default_device(args)), exp.process)
     seeds = sample_seeds(args.repeat, args.num_samples)
-    x = generate(exp, net, args.nfe, seeds, batch_size=args.batch_size, device=args.device)
-    save_torch(to_uint8(x.clamp(-1, 1)), args.out)
+    x = generate(exp, net, args.nfe, seeds, batch_size=args.batch_size, device=_default_device(args))
+    with _writing(args.out):
+        save_torch(to_uint8(x.clamp(-1, 1)), args.out)
     log.info("%d samples at NFE %d -> %s", len(seeds), args.nfe, args.out)
 
 
 def cmd_evaluate(args) -> None:
-    from ddm.io import save_json
-    from ddm.metrics import fid
+    from ddm.config import DATASET_CHANNELS, ConfigError, all_methods
 
+    params = _params(args)
+    block = _dataset_block(params, args.dataset)
+    if args.method not in all_methods(params):
+        raise ConfigError(f"unknown method '{args.method}' (allowed: {', '.join(sorted(all_methods(params)))})")
     ex = _extractor(args.extractor)
-    samples = _load_u8(args.samples)
+    samples = _load_images(args.samples, min_count=2, channels=DATASET_CHANNELS.get(args.dataset),
+                           resolution=block["resolution"])
+    _reference(args.reference)
+    _check_out(args.out)
+    from ddm.io import save_json
+    from ddm.metrics import fid  # torch-fidelity: once the checks passed
+    from ddm.report import utc_timestamp
+
     result = fid(samples, args.reference, ex["extractor"], ex["weights"])
     result.update({k: getattr(args, k) for k in ("dataset", "method", "nfe", "repeat")})
-    save_json(result, args.out)
+    result["computed_at"] = utc_timestamp()  # provenance: when this FID was computed (reports' date)
+    with _writing(args.out):
+        save_json(result, args.out)
     log.info("FID %.3f (%d samples, %s) -> %s", result["fid"], result["num_samples"], result["extractor"], args.out)
 
 
 def cmd_stats(args) -> None:
+    params = _params(args)
+    for p in args.inputs:
+        _load_json(p, "metric file", _EVALUATION, "ddm evaluate")
+    _check_out(args.out)
     from ddm.io import save_json
-    from ddm.report import collect
+    from ddm.report import collect, provenance  # torch: once the checks passed
 
-    save_json(collect([Path(p) for p in args.inputs], _params(args)), args.out)
+    sizes: dict = {}
+    for path in args.models or []:  # Table 1's Param column: parameters of each trained network
+        exp, net = load_model(path)
+        sizes.setdefault(exp.cfg["dataset"], {})[Path(path).stem] = sum(q.numel() for q in net.parameters())
+    metrics = collect([Path(p) for p in args.inputs], params, model_params=sizes)
+    metrics["provenance"] = provenance(args.inputs, params)  # commit, params hash, dates, versions
+    with _writing(args.out):
+        save_json(metrics, args.out)
+
+
+def cmd_convergence(args) -> None:
+    from ddm.experiment import checkpoint_fids
+    from ddm.io import save_json
+    from ddm.metrics import fid
+
+    exp, net = load_model(args.model, _default_device(args))
+    snaps = _torch_file(args.model, "model file", "ddm train").get("snapshots")
+    if not snaps:
+        raise InputError(f"model file {args.model} holds no snapshots: list its method under the preset's "
+                         f"`convergence: methods` in params.yaml and train it again")
+    ex = _extractor(args.extractor)
+    _reference(args.reference)
+    _check_out(args.out)
+    rows = checkpoint_fids(exp, net, [(s["step"], s["ema"]) for s in snaps], args.nfe,
+                           sample_seeds(0, args.num_samples),
+                           lambda u8: fid(u8, args.reference, ex["extractor"], ex["weights"]),
+                           device=_default_device(args))
+    with _writing(args.out):
+        save_json({"dataset": args.dataset, "method": args.method, "num_samples": args.num_samples,
+                   "extractor": ex["extractor"], "rows": rows}, args.out)
+
+
+def cmd_convergence_plot(args) -> None:
+    from ddm.report import convergence_plot
+
+    for p in args.inputs:
+        _input_file(p, "convergence file")
+    _check_out(args.out)
+    with _writing(args.out):
+        convergence_plot([Path(p) for p in args.inputs], Path(args.out))
+
+
+def _published_csv(path) -> Path:
+    import csv
+
+    p = _input_file(path, "published results file")
+    with open(p, newline="") as f:
+        header = next(csv.reader(f), [])
+    missing = [c for c in ("table", "dataset", "method", "params", "nfe", "value") if c not in header]
+    if missing:
+        raise InputError(f"published results file {path} lacks the columns {missing} (see workflow/published.csv)")
+    return p
 
 
 def cmd_report(args) -> None:
     from ddm.io import save_text
     from ddm.report import render_tables
 
-    with open(args.metrics) as f:
-        metrics = json.load(f)
-    save_text(render_tables(metrics, Path(args.published)), args.out)
+    metrics = _load_json(args.metrics, "metrics file", _METRICS, "ddm stats")
+    published = _published_csv(args.published)
+    _check_out(args.out)
+    text = render_tables(metrics, published)
+    with _writing(args.out):
+        save_text(text, args.out)
+
+
+def cmd_report_pdf(args) -> None:
+    from ddm.report import ReportError, build_report_pdf, no_latex_message
+
+    _load_json(args.metrics, "metrics file", _METRICS, "ddm stats")
+    for path in (args.template, args.tables, *args.figures):
+        _input_file(path, "report input")
+    _check_out(args.out)
+    latex = None if args.latex == "none" else args.latex
+    if latex is None:
+        log.warning("%s", no_latex_message(args.out))
+    try:
+        with _writing(args.out):
+            build_report_pdf(Path(args.template), Path(args.tables), Path(args.metrics), args.figures, Path(args.out), latex)
+    except ReportError as e:
+        raise OutputError(f"cannot build {args.out}: {e}") from None
 
 
 def cmd_figures(args) -> None:
     from ddm.report import fid_plot
 
-    with open(args.metrics) as f:
-        metrics = json.load(f)
-    fid_plot(metrics, args.dataset, Path(args.out))
+    metrics = _load_json(args.metrics, "metrics file", _METRICS, "ddm stats")
+    if args.dataset not in metrics["datasets"]:
+        raise InputError(f"metrics file {args.metrics} has no dataset '{args.dataset}' "
+                         f"(it has: {', '.join(sorted(metrics['datasets'])) or 'none'})")
+    _check_out(args.out)
+    with _writing(args.out):
+        fid_plot(metrics, args.dataset, Path(args.out))
 
 
 def cmd_grid(args) -> None:
     from ddm.report import sample_grid
 
-    sample_grid(Path(args.samples), args.title, Path(args.out))
+    _load_images(args.samples)
+    _check_out(args.out)
+    with _writing(args.out):
+        sample_grid(Path(args.samples), args.title, Path(args.out))
 
 
 def cmd_fig3_plot(args) -> None:
     from ddm.report import fig3_plot
 
-    fig3_plot(Path(args.curves), Path(args.out))
+    _load_json(args.curves, "Fig. 3 curves file", _FIG3, "ddm fig3")
+    _check_out(args.out)
+    with _writing(args.out):
+        fig3_plot(Path(args.curves), Path(args.out))
 
 
 def cmd_fig3(args) -> None:
     from ddm.io import save_json
     from ddm.report import x0_mse_curve
 
-    curves = {}
-    for path in args.models:
-        exp, net = load_model(path, args.device)
-        curves[Path(path).stem] = x0_mse_curve(exp, net, args.nfe, sample_seeds(0, args.num_samples))
-    save_json({"nfe": args.nfe, "num_samples": args.num_samples, "curves": curves}, args.out)
+    models = [(Path(path).stem, *load_model(path, _default_device(args))) for path in args.models]
+    _check_out(args.out)
+    curves = {name: x0_mse_curve(exp, net, args.nfe, sample_seeds(0, args.num_samples)) for name, exp, net in models}
+    with _writing(args.out):
+        save_json({"nfe": args.nfe, "num_samples": args.num_samples, "curves": curves}, args.out)
 
 
-# -- parser ---------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ddm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-v", "--verbose", action="store_true")
-    sub = p.add_subparsers(dest="command", required=True)
+# -- parser ---------------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """argparse with the one-line error of every other failure: ``ddm <subcommand>: <message>``."""
 
-    def add(name, fn, help_):
-        s = sub.add_parser(name, help=help_)
-        s.set_defaults(fn=fn)
-        s.add_argument("--params", default="params.yaml", help="experiment config (default: params.yaml)")
-        return s
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
 
-    s = add("prepare", cmd_prepare, "dataset -> uint8 tensor file (downloads if needed)")
-    s.add_argument("--dataset", required=True)
+
+def _add(sub, name: str, fn, help_: str, *required: str) -> argparse.ArgumentParser:
+    s = sub.add_parser(name, help=help_)
+    s.set_defaults(fn=fn)
+    s.add_argument("--params", default="params.yaml", help="experiment config (default: params.yaml)")
+    for opt in required:
+        s.add_argument(f"--{opt}", required=True)
+    return s
+
+
+def _add_steps(sub) -> None:
+    """The subcommands of the data, training and sampling steps."""
+    positive, count, samples = _int_at_least(1), _int_at_least(0), _int_at_least(1, SEED_BLOCK)
+    device = {"type": _device, "help": "cpu, cuda or cuda:N (default: cuda if there is one, else cpu)"}
+
+    s = _add(sub, "prepare", cmd_prepare, "dataset -> uint8 tensor file (downloads if needed)", "dataset", "out")
     s.add_argument("--data-root", default="data")
-    s.add_argument("--out", required=True)
-
-    s = add("extractor", cmd_extractor, "FID feature extractor (trains the digits classifier)")
-    s.add_argument("--dataset", required=True)
-    s.add_argument("--out", required=True)
-
-    s = add("refstats", cmd_refstats, "FID reference statistics of a dataset file")
-    s.add_argument("--data", required=True)
-    s.add_argument("--extractor", required=True)
-    s.add_argument("--out", required=True)
-
-    s = add("train", cmd_train, "train one (dataset, method); resumes from its checkpoints")
-    s.add_argument("--dataset", required=True)
-    s.add_argument("--method", required=True)
-    s.add_argument("--data", required=True)
+    _add(sub, "extractor", cmd_extractor, "FID feature extractor (trains the digits classifier)", "dataset", "out")
+    _add(sub, "refstats", cmd_refstats, "FID reference statistics of a dataset file", "data", "extractor", "out")
+    s = _add(sub, "train", cmd_train, "train one (dataset, method); resumes from its checkpoints",
+             "dataset", "method", "data", "out")
     s.add_argument("--checkpoints", required=True, help="folder of per-config checkpoint folders")
-    s.add_argument("--out", required=True)
     s.add_argument("--curve", help="also write the training curve (CSV) here")
-    s.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-
-    s = add("sample", cmd_sample, "draw samples from a trained model")
-    s.add_argument("--dataset", required=True)
+    s.add_argument("--device", **device)
+    s = _add(sub, "sample", cmd_sample, "draw samples from a trained model", "dataset", "model", "out")
     s.add_argument("--method", required=True, help="a method of params.yaml (may be a solver variant)")
-    s.add_argument("--model", required=True)
-    s.add_argument("--nfe", type=int, required=True)
-    s.add_argument("--repeat", type=int, default=0)
-    s.add_argument("--num-samples", type=int, required=True)
-    s.add_argument("--batch-size", type=int, default=500)
-    s.add_argument("--out", required=True)
-    s.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-
-    s = add("evaluate", cmd_evaluate, "FID of a sample file")
-    s.add_argument("--samples", required=True)
-    s.add_argument("--reference", required=True)
-    s.add_argument("--extractor", required=True)
-    for k in ("dataset", "method"):
-        s.add_argument(f"--{k}", required=True)
-    s.add_argument("--nfe", type=int, required=True)
-    s.add_argument("--repeat", type=int, required=True)
-    s.add_argument("--out", required=True)
-
-    s = add("stats", cmd_stats, "mean +- std over repeats and Table 1's t-test markers")
-    s.add_argument("--inputs", nargs="+", required=True)
-    s.add_argument("--out", required=True)
-
-    s = add("report", cmd_report, "reports/tables.tex from reports/metrics.json")
-    s.add_argument("--metrics", required=True)
-    s.add_argument("--published", default="workflow/published.csv")
-    s.add_argument("--out", required=True)
-
-    s = add("figures", cmd_figures, "FID-vs-NFE plot of one dataset")
-    s.add_argument("--metrics", required=True)
-    s.add_argument("--dataset", required=True)
-    s.add_argument("--out", required=True)
-
-    s = add("grid", cmd_grid, "sample grid of a sample file")
-    s.add_argument("--samples", required=True)
-    s.add_argument("--title", default="")
-    s.add_argument("--out", required=True)
-
-    s = add("fig3-plot", cmd_fig3_plot, "plot of the Fig. 3 curves")
-    s.add_argument("--curves", required=True)
-    s.add_argument("--out", required=True)
-
-    s = add("fig3", cmd_fig3, "Fig. 3: MSE of the predicted x0 against t")
+    s.add_argument("--nfe", type=positive, required=True)
+    s.add_argument("--repeat", type=count, default=0)
+    s.add_argument("--num-samples", type=samples, required=True)
+    s.add_argument("--batch-size", type=positive, default=500)
+    s.add_argument("--data", help="training images (for `denoiser: posterior_mean`, the sampler ceiling)")
+    s.add_argument("--device", **device)
+    s = _add(sub, "convergence", cmd_convergence, "FID against training step from a model's snapshots",
+             "dataset", "method", "model", "reference", "extractor", "out")
+    s.add_argument("--nfe", type=positive, nargs="+", required=True)
+    s.add_argument("--num-samples", type=samples, required=True)
+    s.add_argument("--device", **device)
+    s = _add(sub, "evaluate", cmd_evaluate, "FID of a sample file", "samples", "reference", "extractor",
+             "dataset", "method", "out")
+    s.add_argument("--nfe", type=positive, required=True)
+    s.add_argument("--repeat", type=count, required=True)
+    s = _add(sub, "fig3", cmd_fig3, "Fig. 3: MSE of the predicted x0 against t", "out")
     s.add_argument("--models", nargs="+", required=True)
-    s.add_argument("--nfe", type=int, default=100)
-    s.add_argument("--num-samples", type=int, default=64)
-    s.add_argument("--out", required=True)
-    s.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    s.add_argument("--nfe", type=positive, default=100)
+    s.add_argument("--num-samples", type=samples, default=64)
+    s.add_argument("--device", **device)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="ddm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging; tracebacks of errors")
+    sub = p.add_subparsers(dest="command", required=True)
+    _add_steps(sub)
+    s = _add(sub, "stats", cmd_stats, "mean +- std over repeats and Table 1's t-test markers", "out")
+    s.add_argument("--inputs", nargs="+", required=True)
+    s.add_argument("--models", nargs="*", help="trained model files (Table 1's Param column)")
+    s = _add(sub, "report", cmd_report, "reports/tables.tex from reports/metrics.json", "metrics", "out")
+    s.add_argument("--published", default="workflow/published.csv")
+    _add(sub, "figures", cmd_figures, "FID-vs-NFE plot of one dataset", "metrics", "dataset", "out")
+    s = _add(sub, "report-pdf", cmd_report_pdf, "reports/report.pdf: tables and figures", "template", "tables",
+             "metrics", "out")
+    s.add_argument("--figures", nargs="*", default=[])
+    s.add_argument("--latex", default="none", help="latexmk or pdflatex to use; none: a placeholder page")
+    s = _add(sub, "grid", cmd_grid, "sample grid of a sample file", "samples", "out")
+    s.add_argument("--title", default="")
+    _add(sub, "fig3-plot", cmd_fig3_plot, "plot of the Fig. 3 curves", "curves", "out")
+    s = _add(sub, "convergence-plot", cmd_convergence_plot, "plot of FID against training step", "out")
+    s.add_argument("--inputs", nargs="+", required=True)
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    from ddm.config import ConfigError
-    from ddm.download import DownloadError
-    from ddm.metrics import MissingWeightsError, ReferenceMismatchError
-    from ddm.training import CheckpointError, NonFiniteLoss
+#: Expected errors of the library -> exit code, looked up in ``sys.modules`` (a module that was
+#: never imported raised nothing, and an early failure does not import torch to classify itself).
+_EXPECTED = {
+    ("ddm.config", "ConfigError"): EXIT_USAGE,
+    ("ddm.metrics", "ReferenceMismatchError"): EXIT_USAGE,
+    ("ddm.download", "DownloadError"): EXIT_FAILURE,
+    ("ddm.metrics", "MissingWeightsError"): EXIT_FAILURE,
+    ("ddm.training", "CheckpointError"): EXIT_FAILURE,
+    ("ddm.training", "NonFiniteLoss"): EXIT_FAILURE,
+}
 
+
+def _exit_code(e: BaseException) -> int | None:
+    """The documented exit code of an expected error; None for a bug."""
+    if isinstance(e, InputError):
+        return EXIT_USAGE
+    for (module, name), code in _EXPECTED.items():
+        cls = getattr(sys.modules.get(module), name, None)
+        if cls is not None and isinstance(e, cls):
+            return code
+    return EXIT_FAILURE if isinstance(e, (OutputError, OSError)) else None
+
+
+def _message(e: BaseException) -> list[str]:
+    """The lines of an expected error (one, or one per params.yaml error reported at once)."""
+    if isinstance(e, OSError) and e.errno is not None and e.strerror:
+        return [f"{e.strerror}" + (f": {e.filename}" if e.filename else "")]
+    return str(e).strip().splitlines() or [type(e).__name__]
+
+
+def _set_threads() -> None:
+    """DDM_THREADS=N: N intra-op threads (before torch is imported, so `--help` stays fast)."""
+    threads = os.environ.get("DDM_THREADS")
+    if not threads:
+        return
+    if not threads.isdigit() or int(threads) < 1:
+        raise InputError(f"environment variable DDM_THREADS='{threads}' is not a positive integer")
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(int(threads))
+    else:
+        os.environ["OMP_NUM_THREADS"] = threads
+
+
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    threads = os.environ.get("DDM_THREADS")
-    if threads:
-        torch.set_num_threads(int(threads))
     try:
+        _set_threads()
         args.fn(args)
-    except ConfigError as e:
-        print(f"ddm {args.command}: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except (DownloadError, MissingWeightsError, ReferenceMismatchError, CheckpointError, NonFiniteLoss,
-            FileNotFoundError) as e:
-        # Errors a user can act on: one clear message (run with -v for the traceback).
+    except Exception as e:
+        code = _exit_code(e)
+        if code is None:
+            raise  # a bug: Python's traceback
         if args.verbose:
-            raise
-        print(f"ddm {args.command}: {e}", file=sys.stderr)
-        return 1
+            traceback.print_exc()
+        for line in _message(e):
+            print(f"ddm {args.command}: {line}", file=sys.stderr)
+        return code
     return 0
 
 

@@ -15,23 +15,27 @@ from typing import Any, Mapping
 
 import yaml
 
-__all__ = ["ConfigError", "load_params", "validate", "dataset_names", "all_methods", "resolve",
-           "resolved_hash", "model_of", "SCHEMA_PATH", "METHOD_DEFAULTS"]
+from ddm.registry import fit_error
+
+__all__ = ["ConfigError", "read_yaml", "load_params", "validate", "dataset_names", "all_methods", "resolve",
+           "resolved_hash", "model_of", "check_fit", "SCHEMA_PATH", "METHOD_DEFAULTS"]
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "params.schema.yaml"
 
 #: Defaults of a method entry, per process (the paper's choices; options named in the README).
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "ddm": {"ht": "main", "clamp_free": None, "weighting": "inverse", "head": "decoder", "loss_type": "l2",
-            "reduction": "mean", "recon_weight": 0.0, "t_min": 1e-4, "clip": None, "rho": 2.0, "t_end": 1e-3},
+            "reduction": "mean", "recon_weight": 0.0, "t_min": 1e-4, "clip": None, "rho": 2.0, "t_end": 1e-3,
+            "final_step": "paper", "denoiser": "network"},
     "vp": {"beta_min": 0.1, "beta_max": 20.0, "x0_branch": False, "head": "conv", "loss_type": "l2",
-           "reduction": "mean", "t_min": 1e-5, "clip": None, "rho": 2.0, "t_end": 1e-3},
+           "reduction": "mean", "t_min": 1e-5, "clip": None, "rho": 2.0, "t_end": 1e-3,
+           "final_step": "paper", "denoiser": "network"},
     "ve": {"sigma_min": 0.01, "sigma_max": 50.0, "head": "decoder", "loss_type": "l2", "reduction": "mean",
-           "t_min": 1e-5, "clip": None, "rho": 2.0, "t_end": 1e-5},
+           "t_min": 1e-5, "clip": None, "rho": 2.0, "t_end": 1e-5, "final_step": "paper", "denoiser": "network"},
 }
 
 #: Method keys that only sampling reads (a change reruns sampling, not training).
-SAMPLING_KEYS = frozenset({"sampler", "grid", "t_end", "rho", "clip"})
+SAMPLING_KEYS = frozenset({"sampler", "grid", "t_end", "rho", "clip", "final_step", "denoiser"})
 
 #: The channel count of each dataset as the pipeline loads it.
 DATASET_CHANNELS = {"digits": 1, "cifar10": 3, "celebahq256": 3, "imagefolder": 3}
@@ -102,14 +106,124 @@ def validate(params: Mapping) -> None:
             errors = list(method_validator.iter_errors(merged))
             if errors:
                 raise ConfigError(f"params.yaml: {where}/{name}: {errors[0].message}")
+        _validate_convergence(params, ds, block, trained)
+    _validate_fit(params)
+    _validate_denoisers(params, trained)
 
 
-def load_params(path: str | Path = "params.yaml") -> dict:
+def _validate_convergence(params: Mapping, ds: str, block: Mapping, trained: Mapping) -> None:
+    """The convergence figure needs trained methods and every checkpoint kept."""
+    conv = block.get("convergence")
+    if not conv:
+        return
+    where = f"params.yaml: presets/{params['preset']}/{ds}"
+    unknown = [m for m in conv["methods"] if m not in trained]
+    if unknown:
+        raise ConfigError(f"{where}/convergence/methods: {unknown} are not trained methods "
+                          f"(allowed: {', '.join(sorted(trained))})")
+    train = block["train"]
+    needed = -(-train["steps"] // train.get("ckpt_every", 1000))
+    if train.get("keep_last", 3) < needed:
+        raise ConfigError(f"{where}/train/keep_last: {train.get('keep_last', 3)} keeps too few checkpoints for the "
+                          f"convergence figure: {train['steps']} steps every {train.get('ckpt_every', 1000)} need "
+                          f"keep_last >= {needed}")
+
+
+def _validate_denoisers(params: Mapping, trained: Mapping) -> None:
+    """``denoiser: posterior_mean`` (the sampler ceiling) needs a Gaussian path: VP, VE or DDM
+    with h_t = constant (``ddm.ceiling``)."""
+    for section in ("methods", "ablation_methods", "solver_methods"):
+        for name, entry in params[section].items():
+            if entry.get("denoiser", "network") != "posterior_mean":
+                continue
+            model = trained[entry["model"]] if section == "solver_methods" else entry
+            ht = model.get("ht", "main")
+            active = section == "methods" or params["ablations" if section == "ablation_methods" else "solver_study"]
+            if ht == "main" and not active:  # follows the top-level ht only when it runs
+                continue
+            ht = params["ht"] if ht == "main" else ht
+            if model["process"] == "ddm" and ht != "constant":
+                raise ConfigError(f"params.yaml: {_where(params, name)}: denoiser 'posterior_mean' needs a Gaussian "
+                                  f"path, and DDM with ht '{ht}' is not one (allowed: ht constant, process vp or ve)")
+
+
+def _validate_fit(params: Mapping) -> None:
+    """Every sampler and grid fits its method's process (``ddm.registry``), so a misfit fails
+    here and not in the sample job after training. The methods that will run are checked as
+    resolved (top-level ``ht``, preset overrides); the others only where the fit does not depend
+    on the top-level ``ht`` (``dvc exp run -S ht=linear`` must not trip over a switched-off DDIM)."""
+    active = list(params["methods"])
+    active += list(params["ablation_methods"]) if params["ablations"] else []
+    active += list(params["solver_methods"]) if params["solver_study"] else []
+    lines: list[str] = []
+    for ds in dataset_names(params):
+        for name in active:
+            try:
+                resolve(params, ds, name)
+            except ConfigError as e:
+                lines.append(str(e))
+    trained = {**params["methods"], **params["ablation_methods"]}
+    for section in ("methods", "ablation_methods", "solver_methods"):
+        for name, entry in params[section].items():
+            if name in active:
+                continue
+            model = trained[entry["model"]] if section == "solver_methods" else entry
+            ht = model.get("ht", "main")
+            msg = fit_error(entry["sampler"], entry["grid"], model["process"], None if ht == "main" else ht,
+                            entry.get("final_step", "paper"))
+            if msg:
+                lines.append(f"params.yaml: {_where(params, name)}: {msg}")
+    if lines:
+        raise ConfigError("\n".join(dict.fromkeys(lines)))  # each misfit once, in order
+
+
+def _where(params: Mapping, method: str) -> str:
+    """``section/method`` (with the model of a sampling-only variant) for messages."""
+    for section in ("methods", "ablation_methods", "solver_methods"):
+        if method in params[section]:
+            model = f" (model '{params[section][method]['model']}')" if section == "solver_methods" else ""
+            return f"{section}/{method}{model}"
+    return method
+
+
+def check_fit(params: Mapping, method: str, cfg: Mapping) -> None:
+    """Raise ConfigError if the resolved sampler or grid of ``method`` does not fit its process."""
+    m, s = cfg["method"], cfg["sampling"]
+    msg = fit_error(s["sampler"], s["grid"], m["process"], m.get("ht"), s.get("final_step", "paper"))
+    if msg:
+        override = params["presets"][params["preset"]][cfg["dataset"]]["method_overrides"].get(method, {})
+        note = (f" (with presets/{params['preset']}/{cfg['dataset']}/method_overrides/{method})"
+                if set(override) & {"process", "ht", "sampler", "grid"} else "")
+        raise ConfigError(f"params.yaml: {_where(params, method)}{note}: {msg}")
+
+
+def read_yaml(path: str | Path = "params.yaml") -> Any:
+    """The parsed content of a YAML file; a missing or unreadable file or a syntax error is a
+    one-line ConfigError (a syntax error names its line and column)."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"no params file at {path}: run from the repository root or pass --params")
-    with open(path) as f:
-        params = yaml.safe_load(f)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read params file {path}: {getattr(e, 'strerror', None) or e}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        context, start = getattr(e, "context", None), getattr(e, "context_mark", None)
+        if context and start and mark and start.line != mark.line:
+            context += f" that starts at line {start.line + 1}"
+        raise ConfigError(f"{where}: YAML syntax error: {problem}" + (f" ({context})" if context else "")) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> dict:
+    """Read and validate params.yaml (every failure is a one-line ConfigError)."""
+    params = read_yaml(path)
+    if params is None:
+        raise ConfigError(f"{path} is empty: it must hold the experiment config (see the shipped params.yaml)")
     if not isinstance(params, dict):
         raise ConfigError(f"{path} must hold a mapping; got {type(params).__name__}")
     validate(params)
@@ -146,6 +260,7 @@ def resolve(params: Mapping, dataset: str, method: str) -> dict:
         variant = params["solver_methods"][method]
         cfg = resolve(params, dataset, variant["model"])
         cfg["sampling"].update({k: v for k, v in variant.items() if k in SAMPLING_KEYS})
+        check_fit(params, method, cfg)
         return cfg
     block = preset[dataset]
     entry = dict(methods[method])
@@ -154,7 +269,7 @@ def resolve(params: Mapping, dataset: str, method: str) -> dict:
     m.update(block["method_overrides"].get(method, {}))
     if m["process"] == "ddm" and m["ht"] == "main":
         m["ht"] = params["ht"]
-    return {
+    cfg = {
         "dataset": dataset,
         "channels": DATASET_CHANNELS[dataset],
         "resolution": block["resolution"],
@@ -162,7 +277,11 @@ def resolve(params: Mapping, dataset: str, method: str) -> dict:
         "train": {**copy.deepcopy(block["train"]), "seed": params["seed"]},
         "method": {k: v for k, v in m.items() if k not in SAMPLING_KEYS},
         "sampling": {k: v for k, v in m.items() if k in SAMPLING_KEYS},
+        # keep the EMA weights of every checkpoint in the model file (the convergence figure)
+        "snapshots": method in block.get("convergence", {}).get("methods", []),
     }
+    check_fit(params, method, cfg)
+    return cfg
 
 
 def resolved_hash(cfg: Mapping, keys: tuple[str, ...] = ("dataset", "channels", "resolution", "model", "train", "method")) -> str:

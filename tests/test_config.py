@@ -204,7 +204,8 @@ def test_resolve_fills_the_defaults_of_each_process(tiny):
     assert resolve(tiny, "digits", "sde")["sampling"]["t_end"] == 1e-5
     assert resolve(tiny, "digits", "ddm")["method"]["weighting"] == "inverse"
     assert resolve(tiny, "digits", "ddm")["sampling"] == {"sampler": "ddm", "grid": "uniform", "t_end": 1e-3,
-                                                         "rho": 2.0, "clip": None}
+                                                         "rho": 2.0, "clip": None, "final_step": "paper",
+                                                         "denoiser": "network"}
 
 
 def test_resolve_does_not_mutate_params(tiny):
@@ -243,7 +244,7 @@ def test_resolve_unknown_dataset_or_method(tiny):
 
 # --------------------------------------------------------------------------- sampling keys / hash
 def test_sampling_keys():
-    assert SAMPLING_KEYS == frozenset({"sampler", "grid", "t_end", "rho", "clip"})
+    assert SAMPLING_KEYS == frozenset({"sampler", "grid", "t_end", "rho", "clip", "final_step", "denoiser"})
 
 
 @pytest.mark.parametrize("key,value", [("sampler", "ddm_deterministic"), ("grid", "polynomial"), ("rho", 3.0),
@@ -312,3 +313,134 @@ def test_solver_variant_naming_an_unknown_model(tiny):
     msg = _error(bad)
     assert f"solver_methods/{name}/model" in msg and "'nosuch'" in msg
     _assert_allowed(msg, sorted(trained_methods(tiny)))
+
+
+# --------------------------------------------------------------------------- sampler / grid / process fit
+def test_fit_table_covers_every_sampler_grid_and_schema_name():
+    from ddm import baselines  # noqa: F401  (registers the baseline samplers and the sde grid)
+    from ddm.registry import GRID_PROCESSES, SAMPLER_PROCESSES
+    from ddm.registry import GRIDS, SAMPLERS
+
+    assert set(SAMPLER_PROCESSES) == set(SAMPLERS) == set(METHOD_PROPS["sampler"]["enum"])
+    assert set(GRID_PROCESSES) == set(GRIDS) == set(METHOD_PROPS["grid"]["enum"])
+    from ddm.registry import SAMPLER_FINAL_STEPS
+
+    final_steps = getattr(__import__("ddm.sampling", fromlist=["FINAL_STEPS"]), "FINAL_STEPS", None)
+    for sampler, steps in SAMPLER_FINAL_STEPS.items():
+        assert sampler in SAMPLERS and steps[0] == "paper"
+        if final_steps is not None:
+            assert steps in final_steps.values(), (sampler, steps)
+
+
+def _tiny_experiment(tiny, process: str, ht: str = "constant"):
+    from ddm.experiment import build
+
+    method = {"ddm": "ddm", "vp": "ddpm", "ve": "sde"}[process]
+    params = merge_params(tiny, {"ht": ht})
+    cfg = resolve(params, "digits", method)
+    return build(cfg)
+
+
+@pytest.mark.parametrize("process,ht", [("ddm", "constant"), ("ddm", "linear"), ("vp", None), ("ve", None)])
+def test_what_the_fit_table_allows_runs(tiny, process, ht):
+    """Every (sampler, grid) the table allows for a process runs on it: N calls, finite output."""
+    import torch
+
+    from ddm.registry import grids_for, samplers_for
+    from ddm.registry import get_sampler, make_grid
+    from ddm.sampling import SampleRNG
+
+    exp = _tiny_experiment(tiny, process, ht or "constant")
+    net = exp.make_model().eval()
+    for sampler in samplers_for(process, ht):
+        for grid in grids_for(process, ht):
+            options = {"polynomial": {"rho": 2.0}, "sde": {"t_end": 1e-3},
+                       "lambda": {"process": exp.process, "t_end": 1e-3}}.get(grid, {})
+            rng = SampleRNG(range(2))
+            with torch.no_grad():
+                x = get_sampler(sampler)(net, exp.process, rng.randn((1, 8, 8)) * exp.prior_std,
+                                         make_grid(grid, 3, **options), rng=rng)
+            assert x.shape == (2, 1, 8, 8) and torch.isfinite(x).all(), (process, ht, sampler, grid)
+
+
+@pytest.mark.parametrize("process,sampler", [("vp", "ddm"), ("ddm", "ve_em"), ("ve", "vp_em")])
+def test_the_misfits_of_issue_12_would_fail_in_the_sample_job(tiny, process, sampler):
+    """What the validation prevents: these pairs fail only inside the sampler, after training."""
+    import torch
+
+    from ddm.registry import samplers_for
+    from ddm.registry import get_sampler
+    from ddm.sampling import SampleRNG, uniform_grid
+
+    assert sampler not in samplers_for(process)
+    exp = _tiny_experiment(tiny, process)
+    rng = SampleRNG(range(2))
+    with pytest.raises(AttributeError), torch.no_grad():
+        get_sampler(sampler)(exp.make_model().eval(), exp.process, rng.randn((1, 8, 8)), uniform_grid(2), rng=rng)
+
+
+@pytest.mark.parametrize("change,needles", [
+    ({"methods.ddpm.sampler": "ddm"}, ["methods/ddpm", "sampler 'ddm'", "process 'vp'"]),
+    ({"methods.ddm.sampler": "ve_em"}, ["methods/ddm", "sampler 've_em'", "process 'ddm'"]),
+    ({"methods.sde.sampler": "vp_ancestral"}, ["methods/sde", "sampler 'vp_ancestral'", "process 've'"]),
+    ({"ablation_methods.ht_sin.sampler": "dpmpp_2m"}, ["ablation_methods/ht_sin", "ht 'sin'", "Gaussian path"]),
+    ({"ablation_methods.ht_exp.grid": "lambda"}, ["ablation_methods/ht_exp", "grid 'lambda'", "ht 'exp'"]),
+    ({"solver_methods.ddpm_2m.sampler": "ve_em"}, ["solver_methods/ddpm_2m (model 'ddpm')", "process 'vp'"]),
+    ({"ht": "quadratic", "solver_study": True}, ["solver_methods/ddm_ddim", "ht 'quadratic'"]),
+    ({"ht": "exp", "ablations": True, "methods.ddm.grid": "lambda"}, ["methods/ddm", "grid 'lambda'", "ht 'exp'"]),
+    ({"presets.embedded.digits.method_overrides.ddpm": {"sampler": "ve_em"}},
+     ["methods/ddpm (with presets/embedded/digits/method_overrides/ddpm)", "sampler 've_em'"]),
+], ids=["vp-ddm", "ddm-ve_em", "ve-vp_ancestral", "sin-2m", "exp-lambda", "solver-on-vp", "solver-study-quadratic",
+        "main-ht-lambda", "override"])
+def test_sampler_or_grid_misfit_names_method_sampler_process_and_allowed(tiny, change, needles):
+    from ddm.registry import grids_for, samplers_for
+
+    bad = merge_params(tiny, change)
+    msg = _error(bad)
+    for needle in needles:
+        assert needle in msg, msg
+    first = msg.splitlines()[0]
+    process = re.search(r"process '(\w+)'", first).group(1)
+    ht = re.search(r"ht '(\w+)'", first)
+    allowed = samplers_for if "sampler '" in first else grids_for
+    _assert_allowed(first, allowed(process, ht.group(1) if ht else None))
+    with pytest.raises(ConfigError):  # `ddm sample --method M` of that method fails the same way
+        method = re.search(r"params.yaml: \w+/(\w+)", first).group(1)
+        resolve(bad, "digits", method)
+
+
+def test_a_misfit_that_is_switched_off_is_allowed(tiny):
+    """`ht: main` methods follow the top-level ht: with h_t = linear the DDIM variants misfit,
+    but with the solver study off they never run (so `dvc exp run -S ht=linear` works)."""
+    params = merge_params(tiny, {"ht": "linear"})
+    validate(params)
+    with pytest.raises(ConfigError, match="sampler 'ddim' does not fit process 'ddm' with ht 'linear'"):
+        resolve(params, "digits", "ddm_ddim")
+    # a fixed h_t is checked whether or not its section is switched on
+    assert not tiny["ablations"]
+    _error(merge_params(tiny, {"ablation_methods.ht_linear.sampler": "ddim"}))
+
+
+def test_final_step_must_fit_the_sampler():
+    from ddm.registry import fit_error
+
+    assert fit_error("ddm", "uniform", "ddm", "linear", "x0_head") is None
+    assert fit_error("ve_em", "sde", "ve", None, "denoise") is None
+    msg = fit_error("ddim", "uniform", "ddm", "constant", "x0_head")
+    assert "final_step 'x0_head'" in msg and "sampler 'ddim'" in msg and "(allowed: paper)" in msg
+
+
+# --------------------------------------------------------------------------- params.yaml as text
+def test_yaml_syntax_error_names_line_and_column(tmp_path):
+    p = tmp_path / "params.yaml"
+    p.write_text("preset: embedded\nht: constant\nseed: [0\nlong_nfe: false\n")
+    with pytest.raises(ConfigError) as e:
+        load_params(p)
+    msg = str(e.value)
+    assert re.match(rf"{re.escape(str(p))}:4:\d+: YAML syntax error: ", msg), msg
+    assert len(msg.splitlines()) == 1
+    p.write_text("")
+    with pytest.raises(ConfigError, match="is empty"):
+        load_params(p)
+    with pytest.raises(ConfigError, match="cannot read params file"):
+        load_params(tmp_path)  # a folder
