@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import csv
 import json
+import re
+import shutil
+import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -19,7 +22,7 @@ import torch
 from ddm.config import all_methods, model_of
 from ddm.stats import mark_best, summarize
 
-__all__ = ["collect", "render_tables", "fid_plot", "sample_grid", "fig3_plot", "x0_mse_curve", "TABLE5_ROWS", "METHOD_LABELS"]
+__all__ = ["collect", "render_tables", "fid_plot", "sample_grid", "fig3_plot", "convergence_plot", "format_params", "x0_mse_curve", "TABLE5_ROWS", "METHOD_LABELS"]
 
 #: Table 1 labels of the methods this project trains.
 METHOD_LABELS = {"ddm": "DDM (ours)", "ddpm": "DDPM (VP-SDE, EM)", "sde": "SDE (VE-SDE, EM)",
@@ -31,15 +34,24 @@ GRID_LABELS = {"uniform": "uniform $t$", "authors": "authors' grid", "polynomial
                "sde": "uniform $t$", "lambda": "uniform $\\lambda$"}
 
 
+#: Final steps beyond the paper (the paper's own needs no label).
+FINAL_STEP_LABELS = {"x0_head": "last step: $x_0$ head", "denoise": "last step: $x_0$ estimate"}
+
+
 def solver_label(params: Mapping, method: str) -> str:
     """'DDM, DPM-Solver++(2M), uniform lambda' for the fair-solver table."""
     entry = all_methods(params)[method]
     model = model_of(params, method)
-    base = {"ddm": "DDM", "ddpm": "DDPM", "sde": "SDE"}.get(model, model.replace("_", r"\_"))
+    base = {"ddm": "DDM", "ddpm": "DDPM", "sde": "SDE"}.get(model, latex_escape(model))
     grid = GRID_LABELS.get(entry["grid"], entry["grid"])
     if "%g" in grid:
         grid = grid % entry.get("rho", 2.0)
-    return f"{base}, {SAMPLER_LABELS.get(entry['sampler'], entry['sampler'])}, {grid}"
+    label = f"{base}, {SAMPLER_LABELS.get(entry['sampler'], entry['sampler'])}, {grid}"
+    final = FINAL_STEP_LABELS.get(entry.get("final_step", "paper"))
+    label += f", {final}" if final else ""
+    if entry.get("denoiser") == "posterior_mean":
+        label += ", no network error (exact posterior mean of the training set)"
+    return label
 
 
 def _markers(results: Mapping, rows: list[str]) -> dict:
@@ -68,9 +80,10 @@ TABLE5_ROWS = [
 ]
 
 
-def collect(paths: Iterable[Path], params: Mapping) -> dict:
+def collect(paths: Iterable[Path], params: Mapping, model_params: Mapping | None = None) -> dict:
     """Per-sample-set FID files (``ddm evaluate``) -> mean +- std per (dataset, method, NFE) and
-    Table 1's markers per column (best vs second best of the trained Table 1 methods)."""
+    Table 1's markers per column (best vs second best of the trained Table 1 methods).
+    ``model_params``: dataset -> method -> parameter count of the trained model (Table 1's Param)."""
     runs: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     info: dict = {}
     for p in sorted(paths):
@@ -90,15 +103,21 @@ def collect(paths: Iterable[Path], params: Mapping) -> dict:
                 results[m][str(nfe)] = {"values": values, "mean": s["mean"], "std": s["std"] if s["n"] > 1 else None,
                                         "n": s["n"], "num_samples": rs[0]["num_samples"]}
         t1_methods = [m for m in params["methods"] if m in results]
-        entry = {**info[ds], "results": results, "table1": _markers(results, t1_methods)}
+        entry = {**info[ds], "results": results, "table1": _markers(results, t1_methods),
+                 "samplers": {m: solver_label(params, m) for m in t1_methods},
+                 "params": dict(sorted((model_params or {}).get(ds, {}).items()))}
         variants = [m for m in params["solver_methods"] if m in results]
         if variants:
             nfes = {n for m in variants for n in results[m]}
             base = [m for m in sorted({model_of(params, v) for v in variants}) if m in results]
             trimmed = {m: {n: v for n, v in results[m].items() if n in nfes} for m in base + variants}
             rows = base + variants
-            entry["solver_table"] = {"rows": rows, "labels": {m: solver_label(params, m) for m in rows},
-                                     "columns": _markers(trimmed, rows)}
+            # the ceiling rows (no network error) are a reference, not a contender for the markers
+            ceiling = [m for m in variants if params["solver_methods"][m].get("denoiser") == "posterior_mean"]
+            trained = [m for m in rows if m not in ceiling]
+            entry["solver_table"] = {"rows": trained + ceiling, "ceiling": ceiling,
+                                     "labels": {m: solver_label(params, m) for m in rows},
+                                     "columns": _markers(trimmed, trained)}
         out["datasets"][ds] = entry
     return out
 
@@ -159,14 +178,16 @@ def render_tables(metrics: Mapping, published_csv: Path) -> str:
                 col = d["table1"].get(str(n), {})
                 marker = col.get("marker") if col.get("best") == m else None
                 cells.append(_cell(res[m].get(str(n)), marker))
-            rows.append({"label": METHOD_LABELS.get(m, m.replace("_", r"\_")), "cells": cells})
+            size = d.get("params", {}).get(m)
+            rows.append({"label": METHOD_LABELS.get(m, latex_escape(m)), "cells": cells,
+                         "params": format_params(size) if size else "--"})
         reported = defaultdict(dict)
         params_of = {}
         for r in published:
             if r["table"] == "1" and r["dataset"] == ds:
                 reported[r["method"]][int(r["nfe"])] = float(r["value"])
                 params_of[r["method"]] = r["params"]
-        reported_rows = [{"label": m, "params": params_of[m],
+        reported_rows = [{"label": latex_escape(m), "params": latex_escape(params_of[m]) or "--",
                           "cells": [f"{v[n]:.2f}" if n in v else "--" for n in nfes]} for m, v in reported.items()]
         samples = {n: next(res[m][str(n)]["num_samples"] for m in t1_methods if str(n) in res[m]) for n in nfes}
         repeats = {n: max(res[m][str(n)]["n"] for m in t1_methods if str(n) in res[m]) for n in nfes}
@@ -187,11 +208,18 @@ def render_tables(metrics: Mapping, published_csv: Path) -> str:
             "solver": solver,
             "name": DATASET_LABELS.get(ds, ds), "nfes": nfes, "rows": rows, "reported": reported_rows,
             "samples": ", ".join(f"NFE {n}: {_fmt_int(samples[n])} samples $\\times$ {repeats[n]}" for n in nfes),
-            "extractor": d["extractor"], "reference": d["reference"].replace("_", r"\_"),
+            "extractor": latex_escape(d["extractor"]), "reference": latex_escape(d["reference"]),
+            "samplers": "; ".join(d.get("samplers", {}).values()),
             "table4": t4, "t4_nfes": t4_nfes, "table5": t5,
         })
     return _env().get_template("tables.tex.j2").render(datasets=datasets, preset=metrics["preset"],
-                                                        ht=metrics["ht"])
+                                                        ht=metrics["ht"], provenance=provenance_text(metrics.get("provenance")))
+
+
+def format_params(n: int) -> str:
+    """A parameter count as Table 1 writes it: 175M, 1.6M, 0.27M."""
+    m = n / 1e6
+    return f"{m:.0f}M" if m >= 10 else f"{m:.1f}M" if m >= 1 else f"{m:.2f}M"
 
 
 def _nfes(res: Mapping, method: str) -> list[int]:
@@ -276,3 +304,285 @@ def fig3_plot(fig3_json: Path, out: Path) -> Path:
     ax.legend(fontsize=7)
     fig.tight_layout()
     return _save(fig, out)
+
+
+def convergence_plot(inputs: list[Path], out: Path) -> Path:
+    """FID against training step per (method, NFE) from ``ddm convergence`` files: whether the
+    Table 1 models sit on their FID plateau."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    info = {}
+    for path in sorted(inputs):
+        with open(path) as f:
+            data = json.load(f)
+        info = data
+        for nfe in sorted({r["nfe"] for r in data["rows"]}):
+            rows = sorted((r["step"], r["fid"]) for r in data["rows"] if r["nfe"] == nfe)
+            ax.plot(*zip(*rows), marker="o", label=f"{METHOD_LABELS.get(data['method'], data['method'])}, NFE {nfe}")
+    ax.set_yscale("log")
+    ax.set_xlabel("training step (EMA weights)")
+    ax.set_ylabel("FID")
+    ax.set_title(f"FID against training step ({info.get('num_samples')} samples, {info.get('extractor')})", fontsize=8)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+# -- provenance -----------------------------------------------------------------------------
+#: The packages whose versions every table names (the numbers depend on them).
+PROVENANCE_PACKAGES = ("torch", "snakemake", "dvc", "torch-fidelity")
+#: Tracked paths the pipeline writes itself (its reports, DVC's lock file): changes there do not
+#: make the numbers differ from what the commit's code and config give, so they are not "dirty".
+PIPELINE_TRACKED = ("reports", "dvc.lock")
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text: str) -> str:
+    """Plain text (a method name, a CSV field) as LaTeX that typesets the same characters."""
+    return "".join(_LATEX_SPECIAL.get(c, c) for c in str(text))
+
+
+def utc_timestamp(seconds: float | None = None) -> str:
+    """UTC time as ``2026-11-30T06:25:13Z`` (now, or ``seconds`` since the epoch): the
+    ``computed_at`` field of a metric file (``ddm evaluate``)."""
+    from datetime import datetime, timezone
+
+    when = datetime.now(timezone.utc) if seconds is None else datetime.fromtimestamp(seconds, timezone.utc)
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def git_state(folder: str | Path = ".") -> dict:
+    """``{"commit": HEAD's sha or None, "dirty": tracked changes outside PIPELINE_TRACKED}``
+    (as ``git describe --dirty``; both None outside a git repository or without git)."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}  # read-only: never take the index lock
+
+    def git(*args: str) -> str | None:
+        try:
+            r = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=120, env=env)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return r.stdout if r.returncode == 0 else None
+
+    head = git("rev-parse", "--verify", "--quiet", "HEAD")
+    if not head:
+        return {"commit": None, "dirty": None}
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ":(top)",
+                 *(f":(top,exclude){p}" for p in PIPELINE_TRACKED))
+    return {"commit": head.strip(), "dirty": None if status is None else bool(status.strip())}
+
+
+def params_hash(params: Mapping, pairs: Iterable[tuple[str, str]]) -> str:
+    """Short sha256 of what the numbers depend on in params.yaml: the preset's dataset blocks
+    and the resolved config (training and sampling) of every measured (dataset, method)."""
+    import hashlib
+
+    from ddm.config import ConfigError, resolve
+
+    def resolved(d: str, m: str) -> dict | None:  # None: params.yaml does not describe this pair
+        try:
+            return resolve(params, d, m)
+        except ConfigError:
+            return None
+
+    blob = {"preset": params["presets"][params["preset"]],
+            "methods": {f"{d}/{m}": resolved(d, m) for d, m in sorted(set(pairs))}}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def package_versions(names: Iterable[str] = PROVENANCE_PACKAGES) -> dict:
+    from importlib import metadata
+
+    out = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def provenance(paths: Iterable[Path], params: Mapping, folder: str | Path = ".") -> dict:
+    """Where the numbers of reports/metrics.json come from: git commit (and whether the work
+    tree differed from it), hash of the resolved params, when the FIDs were computed (the metric
+    files' ``computed_at``, else their modification time: both set by ``ddm evaluate``, never
+    the clock of this call) and the versions of PROVENANCE_PACKAGES."""
+    stamps, pairs = [], []
+    for p in sorted(Path(p) for p in paths):
+        with open(p) as f:
+            r = json.load(f)
+        stamps.append(r.get("computed_at") or utc_timestamp(p.stat().st_mtime))
+        pairs.append((r["dataset"], r["method"]))
+    git = git_state(folder)
+    return {"git_commit": git["commit"], "git_dirty": git["dirty"], "params_hash": params_hash(params, pairs),
+            "computed_first": min(stamps, default=None), "computed_last": max(stamps, default=None),
+            "versions": package_versions()}
+
+
+def provenance_text(prov: Mapping | None) -> dict | None:
+    """The provenance of metrics.json as two LaTeX-safe lines: ``comment`` (full commit, for a
+    ``%`` comment) and ``caption`` (short, for a caption's last line); None when absent."""
+    if not prov:
+        return None
+    commit = prov["git_commit"] or "unknown (not a git repository)"
+    dirty = ", dirty" if prov["git_dirty"] else ""
+    first, last = prov["computed_first"] or "unknown", prov["computed_last"] or "unknown"
+    when = last if first == last else f"{first} to {last}"
+    names = [n for n in PROVENANCE_PACKAGES if n in prov["versions"]] + sorted(set(prov["versions"]) - set(PROVENANCE_PACKAGES))
+    versions = ", ".join(f"{n} {prov['versions'][n]}" for n in names)
+    comment = f"commit {commit}{dirty}; params {prov['params_hash']}; computed {when}; {versions}"
+    short = (prov["git_commit"] or "unknown")[:12]
+    day = last[:10] if first[:10] == last[:10] else f"{first[:10]} to {last[:10]}"
+    caption = f"Provenance: commit {short}{dirty}, params {prov['params_hash']}, computed {day}; {versions}."
+    return {"comment": " ".join(comment.split()), "caption": latex_escape(caption)}
+
+
+# -- the PDF report -------------------------------------------------------------------------
+#: Debian packages that give pdflatex and what reports/report.tex.j2 uses.
+LATEX_PACKAGES = "texlive-latex-base texlive-latex-recommended texlive-fonts-recommended"
+_FIGURE = re.compile(r"^(?:fid_vs_nfe_(?P<fid>[a-z0-9]+)|fig3_(?P<fig3>[a-z0-9]+)|convergence_(?P<conv>[a-z0-9]+)"
+                     r"|samples_(?P<ds>[a-z0-9]+)_(?P<method>[a-z][a-z0-9_]*)_nfe(?P<nfe>\d+))\.png$")
+
+
+class ReportError(RuntimeError):
+    """The PDF report could not be built (one line: what, and how to fix it)."""
+
+
+def find_latex() -> str | None:
+    """latexmk, else pdflatex, on PATH (None: the report is a placeholder page)."""
+    return shutil.which("latexmk") or shutil.which("pdflatex")
+
+
+def no_latex_message(out: str | Path) -> str:
+    return (f"{out}: no pdflatex on PATH, so the report is a one-page placeholder; to build it install "
+            f"LaTeX (Debian: apt-get install {LATEX_PACKAGES}) and rerun `snakemake all`")
+
+
+def report_pages(figures: Iterable[str | Path]) -> list[dict]:
+    """The report's figure pages, from the figure files the pipeline made: per dataset, FID
+    against NFE, FID against training step, one page of sample grids per method (NFEs left to
+    right) and Fig. 3; then any other figure, captioned with its file name."""
+    fid, fig3, conv, grids, other = {}, {}, {}, defaultdict(dict), []
+    for f in map(Path, figures):
+        if f.suffix.lower() not in (".png", ".pdf", ".jpg", ".jpeg"):
+            raise ReportError(f"{f}: not a figure pdflatex can include (PNG, PDF or JPEG)")
+        m = _FIGURE.match(f.name)
+        if not m:
+            other.append(f.name)
+        elif m["fid"] or m["fig3"] or m["conv"]:
+            (fid if m["fid"] else fig3 if m["fig3"] else conv)[m["fid"] or m["fig3"] or m["conv"]] = f.name
+        else:
+            grids[(m["ds"], m["method"])][int(m["nfe"])] = f.name
+    pages = []
+    for ds in sorted(set(fid) | set(fig3) | set(conv) | {d for d, _ in grids}):
+        name = DATASET_LABELS.get(ds, latex_escape(ds))
+        if ds in fid:
+            pages.append({"files": [fid[ds]], "caption": f"FID against NFE on {name}: mean over the repeated "
+                          "sample sets, error bars one standard deviation (the numbers of the tables)."})
+        if ds in conv:
+            pages.append({"files": [conv[ds]], "caption": f"FID against training step on {name}."})
+        for (d, m), by_nfe in sorted(grids.items()):
+            if d == ds:
+                nfes = sorted(by_nfe)
+                pages.append({"files": [by_nfe[n] for n in nfes], "caption": (
+                    f"Samples of {METHOD_LABELS.get(m, latex_escape(m))} on {name} at NFE "
+                    f"{', '.join(map(str, nfes))} (left to right): the first 64 samples of sample set 0.")})
+        if ds in fig3:
+            pages.append({"files": [fig3[ds]], "caption": f"Fig.~3 (left) on {name}: MSE between the predicted "
+                          r"$x_0$ at each reverse step and the final sample, per model."})
+    pages += [{"files": [f], "caption": latex_escape(f"reports/figures/{f}")} for f in sorted(other)]
+    return pages
+
+
+def render_report(template: Path, metrics: Mapping, pages: list[dict]) -> str:
+    """reports/report.tex from its template (reports/report.tex.j2): a title page with the
+    provenance, then tables.tex (one page per table) and the figure pages."""
+    env = _env()
+    env.loader = __import__("jinja2").FileSystemLoader(str(Path(template).parent))
+    prov = metrics.get("provenance")
+    text = provenance_text(prov)
+    return env.get_template(Path(template).name).render(
+        preset=latex_escape(metrics["preset"]), ht=latex_escape(metrics["ht"]), pages=pages,
+        provenance=text["caption"] if text else "Provenance: not recorded (reports/metrics.json has none).",
+        date=(prov or {}).get("computed_last") or "date unknown",
+        datasets=[DATASET_LABELS.get(d, latex_escape(d)) for d in sorted(metrics["datasets"])])
+
+
+def _source_epoch(metrics: Mapping) -> int:
+    """SOURCE_DATE_EPOCH for pdflatex: the time the numbers were computed, so the PDF's dates
+    (and bytes) depend on the inputs only, not on when it was built."""
+    from datetime import datetime, timezone
+
+    stamp = (metrics.get("provenance") or {}).get("computed_last")
+    if not stamp:
+        return 0
+    return int(datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp())
+
+
+def _run_latex(latex: str, build: Path, epoch: int) -> Path:
+    """Compile build/report.tex with latexmk or pdflatex (reruns until references settle)."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "SOURCE_DATE_EPOCH": str(epoch), "FORCE_SOURCE_DATE": "1"}
+    flags = ["-interaction=nonstopmode", "-halt-on-error", "-file-line-error"]
+    cmd = [latex, "-pdf", *flags, "report.tex"] if Path(latex).name.startswith("latexmk") else [latex, *flags, "report.tex"]
+    for _ in range(1 if cmd[1] == "-pdf" else 3):
+        r = subprocess.run(cmd, cwd=build, env=env, capture_output=True, text=True, errors="replace", timeout=600)
+        log_text = (build / "report.log").read_text(errors="replace") if (build / "report.log").exists() else r.stdout
+        if r.returncode != 0 or not (build / "report.pdf").exists():
+            sys.stderr.write(log_text)
+            errors = [ln for ln in log_text.splitlines() if ln.startswith("!") or ": error" in ln.lower()
+                      or re.match(r"^\./.*:\d+: ", ln)]
+            raise ReportError(f"{Path(latex).name} failed on report.tex: {errors[0] if errors else 'exit ' + str(r.returncode)}"
+                              " (its log is above)")
+        if "Rerun to get" not in log_text and "Label(s) may have changed" not in log_text:
+            break
+    return build / "report.pdf"
+
+
+def _placeholder_pdf(out: Path, message: str) -> Path:
+    """A one-page PDF that says why the report was not built (matplotlib; no LaTeX needed)."""
+    import textwrap
+
+    plt = _pyplot()
+    fig = plt.figure(figsize=(8.27, 11.69))
+    fig.text(0.08, 0.92, "reports/report.pdf was not built", fontsize=16, va="top")
+    fig.text(0.08, 0.86, textwrap.fill(message, 90), fontsize=9, va="top", family="monospace")
+    from ddm.io import atomic_write
+
+    atomic_write(out, lambda f: fig.savefig(f, format="pdf", metadata={"CreationDate": None}))
+    plt.close(fig)
+    return out
+
+
+def build_report_pdf(template: Path, tables: Path, metrics_json: Path, figures: Iterable[str | Path],
+                     out: Path, latex: str | None) -> Path:
+    """reports/report.pdf: reports/report.tex.j2 rendered with the figure pages, compiled with
+    ``latex`` (latexmk or pdflatex) in a temporary folder and written atomically; without LaTeX
+    (``latex`` None) a one-page placeholder that says what to install."""
+    import tempfile
+
+    from ddm.io import atomic_write
+
+    figures = [Path(f) for f in figures]
+    with open(metrics_json) as f:
+        metrics = json.load(f)
+    pages = report_pages(figures)
+    if not latex:
+        return _placeholder_pdf(Path(out), no_latex_message(out))
+    if not Path(latex).is_file():
+        raise ReportError(f"LaTeX program {latex} does not exist: install LaTeX (Debian: apt-get install "
+                          f"{LATEX_PACKAGES}) or rerun Snakemake so it looks up pdflatex on PATH again")
+    with tempfile.TemporaryDirectory(prefix="ddm-report-") as tmp:
+        build = Path(tmp)
+        shutil.copyfile(tables, build / "tables.tex")
+        (build / "figures").mkdir()
+        for f in figures:
+            shutil.copyfile(f, build / "figures" / f.name)
+        (build / "report.tex").write_text(render_report(Path(template), metrics, pages))
+        pdf = _run_latex(latex, build, _source_epoch(metrics)).read_bytes()
+    return atomic_write(out, lambda f: f.write(pdf))

@@ -4,9 +4,11 @@ metric files with fixed FID values, checked against numpy / scipy.stats.ttest_in
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
+from datetime import datetime, timezone
 from pathlib import Path
 
 import jinja2
@@ -126,7 +128,7 @@ def test_collect_single_repeat_has_no_std_and_no_test(tmp_path, params):
     assert r["n"] == 1 and r["std"] is None
     assert m["datasets"]["digits"]["table1"]["10"]["marker"] == "untested"
     tex = render_tables(m, PUBLISHED)
-    assert "DDM (ours) & 10.00 \\\\" in tex  # no bold, no marker, no +-
+    assert "DDM (ours) & -- & 10.00 \\\\" in tex  # no bold, no marker, no +-; no model files: no Param
 
 
 # --------------------------------------------------------------------------- render_tables
@@ -138,12 +140,12 @@ def test_render_cells_and_markers(metrics):
         for nfe in NFES:
             marker = t1[str(nfe)]["marker"] if t1[str(nfe)]["best"] == m else None
             cells.append(_cell(np.mean(FID[m][nfe]), np.std(FID[m][nfe], ddof=1), marker))
-        line = " & ".join([METHOD_LABELS[m], *cells]) + r" \\"
+        line = " & ".join([METHOD_LABELS[m], "--", *cells]) + r" \\"
         assert line in tex.splitlines(), f"row not found: {line}\n{tex}"
     # spelled out, so a wrong formatter cannot hide behind the helper above
-    assert r"DDM (ours) & \textbf{10.00}\sigmark $\pm$ 0.200 & \textbf{10.00}\nsmark $\pm$ 2.000 \\" in tex
-    assert r"DDPM (VP-SDE, EM) & 15.00 $\pm$ 0.500 & 11.17 $\pm$ 2.021 \\" in tex
-    assert "Method $\\backslash$ NFE & 10 & 20 \\\\" in tex
+    assert r"DDM (ours) & -- & \textbf{10.00}\sigmark $\pm$ 0.200 & \textbf{10.00}\nsmark $\pm$ 2.000 \\" in tex
+    assert r"DDPM (VP-SDE, EM) & -- & 15.00 $\pm$ 0.500 & 11.17 $\pm$ 2.021 \\" in tex
+    assert "Method $\\backslash$ NFE & Param & 10 & 20 \\\\" in tex
     assert "NFE 10: 500 samples $\\times$ 3, NFE 20: 500 samples $\\times$ 3" in tex
     assert r"reference\_stats.npz (n=1797)" in tex  # underscores escaped
     assert tex.count(r"\sigmark") == 1 + 2  # one cell (+ \providecommand and the caption)
@@ -165,7 +167,10 @@ def test_cli_stats_and_report_byte_stable_across_processes(tmp_path, metric_file
     r = run_ddm(tmp_path, "stats", "--inputs", *map(str, reversed(metric_files)), "--out", "metrics.json",
                 env={"PYTHONHASHSEED": "1"})
     assert r.returncode == 0, r.output
-    assert json.loads((tmp_path / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    prov = written.pop("provenance")  # tested below (test_provenance_*)
+    assert written == json.loads(json.dumps(metrics))
+    metrics = {**metrics, "provenance": prov}
     outs = []
     for seed in ("1", "2"):
         r = run_ddm(tmp_path, "report", "--metrics", "metrics.json", "--published", str(PUBLISHED),
@@ -252,10 +257,10 @@ def test_published_rows_only_for_their_dataset(tmp_path, params):
     assert "Zhao et al." not in tex and "Suvorov" not in tex  # Table 2 rows never enter Table 1
 
 
-def test_published_rows_show_params_in_parentheses(tmp_path, params):
+def test_published_rows_show_params_in_the_param_column(tmp_path, params):
     files = write_metric_files(tmp_path, datasets=("cifar10",))
     tex = render_tables(collect(files, params), PUBLISHED)
-    assert re.search(r"^DDPM\\reported\{\}\s*\{?\(\}?143M\{?\)\}?\s*&", tex, flags=re.M), tex
+    assert re.search(r"^DDPM\\reported\{\}\s*&\s*143M\s*&", tex, flags=re.M), tex
 
 
 def test_published_csv_missing(metrics, tmp_path):
@@ -289,3 +294,183 @@ def test_tables_compile_with_pdflatex(tmp_path, params):
     log = (tmp_path / "tex" / "doc.log").read_text(errors="replace")
     assert "Undefined control sequence" not in log
     assert (tmp_path / "tex" / "doc.pdf").stat().st_size > 1000
+
+
+# --------------------------------------------------------------------------- escaping
+def test_latex_escape_every_special():
+    from ddm.report import latex_escape
+
+    assert latex_escape("a_b & 50% #1 $x$ {y} ~ ^ \\") == \
+        r"a\_b \& 50\% \#1 \$x\$ \{y\} \textasciitilde{} \textasciicircum{} \textbackslash{}"
+    assert latex_escape("DDM (paper)") == "DDM (paper)"
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed "
+                    "(apt-get install texlive-latex-base texlive-latex-recommended)")
+def test_names_with_latex_specials_compile(tmp_path, params):
+    """A method key with `_` (no label) and published rows with `&`, `%`, `#`, `_` in name and params."""
+    fid = {**FID, "ddm_v2_x": FID["ddm"]}
+    files = write_metric_files(tmp_path / "m", fid=fid)
+    params = {**params, "methods": {**params["methods"], "ddm_v2_x": params["methods"]["ddm"]}}
+    published = tmp_path / "published.csv"
+    published.write_text(PUBLISHED.read_text() + "".join(
+        f'1,digits,Yun & Lin 100% net_v2 #1,1M & 5%,{n},{v},"test"\n' for n, v in ((10, 1.5), (20, 2.5))))
+    tex = render_tables(collect(files, params), published)
+    assert r"ddm\_v2\_x & " in tex
+    row = next(line for line in tex.splitlines() if line.startswith("Yun"))
+    assert row.startswith(r"Yun \& Lin 100\% net\_v2 \#1\reported{}") and r"1M \& 5\%" in row
+    assert row.endswith(r" & 1.50 & 2.50 \\")
+    r = compile_tables(tex, tmp_path / "tex")
+    assert r.returncode == 0, r.stdout[-3000:]
+    assert "Undefined control sequence" not in (tmp_path / "tex" / "doc.log").read_text(errors="replace")
+
+
+# --------------------------------------------------------------------------- provenance
+def _git(repo: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.org"}
+    r = subprocess.run(["git", *args], cwd=repo, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_git_state_commit_and_dirty(tmp_path):
+    from ddm.report import git_state
+
+    assert git_state(tmp_path) == {"commit": None, "dirty": None}  # not a repository
+    repo = tmp_path / "repo"
+    (repo / "reports").mkdir(parents=True)
+    for rel in ("params.yaml", "reports/tables.tex", "dvc.lock"):
+        (repo / rel).write_text("a\n")
+    _git(repo, "init", "-q")
+    assert git_state(repo) == {"commit": None, "dirty": None}  # no commit yet
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", "x")
+    head = _git(repo, "rev-parse", "HEAD")
+    assert git_state(repo) == {"commit": head, "dirty": False}
+    (repo / "untracked.txt").write_text("u\n")  # untracked files do not count (git describe --dirty)
+    for rel in ("reports/tables.tex", "dvc.lock"):  # the pipeline's own tracked products do not count
+        (repo / rel).write_text("b\n")
+    assert git_state(repo) == {"commit": head, "dirty": False}
+    assert git_state(repo / "reports") == {"commit": head, "dirty": False}  # from a subfolder: the same
+    (repo / "params.yaml").write_text("b\n")
+    assert git_state(repo) == {"commit": head, "dirty": True}
+    assert git_state(repo / "reports") == {"commit": head, "dirty": True}
+
+
+def _stamp(files: list[Path], stamps: list[str]) -> None:
+    for p, s in zip(files, stamps):
+        r = json.loads(p.read_text())
+        p.write_text(json.dumps({**r, "computed_at": s}))
+
+
+def test_provenance_dates_come_from_the_metric_files(metric_files, params, tmp_path):
+    from ddm.report import package_versions, provenance
+
+    stamps = [f"2026-11-{d:02d}T10:00:00Z" for d in range(1, len(metric_files) + 1)]
+    _stamp(metric_files, stamps)
+    prov = provenance(metric_files, params, tmp_path)
+    assert (prov["computed_first"], prov["computed_last"]) == (stamps[0], stamps[-1])
+    assert prov["git_commit"] is None and prov["git_dirty"] is None
+    assert prov["versions"] == package_versions()
+    assert re.fullmatch(r"[0-9a-f]{12}", prov["params_hash"])
+    assert provenance(list(reversed(metric_files)), params, tmp_path) == prov
+    # without computed_at (files of an older `ddm evaluate`): the files' modification times
+    files = write_metric_files(tmp_path / "old")
+    for i, p in enumerate(files):
+        os.utime(p, (1_790_000_000 + i, 1_790_000_000 + i))
+    old = provenance(files, params, tmp_path)
+    utc = [datetime.fromtimestamp(1_790_000_000 + i, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") for i in (0, len(files) - 1)]
+    assert [old["computed_first"], old["computed_last"]] == utc
+
+
+def test_params_hash_follows_what_the_numbers_depend_on(params):
+    from ddm.report import params_hash
+
+    pairs = [("digits", m) for m in params["methods"]]
+    base = params_hash(params, pairs)
+    assert params_hash(params, list(reversed(pairs)) + pairs) == base
+    changed = json.loads(json.dumps(params))
+    changed["ht"] = "linear"  # resolves into the main DDM model
+    assert params_hash(changed, pairs) != base
+    changed = json.loads(json.dumps(params))
+    changed["presets"]["embedded"]["digits"]["fid"]["num_samples"] += 1
+    assert params_hash(changed, pairs) != base
+    changed = json.loads(json.dumps(params))
+    changed["ablation_methods"]["w_exp"]["weighting"] = "unit"  # not measured here
+    assert params_hash(changed, pairs) == base
+
+
+PROV = {"git_commit": "0123456789abcdef0123456789abcdef01234567", "git_dirty": True, "params_hash": "a1b2c3d4e5f6",
+        "computed_first": "2026-11-29T23:00:00Z", "computed_last": "2026-11-30T01:02:03Z",
+        "versions": {"torch": "2.14.1+cu128", "snakemake": "9.27.1", "dvc": "3.67.1", "torch-fidelity": "0.4.0"}}
+
+
+def test_tables_carry_the_provenance_line(metrics):
+    tex = render_tables({**metrics, "provenance": PROV}, PUBLISHED)
+    assert ("% Provenance: commit 0123456789abcdef0123456789abcdef01234567, dirty; params a1b2c3d4e5f6; computed "
+            "2026-11-29T23:00:00Z to 2026-11-30T01:02:03Z; torch 2.14.1+cu128, snakemake 9.27.1, dvc 3.67.1, "
+            "torch-fidelity 0.4.0.") in tex.splitlines()
+    assert (r"\renewcommand{\ddmprovenance}{\newline{\footnotesize Provenance: commit 0123456789ab, dirty, params "
+            r"a1b2c3d4e5f6, computed 2026-11-29 to 2026-11-30; torch 2.14.1+cu128, snakemake 9.27.1, dvc 3.67.1, "
+            r"torch-fidelity 0.4.0.}}") in tex.splitlines()
+    assert all(re.search(r"\\ddmprovenance\}\n\\begin\{tabular\}", t) for t in _tables(tex))
+    # re-rendering is byte-identical (the date is the metric files', not the clock's)
+    assert render_tables(json.loads(json.dumps({**metrics, "provenance": PROV})), PUBLISHED) == tex
+    # without provenance (metrics of an older `ddm stats`) the line is empty, and the tables still compile
+    plain = render_tables(metrics, PUBLISHED)
+    assert "% Provenance" not in plain and r"\providecommand{\ddmprovenance}{}" in plain
+
+
+# --------------------------------------------------------------------------- the PDF report
+def test_report_pages_from_figure_names():
+    from ddm.report import ReportError, report_pages
+
+    pages = report_pages(["f/fid_vs_nfe_digits.png", "f/samples_digits_ddm_x_nfe20.png", "f/samples_digits_ddm_x_nfe3.png",
+                          "f/fig3_digits.png", "f/samples_digits_ddpm_nfe3.png"])
+    assert [p["files"] for p in pages] == [["fid_vs_nfe_digits.png"], ["samples_digits_ddm_x_nfe3.png", "samples_digits_ddm_x_nfe20.png"],
+                                           ["samples_digits_ddpm_nfe3.png"], ["fig3_digits.png"]]
+    assert r"ddm\_x on Digits (8$\times$8) at NFE 3, 20" in pages[1]["caption"]
+    assert report_pages(["f/convergence_digits.png", "f/new_plot.png"]) == [
+        {"files": ["convergence_digits.png"], "caption": "FID against training step on Digits (8$\\times$8)."},
+        {"files": ["new_plot.png"], "caption": r"reports/figures/new\_plot.png"}]
+    with pytest.raises(ReportError, match=r"notes.txt: not a figure pdflatex can include"):
+        report_pages(["f/notes.txt"])
+
+
+def _report_inputs(folder: Path, metrics: dict) -> tuple[Path, Path, list[Path]]:
+    from ddm.report import fid_plot
+
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    (folder / "tables.tex").write_text(render_tables(metrics, PUBLISHED))
+    return folder / "metrics.json", folder / "tables.tex", [fid_plot(metrics, "digits", folder / "figures" / "fid_vs_nfe_digits.png")]
+
+
+def test_report_pdf_without_latex_is_a_placeholder(tmp_path, metrics):
+    from ddm.report import LATEX_PACKAGES, build_report_pdf
+
+    m, tables, figures = _report_inputs(tmp_path, {**metrics, "provenance": PROV})
+    out = build_report_pdf(REPO / "reports" / "report.tex.j2", tables, m, figures, tmp_path / "report.pdf", None)
+    data = out.read_bytes()
+    assert data[:5] == b"%PDF-" and b"/Count 1" in data
+    if shutil.which("pdftotext"):
+        text = subprocess.run(["pdftotext", str(out), "-"], capture_output=True, text=True).stdout
+        assert "was not built" in text and LATEX_PACKAGES.split()[0] in " ".join(text.split())
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed")
+def test_report_pdf_is_byte_stable_and_fails_clearly(tmp_path, metrics):
+    from ddm.report import ReportError, build_report_pdf, find_latex
+
+    m, tables, figures = _report_inputs(tmp_path, {**metrics, "provenance": PROV})
+    template = REPO / "reports" / "report.tex.j2"
+    a = build_report_pdf(template, tables, m, figures, tmp_path / "a.pdf", find_latex()).read_bytes()
+    b = build_report_pdf(template, tables, m, figures, tmp_path / "b.pdf", find_latex()).read_bytes()
+    assert a == b and a[:5] == b"%PDF-"
+    assert b"/CreationDate (D:20261130010203" in a  # the numbers' date, not the build's
+    tables.write_text(tables.read_text() + "\\undefinedmacro\n")
+    with pytest.raises(ReportError, match=r"pdflatex failed on report.tex: .*Undefined control sequence"):
+        build_report_pdf(template, tables, m, figures, tmp_path / "c.pdf", shutil.which("pdflatex"))
+    assert not (tmp_path / "c.pdf").exists()

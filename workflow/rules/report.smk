@@ -1,12 +1,26 @@
 # Phase "stats" and phase "tables": mean +- std and t-tests -> reports/metrics.json ->
-# reports/tables.tex and figures.
+# reports/tables.tex, figures and reports/report.pdf.
+#
+# Outputs marked report(...) make Snakemake's own report, with the captions of workflow/report/:
+#   snakemake --report reports/report.html
+import shlex
+import shutil
+
+report: "../report/workflow.rst"
+
+#: The LaTeX program of reports/report.pdf (latexmk, else pdflatex), or "none". A param of the
+#: rule: installing LaTeX later reruns it. Without LaTeX the rule still runs and writes a one-page
+#: placeholder PDF that says what to install, so the job graph, and DVC's outputs, are the same
+#: on every machine.
+LATEX = shutil.which("latexmk") or shutil.which("pdflatex") or "none"
 
 
 rule stats:
     input:
-        metric_files(),
+        metrics=metric_files(),
+        models=[f"results/models/{d}/{m}.pt" for d in DATASETS for m in TABLE1],  # the Param column
     output:
-        "reports/metrics.json",
+        report("reports/metrics.json", caption="../report/metrics.rst", category="Tables"),
     params:
         ddm=DDM,
         table1=TABLE1,
@@ -16,7 +30,7 @@ rule stats:
     conda:
         "../envs/ddm.yaml"
     shell:
-        "{params.ddm} stats --inputs {input} --out {output} > {log} 2>&1"
+        "{params.ddm} stats --inputs {input.metrics} --models {input.models} --out {output} > {log} 2>&1"
 
 
 rule report:
@@ -24,7 +38,7 @@ rule report:
         metrics="reports/metrics.json",
         published="workflow/published.csv",
     output:
-        "reports/tables.tex",
+        report("reports/tables.tex", caption="../report/tables.rst", category="Tables"),
     params:
         ddm=DDM,
     log:
@@ -39,7 +53,8 @@ rule fid_plot:
     input:
         "reports/metrics.json",
     output:
-        "reports/figures/fid_vs_nfe_{dataset}.png",
+        report("reports/figures/fid_vs_nfe_{dataset}.png", caption="../report/fid_vs_nfe.rst",
+               category="Figures", subcategory="FID against NFE", labels={"dataset": "{dataset}"}),
     params:
         ddm=DDM,
     log:
@@ -54,7 +69,9 @@ rule sample_grid:
     input:
         "results/samples/{dataset}/{method}/nfe{nfe}-r0.pt",
     output:
-        "reports/figures/samples_{dataset}_{method}_nfe{nfe}.png",
+        report("reports/figures/samples_{dataset}_{method}_nfe{nfe}.png", caption="../report/sample_grid.rst",
+               category="Figures", subcategory="Samples",
+               labels={"dataset": "{dataset}", "method": "{method}", "NFE": "{nfe}"}),
     params:
         ddm=DDM,
     log:
@@ -69,7 +86,8 @@ rule fig3_plot:
     input:
         "results/metrics/{dataset}/fig3.json",
     output:
-        "reports/figures/fig3_{dataset}.png",
+        report("reports/figures/fig3_{dataset}.png", caption="../report/fig3.rst", category="Figures",
+               subcategory="Fig. 3", labels={"dataset": "{dataset}"}),
     params:
         ddm=DDM,
     log:
@@ -78,6 +96,45 @@ rule fig3_plot:
         "../envs/ddm.yaml"
     shell:
         "{params.ddm} fig3-plot --curves {input} --out {output} > {log} 2>&1"
+
+
+rule report_pdf:
+    input:
+        template="reports/report.tex.j2",
+        tables="reports/tables.tex",
+        metrics="reports/metrics.json",
+        figures=figure_files(),
+    output:
+        report("reports/report.pdf", caption="../report/report_pdf.rst", category="Report"),
+    params:
+        ddm=DDM,
+        latex=shlex.quote(LATEX),
+    message:
+        ("LaTeX report -> {output} with {params.latex}" if LATEX != "none" else
+         "reports/report.pdf: no pdflatex on PATH, writing a placeholder page; install LaTeX "
+         "(Debian: apt-get install texlive-latex-base texlive-latex-recommended texlive-fonts-recommended)")
+    log:
+        "logs/report_pdf.log",
+    conda:
+        "../envs/ddm.yaml"
+    shell:
+        "{params.ddm} report-pdf --template {input.template} --tables {input.tables} --metrics {input.metrics}"
+        " --figures {input.figures} --latex {params.latex} --out {output} > {log} 2>&1"
+
+
+rule convergence_plot:
+    input:
+        lambda wc: [f"results/convergence/{wc.dataset}/{m}.json" for m in convergence_methods(wc.dataset)],
+    output:
+        "reports/figures/convergence_{dataset}.png",
+    params:
+        ddm=DDM,
+    log:
+        "logs/figures/convergence_{dataset}.log",
+    conda:
+        "../envs/ddm.yaml"
+    shell:
+        "{params.ddm} convergence-plot --inputs {input} --out {output} > {log} 2>&1"
 
 
 rule phase_stats:
