@@ -4,10 +4,23 @@
 #   snakemake --profile slurm all   (SLURM; see README "Running on a SLURM cluster")
 from snakemake.utils import min_version, validate
 
+from ddm.config import ConfigError, read_yaml, validate as validate_params
+
 min_version("8.0")
+
+try:  # a YAML syntax error with its line number (Snakemake's own message has none)
+    read_yaml("params.yaml")
+except ConfigError as e:
+    raise WorkflowError(str(e)) from None
 
 configfile: "params.yaml"
 
+# ddm.config first: the schema (workflow/schemas/params.schema.yaml) and the checks beyond it
+# (sampler/grid fit a process, ...), in the one-line messages `ddm` gives; then Snakemake's own.
+try:
+    validate_params(config)
+except ConfigError as e:
+    raise WorkflowError(str(e)) from None
 validate(config, "workflow/schemas/params.schema.yaml")
 
 include: "workflow/rules/common.smk"
@@ -19,7 +32,9 @@ include: "workflow/rules/report.smk"
 
 rule all:
     input:
-        "reports/tables.tex",
-        "reports/metrics.json",
-        figure_files(),
+        all_outputs(),  # every product of every phase (workflow/rules/common.smk: phase_outputs)
     default_target: True
+
+
+onsuccess:
+    record_in_dvc()

@@ -13,15 +13,23 @@ Helpers (importable as ``from conftest import make_workdir, run_snakemake, run_d
   ``snakemake`` / ``ddm`` of this interpreter's environment in ``workdir`` and return the
   ``subprocess.CompletedProcess`` (text, stdout and stderr captured, never raises on failure).
 * ``dry_run_jobs(output)``: the jobs of a ``snakemake -n`` output as ``(rule, wildcards)`` pairs.
+* ``init_dvc_repo(workdir)`` / ``dvc_env(workdir)`` / ``run_tool(workdir, *cmd)``: make a
+  workdir (made with ``extra=DVC_FILES``) a git + DVC repository; the environment for git, DVC
+  and Snakemake there; run a command there with it.
 
 Fixtures:
 
 * ``tiny_run`` (session): ONE completed ``snakemake --cores 2 all`` on the tiny config, made
-  once per test session; returns its directory. Treat it as read-only: tests that change files
-  or params use ``tiny_run_copy``. ``DDM_TEST_TINY_RUN=<dir>`` reuses a completed run in
-  ``<dir>`` (a developer shortcut: it is brought up to date with ``snakemake all`` first).
-* ``tiny_run_copy`` (function): a private copy of ``tiny_run`` (files, mtimes and Snakemake's
-  ``.snakemake/`` metadata), so a dry run there sees exactly the state of the completed run.
+  once per test session and shared by every end-to-end test (tests/test_pipeline.py,
+  test_dvc.py, test_slurm.py); returns its directory. The directory is a git + DVC repository
+  (``init_dvc_repo``: the workflow, dvc.yaml and the ddm package committed) when git is
+  installed, so the run is also the README's mixed use: ``snakemake all`` records the products in
+  dvc.lock (the Snakefile's ``onsuccess``). Treat it as read-only: tests that change files or
+  params use ``tiny_run_copy`` (or ``copy_run``). ``DDM_TEST_TINY_RUN=<dir>`` reuses a completed
+  run in ``<dir>`` (a developer shortcut: it is brought up to date with ``snakemake all`` first).
+* ``tiny_run_copy`` (function): a private copy of ``tiny_run`` (files, mtimes, Snakemake's
+  ``.snakemake/`` metadata, git and DVC state), so a dry run there sees exactly the state of the
+  completed run.
 * ``workdir_factory`` (function): ``workdir_factory(params_overrides=None, *, extra=())`` makes
   a fresh workdir under this test's ``tmp_path`` (one call -> one new subfolder).
 """
@@ -51,7 +59,13 @@ CORES = "2"
 TINY_RUN_TIMEOUT = 1800
 
 #: What a workdir gets from the repository (a missing entry is skipped; see make_workdir's extra).
-WORKFLOW_FILES = ("Snakefile", "workflow", "profiles")
+WORKFLOW_FILES = ("Snakefile", "workflow", "profiles", "reports/report.tex.j2")
+
+#: What a git + DVC repository of the pipeline holds besides the workflow (make_workdir's extra):
+#: dvc.yaml, the ddm package (a dependency of every stage) and the project's ignore files.
+DVC_FILES = ("dvc.yaml", "ddm", ".gitignore", ".dvcignore")
+GIT_IDENTITY = {"GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.org",
+                "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.org"}
 
 DELETE = object()
 
@@ -158,27 +172,64 @@ def dry_run_jobs(output: str) -> list[tuple[str, dict]]:
     return jobs
 
 
-def copy_run(src: Path, dst: Path) -> Path:
-    """A copy of a run folder with mtimes and Snakemake metadata (so its DAG state is the same)."""
-    shutil.copytree(src, dst, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+def copy_run(src: Path, dst: Path, *, ignore: Iterable[str] = ()) -> Path:
+    """A copy of a run folder with mtimes and Snakemake metadata (so its DAG state is the same),
+    and its git and DVC state; ``ignore``: more glob patterns of names to leave out."""
+    shutil.copytree(src, dst, symlinks=True, ignore=shutil.ignore_patterns("__pycache__", *ignore))
     return dst
+
+
+def dvc_env(workdir: Path) -> dict:
+    """The environment for git, DVC and Snakemake in a DVC repository made by ``init_dvc_repo``:
+    this interpreter's tools first on PATH, no analytics, a git identity, and the repository's own
+    ddm package on PYTHONPATH (the ddm that runs is the ddm that DVC hashes as a dependency)."""
+    return tool_env(DVC_NO_ANALYTICS="1", PYTHONPATH=str(workdir), **GIT_IDENTITY)
+
+
+def run_tool(workdir: Path, *cmd: str, timeout: float = 300, env: Mapping[str, str] | None = None,
+             check: bool = True) -> subprocess.CompletedProcess:
+    """``cmd`` in ``workdir`` with ``dvc_env(workdir)`` (+ ``env``); a bare ``dvc``/``snakemake``
+    is this interpreter's. With ``check``, a non-zero exit fails the test with its output."""
+    program = str(BIN / cmd[0]) if cmd[0] in ("dvc", "snakemake") else cmd[0]
+    r = _run([program, *cmd[1:]], Path(workdir), timeout, {**dvc_env(workdir), **(env or {})})
+    if check and r.returncode != 0:
+        pytest.fail(f"`{' '.join(cmd)}` failed (rc={r.returncode}) in {workdir}:\n{r.output[-6000:]}",
+                    pytrace=False)
+    return r
+
+
+def init_dvc_repo(workdir: Path) -> Path:
+    """Make ``workdir`` (from ``make_workdir(..., extra=DVC_FILES)``) a git repository whose first
+    commit holds the workflow, then a DVC repository (``dvc init``, the project's .dvc/config),
+    committed: the state of a fresh clone of the project."""
+    for args in (("init", "-q"), ("config", "user.name", "test"), ("config", "user.email", "test@example.org"),
+                 ("add", "-A"), ("commit", "-q", "-m", "workflow")):
+        run_tool(workdir, "git", *args)
+    run_tool(workdir, "dvc", "init", "-q")
+    if (REPO / ".dvc" / "config").is_file():
+        shutil.copy2(REPO / ".dvc" / "config", Path(workdir) / ".dvc" / "config")
+    run_tool(workdir, "git", "add", "-A")
+    run_tool(workdir, "git", "commit", "-q", "-m", "dvc init")
+    return Path(workdir)
 
 
 # --------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
-    """One completed tiny run of the whole graph, shared by the session (read-only)."""
+    """One completed tiny run of the whole graph, in a git + DVC repository, shared by the
+    session (read-only)."""
     reuse = os.environ.get("DDM_TEST_TINY_RUN")
-    if reuse:
-        work = Path(reuse)
-        if not (work / "Snakefile").exists():
-            make_workdir(work)
-    else:
-        work = make_workdir(tmp_path_factory.mktemp("tiny-run"))
-    r = run_snakemake(work, "--cores", CORES, "all", timeout=TINY_RUN_TIMEOUT)
+    work = Path(reuse) if reuse else tmp_path_factory.mktemp("tiny-run") / "repo"
+    if not (work / "Snakefile").exists():
+        with_dvc = shutil.which("git") is not None
+        make_workdir(work, extra=DVC_FILES if with_dvc else ())
+        if with_dvc:
+            init_dvc_repo(work)
+    r = run_snakemake(work, "--cores", CORES, "all", timeout=TINY_RUN_TIMEOUT, env=dvc_env(work))
     if r.returncode != 0:
         pytest.fail(f"the tiny run failed (rc={r.returncode}) in {work}:\n{r.output[-6000:]}", pytrace=False)
-    (work / ".tiny-run-seconds").write_text(f"{r.elapsed:.1f}\n")
+    # for whoever debugs a test: the run's time and output, where git and DVC do not look
+    (work / ".snakemake" / "tiny-run.log").write_text(f"{r.elapsed:.1f} s\n{r.output}")
     return work
 
 

@@ -19,7 +19,7 @@ import torch
 import yaml
 from scipy import stats as st
 
-from conftest import CORES, dry_run_jobs, run_ddm, run_snakemake, tiny_params, write_params, merge_params
+from conftest import CORES, dry_run_jobs, dvc_env, run_ddm, run_snakemake, run_tool, tiny_params, write_params, merge_params
 from ddm.config import SCHEMA_PATH, load_params
 from ddm.report import METHOD_LABELS
 
@@ -33,12 +33,12 @@ LOSS_TYPES = SCHEMA["definitions"]["method"]["properties"]["loss_type"]["enum"]
 #: The rules that make the files of one (dataset, method).
 PER_METHOD_RULES = ("train", "sample", "evaluate")
 #: Rules downstream of every metric file (rerun whenever any method's FIDs change).
-AGGREGATE_RULES = {"stats", "report", "fid_plot", "all"}
+AGGREGATE_RULES = {"stats", "report", "fid_plot", "report_pdf", "all"}
 
 
 def expected_outputs(params: dict) -> list[str]:
     """Every file `snakemake all` must leave for ``params`` (written out independently of the rules)."""
-    files = ["reports/tables.tex", "reports/metrics.json"]
+    files = ["reports/tables.tex", "reports/metrics.json", "reports/report.pdf"]
     preset = params["presets"][params["preset"]]
     for ds, b in preset.items():
         files += [f"data/prepared/{ds}.pt", f"results/fid/{ds}/extractor.json", f"results/fid/{ds}/reference.npz",
@@ -103,6 +103,29 @@ def test_rerun_has_nothing_to_do(tiny_run):
     # machine shared with other jobs, where 11 s was seen once. benchmarks/embedded_pipeline.sh
     # times it for the record.
     assert r.elapsed < 30, f"a no-op `snakemake all` took {r.elapsed:.1f} s"
+
+
+def test_deleted_model_is_rebuilt_and_dvc_agrees(tiny_run_copy):
+    """Issue 12.2: after a complete run, a deleted model is rebuilt by `snakemake all` (which names
+    every product), as `dvc status` reports its stage changed; afterwards both see nothing to do."""
+    run = tiny_run_copy
+    model = run / "results/models/digits/ddm.pt"
+    model.unlink()
+    dvc = (run / ".dvc").is_dir()
+    if dvc:
+        status = json.loads(run_tool(run, "dvc", "status", "--json").stdout)
+        assert any("changed outs" in e for e in status.get("train", []) if isinstance(e, dict)), status
+    dry = run_snakemake(run, "-n", "all", timeout=120)
+    assert dry.returncode == 0, dry.output[-3000:]
+    trained = [wc for rule, wc in dry_run_jobs(dry.output) if rule == "train"]
+    assert trained == [{"dataset": "digits", "method": "ddm"}], dry.output[-3000:]
+
+    r = run_snakemake(run, "--cores", CORES, "all", timeout=600, env=dvc_env(run))
+    assert r.returncode == 0, r.output[-3000:]
+    assert model.is_file()
+    assert "Nothing to be done" in run_snakemake(run, "-n", "all", timeout=120).output
+    if dvc:
+        assert "Data and pipelines are up to date" in run_tool(run, "dvc", "status").output
 
 
 def test_default_workflow_profile_is_used(tiny_run):
@@ -213,8 +236,10 @@ def test_invalid_params_fail_before_any_job(workdir_factory, case):
     if case in ("enum", "unknown-override"):  # a real run too: nothing starts, nothing is written
         real = run_snakemake(work, "--cores", "1", "all", timeout=120)
         assert real.returncode != 0
-        for top in ("data", "results", "logs", "reports"):
+        for top in ("data", "results", "logs"):
             assert not (work / top).exists(), f"{top}/ written by a run with invalid params"
+        # reports/ holds the tracked report source only
+        assert sorted(p.name for p in (work / "reports").iterdir()) == ["report.tex.j2"]
 
     cli = run_ddm(work, "train", "--dataset", "digits", "--method", "ddm", "--data", "data/prepared/digits.pt",
                   "--checkpoints", "ckpt", "--out", "model.pt", timeout=120)

@@ -1,10 +1,14 @@
 """The SLURM profile (slurm/config.yaml) on a real one-machine SLURM (tests/slurm_cluster.py).
 
-(a) test_pipeline_through_slurm: the tiny pipeline, `snakemake --profile slurm --profile
-    slurm-test all`, where slurm/ is the shipped profile copied unchanged and slurm-test/ is
-    a test overlay: partition `debug`, no GPU request (the case of a CPU-only cluster), fast
-    status polling, and -- to fit the time budget -- the CPU-only phases grouped into a few
-    SLURM jobs (every job still goes through sbatch; train stays one job per model).
+Both runs start from a copy of the session's one tiny run (conftest ``tiny_run``), so that only
+the jobs under test are computed, every one of them through the real `sbatch`:
+
+(a) test_pipeline_through_slurm: a changed VE-SDE setting (sigma_max) reruns that configuration
+    from training to the tables, `snakemake --profile slurm --profile slurm-test all`, where
+    slurm/ is the shipped profile copied unchanged and slurm-test/ is a test overlay: partition
+    `debug`, no GPU request (the case of a CPU-only cluster), fast status polling, and -- to fit
+    the time budget -- the CPU-only phases grouped into a few SLURM jobs (every job still goes
+    through sbatch; train stays one job per model). Every rule from `train` to the report runs.
 (b) test_shipped_profile_sbatch_lines: the shipped profile itself (only its partition
     placeholder replaced) runs train -> sample -> evaluate of one model; the real `sbatch`
     lines the plugin ran (its --verbose log) must ask for one GPU for train and sample only,
@@ -16,8 +20,7 @@
     it; Snakemake must resubmit it (the profile's `retries`) and the new job must resume from
     the checkpoint and write the model.
 
-(a) makes the data and reference statistics that (b)/(c) start from (module fixtures; (b)
-and (c) share one run). Skipped without SLURM unless CI is set (then they fail).
+(b) and (c) share one run. Skipped without SLURM unless CI is set (then they fail).
 Note on (c): the USR1 also reaches the plugin's job-step Snakemake under srun, which has no
 handler and dies, so the first job ends FAILED at once, and ddm (proctrack/linuxproc here)
 finishes its checkpoint as an orphan; on proctrack/cgroup clusters it is killed instead and
@@ -38,11 +41,16 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import copy_run
 from slurm_cluster import slurm_cluster  # noqa: F401  (the session fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "slurm" / "config.yaml"
-TINY = REPO / "tests" / "fixtures" / "params-tiny.yaml"
+#: The change that (a) runs through SLURM: one configuration's training and everything after it.
+CHANGED = ("sde", {"sigma_max": 12.0})
+#: What the copies of the tiny run leave out: its git and DVC state (no `dvc commit` after these
+#: runs) and earlier SLURM logs.
+NOT_COPIED = (".git", ".dvc", "dvc.lock", "slurm_logs")
 PLACEHOLDER = "SITE-PARTITION"
 # Executor settings only (no sbatch option): poll after 2 s, skip the account guess (no
 # sacctmgr here), keep the SLURM logs of successful jobs for the assertions.
@@ -142,21 +150,25 @@ def submitted(output: str) -> list[tuple[str, str]]:
 # ---------------------------------------------------------------------------------------------
 # the shared pipeline run
 # ---------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def pipeline(slurm_cluster, tmp_path_factory):  # noqa: F811
-    wd = tmp_path_factory.mktemp("slurm-pipeline")
-    shutil.copy(REPO / "Snakefile", wd / "Snakefile")
-    shutil.copytree(REPO / "workflow", wd / "workflow")
-    if (REPO / "profiles").is_dir():   # the workflow profile, merged last with --profile ones
-        shutil.copytree(REPO / "profiles", wd / "profiles")
+def tiny_copy(tiny_run: Path, dest: Path) -> tuple[Path, dict]:
+    """A copy of the tiny run with the shipped slurm/ profile; returns it and its params."""
+    wd = copy_run(tiny_run, dest, ignore=NOT_COPIED)
     shutil.copytree(REPO / "slurm", wd / "slurm")          # the shipped profile, unchanged
-    shutil.copy(TINY, wd / "params.yaml")
+    return wd, yaml.safe_load((wd / "params.yaml").read_text())
+
+
+@pytest.fixture(scope="module")
+def pipeline(slurm_cluster, tiny_run, tmp_path_factory):  # noqa: F811
+    wd, params = tiny_copy(tiny_run, tmp_path_factory.mktemp("slurm-pipeline") / "run")
+    method, change = CHANGED
+    params["presets"][params["preset"]]["digits"].setdefault("method_overrides", {}).setdefault(method, {}).update(change)
+    (wd / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     shipped = yaml.safe_load(SHIPPED.read_text())
     overlay = {
         # whole top-level keys replace the shipped ones: restate what is kept
         "default-resources": {**shipped["default-resources"], "slurm_partition": "debug"},
         # a CPU-only cluster: no gres; gpus 0 so that the job step adds no `srun --gpus`
-        "set-resources": {r: {"gpus": 0, "mem_mb": 2000, "runtime": 30} for r in ("train", "sample")},
+        "set-resources": {r: {"gpus": 0, "gres": "", "mem_mb": 2000, "runtime": 30} for r in ("train", "sample")},
         "set-threads": {"train": 1, "sample": 1},
         "cores": os.cpu_count() or 1,          # caps the CPUs of a group job (else: summed)
     }
@@ -166,11 +178,12 @@ def pipeline(slurm_cluster, tmp_path_factory):  # noqa: F811
         overlay["group-components"] = {g: 1000 for g in set(groups.values())}
     (wd / "slurm-test").mkdir()
     (wd / "slurm-test" / "config.yaml").write_text(yaml.safe_dump(overlay, sort_keys=False))
+    before = {p.name: p.stat().st_mtime_ns for p in (wd / "results" / "models" / "digits").glob("*.pt")}
     t0 = time.monotonic()
     rc, out = snakemake(wd, ["--profile", "slurm", "--profile", "slurm-test", *EXEC_OPTS,
                              "--verbose", "all"], timeout=900)
     return {"dir": wd, "rc": rc, "out": out, "seconds": time.monotonic() - t0,
-            "cluster": slurm_cluster}
+            "cluster": slurm_cluster, "models_before": before}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,9 +201,15 @@ def test_pipeline_through_slurm(pipeline):
     calls = sbatch_calls(out)
     subs = submitted(out)
     assert calls and len(calls) == len(subs), (len(calls), len(subs))
-    models = sorted((wd / "results" / "models" / "digits").glob("*.pt"))
+    # Only the changed configuration was retrained, in one SLURM job; the other models are as
+    # the tiny run left them; every rule from training to the report ran.
+    models = {p.name: p.stat().st_mtime_ns for p in (wd / "results" / "models" / "digits").glob("*.pt")}
+    retrained = {name for name, t in models.items() if pipeline["models_before"].get(name) != t}
     train_jobs = [j for d, j in subs if d == "rule_train"]
-    assert len(train_jobs) == len(models) >= 3, (subs, models)     # one SLURM job per model
+    assert retrained == {f"{CHANGED[0]}.pt"} and len(train_jobs) == 1, (subs, retrained)
+    ran = {m.group(1) for m in re.finditer(r"^\s*(?:local)?rule (\w+):", out, flags=re.M)}
+    assert {"train", "sample", "evaluate", "stats", "report", "fid_plot", "sample_grid"} <= ran, ran
+    assert not {"prepare", "extractor", "refstats"} & ran, ran
     for folder, jobid in subs:
         assert list((wd / ".snakemake" / "slurm_logs" / folder).rglob(f"{jobid}.log")), (folder, jobid)
     if not cluster.reused:
@@ -203,7 +222,7 @@ def test_pipeline_through_slurm(pipeline):
     for rule, argv in calls:
         assert not [a for a in argv if a.startswith(("--gres", "--gpus"))], (rule, argv)
         assert argv[argv.index("-p") + 1] == "debug", (rule, argv)
-    print(f"\n(a) tiny pipeline through SLURM: {len(subs)} sbatch jobs, "
+    print(f"\n(a) one configuration, training to tables, through SLURM: {len(subs)} sbatch jobs, "
           f"{pipeline['seconds']:.0f} s")
 
 
@@ -211,17 +230,11 @@ def test_pipeline_through_slurm(pipeline):
 # (b) and (c): one run of the shipped profile
 # ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def shipped_run(pipeline, tmp_path_factory):
+def shipped_run(slurm_cluster, tiny_run, tmp_path_factory):  # noqa: F811
     """The shipped profile (partition placeholder -> debug) on train -> sample -> evaluate of
     one model, with a longer training that is sent SIGUSR1 once it has a checkpoint."""
-    src = pipeline["dir"]
-    if not (src / "results" / "fid" / "digits" / "reference.npz").exists():
-        pytest.fail("the shared pipeline run did not get as far as the reference statistics")
-    wd = tmp_path_factory.mktemp("slurm-shipped")
-    shutil.copytree(src, wd, dirs_exist_ok=True,
-                    ignore=shutil.ignore_patterns("slurm-test", "slurm_logs", "snakemake-*.out"))
+    wd, params = tiny_copy(tiny_run, tmp_path_factory.mktemp("slurm-shipped") / "run")
     shipped_profile_copy(wd)
-    params = yaml.safe_load((wd / "params.yaml").read_text())
     params["presets"][params["preset"]]["digits"]["train"].update(steps=STEPS, ckpt_every=5,
                                                                   keep_last=2)
     (wd / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -235,7 +248,7 @@ def shipped_run(pipeline, tmp_path_factory):
         # --signal=USR1@... does (no --batch: to the job steps, not the batch shell).
         signalled, deadline = None, time.monotonic() + 240
         while signalled is None and time.monotonic() < deadline and p.poll() is None:
-            running = [j for j in pipeline["cluster"].jobs()
+            running = [j for j in slurm_cluster.jobs()
                        if j["comment"] == "rule_train_wildcards_digits_ddm" and j["state"] == "RUNNING"]
             if running and set(ckpt_root.glob("ddm-*/ckpt-*.pt")) - old_ckpts:
                 subprocess.run(["scancel", "--signal=USR1", running[0]["id"]], check=True)

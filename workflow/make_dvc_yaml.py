@@ -12,11 +12,14 @@ phase (hashes of deps, params, outs) whether to start Snakemake at all, and trac
 (cache, dvc.lock, `dvc exp`).
 
 Per stage:
-  cmd     snakemake --cores all phase_<name> $DDM_SNAKEMAKE_ARGS
-          (extra Snakemake arguments from the environment, word-split by the shell, e.g.
+  cmd     sh workflow/snakemake.sh --cores all phase_<name> $DDM_SNAKEMAKE_ARGS
+          (SNAKEMAKE: the wrapper finds Snakemake without an activated environment, so that
+          `.venv/bin/dvc repro` works from a plain shell, or says in one line what to do;
+          extra Snakemake arguments from the environment, word-split by the shell, e.g.
           DDM_SNAKEMAKE_ARGS="--profile slurm" dvc repro; written `$VAR`, not `${VAR}`, which DVC
           would take for its own templating; never put --config there: DVC would not see it).
-  deps    the phase's deps plus the code every phase runs (CODE_DEPS).
+  deps    the phase's deps plus the code every phase runs (CODE_DEPS); the stage that runs `prepare`
+          also depends on every local `source` of params.yaml's presets (source_deps).
   params  the params.yaml keys the phase reads (block list: `${...}` in a one-line list is invalid).
   outs    the phase's outs, all `persist: true`: DVC deletes a stage's outputs before running it
           unless they persist, and Snakemake, not DVC, must decide which of the files are stale.
@@ -34,6 +37,8 @@ import difflib
 import os
 import sys
 import tempfile
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import yaml
@@ -41,13 +46,19 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 PHASES = ROOT / "workflow" / "phases.yaml"
 DVC_YAML = ROOT / "dvc.yaml"
+PARAMS = ROOT / "params.yaml"
 
 #: The code every phase runs (and the conda environment its rules declare): a change reruns every
 #: stage's Snakemake, which then decides by its own rerun triggers which jobs are stale (mostly
 #: none: Snakemake's `code` trigger covers the rules' shell commands, not the ddm package).
 #: __pycache__ inside ddm/ must be excluded by .dvcignore, or importing ddm would change this
 #: dependency.
-CODE_DEPS = ["ddm", "Snakefile", "workflow/rules", "workflow/schemas", "workflow/envs"]
+CODE_DEPS = ["ddm", "Snakefile", "workflow/rules", "workflow/schemas", "workflow/envs", "workflow/snakemake.sh"]
+
+#: How a stage runs Snakemake: through this wrapper, which finds it at .venv/bin/snakemake (or
+#: $DDM_SNAKEMAKE, or PATH). DVC runs a stage's cmd with the caller's PATH, so a bare `snakemake`
+#: fails with "command not found" under `.venv/bin/dvc repro` typed without an activated venv.
+SNAKEMAKE = "sh workflow/snakemake.sh"
 
 #: Outputs DVC does not copy into .dvc/cache (`cache: false`), and why. They stay git-ignored:
 #: an uncached output that git does not ignore is staged into every `dvc exp run` commit.
@@ -75,7 +86,9 @@ HEADER = """\
 # One stage per phase, each running Snakemake on the phase's target rule; Snakemake decides per job
 # what is stale, DVC per phase (hashes of deps, params, outs) whether to start it. Outputs persist
 # (DVC must not delete them before Snakemake runs). Extra Snakemake arguments come from the
-# environment: DDM_SNAKEMAKE_ARGS="--profile slurm" dvc repro.
+# environment: DDM_SNAKEMAKE_ARGS="--profile slurm" dvc repro. workflow/snakemake.sh finds Snakemake
+# (.venv/bin/snakemake, $DDM_SNAKEMAKE or PATH). A complete `snakemake all` run outside DVC records
+# its products in dvc.lock (the Snakefile's onsuccess: `dvc commit -f`), so DVC knows they are current.
 """
 
 
@@ -124,7 +137,26 @@ def _dedup(items):
     return out
 
 
-def render(phases: dict) -> str:
+def source_deps(params_path: Path = PARAMS) -> list[str]:
+    """The local `source` of each dataset of every preset in params.yaml (a folder of images, e.g. an
+    `imagefolder`, or an archive; a file:// URL as its path; http(s) URLs are not deps), sorted:
+    DVC then reruns the stage that runs `prepare` when their content changes. Every preset, not just
+    the active one, so `dvc exp run -S preset=...` needs no regeneration; a path given here must
+    exist wherever `dvc repro` runs."""
+    params = yaml.safe_load(params_path.read_text()) if params_path.exists() else None
+    found = set()
+    for preset in ((params or {}).get("presets") or {}).values():
+        for block in (preset or {}).values():
+            src = block.get("source") if isinstance(block, dict) else None
+            url = urllib.parse.urlparse(src) if isinstance(src, str) and src else None
+            if url is not None and url.scheme.lower() == "file":
+                found.add(urllib.request.url2pathname(url.path))
+            elif url is not None and url.scheme.lower() not in ("http", "https"):
+                found.add(src)
+    return sorted(found)
+
+
+def render(phases: dict, sources: list[str] = ()) -> str:
     lines = [HEADER.rstrip("\n"), "stages:"]
     for name, p in phases.items():
         metrics = list(p.get("metrics", []))
@@ -132,9 +164,10 @@ def render(phases: dict) -> str:
         plot_paths = [_plot_path(x) for x in plots]
         outs = [o for o in p["outs"] if o not in metrics and o not in plot_paths]
         lines.append(f"  {_scalar(name)}:")
-        lines.append(f"    cmd: snakemake --cores all {_scalar('phase_' + name)} ${ARGS_VAR}")
+        lines.append(f"    cmd: {SNAKEMAKE} --cores all {_scalar('phase_' + name)} ${ARGS_VAR}")
         lines.append("    deps:")
-        lines += [f"      - {_scalar(d)}" for d in _dedup([*p["deps"], *CODE_DEPS])]
+        extra = list(sources) if "prepare" in p["rules"] else []
+        lines += [f"      - {_scalar(d)}" for d in _dedup([*p["deps"], *extra, *CODE_DEPS])]
         if p["params"]:
             lines.append("    params:")
             lines += [f"      - {_scalar(k)}" for k in _dedup(p["params"])]
@@ -175,7 +208,9 @@ def write_atomic(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
+        umask = os.umask(0o022)  # read it (this script is single-threaded), then restore it
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # what a plain open() gives, not mkstemp's 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -188,9 +223,11 @@ def main(argv=None) -> int:
                     help="do not write; exit 1 (with a diff) if dvc.yaml is not what would be written")
     ap.add_argument("--phases", type=Path, default=PHASES, help="phases file (default: %(default)s)")
     ap.add_argument("--out", type=Path, default=DVC_YAML, help="dvc.yaml to write (default: %(default)s)")
+    ap.add_argument("--params", type=Path, default=PARAMS,
+                    help="params.yaml whose local dataset sources become deps (default: %(default)s)")
     args = ap.parse_args(argv)
 
-    text = render(load_phases(args.phases))
+    text = render(load_phases(args.phases), source_deps(args.params))
     if args.check:
         current = args.out.read_text() if args.out.exists() else ""
         if current != text:

@@ -6,12 +6,7 @@ import sys
 
 import yaml
 
-from ddm.config import ConfigError, dataset_names, model_of, resolve, validate as validate_params
-
-try:
-    validate_params(config)
-except ConfigError as e:
-    raise WorkflowError(str(e))
+from ddm.config import dataset_names, model_of, resolve  # config validated in the Snakefile
 
 def _uses_conda():
     try:
@@ -77,6 +72,24 @@ def model_file(wc):
     return f"results/models/{wc.dataset}/{model_of(config, wc.method)}.pt"
 
 
+def sample_inputs(wc):
+    """The trained model; with `denoiser: posterior_mean` (the sampler ceiling) also the training
+    images the exact posterior mean is computed from."""
+    inputs = {"model": model_file(wc)}
+    if resolve(config, wc.dataset, wc.method)["sampling"]["denoiser"] == "posterior_mean":
+        inputs["data"] = f"data/prepared/{wc.dataset}.pt"
+    return inputs
+
+
+def convergence_methods(dataset):
+    """Methods whose FID against training step is plotted (the preset's `convergence` block)."""
+    return PRESET[dataset].get("convergence", {}).get("methods", [])
+
+
+def convergence_files():
+    return [f"results/convergence/{d}/{m}.json" for d in DATASETS for m in convergence_methods(d)]
+
+
 def num_samples(wc):
     b = PRESET[wc.dataset]
     long = int(wc.nfe) in b["nfe_long"] and int(wc.nfe) not in b["nfe"]
@@ -93,17 +106,23 @@ def fig3_files():
 
 def figure_files():
     files = [f"reports/figures/fid_vs_nfe_{d}.png" for d in DATASETS]
+    files += [f"reports/figures/convergence_{d}.png" for d in DATASETS if convergence_methods(d)]
     files += [f"reports/figures/samples_{d}_{m}_nfe{n}.png" for d in DATASETS for m in TABLE1 for n in PRESET[d]["nfe"]]
     files += [f"reports/figures/fig3_{d}.png" for d in DATASETS] if config["ablations"] else []
     return files
 
 
 def phase_outputs(phase):
-    """Every file the jobs of one phase write for `all` (its target rule's inputs)."""
+    """Every product of one phase: each file its jobs write for `all` (the phase target's inputs).
+
+    `all` is the union over the phases of workflow/phases.yaml (all_outputs), so a product
+    deleted after a complete run is rebuilt by `snakemake all`, as `dvc status` reports it
+    changed. A new rule's outputs join `all` by being listed here, under the rule's phase
+    (tests/test_dvc.py fails when a job of `all`'s graph writes a file that is not listed)."""
     if phase == "download":
         return [f"data/prepared/{d}.pt" for d in DATASETS]
     if phase == "reference":
-        return [f"results/fid/{d}/reference.npz" for d in DATASETS]
+        return [f"results/fid/{d}/{f}" for d in DATASETS for f in ("extractor.json", "reference.npz")]
     if phase == "train":
         trained = {(d, model_of(config, m)) for d, m, _, _ in sample_jobs()}
         if config["ablations"]:  # Fig. 3 compares these three
@@ -113,9 +132,55 @@ def phase_outputs(phase):
     if phase == "sample":
         return [f"results/samples/{d}/{m}/nfe{n}-r{r}.pt" for d, m, n, r in sample_jobs()]
     if phase == "evaluate":
-        return metric_files() + fig3_files()
+        return metric_files() + fig3_files() + convergence_files()
     if phase == "stats":
         return ["reports/metrics.json"]
     if phase == "tables":
-        return ["reports/tables.tex"] + figure_files()
+        return ["reports/tables.tex", "reports/report.pdf"] + figure_files()
     raise WorkflowError(f"unknown phase {phase}")
+
+
+def all_outputs():
+    """Every product of the pipeline: the phases' outputs, in the order of workflow/phases.yaml."""
+    return [f for phase in PHASES for f in phase_outputs(phase)]
+
+
+def record_in_dvc():
+    """After a successful `snakemake all` in a DVC repository: record every product in dvc.lock
+    (`dvc commit -f` of dvc.yaml's stages, one per phase), so that `dvc status` has nothing to do
+    and `dvc exp run -S key=value` reruns only the phases whose params or deps change, instead of
+    deleting outputs it does not know and recomputing everything.
+
+    Only when `all` (the default target) ran whole: then every product is current by Snakemake's
+    rules, which decide more finely than DVC's stages. Not inside a DVC stage (DVC records it)."""
+    import os
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    if os.environ.get("DVC_STAGE") or not (Path(".dvc").is_dir() and Path("dvc.yaml").is_file()):
+        return
+    s = workflow.dag_settings
+    partial = (set(s.targets) - {"all"} or s.until or s.omit_from or s.allowed_rules
+               or s.target_jobs or s.batch)
+    how = "`dvc commit -f` once every product is current (`snakemake all`)"
+    if partial:
+        print(f"dvc.lock not updated: this run built only part of `all`; run {how}", file=sys.stderr)
+        return
+    if workflow.config_settings.overwrite_config:  # --config / --configfile: not params.yaml's products
+        print(f"dvc.lock not updated: --config/--configfile overrode params.yaml, which DVC reads; run "
+              f"{how} without them", file=sys.stderr)
+        return
+    dvc = shutil.which("dvc", path=os.path.dirname(sys.executable)) or shutil.which("dvc")
+    if dvc is None:
+        print(f"dvc.lock not updated: no `dvc` next to {sys.executable} or on PATH; run {how}",
+              file=sys.stderr)
+        return
+    # --no-relink: DVC would otherwise touch each cached single-file output (a new mtime)
+    r = subprocess.run([dvc, "commit", "--force", "--no-relink", *PHASES], capture_output=True, text=True)
+    if r.returncode != 0:
+        said = [line.strip() for line in (r.stderr + r.stdout).splitlines() if line.strip()] or ["no output"]
+        why = next((line for line in said if line.startswith("ERROR")), said[-1])
+        print(f"dvc.lock not updated: `dvc commit --force` failed ({why}); run {how}", file=sys.stderr)
+        return
+    print(f"dvc.lock records the products of the {len(PHASES)} stages ({', '.join(PHASES)})", file=sys.stderr)

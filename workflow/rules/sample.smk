@@ -3,13 +3,14 @@
 
 rule sample:
     input:
-        model_file,
+        unpack(sample_inputs),
     output:
         "results/samples/{dataset}/{method}/nfe{nfe}-r{repeat}.pt",
     params:
         ddm=DDM,
         cfg=sampling_config,
         num_samples=num_samples,
+        data=lambda wc, input: f"--data {input.data}" if "data" in input.keys() else "",
     log:
         "logs/sample/{dataset}/{method}/nfe{nfe}-r{repeat}.log",
     threads: 1
@@ -19,8 +20,8 @@ rule sample:
         "../envs/ddm.yaml"
     shell:
         "DDM_THREADS={threads} {params.ddm} sample --dataset {wildcards.dataset} --method {wildcards.method} "
-        "--model {input} --nfe {wildcards.nfe} --repeat {wildcards.repeat} "
-        "--num-samples {params.num_samples} --out {output} > {log} 2>&1"
+        "--model {input.model} --nfe {wildcards.nfe} --repeat {wildcards.repeat} "
+        "--num-samples {params.num_samples} {params.data} --out {output} > {log} 2>&1"
 
 
 rule evaluate:
@@ -58,6 +59,28 @@ rule fig3:
         "../envs/ddm.yaml"
     shell:
         "DDM_THREADS={threads} {params.ddm} fig3 --models {input} --nfe {params.nfe} --out {output} > {log} 2>&1"
+
+
+rule convergence:
+    input:
+        model="results/models/{dataset}/{method}.pt",
+        reference="results/fid/{dataset}/reference.npz",
+        extractor="results/fid/{dataset}/extractor.json",
+    output:
+        "results/convergence/{dataset}/{method}.json",
+    params:
+        ddm=DDM,
+        nfe=lambda wc: " ".join(map(str, PRESET[wc.dataset]["convergence"]["nfe"])),
+        num_samples=lambda wc: PRESET[wc.dataset]["convergence"]["num_samples"],
+    log:
+        "logs/convergence/{dataset}/{method}.log",
+    threads: 1
+    conda:
+        "../envs/ddm.yaml"
+    shell:
+        "DDM_THREADS={threads} {params.ddm} convergence --dataset {wildcards.dataset} --method {wildcards.method} "
+        "--model {input.model} --reference {input.reference} --extractor {input.extractor} --nfe {params.nfe} "
+        "--num-samples {params.num_samples} --out {output} > {log} 2>&1"
 
 
 rule phase_sample:
