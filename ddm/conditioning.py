@@ -1,0 +1,357 @@
+"""Image-conditioned DDM (§5.1, §5.3, Fig. 5, §B.2; Tables 2 and 3 of the paper).
+
+The paper trains DDM on three image-conditioned tasks (saliency detection, super-resolution,
+inpainting): "we use an additional encoder to extract features for the conditional input which
+are used to correlate the features of x_t by attention mechanisms" (§5.1), with Swin-B as that
+encoder "in practice" (§B.2). x0 is the target image (the mask, the high-resolution image, the
+complete image) and the objective is DDM's (Eq. 10, :class:`ddm.losses.DDMObjective`); the
+DDPM baseline of Table 2 is :class:`ddm.losses.VPObjective` on the same backbone.
+
+What is here:
+
+* :class:`CondUNet` -- the two-decoder U-Net of :mod:`ddm.nets` plus a condition encoder and one
+  cross-attention block per decoder level, in *every* decoder (Fig. 5: the condition branch
+  feeds both the phi and the eps decoder). The queries are the decoder's x_t features, the keys
+  and values the condition features of the same level; a fixed 2-D sinusoidal embedding of the
+  normalised pixel position is added to queries and keys, so attention can align positions
+  (without it, attention is blind to *where* a condition feature lies, which matters for all
+  three tasks). The block sits after a level's residual blocks, before its upsampling
+  (``UNet.forward(level_hook=...)``).
+* Condition encoders: ``encoder="conv"`` (default; trained from scratch, works offline) is
+  :class:`ddm.nets.CondEncoder`, a down-sampling conv encoder like the U-Net's encoder (§B.2),
+  one feature map per U-Net level; ``encoder="swin_b"`` is torchvision's Swin-B with ImageNet
+  weights read from a local file (:func:`load_swin_b`), its four stages resized and projected to
+  the U-Net's levels.
+* The signature stays ``net(x, t) -> heads``: ``net(x, t, cond=c)``, and :func:`bind` gives
+  ``functools.partial(net, cond=c)`` for the samplers of :mod:`ddm.sampling` /
+  :mod:`ddm.baselines`. For training with :func:`ddm.training.train`, :class:`ConditionedObjective`
+  wraps any objective and reads the condition from extra channels of the data tensor
+  (:func:`pack`).
+
+The paper is inconsistent about the fusion: §5.1 says attention, §B.2 says the condition features
+are *concatenated* to the decoder inputs. Cross-attention (this module) is the default here; the
+concatenation reading is ``ddm.nets.UNet(cond_channels=...)``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ddm.nets import CondEncoder, UNet, num_groups
+
+__all__ = [
+    "ENCODERS",
+    "SWIN_B_URL",
+    "CondUNet",
+    "CrossAttention",
+    "SwinConditionEncoder",
+    "ConditionedObjective",
+    "bind",
+    "build_cond_unet",
+    "default_swin_b_weights",
+    "load_swin_b",
+    "pack",
+    "position_embedding",
+]
+
+#: Valid values of ``CondUNet(encoder=...)``.
+ENCODERS: tuple[str, ...] = ("conv", "swin_b")
+#: torchvision's Swin-B ImageNet-1k weights (``Swin_B_Weights.IMAGENET1K_V1``).
+SWIN_B_URL = "https://download.pytorch.org/models/swin_b-68c6b09e.pth"
+_SWIN_STAGES = ((1, 128, 4), (3, 256, 8), (5, 512, 16), (7, 1024, 32))  # features index, ch, stride
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+# -- Swin-B condition encoder -----------------------------------------------------------------
+def default_swin_b_weights() -> Path:
+    """Where torchvision would cache the Swin-B weights: ``$TORCH_HOME/hub/checkpoints/``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(SWIN_B_URL).name
+
+
+def _missing_swin_message(path: Path) -> str:
+    return (
+        f"Swin-B ImageNet weights not found: {path}. This machine cannot download them; on a "
+        f"connected machine fetch {SWIN_B_URL} (torchvision Swin_B_Weights.IMAGENET1K_V1) and put "
+        f"the file at {path}, or set encoder_weights to where it is; encoder: conv needs no weights"
+    )
+
+
+def load_swin_b(weights_path: str | os.PathLike | None = None) -> nn.Module:
+    """torchvision's Swin-B (Liu et al., 2021; the paper's condition encoder, §B.2) with the
+    ImageNet weights of a local file (default :func:`default_swin_b_weights`). A missing file
+    raises :class:`ddm.metrics.MissingWeightsError` naming the file and where to get it."""
+    from torchvision.models import swin_b
+
+    from ddm.metrics import MissingWeightsError
+
+    path = Path(weights_path) if weights_path is not None else default_swin_b_weights()
+    if not path.is_file():
+        raise MissingWeightsError(_missing_swin_message(path))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model = swin_b(weights=None)
+        model.load_state_dict(state)
+    except Exception as err:  # a wrong or damaged file: say which, and what it should be
+        detail = " ".join(str(err).split())[:200]
+        raise ValueError(
+            f"{path} is not torchvision's Swin-B state dict ({type(err).__name__}: {detail}); "
+            f"fetch {SWIN_B_URL} again"
+        ) from err
+    return model
+
+
+class SwinConditionEncoder(nn.Module):
+    """Swin-B stages -> one feature map per U-Net level (§B.2 "we use the Swin-B as our
+    condition encoder"). The condition (in [-1, 1]) is mapped to ImageNet's normalisation; a
+    condition with other than 3 channels goes through a learned 1x1 convolution to 3 first.
+    U-Net level i (stride 2**i) takes the Swin stage with the nearest stride (4, 8, 16, 32),
+    bilinearly resized to the level's resolution, GroupNorm + 1x1 conv to the level's channels."""
+
+    def __init__(self, cond_channels: int, level_channels: Sequence[int],
+                 weights_path: str | os.PathLike | None = None):
+        super().__init__()
+        self.backbone = load_swin_b(weights_path).features
+        self.adapter = nn.Conv2d(cond_channels, 3, 1) if cond_channels != 3 else nn.Identity()
+        for name, value in (("mean", _IMAGENET_MEAN), ("std", _IMAGENET_STD)):
+            self.register_buffer(name, torch.tensor(value).view(1, 3, 1, 1), persistent=False)
+        self.stage_of_level = [
+            min(range(len(_SWIN_STAGES)), key=lambda k: abs(math.log2(_SWIN_STAGES[k][2]) - i))
+            for i in range(len(level_channels))
+        ]
+        self.proj = nn.ModuleList(
+            nn.Sequential(nn.GroupNorm(num_groups(_SWIN_STAGES[k][1]), _SWIN_STAGES[k][1]),
+                          nn.Conv2d(_SWIN_STAGES[k][1], c, 1))
+            for k, c in zip(self.stage_of_level, level_channels)
+        )
+        self.level_channels = list(level_channels)
+
+    def forward(self, c: Tensor) -> list[Tensor]:
+        x = ((self.adapter(c) + 1) / 2 - self.mean) / self.std
+        stages, wanted = {}, {_SWIN_STAGES[k][0] for k in self.stage_of_level}
+        for idx, layer in enumerate(self.backbone):
+            x = layer(x)
+            if idx in wanted:
+                stages[idx] = x.permute(0, 3, 1, 2)  # torchvision's Swin is channels-last
+            if idx >= max(wanted):
+                break
+        size = c.shape[-1]
+        out = []
+        for i, (k, proj) in enumerate(zip(self.stage_of_level, self.proj)):
+            res = size // 2**i
+            f = F.interpolate(stages[_SWIN_STAGES[k][0]], size=(res, res), mode="bilinear",
+                              align_corners=False)
+            out.append(proj(f))
+        return out
+
+
+# -- cross-attention ----------------------------------------------------------------------------
+def position_embedding(height: int, width: int, dim: int, max_freq: float,
+                       device=None) -> Tensor:
+    """(height*width, dim) 2-D sinusoidal embedding of the pixel centres' normalised positions
+    (u, v) = ((row + 0.5)/height, (col + 0.5)/width): sin/cos of pi f u and pi f v for dim // 4
+    frequencies f geometric from 1 to ``max_freq``; zero-padded to ``dim``. It depends on the
+    normalised position only, so grids of different resolutions line up."""
+    n = dim // 4
+    out = torch.zeros(height * width, dim, device=device)
+    if n == 0:
+        return out
+    freqs = torch.logspace(0, math.log10(max(max_freq, 1.0)), n, device=device) * math.pi
+    u = (torch.arange(height, device=device) + 0.5) / height
+    v = (torch.arange(width, device=device) + 0.5) / width
+    uu, vv = torch.meshgrid(u, v, indexing="ij")
+    au, av = uu.reshape(-1, 1) * freqs, vv.reshape(-1, 1) * freqs
+    out[:, : 4 * n] = torch.cat([au.sin(), au.cos(), av.sin(), av.cos()], dim=1)
+    return out
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention from x_t features (queries) to condition features (keys, values)
+    with a residual connection (§5.1 "correlate the features of x_t by attention mechanisms").
+    Heads of width about 64 (one head below 128 channels). Positions enter through
+    :func:`position_embedding`, added to queries (times a learned gain, initially 1) and keys."""
+
+    def __init__(self, channels: int, context_channels: int, max_freq: float):
+        super().__init__()
+        self.heads = num_groups(channels, max(1, channels // 64))
+        self.max_freq = float(max_freq)
+        self.norm = nn.GroupNorm(num_groups(channels), channels, eps=1e-6)
+        self.norm_context = nn.GroupNorm(num_groups(context_channels), context_channels, eps=1e-6)
+        self.q = nn.Linear(channels, channels)
+        self.k = nn.Linear(context_channels, channels)
+        self.v = nn.Linear(context_channels, channels)
+        self.proj = nn.Linear(channels, channels)
+        self.pos_gain = nn.Parameter(torch.ones(()))
+
+    def _tokens(self, x: Tensor) -> Tensor:
+        return x.flatten(2).transpose(1, 2)  # (B, HW, C)
+
+    def _split(self, x: Tensor) -> Tensor:
+        b, n, c = x.shape
+        return x.view(b, n, self.heads, c // self.heads).transpose(1, 2)
+
+    def forward(self, x: Tensor, context: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        hc, wc = context.shape[-2:]
+        pos_q = position_embedding(h, w, c, self.max_freq, x.device).to(x.dtype)
+        pos_k = position_embedding(hc, wc, c, self.max_freq, x.device).to(x.dtype)
+        q = self.q(self._tokens(self.norm(x))) + self.pos_gain * pos_q
+        ctx = self._tokens(self.norm_context(context))
+        k, v = self.k(ctx) + pos_k, self.v(ctx)
+        a = F.scaled_dot_product_attention(self._split(q), self._split(k), self._split(v))
+        a = a.transpose(1, 2).reshape(b, h * w, c)
+        return x + self.proj(a).transpose(1, 2).reshape(b, c, h, w)
+
+
+def _positive_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+# -- the conditioned U-Net ----------------------------------------------------------------------
+def _resolutions(unet: UNet) -> list[int]:
+    return [unet.resolution // 2**i for i in range(len(unet.ch_mult))]
+
+
+class CondUNet(nn.Module):
+    """Two-decoder U-Net (:class:`ddm.nets.UNet`, Fig. 5) conditioned on an image through a
+    condition encoder and cross-attention in every decoder (module docstring).
+
+    Args:
+        cond_channels: channels of the condition image (B, cond_channels, R, R).
+        encoder: ``"conv"`` (trained from scratch, default) or ``"swin_b"`` (ImageNet weights
+            from ``encoder_weights``, default :func:`default_swin_b_weights`).
+        cross_attn_resolutions: the levels (by resolution) that get a cross-attention block in
+            each decoder; None (default) = every level.
+        **unet: the keyword arguments of :class:`ddm.nets.UNet` except ``cond_channels``.
+
+    ``forward(x, t, cond)`` returns the U-Net's heads; ``cond`` is required.
+    """
+
+    def __init__(self, *, cond_channels: int, encoder: str = "conv",
+                 encoder_weights: str | os.PathLike | None = None,
+                 cross_attn_resolutions: Sequence[int] | None = None, **unet):
+        super().__init__()
+        if "cond_channels" in unet or "level_hook" in unet:
+            raise ValueError("CondUNet takes cond_channels itself; do not pass it in the UNet keys")
+        if not _positive_int(cond_channels):
+            raise ValueError(f"cond_channels must be a positive int, got {cond_channels!r}")
+        if encoder not in ENCODERS:
+            raise ValueError(f"unknown condition encoder {encoder!r}; valid encoders are "
+                             f"{list(ENCODERS)}")
+        self.unet = UNet(**unet)
+        self.cond_channels, self.encoder_name = cond_channels, encoder
+        level_res = _resolutions(self.unet)
+        chans = [self.unet.ch * m for m in self.unet.ch_mult]
+        wanted = level_res if cross_attn_resolutions is None else list(cross_attn_resolutions)
+        bad = [r for r in wanted if r not in level_res]
+        if bad or not wanted:
+            raise ValueError(f"cross_attn_resolutions {list(wanted)} must be a non-empty subset of "
+                             f"the level resolutions {level_res}")
+        self.cross_attn_resolutions = tuple(sorted(set(wanted), reverse=True))
+        if encoder == "conv":
+            self.cond_encoder = CondEncoder(cond_channels, self.unet.ch, self.unet.ch_mult,
+                                            self.unet.dropout)
+        else:
+            self.cond_encoder = SwinConditionEncoder(cond_channels, chans, encoder_weights)
+        max_freq = self.unet.resolution / 2
+        self.cross = nn.ModuleList(
+            nn.ModuleDict({str(i): CrossAttention(chans[i], chans[i], max_freq)
+                           for i, r in enumerate(level_res) if r in self.cross_attn_resolutions})
+            for _ in self.unet.decoders
+        )
+
+    # the attributes callers read from a UNet
+    in_channels = property(lambda self: self.unet.in_channels)
+    out_channels = property(lambda self: self.unet.out_channels)
+    resolution = property(lambda self: self.unet.resolution)
+    head = property(lambda self: self.unet.head)
+
+    def _check_cond(self, cond, batch: int) -> Tensor:
+        expected = (batch, self.cond_channels, self.resolution, self.resolution)
+        if not isinstance(cond, Tensor) or tuple(cond.shape) != expected:
+            got = tuple(cond.shape) if isinstance(cond, Tensor) else type(cond).__name__
+            raise ValueError(f"CondUNet needs cond of shape {expected} (bind it with "
+                             f"ddm.conditioning.bind(net, cond)), got {got}")
+        return cond
+
+    def forward(self, x: Tensor, t, cond: Tensor | None = None) -> tuple[Tensor, ...]:
+        """Heads of the U-Net for x_t ``x`` (B, C, R, R) at times ``t`` given ``cond``."""
+        cond = self._check_cond(cond, x.shape[0] if isinstance(x, Tensor) else -1)
+        feats = self.cond_encoder(cond.to(x.dtype))
+
+        def hook(d: int, i: int, h: Tensor) -> Tensor:
+            block = self.cross[d][str(i)] if str(i) in self.cross[d] else None
+            return h if block is None else block(h, feats[i])
+
+        return self.unet(x, t, level_hook=hook)
+
+
+def bind(net: nn.Module, cond: Tensor):
+    """``net(x, t)`` with the condition bound: what the samplers call (``sample_ddm(bind(net, c),
+    process, noise, grid, rng=rng)``); the noise batch must match ``cond``'s."""
+    return functools.partial(net, cond=cond)
+
+
+_COND_KEYS = ("cond_channels", "encoder", "encoder_weights", "cross_attn_resolutions")
+
+
+def build_cond_unet(cfg: Mapping) -> CondUNet:
+    """A :class:`CondUNet` from a plain mapping: the UNet keys of :func:`ddm.nets.build_unet`
+    plus ``cond_channels`` (required), ``encoder``, ``encoder_weights``,
+    ``cross_attn_resolutions``. Unknown keys raise ``ValueError`` naming them."""
+    from ddm.nets import _UNET_KEYS  # the one list of UNet keys
+
+    if not isinstance(cfg, Mapping):
+        raise ValueError(f"build_cond_unet expects a mapping, got {type(cfg).__name__}")
+    allowed = [k for k in _UNET_KEYS if k != "cond_channels"] + list(_COND_KEYS)
+    unknown = sorted(str(k) for k in cfg if k not in allowed)
+    if unknown:
+        raise ValueError(f"unknown conditioned-UNet config keys {unknown}; allowed keys are "
+                         f"{allowed}")
+    if "cond_channels" not in cfg:
+        raise ValueError("missing required conditioned-UNet config key 'cond_channels'")
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()}
+    return CondUNet(**kwargs)
+
+
+# -- training: the condition travels with the data ------------------------------------------------
+def pack(target: Tensor, cond: Tensor) -> Tensor:
+    """One data tensor (N, C_target + C_cond, R, R) for :func:`ddm.training.train`: the target
+    x0 first, then the condition (:class:`ConditionedObjective` splits it again)."""
+    if target.shape[0] != cond.shape[0] or target.shape[2:] != cond.shape[2:]:
+        raise ValueError(f"target {tuple(target.shape)} and condition {tuple(cond.shape)} need the "
+                         f"same count and size; resize the condition to the target's size")
+    return torch.cat([target, cond.to(target.dtype)], dim=1)
+
+
+class ConditionedObjective:
+    """Any training objective (DDM's Eq. 10, the VP/DDPM baseline's Eq. 4) on packed data
+    (:func:`pack`): channels ``[:target_channels]`` are x0, the rest the condition, which is
+    bound to the model for the call. ``draw`` sees only x0, so the noise is that of x0."""
+
+    def __init__(self, objective, target_channels: int):
+        if not _positive_int(target_channels):
+            raise ValueError(f"target_channels must be a positive int, got {target_channels!r}")
+        self.objective, self.target_channels = objective, target_channels
+
+    def split(self, data: Tensor) -> tuple[Tensor, Tensor]:
+        k = self.target_channels
+        if data.dim() != 4 or data.shape[1] <= k:
+            raise ValueError(f"packed data must be (B, {k} + condition channels, R, R), got "
+                             f"{tuple(data.shape)}; build it with ddm.conditioning.pack")
+        return data[:, :k], data[:, k:]
+
+    def draw(self, data: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        return self.objective.draw(self.split(data)[0], generator)
+
+    def __call__(self, model, data: Tensor, noise: dict[str, Tensor]):
+        x0, cond = self.split(data)
+        return self.objective(bind(model, cond), x0, noise)

@@ -1,0 +1,385 @@
+"""The three image-conditioned tasks of Tables 2 and 3 (§5.1, §5.3), on data that ships with
+scikit-learn and scikit-image (no download).
+
+The paper's datasets (DIV2K, DUTS, CelebA-HQ) cannot be downloaded here; each task keeps the
+paper's *problem* and metric on embedded data:
+
+* **Super-resolution x4** (DIV2K in the paper; PSNR on the Y channel): patches of scikit-image's
+  colour photos, high-resolution patch = x0, its bicubic x4 down-sampling (MATLAB ``imresize``,
+  the DIV2K degradation) = the observation. The condition is the observation bicubically
+  up-sampled back to the patch size (so that it lines up with x0 pixel for pixel). Training
+  photos and test photos are different photos. Reference: bicubic up-sampling's PSNR.
+* **Saliency detection** (DUTS; MAE): a digit (scikit-learn's digits) or a geometric shape
+  pasted in a random colour on a tinted grey texture from ``skimage.data``; x0 = the pasted
+  object's mask (1 channel), condition = the composite image. Train and test use disjoint digits
+  and disjoint halves of each texture. Reference: the all-background mask's MAE.
+* **Inpainting** (CelebA-HQ, FID; masks of Suvorov et al., 2022): scikit-learn's digits with
+  holes drawn by :func:`lama_mask`, our own implementation of the distribution of LaMa's
+  training masks for CelebA-HQ 256 (a 50/50 mix of irregular thick strokes and boxes, lengths
+  scaled by size/256). Each mask depends only on (seed, index, size): every method sees the same
+  masks. x0 = the digit, condition = (masked digit, mask). Reference: the holes filled with the
+  training set's mean colour (:func:`mean_fill`).
+
+Every task returns a dict of tensors: ``target`` (N, C, R, R) and ``cond`` (N, C', R, R) in the
+model range [-1, 1], plus the uint8 images its metric and reference need.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ddm.data import to_model_range
+
+__all__ = [
+    "SR_TRAIN_PHOTOS",
+    "SR_TEST_PHOTOS",
+    "TEXTURES",
+    "LAMA_CELEBA",
+    "cubic",
+    "resize_matrix",
+    "imresize",
+    "bicubic_down",
+    "bicubic_up",
+    "MIN_PATCH_STD",
+    "SHAPES",
+    "sr_task",
+    "saliency_task",
+    "inpainting_task",
+    "lama_mask",
+    "inpainting_masks",
+    "draw_stroke",
+    "mean_fill",
+    "all_background_mae",
+    "bicubic_psnr",
+]
+
+#: Photos of ``skimage.data`` for super-resolution: training and test photos are disjoint.
+SR_TRAIN_PHOTOS = ("astronaut", "rocket", "immunohistochemistry", "hubble_deep_field", "retina")
+SR_TEST_PHOTOS = ("chelsea", "coffee")
+#: Grey textures of ``skimage.data`` behind the saliency objects (left half: train, right: test).
+TEXTURES = ("brick", "grass", "gravel")
+#: LaMa's mask parameters for CelebA-HQ at 256x256 (its abl-04-256-mh-dist-celeba config):
+#: irregular strokes and boxes, equally likely.
+LAMA_CELEBA = {
+    "irregular": {"max_angle": 4, "max_len": 200, "max_width": 100, "min_times": 1, "max_times": 5},
+    "box": {"margin": 10, "bbox_min_size": 30, "bbox_max_size": 150, "min_times": 1,
+            "max_times": 4},
+    "base_size": 256,
+}
+
+
+# -- bicubic resizing (MATLAB imresize, the DIV2K degradation) -----------------------------------
+def cubic(x: np.ndarray, a: float = -0.5) -> np.ndarray:
+    """Keys' cubic convolution kernel with a = -0.5 (MATLAB ``imresize``'s bicubic)."""
+    x = np.abs(np.asarray(x, np.float64))
+    near = ((a + 2) * x - (a + 3)) * x * x + 1
+    far = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+    return np.where(x <= 1, near, np.where(x < 2, far, 0.0))
+
+
+@functools.lru_cache(maxsize=64)
+def resize_matrix(in_size: int, out_size: int) -> np.ndarray:
+    """(out_size, in_size) weights of MATLAB ``imresize`` bicubic along one axis: output pixel i
+    samples input position u = (i + 0.5) * in/out - 0.5; when shrinking by s = out/in < 1 the
+    kernel is stretched to k(s d) s (anti-aliasing); indices past the border are mirrored
+    (symmetric padding); every row is normalised to sum 1."""
+    scale = out_size / in_size
+    stretch = min(scale, 1.0)
+    half = 2.0 / stretch
+    w = np.zeros((out_size, in_size))
+    for i in range(out_size):
+        u = (i + 0.5) / scale - 0.5
+        taps = np.arange(math.floor(u - half), math.ceil(u + half) + 1)
+        k = stretch * cubic(stretch * (u - taps))
+        idx = np.where(taps < 0, -taps - 1, taps)
+        idx = np.where(idx >= in_size, 2 * in_size - idx - 1, idx)
+        np.add.at(w[i], np.clip(idx, 0, in_size - 1), k)
+    w /= w.sum(axis=1, keepdims=True)
+    w.setflags(write=False)  # cached: shared by every caller
+    return w
+
+
+def imresize(x, out_hw: tuple[int, int]) -> Tensor:
+    """Bicubic resize (MATLAB ``imresize``, separable) of (..., H, W) images, in float64, not
+    rounded."""
+    x = torch.as_tensor(x).to(torch.float64)
+    wh = torch.tensor(resize_matrix(x.shape[-2], out_hw[0]))
+    ww = torch.tensor(resize_matrix(x.shape[-1], out_hw[1]))
+    return wh @ x @ ww.T
+
+
+def _to_uint8(x: Tensor) -> Tensor:
+    return x.round().clamp(0, 255).to(torch.uint8)
+
+
+def bicubic_down(hr_uint8: Tensor, scale: int = 4) -> Tensor:
+    """x``scale`` bicubic down-sampling of uint8 images (N, C, H, W), rounded to uint8 as
+    MATLAB ``imresize`` does for uint8 input (the DIV2K "bicubic" track)."""
+    h, w = hr_uint8.shape[-2:]
+    if h % scale or w % scale:
+        raise ValueError(f"image size {h}x{w} is not divisible by the scale {scale}; crop it first")
+    return _to_uint8(imresize(hr_uint8, (h // scale, w // scale)))
+
+
+def bicubic_up(lr_uint8: Tensor, scale: int = 4) -> Tensor:
+    """x``scale`` bicubic up-sampling of uint8 images, rounded to uint8 (Table 2's trivial
+    super-resolution reference and the condition of :func:`sr_task`)."""
+    h, w = lr_uint8.shape[-2:]
+    return _to_uint8(imresize(lr_uint8, (h * scale, w * scale)))
+
+
+def bicubic_psnr(task: dict) -> float:
+    """PSNR (Y channel, border ``scale`` cropped: :func:`ddm.metrics.psnr`) of bicubic
+    up-sampling against the high-resolution patches of :func:`sr_task`."""
+    from ddm.metrics import psnr
+
+    return psnr(task["cond_uint8"], task["hr_uint8"], crop_border=task["scale"])
+
+
+# -- super-resolution ------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
+def _photo(name: str) -> np.ndarray:
+    import skimage.data
+
+    img = np.asarray(getattr(skimage.data, name)())
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"skimage.data.{name} is not an RGB photo (shape {img.shape})")
+    img.setflags(write=False)  # cached
+    return img
+
+
+def _check_split(split: str) -> str:
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    return split
+
+
+def _check_size(size: int, multiple: int, what: str) -> int:
+    if isinstance(size, bool) or not isinstance(size, int) or size <= 0 or size % multiple:
+        raise ValueError(f"{what} must be a positive multiple of {multiple}, got {size!r}")
+    return size
+
+
+def _rng(seed: int, index: int) -> np.random.Generator:
+    """The generator of example ``index``: an example does not depend on how many are drawn."""
+    return np.random.default_rng([int(seed), int(index)])
+
+
+#: A super-resolution patch needs this standard deviation (uint8 units) of its pixels: flat
+#: patches (the black sky around hubble_deep_field or retina) would give an infinite PSNR.
+MIN_PATCH_STD = 8.0
+
+
+def _textured_patch(img: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
+    """The first of up to 100 random crops whose pixel std is at least ``MIN_PATCH_STD``."""
+    for _ in range(100):
+        r = int(rng.integers(0, img.shape[0] - size + 1))
+        c = int(rng.integers(0, img.shape[1] - size + 1))
+        patch = img[r:r + size, c:c + size]
+        if patch.std() >= MIN_PATCH_STD:
+            break
+    return patch.transpose(2, 0, 1)
+
+
+def sr_task(split: str = "train", n: int = 256, size: int = 32, scale: int = 4,
+            seed: int = 0) -> dict:
+    """Super-resolution x``scale`` on ``n`` random ``size`` x ``size`` patches of the split's
+    photos (patch i: photo i mod #photos, position from the generator of (seed, i)).
+
+    Returns ``target`` (HR, model range), ``cond`` (bicubic up-sampled LR, model range),
+    ``hr_uint8``, ``lr_uint8``, ``cond_uint8`` and ``scale``."""
+    _check_split(split)
+    _check_size(size, scale, "size")
+    names = SR_TRAIN_PHOTOS if split == "train" else SR_TEST_PHOTOS
+    photos = [_photo(name) for name in names]
+    patches = [_textured_patch(photos[i % len(photos)], _rng(seed, i), size) for i in range(int(n))]
+    hr = torch.from_numpy(np.stack(patches).copy())
+    lr = bicubic_down(hr, scale)
+    up = bicubic_up(lr, scale)
+    return {"target": to_model_range(hr), "cond": to_model_range(up), "hr_uint8": hr,
+            "lr_uint8": lr, "cond_uint8": up, "scale": scale}
+
+
+# -- saliency detection ---------------------------------------------------------------------------
+SHAPES = ("disc", "square", "triangle", "ring")
+
+
+def _shape_mask(kind: str, size: int) -> np.ndarray:
+    """A ``size`` x ``size`` boolean mask of a centred geometric shape."""
+    c = (np.arange(size) + 0.5) / size * 2 - 1  # pixel centres in (-1, 1)
+    y, x = np.meshgrid(c, c, indexing="ij")
+    r = np.hypot(x, y)
+    if kind == "disc":
+        return r <= 0.95
+    if kind == "ring":
+        return (r <= 0.95) & (r >= 0.5)
+    if kind == "square":
+        return (np.abs(x) <= 0.8) & (np.abs(y) <= 0.8)
+    return (y <= 0.9) & (y >= 2 * np.abs(x) - 1.0)  # triangle, apex up
+
+
+def _digit_mask(digit: np.ndarray, size: int) -> np.ndarray:
+    """A digit (8x8 uint8, 0..255) resized bicubically to ``size`` and thresholded at half ink."""
+    return imresize(digit / 255.0, (size, size)).numpy() > 0.5
+
+
+@functools.lru_cache(maxsize=None)
+def _textures(split: str) -> tuple[np.ndarray, ...]:
+    import skimage.data
+
+    out = []
+    for name in TEXTURES:
+        img = np.asarray(getattr(skimage.data, name)(), np.float64) / 255.0
+        half = img.shape[1] // 2
+        part = img[:, :half] if split == "train" else img[:, half:]
+        part.setflags(write=False)  # cached
+        out.append(part)
+    return tuple(out)
+
+
+def _saliency_example(rng: np.random.Generator, textures, digits, size: int):
+    tex = textures[int(rng.integers(len(textures)))]
+    r = int(rng.integers(0, tex.shape[0] - size + 1))
+    c = int(rng.integers(0, tex.shape[1] - size + 1))
+    tint = rng.uniform(0.4, 1.0, size=3)
+    image = tex[r:r + size, c:c + size][None] * tint[:, None, None]
+    obj = int(rng.integers(int(0.35 * size), int(0.7 * size) + 1))
+    kind = int(rng.integers(len(SHAPES) + 1))  # one chance in five: a digit
+    if kind == len(SHAPES):
+        shape = _digit_mask(digits[int(rng.integers(len(digits)))], obj)
+    else:
+        shape = _shape_mask(SHAPES[kind], obj)
+    top, left = (int(v) for v in rng.integers(0, size - obj + 1, size=2))
+    mask = np.zeros((size, size), bool)
+    mask[top:top + obj, left:left + obj] = shape
+    colour = rng.uniform(0.0, 1.0, size=3)
+    image = np.where(mask[None], colour[:, None, None], image)
+    return np.round(image * 255).astype(np.uint8), mask
+
+
+def saliency_task(split: str = "train", n: int = 256, size: int = 32, seed: int = 0) -> dict:
+    """Saliency detection: ``n`` composites (a shape or a digit of the split's digits, in a
+    random colour, pasted on a random crop of a tinted texture half). ``target`` is the object's
+    mask (N, 1, R, R) in {-1, 1}, ``cond`` the composite; also ``image_uint8`` and
+    ``mask_uint8`` (0/255, what :func:`ddm.metrics.mae` compares)."""
+    from ddm.data import load_dataset
+
+    _check_split(split)
+    _check_size(size, 4, "size")
+    digits, textures = load_dataset("digits", None, split)[:, 0].numpy(), _textures(split)
+    pairs = [_saliency_example(_rng(seed, i), textures, digits, size) for i in range(int(n))]
+    image = torch.from_numpy(np.stack([p[0] for p in pairs]))
+    mask = torch.from_numpy(np.stack([p[1] for p in pairs])[:, None].astype(np.uint8) * 255)
+    return {"target": to_model_range(mask), "cond": to_model_range(image),
+            "image_uint8": image, "mask_uint8": mask}
+
+
+def all_background_mae(mask_uint8: Tensor) -> float:
+    """MAE of predicting "no salient object" everywhere (Table 2's trivial saliency reference):
+    the mean fraction of object pixels."""
+    from ddm.metrics import mae
+
+    return mae(torch.zeros_like(mask_uint8), mask_uint8)
+
+
+# -- inpainting masks (Suvorov et al., 2022) -------------------------------------------------------
+def draw_stroke(mask: np.ndarray, start: tuple[float, float], end: tuple[float, float],
+                width: float) -> None:
+    """Set the pixels of ``mask`` (H, W) whose centres -- pixel (row, col) at (x, y) = (col,
+    row) -- lie within ``width / 2`` of the segment start-end, given as (x, y): a thick line with
+    round caps. The half-width is at least 0.5 so that a stroke is never empty."""
+    h, w = mask.shape
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    (x0, y0), (x1, y1) = start, end
+    dx, dy = x1 - x0, y1 - y0
+    length2 = dx * dx + dy * dy
+    s = np.zeros_like(x)
+    if length2 > 0:  # position of the nearest point along the segment, clipped to its ends
+        s = np.clip(((x - x0) * dx + (y - y0) * dy) / length2, 0, 1)
+    dist = np.hypot(x - (x0 + s * dx), y - (y0 + s * dy))
+    mask[dist <= max(width / 2, 0.5)] = True
+
+
+def _irregular(rng: np.random.Generator, size: int, p: dict, scale: float) -> np.ndarray:
+    mask = np.zeros((size, size), bool)
+    for i in range(int(rng.integers(p["min_times"], p["max_times"] + 1))):
+        x, y = rng.uniform(0, size, size=2)
+        for _ in range(1 + int(rng.integers(5))):
+            angle = 0.01 + int(rng.integers(p["max_angle"]))
+            if i % 2 == 0:
+                angle = 2 * math.pi - angle
+            length = scale * (10 + rng.uniform(0, p["max_len"]))
+            width = scale * (5 + rng.uniform(0, p["max_width"]))
+            x1 = float(np.clip(x + length * math.sin(angle), 0, size))
+            y1 = float(np.clip(y + length * math.cos(angle), 0, size))
+            draw_stroke(mask, (x, y), (x1, y1), width)
+            x, y = x1, y1
+    return mask
+
+
+def _boxes(rng: np.random.Generator, size: int, p: dict, scale: float) -> np.ndarray:
+    mask = np.zeros((size, size), bool)
+    margin = scale * p["margin"]
+    lo = scale * p["bbox_min_size"]
+    hi = max(min(scale * p["bbox_max_size"], size - 2 * margin), lo)
+    for _ in range(int(rng.integers(p["min_times"], p["max_times"] + 1))):
+        bw, bh = rng.uniform(lo, hi, size=2)
+        x0 = rng.uniform(margin, max(size - margin - bw, margin))
+        y0 = rng.uniform(margin, max(size - margin - bh, margin))
+        r0, c0 = int(round(y0)), int(round(x0))
+        mask[r0:max(int(round(y0 + bh)), r0 + 1), c0:max(int(round(x0 + bw)), c0 + 1)] = True
+    return mask
+
+
+def lama_mask(rng: np.random.Generator, size: int, params: dict = LAMA_CELEBA) -> np.ndarray:
+    """One (size, size) boolean hole mask (True = missing) drawn like LaMa's training masks
+    (Suvorov et al., 2022, "mixed" generator with CelebA-HQ's parameters, ``LAMA_CELEBA``):
+    with probability 1/2, 1-5 irregular strokes of 1-5 segments each (angle 0.01 + k rad,
+    k in 0..3, mirrored on even strokes; length 10 + U(0, 200), width 5 + U(0, 100)); else 1-4
+    boxes of side U(30, 150) kept 10 from the border. Lengths are in pixels of a 256 image and
+    scaled by size/256; LaMa draws integers, we draw the same ranges continuously."""
+    scale = size / params["base_size"]
+    if rng.random() < 0.5:
+        return _irregular(rng, size, params["irregular"], scale)
+    return _boxes(rng, size, params["box"], scale)
+
+
+def inpainting_masks(n: int, size: int, seed: int = 0) -> Tensor:
+    """``n`` hole masks (n, 1, size, size), uint8 0/1; mask i depends only on (seed, i, size)."""
+    return torch.from_numpy(
+        np.stack([lama_mask(_rng(seed, i), size) for i in range(int(n))])[:, None].astype(np.uint8)
+    )
+
+
+def mean_fill(image_uint8: Tensor, mask: Tensor, mean) -> Tensor:
+    """The trivial inpainting reference: holes (mask 1) set to the per-channel ``mean`` colour
+    (of the training images), rounded to uint8."""
+    mean = torch.as_tensor(mean, dtype=torch.float64).reshape(1, -1, 1, 1)
+    filled = torch.where(mask.bool(), mean, image_uint8.to(torch.float64))
+    return _to_uint8(filled)
+
+
+def inpainting_task(split: str = "train", n: int | None = None, size: int = 8,
+                    seed: int = 0) -> dict:
+    """Inpainting on the split's digits (all of them, or the first ``n``) at ``size`` x ``size``
+    (8 = the digits' own size, which the digits FID extractor expects) with
+    :func:`inpainting_masks` of ``seed``. ``target`` is the digit, ``cond`` the masked digit
+    (holes at 0, mid-grey) and the mask (holes 1, known -1): 2 channels. Also ``image_uint8``,
+    ``mask`` (0/1 uint8), ``mean`` (the training digits' mean, for :func:`mean_fill`)."""
+    from ddm.data import load_dataset
+
+    _check_split(split)
+    _check_size(size, 1, "size")
+    x = load_dataset("digits", None, split, resolution=size)
+    x = x[: int(n)] if n is not None else x
+    mask = inpainting_masks(x.shape[0], size, seed)
+    target = to_model_range(x)
+    cond = torch.cat([target.masked_fill(mask.bool(), 0.0), mask.float() * 2 - 1], dim=1)
+    train = load_dataset("digits", None, "train", resolution=size)
+    return {"target": target, "cond": cond, "image_uint8": x, "mask": mask,
+            "mean": train.to(torch.float64).mean(dim=(0, 2, 3))}

@@ -1,0 +1,168 @@
+"""The conditioned U-Net (ddm.conditioning): the condition reaches both heads through
+cross-attention, a conditioned DDM and a conditioned DDPM train with the real trainer and sample
+with the unchanged samplers at 5 NFE, and the Swin-B encoder's weights file is explicit."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ddm import tasks
+from ddm.baselines import VPSDE, sample_vp_em, sde_grid
+from ddm.conditioning import (
+    SWIN_B_URL, ConditionedObjective, CondUNet, bind, build_cond_unet, pack, position_embedding)
+from ddm.losses import DDMObjective, VPObjective
+from ddm.metrics import MissingWeightsError
+from ddm.process import DecoupledProcess
+from ddm.sampling import SampleRNG, sample_ddm, uniform_grid
+from ddm.training import TrainConfig, load_checkpoint, train
+
+TINY = dict(in_channels=1, out_channels=(1, 1), resolution=8, ch=16, ch_mult=(1, 2),
+            num_blocks=1, attn_resolutions=(4,), dropout=0.0)
+
+
+def _tiny(**kw) -> CondUNet:
+    torch.manual_seed(0)
+    return CondUNet(cond_channels=2, **{**TINY, **kw})
+
+
+def _randomise_outputs(net: CondUNet) -> None:
+    """The output convolutions start at zero (every head is 0 at init): give them weights."""
+    g = torch.Generator().manual_seed(1)
+    for dec in net.unet.decoders:
+        dec.conv_out.weight.data = torch.randn(dec.conv_out.weight.shape, generator=g) * 0.1
+
+
+def test_condition_reaches_both_decoders_through_cross_attention():
+    net = _tiny().eval()
+    _randomise_outputs(net)
+    assert len(net.cross) == 2 and all(set(c) == {"0", "1"} for c in net.cross)
+    x, t = torch.randn(3, 1, 8, 8), torch.full((3,), 0.5)
+    c1, c2 = torch.randn(3, 2, 8, 8), torch.randn(3, 2, 8, 8)
+    with torch.no_grad():
+        a, a_again, b = net(x, t, cond=c1), net(x, t, cond=c1), net(x, t, cond=c2)
+    for head in range(2):  # phi and eps decoders both see the condition
+        assert torch.equal(a[head], a_again[head])
+        assert (a[head] - b[head]).abs().max() > 1e-4
+    # without the cross-attention blocks the condition has no path to the output
+    for blocks in net.cross:
+        for blk in blocks.values():
+            torch.nn.init.zeros_(blk.proj.weight)
+            torch.nn.init.zeros_(blk.proj.bias)
+    with torch.no_grad():
+        a, b = net(x, t, cond=c1), net(x, t, cond=c2)
+    assert all(torch.equal(a[h], b[h]) for h in range(2))
+
+
+def test_cross_attention_only_at_the_chosen_levels_and_bad_inputs():
+    net = _tiny(cross_attn_resolutions=(4,))
+    assert all(set(c) == {"1"} for c in net.cross)
+    with pytest.raises(ValueError, match=r"resolutions \[16\] must be a non-empty subset"):
+        _tiny(cross_attn_resolutions=(16,))
+    with pytest.raises(ValueError, match="unknown condition encoder 'vit'; valid encoders"):
+        _tiny(encoder="vit")
+    with pytest.raises(ValueError, match=r"needs cond of shape \(2, 2, 8, 8\).*bind"):
+        net(torch.zeros(2, 1, 8, 8), torch.zeros(2))
+    with pytest.raises(ValueError, match=r"unknown conditioned-UNet config keys \['colour'\]"):
+        build_cond_unet({**TINY, "cond_channels": 2, "colour": 1})
+    built = build_cond_unet({**TINY, "cond_channels": 2, "ch_mult": [1, 2]})
+    assert built.out_channels == (1, 1) and built.resolution == 8
+
+
+def test_position_embedding_identifies_each_position():
+    pe = position_embedding(8, 8, 32, max_freq=4.0)
+    assert pe.shape == (64, 32)
+    # each position's embedding is most similar to itself: attention can align positions
+    assert torch.equal((pe @ pe.T).argmax(dim=1), torch.arange(64))
+    # it depends on the normalised position only: a 4x4 grid's position (r, c) is closest to
+    # one of the four 8x8 positions it covers, (2r or 2r+1, 2c or 2c+1)
+    coarse = position_embedding(4, 4, 32, max_freq=4.0)
+    best = (coarse @ pe.T).argmax(dim=1)
+    rows, cols = torch.arange(16) // 4, torch.arange(16) % 4
+    assert torch.equal(best // 8 // 2, rows) and torch.equal(best % 8 // 2, cols)
+
+
+def test_conditioned_ddm_trains_and_samples_at_5_nfe(tmp_path):
+    data = tasks.inpainting_task("train", n=32, size=8, seed=0)
+    packed = pack(data["target"], data["cond"])
+    assert packed.shape == (32, 3, 8, 8)
+    proc = DecoupledProcess("constant")
+    net = _tiny()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    cfg = TrainConfig(steps=4, batch_size=8, lr=1e-3, ckpt_every=100, log_every=2, ema_decay=0.5)
+    ckpt = train(net, ConditionedObjective(DDMObjective(proc), target_channels=1), packed, cfg,
+                 tmp_path / "ddm")
+    load_checkpoint(ckpt, net)
+    changed = [k for k, v in net.state_dict().items() if not torch.equal(v, before[k])]
+    assert any(k.startswith("cross.") for k in changed)
+    assert any(k.startswith("cond_encoder.") for k in changed)
+
+    test = tasks.inpainting_task("test", n=6, size=8, seed=0)
+    calls = []
+
+    def counted(x, t):
+        calls.append(1)
+        return bind(net.eval(), test["cond"])(x, t)
+
+    rng = SampleRNG(seeds=range(6))
+    x = sample_ddm(counted, proc, rng.randn((1, 8, 8)), uniform_grid(5), rng=rng)
+    assert len(calls) == 5 and x.shape == (6, 1, 8, 8) and torch.isfinite(x).all()
+    rng = SampleRNG(seeds=range(6))
+    other = sample_ddm(bind(net, test["cond"].flip(0)), proc, rng.randn((1, 8, 8)),
+                       uniform_grid(5), rng=rng)
+    assert (other - x).abs().max() > 1e-6  # the sample follows the condition
+
+
+def test_conditioned_ddpm_baseline_same_backbone(tmp_path):
+    data = tasks.saliency_task("train", n=16, size=8, seed=0)
+    sde = VPSDE()
+    torch.manual_seed(0)
+    net = CondUNet(cond_channels=3, **{**TINY, "out_channels": (1,)})
+    cfg = TrainConfig(steps=2, batch_size=8, lr=1e-3, ckpt_every=100, log_every=1)
+    train(net, ConditionedObjective(VPObjective(sde), 1), pack(data["target"], data["cond"]),
+          cfg, tmp_path / "vp")
+    cond = data["cond"][:4]
+    rng = SampleRNG(seeds=range(4))
+    x = sample_vp_em(bind(net.eval(), cond), sde, rng.randn((1, 8, 8)), sde_grid(5), rng=rng)
+    assert x.shape == (4, 1, 8, 8) and torch.isfinite(x).all()
+
+
+def test_conditioned_objective_refuses_unpacked_data():
+    obj = ConditionedObjective(DDMObjective(DecoupledProcess("constant")), target_channels=1)
+    with pytest.raises(ValueError, match=r"packed data must be \(B, 1 \+ condition channels"):
+        obj.draw(torch.zeros(4, 1, 8, 8))
+    with pytest.raises(ValueError, match="need the same count and size"):
+        pack(torch.zeros(4, 1, 8, 8), torch.zeros(4, 3, 4, 4))
+
+
+def test_missing_swin_b_weights_is_one_clear_error(tmp_path):
+    missing = tmp_path / "swin_b-68c6b09e.pth"
+    with pytest.raises(MissingWeightsError) as err:
+        _tiny(encoder="swin_b", encoder_weights=missing)
+    msg = str(err.value)
+    assert str(missing) in msg and SWIN_B_URL in msg and "\n" not in msg
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a state dict")
+    with pytest.raises(ValueError, match="bad.pth is not torchvision's Swin-B state dict"):
+        _tiny(encoder="swin_b", encoder_weights=bad)
+
+
+@pytest.mark.slow
+def test_swin_b_encoder_from_a_local_file(tmp_path):
+    from torchvision.models import swin_b
+
+    path = tmp_path / "swin_b.pth"
+    torch.manual_seed(0)
+    state = swin_b(weights=None).state_dict()
+    torch.save(state, path)
+    del state
+    net = CondUNet(cond_channels=3, encoder="swin_b", encoder_weights=path,
+                   **{**TINY, "resolution": 32, "attn_resolutions": (16,)})
+    assert torch.equal(net.cond_encoder.backbone[0][0].weight,
+                       torch.load(path, weights_only=True)["features.0.0.weight"])
+    assert net.cond_encoder.stage_of_level == [0, 0]  # strides 1, 2 -> Swin's stride-4 stage
+    with torch.no_grad():
+        feats = net.cond_encoder(torch.rand(2, 3, 32, 32) * 2 - 1)
+        out = net(torch.randn(2, 1, 32, 32), torch.rand(2), cond=torch.rand(2, 3, 32, 32))
+    assert [tuple(f.shape) for f in feats] == [(2, 16, 32, 32), (2, 32, 16, 16)]
+    assert [tuple(o.shape) for o in out] == [(2, 1, 32, 32)] * 2
