@@ -1,6 +1,7 @@
 # Helpers shared by the rules: the job list of each phase, derived from params.yaml through
 # ddm.config (the same resolution `ddm` itself uses).
 import json
+import os
 import shlex
 import sys
 
@@ -184,3 +185,59 @@ def record_in_dvc():
         print(f"dvc.lock not updated: `dvc commit --force` failed ({why}); run {how}", file=sys.stderr)
         return
     print(f"dvc.lock records the products of the {len(PHASES)} stages ({', '.join(PHASES)})", file=sys.stderr)
+
+
+# -- data (workflow/rules/data.smk) ---------------------------------------------------------
+def source_images(wc):
+    """What prepare reads of an `imagefolder` dataset's `source` folder, as a param: the digest of
+    its image files (relative path, size, mtime; ddm.data.image_folder_digest), so an added,
+    removed or changed image reruns prepare and everything downstream. Other datasets: "".
+    A source that is not a folder: "" when nothing was prepared yet (the prepare job then fails
+    with the loader's message); else an error before any job runs, so that a folder that is
+    only missing for now (an unmounted disk) does not delete the prepared images."""
+    source = PRESET[wc.dataset].get("source")
+    if wc.dataset != "imagefolder" or not source:
+        return ""
+    if not os.path.isdir(os.path.expanduser(source)):
+        prepared = f"data/prepared/{wc.dataset}.pt"
+        if not os.path.exists(prepared):
+            return ""
+        raise WorkflowError(f"presets.{config['preset']}.{wc.dataset}.source: image folder not found: {source}; "
+                            f"restore it or set source to a folder of PNG/JPEG images ({prepared} is kept)")
+    from ddm.data import image_folder_digest  # imports torch: only when an image folder is used
+
+    return image_folder_digest(source)
+
+
+# -- training launch (workflow/rules/train.smk) ---------------------------------------------
+def train_geometry(wc):
+    """(processes per node, nodes) of a training job: params.yaml train.gpus / train.nodes."""
+    t = resolve(config, wc.dataset, wc.method)["train"]
+    return int(t.get("gpus", 1)), int(t.get("nodes", 1))
+
+
+def _python():
+    return "python" if _uses_conda() else shlex.quote(sys.executable)
+
+
+def train_launcher(wc):
+    """The command that starts `ddm` (one process, torchrun on one node, srun + torchrun)."""
+    k, n = train_geometry(wc)
+    if k * n == 1:
+        return DDM
+    run = f"{_python()} -m torch.distributed.run --nnodes={n} --nproc_per_node={k} --max-restarts=0"
+    if n == 1:
+        return f"{run} --standalone -m ddm"
+    return (
+        f'test -n "$SLURM_JOB_ID" || {{ echo "train.nodes: {n} needs a SLURM allocation '
+        '(snakemake --profile slurm); set train.nodes: 1 to train on this machine" >&2; exit 2; }; '
+        'head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1); '
+        f"srun --nodes={n} --ntasks-per-node=1 --kill-on-bad-exit=1 {run} "
+        '--rdzv_backend=c10d --rdzv_endpoint="$head:$((29500 + SLURM_JOB_ID % 1000))" '
+        '--rdzv_id="$SLURM_JOB_ID" -m ddm'
+    )
+
+
+def train_threads_per_process(wc, threads):
+    """CPU threads of each training process: the job's threads shared by its K processes."""
+    return max(1, threads // train_geometry(wc)[0])

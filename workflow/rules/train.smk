@@ -12,40 +12,7 @@
 # The global batch and the result do not depend on K x N (ddm.training): only the speed does.
 # SLURM request (the plugin turns these resources into sbatch options): --gres=gpu:K per node,
 # --nodes=N and --ntasks=N for N > 1; partition, memory, time and the USR1 warning come from
-# the profile (slurm/config.yaml).
-
-
-def train_geometry(wc):
-    """(processes per node, nodes) of a training job: params.yaml train.gpus / train.nodes."""
-    t = resolve(config, wc.dataset, wc.method)["train"]
-    return int(t.get("gpus", 1)), int(t.get("nodes", 1))
-
-
-def _python():
-    return "python" if _uses_conda() else shlex.quote(sys.executable)
-
-
-def train_launcher(wc):
-    """The command that starts `ddm` (one process, torchrun on one node, srun + torchrun)."""
-    k, n = train_geometry(wc)
-    if k * n == 1:
-        return DDM
-    run = f"{_python()} -m torch.distributed.run --nnodes={n} --nproc_per_node={k} --max-restarts=0"
-    if n == 1:
-        return f"{run} --standalone -m ddm"
-    return (
-        'test -n "$SLURM_JOB_ID" || { echo "train.nodes: ' + str(n) + ' needs a SLURM allocation '
-        '(snakemake --profile slurm); set train.nodes: 1 to train on this machine" >&2; exit 2; }; '
-        'head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1); '
-        f"srun --nodes={n} --ntasks-per-node=1 --kill-on-bad-exit=1 {run} "
-        '--rdzv_backend=c10d --rdzv_endpoint="$head:$((29500 + SLURM_JOB_ID % 1000))" '
-        '--rdzv_id="$SLURM_JOB_ID" -m ddm'
-    )
-
-
-def train_threads_per_process(wc, threads):
-    """CPU threads of each training process: the job's threads shared by its K processes."""
-    return max(1, threads // train_geometry(wc)[0])
+# the profile (slurm/config.yaml). Helpers: train_geometry, train_launcher (common.smk).
 
 
 rule train:
