@@ -510,7 +510,11 @@ def cmd_convergence(args) -> None:
     from ddm.io import save_json
     from ddm.metrics import fid
 
+    from ddm.config import resolve
+
+    cfg = resolve(_params(args), args.dataset, args.method)
     exp, net = load_model(args.model, _default_device(args))
+    exp.cfg["sampling"] = cfg["sampling"]  # sampling options come from params.yaml, not the model file
     snaps = _torch_file(args.model, "model file", "ddm train").get("snapshots")
     if not snaps:
         raise InputError(f"model file {args.model} holds no snapshots: list its method under the preset's "

@@ -146,14 +146,14 @@ def test_lint_is_clean(tiny_run):
 
 
 def _parse_table1(tex: str) -> tuple[list[int], dict[str, list[str]]]:
-    m = re.search(r"^Method \$\\backslash\$ NFE((?: & \d+)+) \\\\$", tex, flags=re.M)
+    m = re.search(r"^Method \$\\backslash\$ NFE & Param((?: & \d+)+) \\\\$", tex, flags=re.M)
     assert m, tex
     nfes = [int(n) for n in m.group(1).split(" & ")[1:]]
     rows = {}
     for label in METHOD_LABELS.values():
         row = re.search(rf"^{re.escape(label)}((?: & [^&]*?)+) \\\\$", tex, flags=re.M)
         if row:
-            rows[label] = row.group(1).split(" & ")[1:]
+            rows[label] = row.group(1).split(" & ")[2:]  # after the Param cell
     return nfes, rows
 
 
@@ -372,14 +372,17 @@ def test_param_change_reruns_only_that_method(tiny_run_copy, case):
     b = params["presets"]["embedded"]["digits"]
     jobs = _changed_jobs(tiny_run_copy, overrides)
     per_method = [(rule, wc) for rule, wc in jobs if rule in PER_METHOD_RULES]
+    # FID against training step: rerun for the changed method when it is one the figure shows
+    conv = [wc["method"] for rule, wc in jobs if rule == "convergence"]
+    assert conv == ([method] if method in b.get("convergence", {}).get("methods", []) else []), conv
     assert {wc["method"] for _, wc in per_method} == {method}, per_method
     counts = Counter(rule for rule, _ in per_method)
     sample_sets = {(int(n), r) for n in b["nfe"] for r in range(b["fid"]["repeats"])}
     assert counts == Counter({"train": trains, "sample": len(sample_sets), "evaluate": len(sample_sets)}), counts
     for rule in ("sample", "evaluate"):
         assert {(int(wc["nfe"]), int(wc["repeat"])) for r, wc in per_method if r == rule} == sample_sets
-    others = Counter(rule for rule, _ in jobs if rule not in PER_METHOD_RULES)
-    assert set(others) <= AGGREGATE_RULES | {"sample_grid"}, others
+    others = Counter(rule for rule, _ in jobs if rule not in {*PER_METHOD_RULES, "convergence"})
+    assert set(others) <= AGGREGATE_RULES | {"sample_grid", "convergence_plot"}, others
     assert {wc["method"] for rule, wc in jobs if rule == "sample_grid"} <= {method}
     assert not {"prepare", "extractor", "refstats"} & set(others)
 

@@ -237,6 +237,7 @@ def shipped_run(slurm_cluster, tiny_run, tmp_path_factory):  # noqa: F811
     shipped_profile_copy(wd)
     params["presets"][params["preset"]]["digits"]["train"].update(steps=STEPS, ckpt_every=5,
                                                                   keep_last=2)
+    params["presets"][params["preset"]]["digits"].pop("convergence", None)  # keeps 2 checkpoints, not all
     (wd / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     ckpt_root = wd / "results" / "checkpoints" / "digits"
     old_ckpts = set(ckpt_root.glob("ddm-*/ckpt-*.pt"))

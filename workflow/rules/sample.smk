@@ -72,6 +72,7 @@ rule convergence:
         ddm=DDM,
         nfe=lambda wc: " ".join(map(str, PRESET[wc.dataset]["convergence"]["nfe"])),
         num_samples=lambda wc: PRESET[wc.dataset]["convergence"]["num_samples"],
+        cfg=sampling_config,  # the method's sampler, as in its Table 1 cells
     log:
         "logs/convergence/{dataset}/{method}.log",
     threads: 1
