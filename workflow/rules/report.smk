@@ -109,8 +109,8 @@ rule report_pdf:
     params:
         ddm=DDM,
         latex=shlex.quote(LATEX),
-    message:
-        ("LaTeX report -> {output} with {params.latex}" if LATEX != "none" else
+    message:  # only without LaTeX: one line saying what to install (else the usual job display)
+        (None if LATEX != "none" else
          "reports/report.pdf: no pdflatex on PATH, writing a placeholder page; install LaTeX "
          "(Debian: apt-get install texlive-latex-base texlive-latex-recommended texlive-fonts-recommended)")
     log:
