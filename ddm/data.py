@@ -744,6 +744,31 @@ def _copy_tree_atomic(src: Path, dest: Path) -> Path:
     return dest
 
 
+def _check_download_args(name: str, spec, root: Path, source: str | None, checksum: Any) -> Path | None:
+    """The arguments of :func:`download_dataset` that cannot work, refused before any transfer;
+    returns ``source`` as a local path when it is one."""
+    single = len(spec.resources) == 1
+    if checksum is not _DEFAULT and checksum is not None and not single:
+        raise ValueError(
+            f"dataset {name!r} has {len(spec.resources)} archives; a single checksum cannot "
+            f"apply to all of them (pass checksum=None to record instead of verify)"
+        )
+    if spec.needs_source and source is None:
+        raise DownloadError(
+            f"dataset {name!r} has no stable public download URL: obtain it yourself and pass "
+            f"source=<a folder of images or an archive (.zip/.tar/.tar.gz) of them>, e.g. "
+            f"download_dataset({name!r}, {str(root)!r}, source='/path/to/celeba_hq_256')"
+        )
+    local = _local_path(source) if source is not None else None
+    if source is not None and not single and not source.endswith("/") and not (local and local.is_dir()):
+        raise ValueError(
+            f"dataset {name!r} has {len(spec.resources)} archives "
+            f"({', '.join(r.filename for r in spec.resources if r.filename)}): source must be a "
+            f"folder or a URL prefix ending in '/' that holds them, got {source!r}"
+        )
+    return local
+
+
 def download_dataset(
     name: str,
     root: Path | str | None = None,
@@ -781,25 +806,7 @@ def download_dataset(
     root = Path(root).expanduser() if root is not None else default_root()
     target = spec.dir(root)
     single = len(spec.resources) == 1
-    if checksum is not _DEFAULT and checksum is not None and not single:
-        raise ValueError(
-            f"dataset {name!r} has {len(spec.resources)} archives; a single checksum cannot "
-            f"apply to all of them (pass checksum=None to record instead of verify)"
-        )
-    if spec.needs_source and source is None:
-        raise DownloadError(
-            f"dataset {name!r} has no stable public download URL: obtain it yourself and pass "
-            f"source=<a folder of images or an archive (.zip/.tar/.tar.gz) of them>, e.g. "
-            f"download_dataset({name!r}, {str(root)!r}, source='/path/to/celeba_hq_256')"
-        )
-
-    local = _local_path(source) if source is not None else None
-    if source is not None and not single and not source.endswith("/") and not (local and local.is_dir()):
-        raise ValueError(
-            f"dataset {name!r} has {len(spec.resources)} archives "
-            f"({', '.join(r.filename for r in spec.resources if r.filename)}): source must be a "
-            f"folder or a URL prefix ending in '/' that holds them, got {source!r}"
-        )
+    local = _check_download_args(name, spec, root, source, checksum)
 
     for res in spec.resources:
         dest_dir = target / res.subdir if res.subdir else target

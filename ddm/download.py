@@ -248,19 +248,8 @@ def fetch(
         f"{dest} and rerun."
     )
 
-    if dest.exists():
-        if sha256 is None:
-            if not dest.with_name(dest.name + ".sha256").exists():
-                _record_sha256(dest, url)
-            return dest
-        ok, actual = _matches(dest, sha256)
-        if ok:
-            log.info("%s already present and verified", dest)
-            return dest
-        log.warning(
-            "%s exists but its checksum is %s, not %s: fetching %s again",
-            dest, actual, _describe(sha256), url,
-        )
+    if _already_there(dest, sha256, url):
+        return dest
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     resumed_once_from_stale = False
@@ -269,30 +258,10 @@ def fetch(
         attempt += 1
         resumed = part.exists() and part.stat().st_size > 0
         try:
-            if kind == "file":
-                _copy_local(where, part)
-            else:
-                _http_attempt(where, part, timeout)
+            _transfer(kind, where, part, timeout, url, hint)
         except _Transient as e:
-            if attempt > retries:
-                kept = (
-                    f" (The partial download {part} is kept and will be resumed.)"
-                    if part.exists() and part.stat().st_size
-                    else ""
-                )
-                raise DownloadError(
-                    f"could not download {url} after {attempt} attempt(s): {e}. {hint}{kept}"
-                ) from e
-            wait = backoff * (2 ** (attempt - 1))
-            log.warning("download of %s failed (%s); retrying in %.1f s", url, e, wait)
-            time.sleep(wait)
+            _wait_or_give_up(e, attempt, retries, backoff, url, part, hint)
             continue
-        except urllib.error.HTTPError as e:
-            _discard(part)
-            raise DownloadError(f"could not download {url}: HTTP {e.code} {e.reason}. {hint}") from e
-        except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
-            _discard(part)
-            raise DownloadError(f"could not read {url}: {e}. {hint}") from e
 
         if not part.exists():
             raise DownloadError(f"download of {url} produced no data. {hint}")
@@ -317,6 +286,50 @@ def fetch(
             f"The download was deleted. If you have a correct copy, place it by hand at {dest} "
             f"and rerun."
         )
+
+
+def _already_there(dest: Path, sha256: str | None, url: str) -> bool:
+    """True if ``dest`` exists and may be used as is (right checksum, or none known)."""
+    if not dest.exists():
+        return False
+    if sha256 is None:
+        if not dest.with_name(dest.name + ".sha256").exists():
+            _record_sha256(dest, url)
+        return True
+    ok, actual = _matches(dest, sha256)
+    if ok:
+        log.info("%s already present and verified", dest)
+        return True
+    log.warning("%s exists but its checksum is %s, not %s: fetching %s again", dest, actual, _describe(sha256), url)
+    return False
+
+
+def _transfer(kind: str, where, part: Path, timeout: float, url: str, hint: str) -> None:
+    """One attempt to fill ``part``; a permanent failure is a DownloadError, a transient one
+    (cut connection, timeout, HTTP 5xx) stays a ``_Transient``."""
+    try:
+        if kind == "file":
+            _copy_local(where, part)
+        else:
+            _http_attempt(where, part, timeout)
+    except urllib.error.HTTPError as e:
+        _discard(part)
+        raise DownloadError(f"could not download {url}: HTTP {e.code} {e.reason}. {hint}") from e
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
+        _discard(part)
+        raise DownloadError(f"could not read {url}: {e}. {hint}") from e
+
+
+def _wait_or_give_up(e: Exception, attempt: int, retries: int, backoff: float, url: str, part: Path,
+                     hint: str) -> None:
+    """After a transient failure: sleep before the next attempt, or raise once retries are spent."""
+    if attempt > retries:
+        kept = (f" (The partial download {part} is kept and will be resumed.)"
+                if part.exists() and part.stat().st_size else "")
+        raise DownloadError(f"could not download {url} after {attempt} attempt(s): {e}. {hint}{kept}") from e
+    wait = backoff * (2 ** (attempt - 1))
+    log.warning("download of %s failed (%s); retrying in %.1f s", url, e, wait)
+    time.sleep(wait)
 
 
 def _discard(part: Path) -> None:
