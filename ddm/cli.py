@@ -43,6 +43,8 @@ import tempfile
 import traceback
 from pathlib import Path
 
+from ddm.resources import PUBLISHED_CSV  # standard library only: `ddm --help` stays fast
+
 log = logging.getLogger("ddm")
 
 #: Exit code of a runtime failure (missing download or weights, unwritable output, ...).
@@ -302,7 +304,7 @@ def cmd_extractor(args) -> None:
     name = fid_cfg["extractor"]
     out = _check_out(args.out)
     from ddm import metrics  # torch-fidelity: imported once the checks passed (errors stay fast)
-    from ddm.io import save_json
+    from ddm.io import file_checksum, save_json
 
     if name == metrics.DIGITS_CLASSIFIER:
         weights = out.with_name("digits_classifier.pt")
@@ -313,7 +315,7 @@ def cmd_extractor(args) -> None:
     else:
         weights = metrics.resolve_weights(name, fid_cfg.get("weights"))  # clear error if missing
         info = {"extractor": name, "weights": str(weights)}
-    info["weights_sha256"] = metrics.sha256_file(weights)
+    info["weights_sha256"] = file_checksum(weights, memo=True)
     with _writing(out):
         save_json(info, out)
     log.info("FID extractor %s: %s", name, info)
@@ -549,7 +551,8 @@ def _published_csv(path) -> Path:
         header = next(csv.reader(f), [])
     missing = [c for c in ("table", "dataset", "method", "params", "nfe", "value") if c not in header]
     if missing:
-        raise InputError(f"published results file {path} lacks the columns {missing} (see workflow/published.csv)")
+        raise InputError(f"published results file {path} lacks the columns {missing}: add them (the package's "
+                         f"own file {PUBLISHED_CSV} shows the format)")
     return p
 
 
@@ -687,7 +690,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--inputs", nargs="+", required=True)
     s.add_argument("--models", nargs="*", help="trained model files (Table 1's Param column)")
     s = _add(sub, "report", cmd_report, "reports/tables.tex from reports/metrics.json", "metrics", "out")
-    s.add_argument("--published", default="workflow/published.csv")
+    s.add_argument("--published", default=str(PUBLISHED_CSV),
+                   help="published results shown beside the measured ones (default: the package's %(default)s)")
     _add(sub, "figures", cmd_figures, "FID-vs-NFE plot of one dataset", "metrics", "dataset", "out")
     s = _add(sub, "report-pdf", cmd_report_pdf, "reports/report.pdf: tables and figures", "template", "tables",
              "metrics", "out")

@@ -1,4 +1,4 @@
-"""params.yaml: load, validate against workflow/schemas/params.schema.yaml, resolve per job.
+"""params.yaml: load, validate against the package's schema (ddm/data/params.schema.yaml), resolve per job.
 
 One declarative config; defaults filled and checked in one place (``resolve``), and the
 resolved dict of a job is what the pipeline hands to Snakemake as that job's params, so a
@@ -16,11 +16,10 @@ from typing import Any, Mapping
 import yaml
 
 from ddm.registry import fit_error
+from ddm.resources import SCHEMA_PATH
 
 __all__ = ["ConfigError", "read_yaml", "load_params", "validate", "dataset_names", "all_methods", "resolve",
            "resolved_hash", "model_of", "check_fit", "SCHEMA_PATH", "METHOD_DEFAULTS"]
-
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "params.schema.yaml"
 
 #: Defaults of a method entry, per process (the paper's choices; options named in the README).
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -46,7 +45,8 @@ class ConfigError(ValueError):
 
 
 def _schema() -> dict:
-    with open(SCHEMA_PATH) as f:
+    """The params.yaml schema, read from the package (``ddm.resources.SCHEMA_PATH``)."""
+    with SCHEMA_PATH.open(encoding="utf-8") as f:
         return yaml.safe_load(f)
 
 

@@ -22,7 +22,6 @@ paths, ``..`` components, links pointing outside, or device files are refused.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import logging
@@ -37,13 +36,12 @@ import urllib.request
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from ddm.io import make_temp_dir
+from ddm.io import CHUNK, file_checksum, make_temp_dir  # file_checksum: re-exported (the one checksum of ddm)
 
 __all__ = ["DownloadError", "fetch", "extract", "file_checksum", "parse_checksum", "MARKER"]
 
 log = logging.getLogger(__name__)
 
-CHUNK = 1 << 20
 MARKER = ".ddm_complete"
 USER_AGENT = "ddm-fetch/0.1 (+python-urllib)"
 _HEX_LEN = {"sha256": 64, "md5": 32}
@@ -80,15 +78,6 @@ def parse_checksum(checksum: str) -> tuple[str, str]:
             + (" (prefix an MD5 with 'md5:')" if algo == "sha256" and len(digest) == 32 else "")
         )
     return algo, digest
-
-
-def file_checksum(path: Path, algo: str = "sha256") -> str:
-    """Hex digest of a file, read in 1 MiB chunks."""
-    h = hashlib.new(algo)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _describe(checksum: str | None) -> str:

@@ -1,4 +1,5 @@
-"""Atomic file output: nothing is half-written (temp file beside the target, then os.replace).
+"""Atomic file output: nothing is half-written (temp file beside the target, then os.replace);
+and the one file checksum of the package (:func:`file_checksum`).
 
 Permissions: the temporary file (and folder, :func:`make_temp_dir`) is created with mode 0666
 (0777) and the process umask applied by the kernel, as ``open()`` / ``mkdir`` would; so the
@@ -9,18 +10,21 @@ renamed output gets what the umask gives (0644 under umask 0022, 0640 under 0027
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import json
 import os
 import secrets
 from pathlib import Path
 from typing import Any, Callable, IO
 
-import torch
-
-__all__ = ["atomic_write", "make_temp_dir", "save_torch", "save_json", "save_text", "TMP_PREFIX"]
+__all__ = ["atomic_write", "make_temp_dir", "save_torch", "save_json", "save_text", "file_checksum", "TMP_PREFIX",
+           "CHUNK"]
 
 #: Prefix of the temporary files (a writer killed mid-write may leave one; never a target).
 TMP_PREFIX = ".tmp-"
+#: Block size of file reads and copies (1 MiB).
+CHUNK = 1 << 20
 
 
 def _fsync_dir(d: Path) -> None:
@@ -73,13 +77,53 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
 
 
 def save_torch(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save(obj)`` to ``path`` atomically (torch is imported here: the rest of ddm.io,
+    e.g. for workflow/make_dvc_yaml.py, does not need it)."""
+    import torch
+
     return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def save_json(obj: Any, path: str | os.PathLike) -> Path:
+    """``obj`` as indented JSON with sorted keys (byte-stable) to ``path`` atomically."""
     text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
     return atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def save_text(text: str, path: str | os.PathLike) -> Path:
+    """``text`` as UTF-8 to ``path`` atomically (no newline translation)."""
     return atomic_write(path, lambda f: f.write(text.encode()))
+
+
+# -- checksums --------------------------------------------------------------------------------------
+def _digest(path: str, algo: str) -> str:
+    h = hashlib.new(algo)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=64)
+def _digest_memo(path: str, algo: str, size: int, mtime_ns: int, inode: int) -> str:
+    return _digest(path, algo)
+
+
+def file_checksum(path: str | os.PathLike, algo: str = "sha256", *, memo: bool = False) -> str:
+    """Hex digest of a file with ``hashlib.new(algo)`` (sha256 by default), read in 1 MiB blocks.
+
+    The one file checksum of the package: the verification of downloads (``ddm.download``) and
+    the weights' sha256 of the FID extractors (``ddm.metrics``, ``ddm extractor``).
+    ``memo=True`` memoises on the real path, algorithm, size, modification time and inode (hashing
+    the same large weights file again is free); a file rewritten within one clock tick with the
+    same size could then give a stale digest, so checks of fresh downloads leave it off."""
+    try:
+        hashlib.new(algo)
+    except (ValueError, TypeError):
+        raise ValueError(f"file_checksum: unknown hash algorithm {algo!r}; use one of hashlib's, e.g. "
+                         f"'sha256' or 'md5'") from None
+    p = os.path.realpath(os.fspath(path))
+    if not memo:
+        return _digest(p, algo)
+    st = os.stat(p)
+    return _digest_memo(p, algo, st.st_size, st.st_mtime_ns, st.st_ino)

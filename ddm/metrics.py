@@ -31,8 +31,6 @@ made with another extractor or other weights.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import math
 import os
 from pathlib import Path
@@ -52,7 +50,7 @@ from torch_fidelity.metric_fid import (
 )
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
-from ddm.io import atomic_write
+from ddm.io import atomic_write, file_checksum
 from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 
 __all__ = [
@@ -69,8 +67,6 @@ __all__ = [
     "default_inception_weights_path",
     "fetch_inception_weights",
     "resolve_weights",
-    "sha256_file",
-    "to_uint8_images",
     "extract_features",
     "feature_statistics",
     "frechet_distance",
@@ -99,27 +95,6 @@ class MissingWeightsError(FileNotFoundError):
 
 class ReferenceMismatchError(ValueError):
     """Samples and reference statistics were (or would be) made with different extractors/weights."""
-
-
-# --------------------------------------------------------------------------------------------
-# Files
-# --------------------------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=32)
-def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file (memoised on path, size and modification time)."""
-    p = os.path.realpath(os.fspath(path))
-    st = os.stat(p)
-    return _sha256_cached(p, st.st_size, st.st_mtime_ns)
 
 
 # --------------------------------------------------------------------------------------------
@@ -171,7 +146,7 @@ def fetch_inception_weights(
         if not existed:
             dest.unlink(missing_ok=True)  # never leave a wrong file where FID would pick it up
         raise ValueError(f"{dest} (from {url}) is not torch-fidelity's InceptionV3 state dict")
-    print(f"{dest}  sha256={sha256_file(dest)}")
+    print(f"{dest}  sha256={file_checksum(dest, memo=True)}")
     return dest
 
 
@@ -405,13 +380,6 @@ if DIGITS_CLASSIFIER not in FEATURE_EXTRACTORS_REGISTRY:
 # --------------------------------------------------------------------------------------------
 
 
-def to_uint8_images(x, value_range: tuple[float, float] = (-1.0, 1.0)) -> torch.Tensor:
-    """Quantise float images in ``value_range`` to uint8 [0, 255] (clamp, scale, round)."""
-    x = torch.as_tensor(x)
-    lo, hi = value_range
-    return ((x.float() - lo) / (hi - lo) * 255.0).clamp(0, 255).round().to(torch.uint8)
-
-
 class _UInt8Images(Dataset):
     """uint8 images (N,C,H,W), C in {1,3}, served as (3,H,W) uint8 tensors for torch-fidelity."""
 
@@ -419,7 +387,8 @@ class _UInt8Images(Dataset):
         x = images if torch.is_tensor(images) else torch.from_numpy(np.ascontiguousarray(images))
         if x.dtype != torch.uint8:
             raise TypeError(
-                f"FID inputs must be uint8 images in [0, 255], got {x.dtype} (see to_uint8_images)"
+                f"FID inputs must be uint8 images in [0, 255], got {x.dtype}: convert model-range images in [-1, 1] "
+                f"with ddm.data.to_uint8"
             )
         if x.ndim == 3:
             x = x[:, None]
@@ -509,7 +478,7 @@ def reference_stats(
         "format": _STATS_FORMAT,
         "extractor": extractor,
         "feature_layer": FID_FEATURE_LAYER[extractor],
-        "weights_sha256": sha256_file(weights),
+        "weights_sha256": file_checksum(weights, memo=True),
         "num_samples": int(feats.shape[0]),
         "torch_fidelity_version": torch_fidelity.__version__,
     }
@@ -552,7 +521,7 @@ def fid(
     """
     weights = resolve_weights(extractor, weights_path)
     ref = load_reference_stats(ref_stats_path)
-    digest = sha256_file(weights)
+    digest = file_checksum(weights, memo=True)
     if ref["extractor"] != extractor or ref["feature_layer"] != FID_FEATURE_LAYER[extractor]:
         raise ReferenceMismatchError(
             f"reference {ref_stats_path} was made with extractor {ref['extractor']!r} "

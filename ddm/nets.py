@@ -66,6 +66,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ddm.process import as_batch_t
+
 __all__ = ["UNet", "build_unet", "count_parameters", "HEAD_TYPES", "num_groups"]
 
 #: Valid values of ``UNet(head=...)``.
@@ -429,19 +431,6 @@ class UNet(nn.Module):
             )
         return x.shape[0]
 
-    def _check_t(self, t, batch: int, device) -> Tensor:
-        if isinstance(t, (int, float)) and not isinstance(t, bool):
-            return torch.full((batch,), float(t), device=device)
-        if not isinstance(t, Tensor):
-            raise ValueError(f"t must be a float or a tensor of shape ({batch},), got {t!r}")
-        if t.dim() == 0:
-            return t.to(device=device, dtype=torch.float32).expand(batch)
-        if tuple(t.shape) != (batch,):
-            raise ValueError(
-                f"expected t of shape ({batch},) (or a scalar), got {tuple(t.shape)}"
-            )
-        return t.to(device=device, dtype=torch.float32)
-
     def _encode_cond(self, cond, batch: int) -> list[Tensor] | None:
         if self.cond_encoder is None:
             if cond is not None:
@@ -468,7 +457,7 @@ class UNet(nn.Module):
         if given, maps the output of level ``i`` of decoder ``d`` before its upsampling (the
         cross-attention of ``ddm.conditioning.CondUNet``)."""
         batch = self._check_x(x)
-        t = self._check_t(t, batch, x.device)
+        t = as_batch_t(t, batch, device=x.device, dtype=torch.float32)  # shape only: no sync, compile-safe
         cond_feats = self._encode_cond(cond, batch)
         temb = self.time_embed(timestep_embedding(t * _TIME_SCALE, self.ch))
         hs, h = self.encoder(x, temb)

@@ -20,9 +20,10 @@ from typing import Iterable, Mapping
 import torch
 
 from ddm.config import all_methods, model_of
+from ddm.resources import PUBLISHED_CSV, TABLES_TEMPLATE
 from ddm.stats import mark_best, summarize
 
-__all__ = ["collect", "render_tables", "fid_plot", "sample_grid", "fig3_plot", "convergence_plot", "format_params", "x0_mse_curve", "TABLE5_ROWS", "METHOD_LABELS"]
+__all__ = ["PUBLISHED_CSV", "TABLES_TEMPLATE", "collect", "render_tables", "fid_plot", "sample_grid", "fig3_plot", "convergence_plot", "format_params", "x0_mse_curve", "TABLE5_ROWS", "METHOD_LABELS"]
 
 #: Table 1 labels of the methods this project trains.
 METHOD_LABELS = {"ddm": "DDM (ours)", "ddpm": "DDPM (VP-SDE, EM)", "sde": "SDE (VE-SDE, EM)",
@@ -124,6 +125,9 @@ def collect(paths: Iterable[Path], params: Mapping, model_params: Mapping | None
 
 # -- LaTeX ----------------------------------------------------------------------------------
 def _env():
+    """The jinja2 environment of the package's templates (ddm/templates: ``TABLES_TEMPLATE``'s
+    folder, loaded through the installed package, not the working directory), with LaTeX-safe
+    delimiters."""
     import jinja2
 
     return jinja2.Environment(
@@ -148,10 +152,11 @@ def _cell(res: Mapping | None, marker: str | None = None) -> str:
     return text
 
 
-def _published(path: Path) -> list[dict]:
-    if not path.exists():
-        raise FileNotFoundError(f"published results CSV not found: {path}")
-    with open(path, newline="") as f:
+def _published(path) -> list[dict]:
+    """The rows of a published-results CSV (a path or ``PUBLISHED_CSV``, the package's own)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"published results CSV not found: {path} (the package's own is {PUBLISHED_CSV})")
+    with path.open(newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
 
 
@@ -162,10 +167,11 @@ def _fmt_int(n: int) -> str:
     return f"{n:,}"
 
 
-def render_tables(metrics: Mapping, published_csv: Path) -> str:
-    """reports/tables.tex: Table 1 (measured, with markers; reported peers marked as such),
-    Table 4 and Table 5 when their ablations were run."""
-    published = _published(published_csv)
+def render_tables(metrics: Mapping, published_csv: Path = PUBLISHED_CSV) -> str:
+    """reports/tables.tex: Table 1 (measured, with markers; reported peers marked as such, from
+    ``published_csv``: by default the package's ``PUBLISHED_CSV``), Table 4 and Table 5 when
+    their ablations were run."""
+    published = _published(Path(published_csv) if isinstance(published_csv, str) else published_csv)
     datasets = []
     for ds, d in sorted(metrics["datasets"].items()):
         res = d["results"]
@@ -212,7 +218,7 @@ def render_tables(metrics: Mapping, published_csv: Path) -> str:
             "samplers": "; ".join(d.get("samplers", {}).values()),
             "table4": t4, "t4_nfes": t4_nfes, "table5": t5,
         })
-    return _env().get_template("tables.tex.j2").render(datasets=datasets, preset=metrics["preset"],
+    return _env().get_template(TABLES_TEMPLATE.name).render(datasets=datasets, preset=metrics["preset"],
                                                         ht=metrics["ht"], provenance=provenance_text(metrics.get("provenance")))
 
 

@@ -81,8 +81,10 @@ def test_load_params_missing_file_and_non_mapping(tmp_path):
 
 
 def test_schema_is_the_one_the_pipeline_uses():
-    assert SCHEMA_PATH == REPO / "workflow" / "schemas" / "params.schema.yaml"
-    assert "params.schema.yaml" in (REPO / "Snakefile").read_text()
+    """The schema ships in the package (ddm/data) and the Snakefile validates with the same constant."""
+    assert SCHEMA_PATH == REPO / "ddm" / "data" / "params.schema.yaml"
+    assert SCHEMA_PATH.is_file()
+    assert "validate(config, str(SCHEMA_PATH))" in (REPO / "Snakefile").read_text()
 
 
 def test_schema_dialect_matches_snakemake_validator():

@@ -7,6 +7,7 @@ source (ddm.data.download_dataset) and the dvc.yaml generator (workflow/make_dvc
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
@@ -19,7 +20,7 @@ from PIL import Image
 
 from conftest import REPO, tool_env
 from ddm.data import download_dataset
-from ddm.io import TMP_PREFIX, atomic_write, make_temp_dir, save_json, save_text, save_torch
+from ddm.io import TMP_PREFIX, atomic_write, file_checksum, make_temp_dir, save_json, save_text, save_torch
 
 UMASKS = [0o022, 0o027]
 
@@ -95,3 +96,20 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
     assert target.read_text() == "old\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.txt"]
     assert not list(tmp_path.glob(TMP_PREFIX + "*"))
+
+
+def test_file_checksum_is_the_one_of_metrics_and_download(tmp_path):
+    """ddm.io.file_checksum: hashlib's digest in 1 MiB blocks; ddm.download re-exports it."""
+    import ddm.download
+
+    f = tmp_path / "w.bin"
+    data = os.urandom((1 << 20) + 17)  # more than one block
+    f.write_bytes(data)
+    assert file_checksum(f) == hashlib.sha256(data).hexdigest()
+    assert file_checksum(f, "md5") == hashlib.md5(data).hexdigest()
+    assert file_checksum(f, memo=True) == file_checksum(str(f)) == hashlib.sha256(data).hexdigest()
+    assert ddm.download.file_checksum is file_checksum
+    save_text("other\n", f)  # replaced (a new inode): the memoised digest is not reused
+    assert file_checksum(f, memo=True) == hashlib.sha256(b"other\n").hexdigest()
+    with pytest.raises(ValueError, match=r"unknown hash algorithm 'sha3000'.*'sha256'"):
+        file_checksum(f, "sha3000")

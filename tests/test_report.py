@@ -18,9 +18,9 @@ from scipy import stats as st
 
 from conftest import REPO, TINY_PARAMS, run_ddm
 from ddm.config import load_params
-from ddm.report import METHOD_LABELS, collect, render_tables
+from ddm.report import METHOD_LABELS, PUBLISHED_CSV, collect, render_tables
 
-PUBLISHED = REPO / "workflow" / "published.csv"
+PUBLISHED = PUBLISHED_CSV  # the package's published results (ddm/data/published.csv)
 
 #: FID per (method, NFE): 3 repeats each. NFE 10: ddm is far below ddpm (Welch p < 0.05,
 #: "significant"); NFE 20: ddm is the best mean but within the noise of ddpm ("not significant").

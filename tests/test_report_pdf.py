@@ -3,9 +3,9 @@ the tiny config with every switch on (ablations, long_nfe, solver_study), in a r
 repository, with real Snakemake, pdflatex and DVC.
 
 Names LaTeX must see escaped: a Table 1 method with `_` (params.yaml method keys allow only
-[a-z0-9_]) and published rows (workflow/published.csv) with `&`, `%`, `_` and `#`.
-One run of the whole graph (module fixture, about 6 min on 2 idle cores); the other tests
-work on copies of it or read it.
+[a-z0-9_]) and published rows (ddm/data/published.csv) with `&`, `%`, `_` and `#`.
+The run (module fixture) continues the session's shared tiny run (conftest ``tiny_run``) in a copy:
+only what the switches add is computed. The other tests work on copies of it or read it.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import (BIN, CORES, copy_run, make_workdir, merge_params, run_ddm, run_snakemake, tiny_params, tool_env,
+from conftest import (BIN, CORES, copy_run, dvc_env, merge_params, run_ddm, run_snakemake, tiny_params, tool_env,
                       write_params)
 from ddm.config import load_params
 from ddm.report import LATEX_PACKAGES, package_versions, params_hash
@@ -68,27 +68,30 @@ def sh(work: Path, *cmd: str, env: dict | None = None) -> subprocess.CompletedPr
 
 
 @pytest.fixture(scope="module")
-def full_run(tmp_path_factory) -> SimpleNamespace:
-    """`snakemake all` with every switch on, in a git repository whose HEAD holds the workflow.
-    ``DDM_TEST_REPORT_RUN=<dir>`` reuses (and updates) a run there: a developer shortcut."""
-    if shutil.which("git") is None:
+def full_run(tiny_run, tmp_path_factory) -> SimpleNamespace:
+    """`snakemake all` with every switch on, built on a copy of the shared tiny run (its models,
+    samples and metrics are current, so only the ablation, solver, long-NFE and ODD_METHOD jobs and
+    the reports run), in its git repository with the new params committed (HEAD holds the workflow
+    and the config the numbers come from). ``DDM_TEST_REPORT_RUN=<dir>`` reuses (and updates) a run
+    there: a developer shortcut."""
+    if shutil.which("git") is None or not (tiny_run / ".git").is_dir():
         pytest.skip("git is not installed")
     reuse = os.environ.get("DDM_TEST_REPORT_RUN")
-    work = make_workdir(Path(reuse) if reuse else tmp_path_factory.mktemp("report") / "repo", extra=(".gitignore",))
-    write_params(work, everything_on())  # as it is: overrides would merge into the full method tables
-    with open(work / "workflow" / "published.csv", "a") as f:
-        f.write("\n".join(PUBLISHED_ROWS) + "\n")
-    git(work, "init", "-q")
-    git(work, "add", "-A")
-    if git(work, "status", "--porcelain"):
-        git(work, "commit", "-q", "-m", "workflow")
-    extra = ["--rerun-incomplete", "--forcerun", "stats"] if reuse else []  # stats: the commit may be new
-    if reuse:
+    work = Path(reuse) if reuse and (Path(reuse) / "Snakefile").exists() else None
+    if work is None:
+        work = copy_run(tiny_run, Path(reuse) if reuse else tmp_path_factory.mktemp("report") / "repo")
+        write_params(work, everything_on())  # as it is: overrides would merge into the full method tables
+        with open(work / "ddm" / "data" / "published.csv", "a") as f:
+            f.write("\n".join(PUBLISHED_ROWS) + "\n")
+        git(work, "add", "-A")
+        git(work, "commit", "-q", "-m", "every switch on")
+    else:
         run_snakemake(work, "--unlock", timeout=300)
-    r = run_snakemake(work, "--cores", CORES, *extra, "all", timeout=RUN_TIMEOUT)
+    extra = ["--rerun-incomplete", "--forcerun", "stats"] if reuse else []  # stats: the commit may be new
+    r = run_snakemake(work, "--cores", CORES, *extra, "all", timeout=RUN_TIMEOUT, env=dvc_env(work))
     if r.returncode != 0:
         pytest.fail(f"snakemake all (every switch on) failed in {work}:\n{r.output[-6000:]}", pytrace=False)
-    print(f"snakemake all, every switch on: {r.elapsed:.0f} s")
+    print(f"snakemake all, every switch on, after the tiny run: {r.elapsed:.0f} s")
     return SimpleNamespace(work=work, run=r, commit=git(work, "rev-parse", "HEAD"))
 
 
@@ -263,12 +266,9 @@ def test_dvc_metrics_plots_and_exp_show(full_run, tmp_path):
     """DVC reads what dvc.yaml declares from the generated files: metrics, plots, experiments."""
     from conftest import REPO
 
-    work = copy_run(full_run.work, tmp_path / "run")
-    shutil.copy2(REPO / "dvc.yaml", work / "dvc.yaml")
+    work = copy_run(full_run.work, tmp_path / "run")  # a git + DVC repository (the tiny run's)
+    assert (work / ".dvc").is_dir() and (work / "dvc.yaml").read_bytes() == (REPO / "dvc.yaml").read_bytes()
     env = {"DVC_NO_ANALYTICS": "1", **GIT_ENV}
-    assert sh(work, str(BIN / "dvc"), "init", "-q", env=env).returncode == 0
-    git(work, "add", "-A")
-    git(work, "commit", "-q", "-m", "dvc")
 
     r = sh(work, str(BIN / "dvc"), "metrics", "show", "--json", env=env)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -46,7 +46,7 @@ def test_param_column_equals_the_models_parameter_counts(tmp_path):
         counts[m] = sum(p.numel() for p in exp.make_model().parameters())
     assert len(set(counts.values())) > 1  # DDM's two decoders differ from the one-head baselines
     metrics = collect(_metric_files(tmp_path, params, params["methods"]), params, model_params={"digits": counts})
-    tex = render_tables(metrics, REPO / "workflow" / "published.csv")
+    tex = render_tables(metrics, REPO / "ddm" / "data" / "published.csv")
     header = next(line for line in tex.splitlines() if line.startswith("Method"))
     assert header.split("&")[1].strip() == "Param"
     for m, label in (("ddm", "DDM (ours)"), ("ddpm", "DDPM"), ("sde", "SDE")):

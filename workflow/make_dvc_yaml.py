@@ -34,9 +34,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import os
 import sys
-import tempfile
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -44,6 +42,11 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+try:  # the project's atomic writer (ddm.io: standard library only, no torch)
+    from ddm.io import save_text
+except ImportError:  # run by an interpreter without ddm installed: the checkout's own package
+    sys.path.insert(0, str(ROOT))
+    from ddm.io import save_text
 PHASES = ROOT / "workflow" / "phases.yaml"
 DVC_YAML = ROOT / "dvc.yaml"
 PARAMS = ROOT / "params.yaml"
@@ -51,9 +54,10 @@ PARAMS = ROOT / "params.yaml"
 #: The code every phase runs (and the conda environment its rules declare): a change reruns every
 #: stage's Snakemake, which then decides by its own rerun triggers which jobs are stale (mostly
 #: none: Snakemake's `code` trigger covers the rules' shell commands, not the ddm package).
+#: `ddm` includes its package data (ddm/data: the params.yaml schema, the published results).
 #: __pycache__ inside ddm/ must be excluded by .dvcignore, or importing ddm would change this
 #: dependency.
-CODE_DEPS = ["ddm", "Snakefile", "workflow/rules", "workflow/schemas", "workflow/envs", "workflow/snakemake.sh"]
+CODE_DEPS = ["ddm", "Snakefile", "workflow/rules", "workflow/envs", "workflow/snakemake.sh"]
 
 #: How a stage runs Snakemake: through this wrapper, which finds it at .venv/bin/snakemake (or
 #: $DDM_SNAKEMAKE, or PATH). DVC runs a stage's cmd with the caller's PATH, so a bare `snakemake`
@@ -201,22 +205,6 @@ def render(phases: dict, sources: list[str] = ()) -> str:
     return text
 
 
-def write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0o022)  # read it (this script is single-threaded), then restore it
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # what a plain open() gives, not mkstemp's 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--check", action="store_true",
@@ -236,7 +224,7 @@ def main(argv=None) -> int:
             print(f"{args.out} is out of date: run `python workflow/make_dvc_yaml.py`", file=sys.stderr)
             return 1
         return 0
-    write_atomic(args.out, text)
+    save_text(text, args.out)  # atomic, with the permissions the umask gives (ddm.io)
     return 0
 
 

@@ -6,6 +6,8 @@
 import shlex
 import shutil
 
+from ddm.resources import PUBLISHED_CSV  # the package's published results (ddm/data, importlib.resources)
+
 report: "../report/workflow.rst"
 
 #: The LaTeX program of reports/report.pdf (latexmk, else pdflatex), or "none". A param of the
@@ -36,7 +38,7 @@ rule stats:
 rule report:
     input:
         metrics="reports/metrics.json",
-        published="workflow/published.csv",
+        published=str(PUBLISHED_CSV),
     output:
         report("reports/tables.tex", caption="../report/tables.rst", category="Tables"),
     params:

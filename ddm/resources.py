@@ -1,0 +1,32 @@
+"""The package's data files, found through :mod:`importlib.resources` wherever ddm is installed.
+
+Installed ``ddm`` is self-contained: the parameter schema, the published results of Table 1 and
+the LaTeX templates ship inside the package (``[tool.setuptools.package-data]`` of
+pyproject.toml: ``templates/*`` and ``data/*``), so a wheel installed outside the repository
+validates params.yaml and writes the tables without the repository's ``workflow/`` folder.
+
+One name per file; the modules that use them re-export them (``ddm.config.SCHEMA_PATH``,
+``ddm.report.PUBLISHED_CSV``, ``ddm.report.TABLES_TEMPLATE``). This module imports nothing
+beyond the standard library, so the Snakefile and ``ddm --help`` may import it cheaply.
+
+The constants are :class:`importlib.resources.abc.Traversable`; for an installed folder (a
+wheel, an editable install, a checkout) that is a :class:`pathlib.Path` to the real file.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+__all__ = ["DATA", "SCHEMA_PATH", "PUBLISHED_CSV", "TEMPLATES", "TABLES_TEMPLATE"]
+
+#: ddm/data: the package's data files.
+DATA = files("ddm") / "data"
+#: JSON schema (as YAML) of params.yaml; ``ddm.config.validate`` and the Snakefile check against it.
+SCHEMA_PATH = DATA / "params.schema.yaml"
+#: Published results shown beside the measured ones in Table 1 (columns table, dataset, method,
+#: params, nfe, value, source); the default of ``ddm report --published``.
+PUBLISHED_CSV = DATA / "published.csv"
+#: ddm/templates: the jinja2 templates of ``ddm.report``.
+TEMPLATES = files("ddm") / "templates"
+#: reports/tables.tex's template (``ddm.report.render_tables``).
+TABLES_TEMPLATE = TEMPLATES / "tables.tex.j2"

@@ -1,0 +1,215 @@
+"""The installed ddm package is self-contained, and its modules are well-formed.
+
+* A wheel built from the repository (pyproject.toml's package-data: ``templates/*``, ``data/*``)
+  holds every module of ddm/ and its data files: the params.yaml schema, the published results
+  of Table 1 and the tables' template.
+* Installed without dependencies into a fresh target folder and run from another working
+  directory (``PYTHONPATH=<target>``, this interpreter), ``ddm`` is imported from the target, not
+  the repository; it finds its data files there through importlib.resources
+  (``ddm.resources``: ``SCHEMA_PATH``, ``PUBLISHED_CSV``, ``TABLES_TEMPLATE``), ``python -m ddm
+  --help`` works, and ``python -m ddm prepare`` + ``train`` on the tiny config write a model.
+* No module of ddm/ imports another in a cycle (module-level imports, parsed with ast), and no
+  function of ddm/ is longer than 80 lines.
+
+The wheel is built from a copy of the sources (pyproject.toml, README.md, ddm/) in a temporary
+folder, so the build leaves no build/ folder in the repository.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from conftest import REPO, TINY_PARAMS
+
+#: What a wheel of ddm is built from (pyproject.toml names README.md as the readme).
+SOURCES = ("pyproject.toml", "README.md", "ddm")
+#: The package's data files, relative to the package folder.
+DATA_FILES = ("data/params.schema.yaml", "data/published.csv", "templates/tables.tex.j2")
+#: The longest a function of ddm/ may be.
+MAX_FUNCTION_LINES = 80
+#: Seconds for one pip or ddm subprocess (a loaded 2-core machine).
+TIMEOUT = 600
+
+
+def _pip(*args: str, cwd: Path) -> None:
+    env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"}
+    r = subprocess.run([sys.executable, "-m", "pip", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                       timeout=TIMEOUT)
+    assert r.returncode == 0, f"pip {' '.join(args)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> SimpleNamespace:
+    """A wheel of the repository's ddm, installed with --no-deps into <tmp>/site."""
+    root = tmp_path_factory.mktemp("package")
+    src = root / "src"
+    src.mkdir()
+    for rel in SOURCES:
+        if (REPO / rel).is_dir():
+            shutil.copytree(REPO / rel, src / rel, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(REPO / rel, src / rel)
+    _pip("wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q", "-w", str(root / "wheel"), str(src),
+         cwd=root)
+    wheels = sorted((root / "wheel").glob("ddm-*.whl"))
+    assert len(wheels) == 1, f"expected one ddm wheel in {root / 'wheel'}, got {wheels}"
+    _pip("install", "--no-deps", "--no-index", "-q", "--target", str(root / "site"), str(wheels[0]), cwd=root)
+    return SimpleNamespace(wheel=wheels[0], site=(root / "site").resolve())
+
+
+def run_installed(site: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """This interpreter with only ``site`` added to its path (PYTHONPATH), in ``cwd``."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(PYTHONPATH=str(site), PYTHONNOUSERSITE="1", OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"))
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+
+
+def test_wheel_holds_every_module_and_the_data_files(installed):
+    names = set(zipfile.ZipFile(installed.wheel).namelist())
+    modules = {f"ddm/{p.name}" for p in (REPO / "ddm").glob("*.py")}
+    assert modules <= names, f"modules missing from the wheel: {sorted(modules - names)}"
+    data = {f"ddm/{f}" for f in DATA_FILES}
+    assert data <= names, f"package data missing from the wheel: {sorted(data - names)} (pyproject.toml package-data)"
+
+
+#: Run by the installed package: where ddm and its data files are, and that they load.
+CHECK = """
+import csv, json, yaml
+import ddm, ddm.cli, ddm.config, ddm.report
+from ddm.resources import PUBLISHED_CSV, SCHEMA_PATH, TABLES_TEMPLATE
+
+with PUBLISHED_CSV.open(newline="") as f:
+    rows = list(csv.DictReader(f))
+parsed = ddm.cli.build_parser().parse_args(["report", "--metrics", "m.json", "--out", "t.tex"])
+print(json.dumps({
+    "ddm": ddm.__file__,
+    "files": [str(p) for p in (SCHEMA_PATH, PUBLISHED_CSV, TABLES_TEMPLATE)],
+    "same_names": ddm.config.SCHEMA_PATH is SCHEMA_PATH and ddm.report.PUBLISHED_CSV is PUBLISHED_CSV,
+    "schema": yaml.safe_load(SCHEMA_PATH.read_text())["$schema"],
+    "valid": sorted(ddm.config.load_params("params.yaml")["methods"]),
+    "published_rows": len(rows),
+    "published_columns": sorted(rows[0]),
+    "template": ddm.report._env().get_template(TABLES_TEMPLATE.name).name,
+    "report_default": parsed.published,
+}))
+"""
+
+
+def test_installed_package_finds_its_data_files(installed, tmp_path):
+    shutil.copy(TINY_PARAMS, tmp_path / "params.yaml")
+    r = run_installed(installed.site, tmp_path, "-c", CHECK)
+    assert r.returncode == 0, r.stdout + r.stderr
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    ddm_file = Path(got["ddm"]).resolve()
+    assert ddm_file.is_relative_to(installed.site), f"ddm imported from {ddm_file}, not from {installed.site}"
+    assert not ddm_file.is_relative_to(REPO)
+    for f in got["files"]:
+        assert Path(f).resolve().is_relative_to(installed.site / "ddm") and Path(f).is_file(), f
+    assert got["same_names"]
+    assert got["schema"].startswith("https://json-schema.org/")
+    assert got["valid"] == ["ddm", "ddpm", "sde"]  # the tiny config passed the installed schema
+    assert got["published_rows"] > 0
+    assert {"table", "dataset", "method", "params", "nfe", "value"} <= set(got["published_columns"])
+    assert got["template"] == "tables.tex.j2"
+    assert Path(got["report_default"]) == Path(got["files"][1])  # `ddm report --published` default
+
+
+def test_installed_cli_help_and_a_few_training_steps(installed, tmp_path):
+    r = run_installed(installed.site, tmp_path, "-m", "ddm", "--help")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "train" in r.stdout
+    shutil.copy(TINY_PARAMS, tmp_path / "params.yaml")  # digits: 6 steps of an 8x8 U-Net
+    r = run_installed(installed.site, tmp_path, "-m", "ddm", "prepare", "--dataset", "digits", "--out", "digits.pt")
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = run_installed(installed.site, tmp_path, "-m", "ddm", "train", "--dataset", "digits", "--method", "ddm",
+                      "--data", "digits.pt", "--out", "models/ddm.pt", "--checkpoints", "ckpt", "--device", "cpu")
+    assert r.returncode == 0, r.stdout + r.stderr
+    model = tmp_path / "models" / "ddm.pt"
+    assert model.is_file() and model.stat().st_size > 0
+
+
+# --------------------------------------------------------------------------- module structure
+def _modules() -> dict[str, Path]:
+    return {f"ddm.{p.stem}" if p.stem != "__init__" else "ddm": p for p in sorted((REPO / "ddm").glob("*.py"))}
+
+
+def _top_level_imports(name: str, path: Path, known: set[str]) -> set[str]:
+    """The ddm modules that module ``name`` imports at module level (not inside functions or
+    classes; inside a module-level ``if``/``try`` they count)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    todo = list(ast.parse(path.read_text()).body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.If, ast.Try, ast.With)):
+            todo += [n for field in ("body", "orelse", "finalbody", "handlers") for n in getattr(node, field, [])]
+        elif isinstance(node, ast.ExceptHandler):
+            todo += node.body
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parts + ([base] if base else []))
+            found.add(base)
+            found |= {f"{base}.{a.name}" for a in node.names}
+    return {m for m in found if m in known and m != name}
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of ``graph`` as [a, b, ..., a], or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(m: str) -> list[str] | None:
+        state[m] = 1
+        path.append(m)
+        for n in sorted(graph[m]):
+            if state.get(n) == 1:
+                return path[path.index(n):] + [n]
+            if n not in state and (found := visit(n)):
+                return found
+        path.pop()
+        state[m] = 2
+        return None
+
+    for m in sorted(graph):
+        if m not in state and (found := visit(m)):
+            return found
+    return None
+
+
+def test_cycle_finder_finds_a_cycle():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
+
+
+def test_no_module_of_ddm_imports_another_in_a_cycle():
+    modules = _modules()
+    graph = {m: _top_level_imports(m, p, set(modules)) for m, p in modules.items()}
+    assert graph["ddm.nets"] >= {"ddm.process"} and graph["ddm.registry"] >= {"ddm.baselines", "ddm.sampling"}
+    cycle = _cycle(graph)
+    assert cycle is None, (f"module-level import cycle: {' -> '.join(cycle)}; move one of these imports into "
+                           f"the function that needs it, or the shared code into a module both import")
+
+
+def test_no_function_of_ddm_is_longer_than_80_lines():
+    long = []
+    for path in sorted((REPO / "ddm").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long.append(f"{path.name}:{node.lineno} {node.name} ({lines} lines)")
+    assert not long, f"functions over {MAX_FUNCTION_LINES} lines (split them into named steps): {long}"
