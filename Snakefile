@@ -2,9 +2,9 @@
 # configuration -> samples per (configuration, NFE, repeat) -> FID -> t-tests -> reports/tables.tex.
 #   snakemake all                   (workflow/profiles/default: local cores)
 #   snakemake --profile slurm all   (SLURM; see README "Running on a SLURM cluster")
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
-from ddm.config import SCHEMA_PATH, ConfigError, read_yaml, validate as validate_params
+from ddm.config import ConfigError, read_yaml, validate as validate_params
 
 min_version("8.0")
 
@@ -15,13 +15,13 @@ except ConfigError as e:
 
 configfile: "params.yaml"
 
-# ddm.config first: the schema (SCHEMA_PATH, the package's ddm/data/params.schema.yaml) and the checks beyond it
-# (sampler/grid fit a process, ...), in the one-line messages `ddm` gives; then Snakemake's own.
+# ddm.config only: the schema (the package's ddm/data/params.schema.yaml, its lists of names filled
+# from the registries, so an h_t family or sampler registered outside the package validates) and the
+# checks beyond it (sampler/grid fit a process, ...), in the one-line messages `ddm` gives.
 try:
     validate_params(config)
 except ConfigError as e:
     raise WorkflowError(str(e)) from None
-validate(config, str(SCHEMA_PATH))
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"

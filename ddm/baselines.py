@@ -27,10 +27,16 @@ import math
 import torch
 from torch import Tensor
 
+from ddm.names import Names, grid_table, sampler_table
 from ddm.process import expand_t
-from ddm.sampling import SampleRNG, Callback, check_final_step, check_grid, _check_n, _times
+from ddm.sampling import FINAL_STEPS, SampleRNG, Callback, check_final_step, check_grid, _check_n, _times
 
-__all__ = ["VPSDE", "VESDE", "sde_grid", "sample_vp_em", "sample_vp_ancestral", "sample_ve_em"]
+__all__ = ["VPSDE", "VESDE", "sde_grid", "sample_vp_em", "sample_vp_ancestral", "sample_ve_em", "SAMPLERS", "GRIDS"]
+
+#: This module's samplers and grids by params.yaml name (as ``ddm.sampling.SAMPLERS`` and
+#: ``GRIDS``; joined with those in ``ddm.registry``).
+SAMPLERS: Names = sampler_table()
+GRIDS: Names = grid_table()
 
 
 class VPSDE:
@@ -103,6 +109,7 @@ class VESDE:
         return x - expand_t(self.sigma(t), x) * eps
 
 
+@GRIDS.register("sde", label="uniform $t$")
 def sde_grid(n: int, t_end: float = 1e-3) -> Tensor:
     """N + 1 times linear from 1 to t_end (Song et al.'s Euler-Maruyama grid)."""
     if not 0 < t_end < 1:
@@ -118,6 +125,7 @@ def _eps_and_x0(net, sde, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
     return eps, x0_hat
 
 
+@SAMPLERS.register("vp_em", fits=("vp",), final_steps=FINAL_STEPS["sde"], label="Euler-Maruyama")  # Eq. 5
 @torch.no_grad()
 def sample_vp_em(
     net, process: VPSDE, noise: Tensor, grid: Tensor, *, rng: SampleRNG | None = None,
@@ -148,6 +156,7 @@ def sample_vp_em(
     return x
 
 
+@SAMPLERS.register("vp_ancestral", fits=("vp",), label="ancestral")
 @torch.no_grad()
 def sample_vp_ancestral(
     net, process: VPSDE, noise: Tensor, grid: Tensor, *, rng: SampleRNG | None = None,
@@ -183,6 +192,7 @@ def sample_vp_ancestral(
     return x
 
 
+@SAMPLERS.register("ve_em", fits=("ve",), final_steps=FINAL_STEPS["sde"], label="Euler-Maruyama")
 @torch.no_grad()
 def sample_ve_em(
     net, process: VESDE, noise: Tensor, grid: Tensor, *, rng: SampleRNG | None = None,
@@ -210,7 +220,3 @@ def sample_ve_em(
             x = x + (g2 * dt.abs()).sqrt() * rng.randn_like(x)
     return x
 
-
-#: This module's samplers and grids by params.yaml name (joined with ``ddm.sampling``'s in ``ddm.registry``).
-SAMPLERS = {"vp_em": sample_vp_em, "vp_ancestral": sample_vp_ancestral, "ve_em": sample_ve_em}
-GRIDS = {"sde": sde_grid}

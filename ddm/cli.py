@@ -219,7 +219,9 @@ _EXTRACTOR = {"extractor": str, "weights": str}
 _EVALUATION = {"dataset": str, "method": str, "nfe": int, "repeat": int, "fid": _NUM, "num_samples": int,
                "extractor": str, "reference": str}
 _RESULT = {"values": [_NUM], "mean": _NUM, "std": (int, float, type(None)), "n": int, "num_samples": int}
-_METRICS = {"preset": str, "ht": str, "table1_methods": [str], "datasets": {str: {
+_ROW = {"method": str, "label": str}
+_METRICS = {"preset": str, "ht": str, "table1_methods": [str],
+            "?ablation_rows": {"?table4": [_ROW], "?table5": [{**_ROW, "group": str}]}, "datasets": {str: {
     "extractor": str, "reference": str, "results": {str: {str: _RESULT}}, "table1": {str: dict},
     "?solver_table": {"rows": [str], "labels": {str: str}, "columns": {str: {"best": object, "marker": object}}}}}}
 _FIG3 = {"nfe": int, "num_samples": int, "curves": {str: {"t": [_NUM], "mse": [_NUM]}}}

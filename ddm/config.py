@@ -1,5 +1,10 @@
 """params.yaml: load, validate against the package's schema (ddm/data/params.schema.yaml), resolve per job.
 
+The schema's lists of names (h_t families, samplers, grids, final steps, weightings, processes)
+are filled from the registries when it is read (``schema``, ``ddm.registry.schema_enums``), so a
+family or sampler registered anywhere validates; the lists on disk document the package's own
+names, and tests/test_config.py fails when they differ from the registries.
+
 One declarative config; defaults filled and checked in one place (``resolve``), and the
 resolved dict of a job is what the pipeline hands to Snakemake as that job's params, so a
 change reruns exactly the jobs whose resolved config changed.
@@ -15,11 +20,11 @@ from typing import Any, Mapping
 
 import yaml
 
-from ddm.registry import fit_error
+from ddm.registry import fit_error, schema_enums
 from ddm.resources import SCHEMA_PATH
 
-__all__ = ["ConfigError", "read_yaml", "load_params", "validate", "dataset_names", "all_methods", "resolve",
-           "resolved_hash", "model_of", "check_fit", "SCHEMA_PATH", "METHOD_DEFAULTS"]
+__all__ = ["ConfigError", "read_yaml", "load_params", "validate", "schema", "dataset_names", "all_methods", "resolve",
+           "resolved_hash", "model_of", "check_fit", "SCHEMA_PATH", "SCHEMA_ENUMS", "METHOD_DEFAULTS", "REPORT_KEYS"]
 
 #: Defaults of a method entry, per process (the paper's choices; options named in the README).
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -35,6 +40,19 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
 
 #: Method keys that only sampling reads (a change reruns sampling, not training).
 SAMPLING_KEYS = frozenset({"sampler", "grid", "t_end", "rho", "clip", "final_step", "denoiser"})
+#: Method keys that only the report reads (``ddm.roles``): neither training nor sampling sees them.
+REPORT_KEYS = frozenset({"role", "label"})
+
+#: Registry name (``ddm.registry.schema_enums``) -> the schema node whose ``enum`` lists its names.
+SCHEMA_ENUMS: dict[str, tuple[str, ...]] = {
+    "family": ("definitions", "family"),
+    "ht": ("definitions", "method", "properties", "ht"),
+    "process": ("definitions", "method", "properties", "process"),
+    "weighting": ("definitions", "method", "properties", "weighting"),
+    "sampler": ("definitions", "method", "properties", "sampler"),
+    "grid": ("definitions", "method", "properties", "grid"),
+    "final_step": ("definitions", "method", "properties", "final_step"),
+}
 
 #: The channel count of each dataset as the pipeline loads it.
 DATASET_CHANNELS = {"digits": 1, "cifar10": 3, "celebahq256": 3, "imagefolder": 3}
@@ -44,18 +62,25 @@ class ConfigError(ValueError):
     """params.yaml does not satisfy its schema, or names something that does not exist."""
 
 
-def _schema() -> dict:
-    """The params.yaml schema, read from the package (``ddm.resources.SCHEMA_PATH``)."""
+def schema() -> dict:
+    """The params.yaml schema, read from the package (``ddm.resources.SCHEMA_PATH``), with the
+    enums of :data:`SCHEMA_ENUMS` set to the names registered now."""
     with SCHEMA_PATH.open(encoding="utf-8") as f:
-        return yaml.safe_load(f)
+        out = yaml.safe_load(f)
+    for name, values in schema_enums().items():
+        node = out
+        for key in SCHEMA_ENUMS[name]:
+            node = node[key]
+        node["enum"] = list(values)
+    return out
 
 
 def validate(params: Mapping) -> None:
     """Validate against the schema; errors name the path and the allowed values."""
     import jsonschema
 
-    schema = _schema()
-    validator = jsonschema.validators.validator_for(schema)(schema)
+    schema_ = schema()
+    validator = jsonschema.validators.validator_for(schema_)(schema_)
     errors = sorted(validator.iter_errors(params), key=lambda e: list(e.absolute_path))
     if errors:
         lines = []
@@ -86,8 +111,8 @@ def validate(params: Mapping) -> None:
                 f"params.yaml: solver_methods/{name}/model: '{entry['model']}' is not a trained method "
                 f"(allowed: {', '.join(sorted(trained))})"
             )
-    method_keys = set(schema["definitions"]["method"]["properties"])
-    method_validator = validator.evolve(schema={**schema["definitions"]["method"], "definitions": schema["definitions"]})
+    method_keys = set(schema_["definitions"]["method"]["properties"])
+    method_validator = validator.evolve(schema={**schema_["definitions"]["method"], "definitions": schema_["definitions"]})
     for ds, block in params["presets"][params["preset"]].items():
         where = f"presets/{params['preset']}/{ds}/method_overrides"
         unknown = set(block["method_overrides"]) - set(trained)
@@ -275,7 +300,7 @@ def resolve(params: Mapping, dataset: str, method: str) -> dict:
         "resolution": block["resolution"],
         "model": copy.deepcopy(block["model"]),
         "train": {**copy.deepcopy(block["train"]), "seed": params["seed"]},
-        "method": {k: v for k, v in m.items() if k not in SAMPLING_KEYS},
+        "method": {k: v for k, v in m.items() if k not in SAMPLING_KEYS | REPORT_KEYS},
         "sampling": {k: v for k, v in m.items() if k in SAMPLING_KEYS},
         # keep the EMA weights of every checkpoint in the model file (the convergence figure)
         "snapshots": method in block.get("convergence", {}).get("methods", []),

@@ -14,7 +14,7 @@ from ddm.baselines import VESDE, VPSDE
 from ddm.losses import DDMObjective, VEObjective, VPObjective
 from ddm.nets import UNet
 from ddm.process import DecoupledProcess
-from ddm.registry import get_sampler, make_grid
+from ddm.registry import get_sampler, grid_options, make_grid
 from ddm.sampling import SampleRNG
 
 __all__ = ["Experiment", "build", "model_kwargs", "generate"]
@@ -35,10 +35,10 @@ class Experiment:
         return float(getattr(self.process, "prior_std", 1.0))
 
     def grid(self, nfe: int) -> Tensor:
+        """The time grid of N = nfe steps, given the sampling options it names (``rho``, ``t_end``)
+        and, if it names it, the process (``ddm.registry.grid_options``)."""
         s = self.cfg["sampling"]
-        options = {"polynomial": {"rho": s["rho"]}, "sde": {"t_end": s["t_end"]},
-                   "lambda": {"process": self.process, "t_end": s["t_end"]}}.get(s["grid"], {})
-        return make_grid(s["grid"], nfe, **options)
+        return make_grid(s["grid"], nfe, **grid_options(s["grid"], {**s, "process": self.process}))
 
     @property
     def sampler(self) -> Callable[..., Tensor]:

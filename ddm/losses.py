@@ -14,44 +14,44 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from ddm.names import Names
 from ddm.process import DecoupledProcess, expand_t
 
 __all__ = ["WEIGHTINGS", "weights", "DDMObjective", "VPObjective", "VEObjective", "per_sample_error"]
 
 
+#: (lambda_1, lambda_2) of Table 5 by params.yaml name (``weighting:``), plus the later weights of
+#: the authors' code; ``label`` is the row of Table 5 (``ddm.roles``). A new weighting is one
+#: decorated function ``(t, t_min) -> (lambda_1(t), lambda_2(t))``.
+WEIGHTINGS: Names[Callable[[Tensor, float], tuple[Tensor, Tensor]]] = Names("weighting")
+
+
+@WEIGHTINGS.register("unit", label=r"$\lambda_1 = 1$, $\lambda_2 = 1$")
 def _unit(t: Tensor, t_min: float) -> tuple[Tensor, Tensor]:
     return torch.ones_like(t), torch.ones_like(t)
 
 
+@WEIGHTINGS.register("inverse", label=r"$\lambda_1 = 1/t$, $\lambda_2 = 1/(1-t)$")
 def _inverse(t: Tensor, t_min: float) -> tuple[Tensor, Tensor]:
     # 1/(1 - t) is kept finite by the same floor as 1/t: t >= t_min and 1 - t + t_min >= t_min,
     # so both weights are at most 1/t_min (1e4 for t_min = 1e-4). The authors write 1/(1-t+eps).
     return 1 / t, 1 / (1 - t + t_min)
 
 
+@WEIGHTINGS.register("exp", label=r"$\lambda_1 = e^t$, $\lambda_2 = e^{1-t}$")
 def _exp(t: Tensor, t_min: float) -> tuple[Tensor, Tensor]:
     return t.exp(), (1 - t).exp()
 
 
+@WEIGHTINGS.register("authors_v2", label=r"$\lambda_1 = (t^2 - t + 1)/t$, $\lambda_2 = (t^2 - t + 1)/(1-t)$")
 def _authors_v2(t: Tensor, t_min: float) -> tuple[Tensor, Tensor]:
     q = t**2 - t + 1
     return q / t, q / (1 - t + t_min)
 
 
-#: (lambda_1, lambda_2) presets of Table 5, plus the later weights of the authors' code.
-WEIGHTINGS: dict[str, Callable[[Tensor, float], tuple[Tensor, Tensor]]] = {
-    "unit": _unit,
-    "inverse": _inverse,
-    "exp": _exp,
-    "authors_v2": _authors_v2,
-}
-
-
 def weights(name: str, t: Tensor, t_min: float = 1e-4) -> tuple[Tensor, Tensor]:
     """(lambda_1(t), lambda_2(t)) for a (B,) time tensor (Table 5)."""
-    if name not in WEIGHTINGS:
-        raise ValueError(f"unknown weighting '{name}'; valid names: {', '.join(sorted(WEIGHTINGS))}")
-    return WEIGHTINGS[name](t, t_min)
+    return WEIGHTINGS.lookup(name)(t, t_min)
 
 
 LOSS_TYPES = ("l2", "l1")

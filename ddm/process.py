@@ -14,7 +14,9 @@ phi"): the free parameters are drawn from N(0, I) and the last one is solved fro
 parameter maps (each shaped like x0), so a network can predict it directly:
 ``phi.shape == (B, n_params * C, H, W)``.
 
-Families (Table 4), registered by the name used in params.yaml:
+Families (Table 4), registered by the name used in params.yaml: a subclass of :class:`HtFamily`
+that sets ``name`` adds itself to :data:`FAMILIES` when it is defined (``__init_subclass__``), so
+a new family is one class (and its params.yaml entry); its ``label`` is its row of Table 4.
 
 ========== ================== ===================================== =========================
 name       h_t                H_t                                   solved parameter
@@ -97,17 +99,37 @@ def expand_t(t: Tensor, like: Tensor) -> Tensor:
     return t.reshape(-1, *([1] * (like.ndim - 1))).to(like)
 
 
+#: Every h_t family by its params.yaml name (Table 4), in the order they were defined: filled by
+#: :meth:`HtFamily.__init_subclass__`.
+FAMILIES: dict[str, type["HtFamily"]] = {}
+
+
 class HtFamily(abc.ABC):
     """One h_t family: H_t(phi) and the ground-truth phi solved from x0 (App. B).
 
-    Subclasses set ``name``, ``n_params`` and ``n_free`` and implement ``H`` and ``solve``.
+    Subclasses set ``name`` (the params.yaml name), ``label`` (h_t in LaTeX, as Table 4's row
+    writes it), ``n_params`` and ``n_free`` and implement ``H`` and ``solve``.
     ``solve(x0, z)`` maps x0 and the free parameters z (``n_free`` maps, drawn from N(0, I))
-    to phi; ``sample_phi`` draws z and calls it.
+    to phi; ``sample_phi`` draws z and calls it. Defining a subclass with a ``name`` registers it
+    in :data:`FAMILIES` (``del FAMILIES[name]`` removes it again).
     """
 
     name: ClassVar[str]
+    label: ClassVar[str]
     n_params: ClassVar[int]
     n_free: ClassVar[int]
+
+    def __init_subclass__(cls, **kwargs):
+        """Register a subclass that sets ``name`` (a subclass that inherits it is not registered)."""
+        super().__init_subclass__(**kwargs)
+        if "name" not in cls.__dict__:
+            return
+        missing = [k for k in ("label", "n_params", "n_free") if not hasattr(cls, k)]
+        if missing:
+            raise TypeError(f"h_t family '{cls.name}' ({cls.__qualname__}) must set {', '.join(missing)}")
+        if cls.name in FAMILIES:
+            raise ValueError(f"h_t family '{cls.name}' is already registered by {FAMILIES[cls.name].__qualname__}")
+        FAMILIES[cls.name] = cls
 
     def __init__(self, clamp_free: float | None = None):
         if clamp_free is not None and clamp_free <= 0:
@@ -180,6 +202,7 @@ class ConstantFamily(HtFamily):
     """h_t = c, H_t = c t, c = -x0 (the paper's default, §5.1)."""
 
     name = "constant"
+    label = r"$\mathbf{c}$"
     n_params = 1
     n_free = 0
 
@@ -199,6 +222,7 @@ class LinearFamily(HtFamily):
     """
 
     name = "linear"
+    label = r"$\mathbf{a}t + \mathbf{c}$"
     n_params = 2
     n_free = 1
 
@@ -216,6 +240,7 @@ class QuadraticFamily(HtFamily):
     """h_t = a t^2 + b t + c, H_t = a t^3/3 + b t^2/2 + c t; a, b ~ N(0, I), c solved."""
 
     name = "quadratic"
+    label = r"$\mathbf{a}t^2 + \mathbf{b}t + \mathbf{c}$"
     n_params = 3
     n_free = 2
 
@@ -242,6 +267,7 @@ class ExpFamily(HtFamily):
     """h_t = e^{a t} + c, H_t = (e^{a t} - 1)/a + c t; a ~ N(0, I), c = -x0 - (e^a - 1)/a."""
 
     name = "exp"
+    label = r"$e^{\mathbf{a}t} + \mathbf{c}$"
     n_params = 2
     n_free = 1
 
@@ -273,6 +299,7 @@ class SinFamily(HtFamily):
     """
 
     name = "sin"
+    label = r"$\sin \mathbf{a}t$"
     n_params = 1
     n_free = 0
     #: Root of a sin(a) = 1 - cos(a) on (0, pi): where (1 - cos a)/a peaks.
@@ -301,11 +328,6 @@ class SinFamily(HtFamily):
     def residual(self, x0: Tensor) -> Tensor:
         """x0 + H_1(phi(x0)): zero where a solution exists, else the unreachable remainder."""
         return x0 + self.H(self.solve(x0), torch.ones((), dtype=x0.dtype))
-
-
-FAMILIES: dict[str, type[HtFamily]] = {
-    cls.name: cls for cls in (ConstantFamily, LinearFamily, QuadraticFamily, ExpFamily, SinFamily)
-}
 
 
 def get_family(name: str, **options) -> HtFamily:

@@ -1,5 +1,6 @@
-"""Which sampler and which time grid fit which forward process: the one table that
-``ddm.config`` checks params.yaml against, so a misfit fails before any job starts.
+"""Which sampler and which time grid fit which forward process, and every name params.yaml may
+use: the one place that ``ddm.config`` checks params.yaml against, so a misfit fails before any
+job starts.
 
 A process is named as in params.yaml (``ddm``, ``vp``, ``ve``); ``ddm/constant`` is DDM with
 h_t = c only, whose forward process x_t = (1 - t) x0 + sqrt(t) eps (Eq. 7 with H_t = -t x0) is
@@ -7,74 +8,77 @@ a Gaussian path x_t = alpha_t x0 + sigma_t eps, as the VP and VE SDEs are (Eq. 1
 solvers (``ddm.sampling.sample_ddim``, ``sample_dpmpp_2m``) and the ``lambda`` grid need such a
 path (``ddm.sampling.alpha_sigma``); the other h_t families of Table 4 are not one.
 
-It also holds the lookup by name: ``SAMPLERS`` and ``GRIDS`` join ``ddm.sampling``'s and
-``ddm.baselines``' (neither module imports the other's table, so there is no import cycle and
-no table edited at import time). A new sampler or grid is one entry in its module's table and
-one line in the fit tables here; ``tests/test_config.py`` fails while one is missing.
+``SAMPLERS`` and ``GRIDS`` join ``ddm.sampling``'s and ``ddm.baselines``' tables (``ddm.names``:
+neither module imports the other's table, so there is no import cycle, and no table is edited at
+import time by another module). Each sampler and grid is registered where it is defined, with
+the processes it fits (``fits``), the values of its ``final_step`` option and its label, so a
+new one is one decorated function; one outside the package registers on the joined tables here:
+
+    @ddm.registry.sampler("my_sampler", fits=("ddm",), label="mine")
+    def sample_mine(net, process, noise, grid, *, rng=None, clip=None, callback=None): ...
+
+:func:`schema_enums` gives the names of every registry (h_t families, samplers, grids,
+weightings, processes), which ``ddm.config`` puts into the params.yaml schema when it validates.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+import inspect
+from typing import Any, Callable, Mapping
 
 from torch import Tensor
 
 from ddm import baselines, sampling
+from ddm.losses import WEIGHTINGS
+from ddm.names import GAUSSIAN, PROCESSES, Names, grid_table, sampler_table
+from ddm.process import FAMILIES
 
-#: Every sampler and time grid by params.yaml name.
-SAMPLERS: dict[str, Callable[..., Tensor]] = {**sampling.SAMPLERS, **baselines.SAMPLERS}
-GRIDS: dict[str, Callable[..., Tensor]] = {**sampling.GRIDS, **baselines.GRIDS}
+__all__ = ["SAMPLERS", "GRIDS", "sampler", "grid", "get_sampler", "make_grid", "grid_options", "PROCESSES",
+           "GAUSSIAN", "SAMPLER_PROCESSES", "GRID_PROCESSES", "SAMPLER_FINAL_STEPS", "kinds", "samplers_for",
+           "grids_for", "fit_error", "schema_enums"]
+
+#: Every sampler and time grid by params.yaml name: the package's (``ddm.sampling``,
+#: ``ddm.baselines``), then any registered here.
+SAMPLERS: Names[Callable[..., Tensor]] = sampler_table(sampling.SAMPLERS, baselines.SAMPLERS)
+GRIDS: Names[Callable[..., Tensor]] = grid_table(sampling.GRIDS, baselines.GRIDS)
+
+#: Decorators that register a sampler (``fits``, ``final_steps``, ``label``) or a time grid
+#: (``fits``, ``label``) by its params.yaml name; ``SAMPLERS.unregister(name)`` removes one.
+sampler = SAMPLERS.register
+grid = GRIDS.register
+
+#: sampler name -> the processes it fits ("ddm": every h_t family; "ddm/constant": h_t = c only).
+SAMPLER_PROCESSES: Mapping[str, tuple[str, ...]] = SAMPLERS.column("fits")
+#: grid name -> the processes it fits.
+GRID_PROCESSES: Mapping[str, tuple[str, ...]] = GRIDS.column("fits")
+#: sampler name -> the values its ``final_step`` option takes (``ddm.sampling.FINAL_STEPS``);
+#: ("paper",) for a sampler that has only the paper's last step.
+SAMPLER_FINAL_STEPS: Mapping[str, tuple[str, ...]] = SAMPLERS.column("final_steps")
 
 
 def get_sampler(name: str) -> Callable[..., Tensor]:
     """A sampler by its params.yaml name (one signature: ``ddm.sampling``'s module docstring)."""
-    if name not in SAMPLERS:
-        raise ValueError(f"unknown sampler '{name}'; valid names: {', '.join(sorted(SAMPLERS))}")
-    return SAMPLERS[name]
+    return SAMPLERS.lookup(name)
 
 
 def make_grid(name: str, n: int, **options) -> Tensor:
     """A time grid of N + 1 points by its params.yaml name."""
-    if name not in GRIDS:
-        raise ValueError(f"unknown time grid '{name}'; valid names: {', '.join(sorted(GRIDS))}")
-    return GRIDS[name](n, **options)
+    return GRIDS.lookup(name)(n, **options)
 
-__all__ = ["SAMPLERS", "GRIDS", "get_sampler", "make_grid", "PROCESSES", "GAUSSIAN", "SAMPLER_PROCESSES", "GRID_PROCESSES", "SAMPLER_FINAL_STEPS", "kinds",
-           "samplers_for", "grids_for", "fit_error"]
 
-#: The forward processes of params.yaml (`process:`).
-PROCESSES = ("ddm", "vp", "ve")
-#: Every Gaussian path x_t = alpha_t x0 + sigma_t eps.
-GAUSSIAN = ("ddm/constant", "vp", "ve")
+def grid_options(name: str, available: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of grid ``name`` found in ``available`` (the sampling options of a
+    resolved config and the process): a grid takes what it names in its signature."""
+    params = inspect.signature(GRIDS.lookup(name)).parameters
+    return {k: v for k, v in available.items() if k in params and k != "n"}
 
-#: sampler name -> the processes it fits ("ddm": every h_t family; "ddm/constant": h_t = c only).
-SAMPLER_PROCESSES: dict[str, tuple[str, ...]] = {
-    "ddm": ("ddm",),                  # Alg. 2 / Eq. 11
-    "ddm_deterministic": ("ddm",),    # the authors' DDIM-like variant
-    "ddim": GAUSSIAN,                 # x0-prediction ODE solvers on alpha_t, sigma_t
-    "dpmpp_2m": GAUSSIAN,
-    "vp_em": ("vp",),                 # Eq. 5, Euler-Maruyama
-    "vp_ancestral": ("vp",),
-    "ve_em": ("ve",),
-}
 
-#: grid name -> the processes it fits.
-GRID_PROCESSES: dict[str, tuple[str, ...]] = {
-    "uniform": PROCESSES,
-    "authors": PROCESSES,
-    "polynomial": PROCESSES,
-    "sde": PROCESSES,
-    "lambda": GAUSSIAN,               # uniform in log(alpha_t / sigma_t)
-}
-
-#: sampler name -> the values its ``final_step`` option takes (``ddm.sampling.FINAL_STEPS``);
-#: a sampler not listed has only the paper's last step.
-SAMPLER_FINAL_STEPS: dict[str, tuple[str, ...]] = {
-    "ddm": ("paper", "x0_head"),
-    "ddm_deterministic": ("paper", "x0_head"),
-    "vp_em": ("paper", "denoise"),
-    "ve_em": ("paper", "denoise"),
-}
+def schema_enums() -> dict[str, list[str]]:
+    """The names of each registry, as the params.yaml schema's enums (``ddm.config``): h_t
+    families (Table 4), samplers, grids, final steps, weightings (Table 5) and processes."""
+    steps = [s for name in SAMPLERS for s in SAMPLER_FINAL_STEPS[name]]
+    return {"family": list(FAMILIES), "ht": ["main", *FAMILIES], "sampler": list(SAMPLERS), "grid": list(GRIDS),
+            "final_step": list(dict.fromkeys(steps)), "weighting": list(WEIGHTINGS), "process": list(PROCESSES)}
 
 
 def kinds(process: str, ht: str | None = None) -> set[str]:
@@ -111,16 +115,16 @@ def fit_error(sampler: str, grid: str, process: str, ht: str | None = None, fina
     naming the sampler (or grid, or final step), the process and what is allowed for it."""
     k = kinds(process, ht)
     if sampler not in SAMPLER_PROCESSES:
-        return f"sampler '{sampler}' has no entry in ddm.registry.SAMPLER_PROCESSES (a bug: add one)"
+        return f"unknown sampler '{sampler}' (allowed: {', '.join(SAMPLERS)})"
     if not k & set(SAMPLER_PROCESSES[sampler]):
         return (f"sampler '{sampler}' does not fit {_describe(process, ht)}{_need(SAMPLER_PROCESSES[sampler], process)} "
                 f"(allowed: {', '.join(samplers_for(process, ht))})")
     if grid not in GRID_PROCESSES:
-        return f"grid '{grid}' has no entry in ddm.registry.GRID_PROCESSES (a bug: add one)"
+        return f"unknown grid '{grid}' (allowed: {', '.join(GRIDS)})"
     if not k & set(GRID_PROCESSES[grid]):
         return (f"grid '{grid}' does not fit {_describe(process, ht)}{_need(GRID_PROCESSES[grid], process)} "
                 f"(allowed: {', '.join(grids_for(process, ht))})")
-    steps = SAMPLER_FINAL_STEPS.get(sampler, ("paper",))
+    steps = SAMPLER_FINAL_STEPS[sampler]
     if final_step not in steps:
         return f"final_step '{final_step}' does not fit sampler '{sampler}' (allowed: {', '.join(steps)})"
     return None

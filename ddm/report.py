@@ -20,19 +20,16 @@ from typing import Iterable, Mapping
 import torch
 
 from ddm.config import all_methods, model_of
+from ddm.registry import GRIDS, SAMPLERS
 from ddm.resources import PUBLISHED_CSV, TABLES_TEMPLATE
+from ddm.roles import table_rows
 from ddm.stats import mark_best, summarize
 
-__all__ = ["PUBLISHED_CSV", "TABLES_TEMPLATE", "collect", "render_tables", "fid_plot", "sample_grid", "fig3_plot", "convergence_plot", "format_params", "x0_mse_curve", "TABLE5_ROWS", "METHOD_LABELS"]
+__all__ = ["PUBLISHED_CSV", "TABLES_TEMPLATE", "collect", "render_tables", "fid_plot", "sample_grid", "fig3_plot", "convergence_plot", "format_params", "x0_mse_curve", "METHOD_LABELS"]
 
 #: Table 1 labels of the methods this project trains.
 METHOD_LABELS = {"ddm": "DDM (ours)", "ddpm": "DDPM (VP-SDE, EM)", "sde": "SDE (VE-SDE, EM)",
                  "ddpm_x0": "DDPM + $x_0$ branch"}
-SAMPLER_LABELS = {"ddm": "Alg. 2", "ddm_deterministic": "deterministic (authors)", "ddim": "DDIM",
-                  "dpmpp_2m": "DPM-Solver++(2M)", "vp_em": "Euler-Maruyama", "vp_ancestral": "ancestral",
-                  "ve_em": "Euler-Maruyama"}
-GRID_LABELS = {"uniform": "uniform $t$", "authors": "authors' grid", "polynomial": "$t_i = (1 - i/N)^{%g}$",
-               "sde": "uniform $t$", "lambda": "uniform $\\lambda$"}
 
 
 #: Final steps beyond the paper (the paper's own needs no label).
@@ -44,10 +41,10 @@ def solver_label(params: Mapping, method: str) -> str:
     entry = all_methods(params)[method]
     model = model_of(params, method)
     base = {"ddm": "DDM", "ddpm": "DDPM", "sde": "SDE"}.get(model, latex_escape(model))
-    grid = GRID_LABELS.get(entry["grid"], entry["grid"])
+    grid = GRIDS.info(entry["grid"])["label"] or latex_escape(entry["grid"])  # labels: ddm.sampling, ddm.baselines
     if "%g" in grid:
         grid = grid % entry.get("rho", 2.0)
-    label = f"{base}, {SAMPLER_LABELS.get(entry['sampler'], entry['sampler'])}, {grid}"
+    label = f"{base}, {SAMPLERS.info(entry['sampler'])['label'] or latex_escape(entry['sampler'])}, {grid}"
     final = FINAL_STEP_LABELS.get(entry.get("final_step", "paper"))
     label += f", {final}" if final else ""
     if entry.get("denoiser") == "posterior_mean":
@@ -65,25 +62,10 @@ def _markers(results: Mapping, rows: list[str]) -> dict:
     return columns
 
 
-#: Table 4 rows: method -> h_t as the paper writes it.
-TABLE4_ROWS = {"constant": r"$\mathbf{c}$", "linear": r"$\mathbf{a}t + \mathbf{c}$",
-               "quadratic": r"$\mathbf{a}t^2 + \mathbf{b}t + \mathbf{c}$", "exp": r"$e^{\mathbf{a}t} + \mathbf{c}$",
-               "sin": r"$\sin \mathbf{a}t$"}
-#: Table 5 rows: (group, label, method); "ddm" is the main model (inverse weights, decoder, l2).
-TABLE5_ROWS = [
-    ("Hyperparameter", r"$\lambda_1 = 1$, $\lambda_2 = 1$", "w_unit"),
-    ("Hyperparameter", r"$\lambda_1 = 1/t$, $\lambda_2 = 1/(1-t)$", "ddm"),
-    ("Hyperparameter", r"$\lambda_1 = e^t$, $\lambda_2 = e^{1-t}$", "w_exp"),
-    ("Architecture", "U-Net+conv", "arch_conv"),
-    ("Architecture", "U-Net+decoder", "ddm"),
-    ("Loss type", r"$\ell_1$", "loss_l1"),
-    ("Loss type", r"$\ell_2$", "ddm"),
-]
-
-
 def collect(paths: Iterable[Path], params: Mapping, model_params: Mapping | None = None) -> dict:
     """Per-sample-set FID files (``ddm evaluate``) -> mean +- std per (dataset, method, NFE) and
-    Table 1's markers per column (best vs second best of the trained Table 1 methods).
+    Table 1's markers per column (best vs second best of the trained Table 1 methods), and the
+    rows of Tables 4 and 5 by the methods' roles (``ablation_rows``, ``ddm.roles.table_rows``).
     ``model_params``: dataset -> method -> parameter count of the trained model (Table 1's Param)."""
     runs: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     info: dict = {}
@@ -92,7 +74,8 @@ def collect(paths: Iterable[Path], params: Mapping, model_params: Mapping | None
             r = json.load(f)
         runs[r["dataset"]][r["method"]][int(r["nfe"])].append(r)
         info.setdefault(r["dataset"], {"extractor": r["extractor"], "reference": r["reference"]})
-    out = {"preset": params["preset"], "ht": params["ht"], "table1_methods": list(params["methods"]), "datasets": {}}
+    out = {"preset": params["preset"], "ht": params["ht"], "table1_methods": list(params["methods"]),
+           "ablation_rows": table_rows(params), "datasets": {}}
     for ds, methods in sorted(runs.items()):
         results = {}
         for m, by_nfe in sorted(methods.items()):
@@ -197,11 +180,7 @@ def render_tables(metrics: Mapping, published_csv: Path = PUBLISHED_CSV) -> str:
                           "cells": [f"{v[n]:.2f}" if n in v else "--" for n in nfes]} for m, v in reported.items()]
         samples = {n: next(res[m][str(n)]["num_samples"] for m in t1_methods if str(n) in res[m]) for n in nfes}
         repeats = {n: max(res[m][str(n)]["n"] for m in t1_methods if str(n) in res[m]) for n in nfes}
-        t4 = [{"label": TABLE4_ROWS[f], "cells": [_cell(res[f"ht_{f}"].get(str(n))) for n in _nfes(res, f"ht_{f}")]}
-              for f in TABLE4_ROWS if f"ht_{f}" in res]
-        t4_nfes = _nfes(res, "ht_constant") if t4 else []
-        t5 = [{"group": g, "label": label, "cell": _cell(res[m].get("10")) if m in res else "--"}
-              for g, label, m in TABLE5_ROWS] if any(m in res for _, _, m in TABLE5_ROWS if m != "ddm") else []
+        t4, t4_nfes, t5 = _ablation_tables(metrics, res)
         solver = None
         if "solver_table" in d:
             st = d["solver_table"]
@@ -220,6 +199,21 @@ def render_tables(metrics: Mapping, published_csv: Path = PUBLISHED_CSV) -> str:
         })
     return _env().get_template(TABLES_TEMPLATE.name).render(datasets=datasets, preset=metrics["preset"],
                                                         ht=metrics["ht"], provenance=provenance_text(metrics.get("provenance")))
+
+
+def _ablation_tables(metrics: Mapping, res: Mapping) -> tuple[list[dict], list[int], list[dict]]:
+    """Table 4 (rows, NFE columns) and Table 5 (rows) of one dataset from metrics.json's
+    ``ablation_rows`` (``ddm.roles``): Table 4 has the measured rows; Table 5 all its rows
+    ("--" where not measured) once one of its ablations was measured; 10-step FID as the paper's."""
+    rows = metrics.get("ablation_rows", {})
+    t4_rows = [r for r in rows.get("table4", []) if r["method"] in res]
+    t4_nfes = sorted({n for r in t4_rows for n in _nfes(res, r["method"])})
+    t4 = [{"label": r["label"], "cells": [_cell(res[r["method"]].get(str(n))) for n in t4_nfes]} for r in t4_rows]
+    t5_rows = rows.get("table5", [])
+    measured = any(r["method"] in res for r in t5_rows if r["method"] not in metrics["table1_methods"])
+    t5 = [{"group": r["group"], "label": r["label"], "cell": _cell(res[r["method"]].get("10")) if r["method"] in res
+           else "--"} for r in t5_rows] if measured else []
+    return t4, t4_nfes, t5
 
 
 def format_params(n: int) -> str:

@@ -13,10 +13,14 @@ Every sampler has one signature::
   in the paper's Alg. 2; the authors' code clamps to [-1, 1]);
 - ``callback(i, t, x, x0_hat)`` sees every step (used for Fig. 3: MSE of x0_hat against t).
 
-Time grids are separate functions (``uniform_grid`` is the paper's).
+Time grids are separate functions (``uniform_grid`` is the paper's); a grid takes the number of
+steps N and, by keyword, any sampling option of params.yaml it names (``rho``, ``t_end``) and the
+``process`` (``ddm.experiment.Experiment.grid`` passes exactly those).
 
-DDM samplers (this module); the DDPM/VP-SDE and VE-SDE samplers live in ``ddm.baselines``;
-``ddm.registry`` looks both up by name (``get_sampler``, ``make_grid``).
+Each sampler and grid is registered by its params.yaml name where it is defined
+(``@SAMPLERS.register(name, fits=..., label=...)``, ``ddm.names``). DDM samplers (this module);
+the DDPM/VP-SDE and VE-SDE samplers live in ``ddm.baselines``; ``ddm.registry`` joins both
+tables and looks them up by name (``get_sampler``, ``make_grid``).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
+from ddm.names import GAUSSIAN, Names, grid_table, sampler_table
 from ddm.process import DecoupledProcess, expand_t
 
 __all__ = [
@@ -46,6 +51,14 @@ __all__ = [
 ]
 
 Callback = Callable[[int, Tensor, Tensor, Tensor], None]
+
+#: This module's samplers by params.yaml name: ``fits`` names the processes a sampler fits
+#: ("ddm": every h_t family; "ddm/constant": h_t = c only; ``ddm.names.GAUSSIAN``),
+#: ``final_steps`` the values of its ``final_step`` option (:data:`FINAL_STEPS`), ``label`` how
+#: the tables write it. ``ddm.registry`` joins it with the baselines' (``ddm.baselines``).
+SAMPLERS: Names[Callable[..., Tensor]] = sampler_table()
+#: This module's time grids by params.yaml name: ``fits`` as for samplers (default: every process).
+GRIDS: Names[Callable[..., Tensor]] = grid_table()
 
 
 class SampleRNG:
@@ -88,17 +101,20 @@ def _check_n(n: int) -> int:
     return n
 
 
+@GRIDS.register("uniform", label="uniform $t$")
 def uniform_grid(n: int) -> Tensor:
     """The paper's grid (Alg. 2): t = 1, 1 - 1/N, ..., 1/N, 0 — uniform steps s = 1/N."""
     return torch.linspace(1.0, 0.0, _check_n(n) + 1, dtype=torch.float64)
 
 
+@GRIDS.register("authors", label="authors' grid")
 def authors_grid(n: int, t_min: float = 1e-4) -> Tensor:
     """The authors' code: N times linear from 1 to t_min, then 0 (still N network calls)."""
     _check_n(n)
     return torch.cat([torch.linspace(1.0, t_min, n, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)])
 
 
+@GRIDS.register("polynomial", label="$t_i = (1 - i/N)^{%g}$")  # %g: rho
 def polynomial_grid(n: int, rho: float = 2.0) -> Tensor:
     """t_i = (1 - i/N)^rho: denser near t = 0 for rho > 1 (rho = 1 is ``uniform_grid``)."""
     if rho <= 0:
@@ -135,6 +151,7 @@ def _times(grid: Tensor, i: int, x: Tensor) -> tuple[Tensor, Tensor]:
     return t, grid[i + 1].to(device=x.device, dtype=x.dtype).expand(x.shape[0])
 
 
+@SAMPLERS.register("ddm", fits=("ddm",), final_steps=FINAL_STEPS["ddm"], label="Alg. 2")  # Alg. 2 / Eq. 11
 @torch.no_grad()
 def sample_ddm(
     net,
@@ -190,6 +207,7 @@ def sample_ddm(
     return x
 
 
+@SAMPLERS.register("ddm_deterministic", fits=("ddm",), final_steps=FINAL_STEPS["ddm"], label="deterministic (authors)")
 @torch.no_grad()
 def sample_ddm_deterministic(
     net,
@@ -248,6 +266,7 @@ def _log_snr(process, t: Tensor) -> Tensor:
     return torch.log(alpha(t)) - torch.log(sigma(t))
 
 
+@GRIDS.register("lambda", fits=GAUSSIAN, label="uniform $\\lambda$")  # needs alpha_t, sigma_t
 def lambda_grid(n: int, process=None, t_end: float = 1e-3) -> Tensor:
     """N + 1 times uniform in lambda_t = log(alpha_t / sigma_t).
 
@@ -320,6 +339,7 @@ def _solver(net, process, noise, grid, *, order: int, clip, callback, x0_source)
     return x
 
 
+@SAMPLERS.register("ddim", fits=GAUSSIAN, label="DDIM")  # x0-prediction ODE solver on alpha_t, sigma_t
 @torch.no_grad()
 def sample_ddim(net, process, noise: Tensor, grid: Tensor, *, rng: SampleRNG | None = None,
                 clip: float | None = None, callback: Callback | None = None, x0_source: str = "both") -> Tensor:
@@ -330,6 +350,7 @@ def sample_ddim(net, process, noise: Tensor, grid: Tensor, *, rng: SampleRNG | N
     return _solver(net, process, noise, grid, order=1, clip=clip, callback=callback, x0_source=x0_source)
 
 
+@SAMPLERS.register("dpmpp_2m", fits=GAUSSIAN, label="DPM-Solver++(2M)")
 @torch.no_grad()
 def sample_dpmpp_2m(net, process, noise: Tensor, grid: Tensor, *, rng: SampleRNG | None = None,
                     clip: float | None = None, callback: Callback | None = None, x0_source: str = "both") -> Tensor:
@@ -343,18 +364,3 @@ def sample_dpmpp_2m(net, process, noise: Tensor, grid: Tensor, *, rng: SampleRNG
     (lambda = +inf) returns the data prediction. Exactly N network calls for N steps."""
     return _solver(net, process, noise, grid, order=2, clip=clip, callback=callback, x0_source=x0_source)
 
-
-#: This module's samplers and grids by params.yaml name; ``ddm.registry`` joins them with the
-#: baselines' (``ddm.baselines``) into the one lookup table.
-SAMPLERS: dict[str, Callable[..., Tensor]] = {
-    "ddm": sample_ddm,
-    "ddm_deterministic": sample_ddm_deterministic,
-    "ddim": sample_ddim,
-    "dpmpp_2m": sample_dpmpp_2m,
-}
-GRIDS: dict[str, Callable[..., Tensor]] = {
-    "uniform": uniform_grid,
-    "authors": authors_grid,
-    "polynomial": polynomial_grid,
-    "lambda": lambda_grid,  # needs the process (its alpha_t, sigma_t)
-}

@@ -2,11 +2,18 @@
 must end with the documented exit code (ddm/cli.py: 2 usage/config/input, 1 runtime), one line
 ``ddm <subcommand>: <message>`` naming the offending value, no traceback, and no output file
 written or changed. The files are built here with the library (an untrained tiny model, digits
-images, JSON files); nothing is trained."""
+images, JSON files); nothing is trained.
+
+The table of cases runs the entry point in this process (``ddm.cli.main(argv)`` in the work
+folder, stdout and stderr captured: the code ``python -m ddm`` runs, without a torch import per
+case); the tests that need a real process (a size limit, a private mount, the traceback of -v)
+and one case of each exit code (``test_a_subprocess_gives_the_same_lines``) run ``python -m ddm``."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import json
 import os
 import resource
@@ -15,6 +22,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 from typing import NamedTuple
 
@@ -35,6 +43,32 @@ def run_cli(work: Path, argv: list[str], *, env: dict | None = None, prefix: lis
     cmd = [*prefix, sys.executable, "-m", "ddm", *argv]
     return subprocess.run(cmd, cwd=work, env={**os.environ, **ENV, **(env or {})}, capture_output=True,
                           text=True, timeout=timeout, preexec_fn=preexec_fn)
+
+
+def run_main(work: Path, argv: list[str], *, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``ddm.cli.main(argv)`` in ``work`` with ``env`` set, as ``run_cli`` would run it: the exit
+    code (``main``'s return value or SystemExit's; an uncaught exception gives Python's 1 and its
+    traceback on stderr) and the captured stdout and stderr."""
+    from ddm import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    os.environ.update({**ENV, **(env or {})})
+    os.chdir(work)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = cli.main(argv)
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            except Exception:  # what the interpreter would print for an uncaught exception
+                traceback.print_exc()
+                code = 1
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
 
 def snapshot(work: Path) -> dict:
@@ -307,12 +341,22 @@ def test_bad_input_is_one_line_and_writes_nothing(work, case):
     c = CASES[case]
     argv = shlex.split(c.argv)
     before = snapshot(work)
-    r = run_cli(work, argv, env=c.env)
+    r = run_main(work, argv, env=c.env)
     assert_one_line_error(r, argv[0], c.code, c.needles)
     assert snapshot(work) == before, "a failing command wrote or changed a file"
     assert (work / "out" / "existing.pt").read_bytes() == OLD
     if "/dev/full" in argv:
         assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
+
+
+@pytest.mark.parametrize("case", ["model-random-bytes", "prepare-missing-image-folder"])
+def test_a_subprocess_gives_the_same_lines(work, case):
+    """``python -m ddm`` prints what the in-process run of the same case prints, with its exit code."""
+    argv = shlex.split(CASES[case].argv)
+    real, here = run_cli(work, argv, env=CASES[case].env), run_main(work, argv, env=CASES[case].env)
+    assert real.returncode == here.returncode
+    assert assert_one_line_error(real, argv[0], CASES[case].code, CASES[case].needles) == \
+        assert_one_line_error(here, argv[0], CASES[case].code, CASES[case].needles)
 
 
 def test_verbose_shows_the_traceback(work):
@@ -333,7 +377,7 @@ def test_good_inputs_pass(work, tmp_path):
                  f"report --metrics reports/good.json --out {tmp_path / 't.tex'}",
                  f"figures --metrics reports/good.json --dataset digits --out {tmp_path / 'f.png'}",
                  f"stats --inputs metrics/good.json --out {tmp_path / 'm.json'}"):
-        r = run_cli(work, shlex.split(argv))
+        r = run_main(work, shlex.split(argv))
         assert r.returncode == 0, (argv, r.stderr[-3000:])
 
 
@@ -425,7 +469,7 @@ def test_config_errors_stop_snakemake_and_ddm_at_once(workdir_factory, case):
     assert "Job stats" not in dry.output
 
     method = "ddm_ddim" if case == "ddim-on-linear-ht" else "ddpm"
-    cli = run_cli(work, shlex.split(_swap(_swap(SAMPLE, "--method", method), "--out", "s.pt")))
+    cli = run_main(work, shlex.split(_swap(_swap(SAMPLE, "--method", method), "--out", "s.pt")))
     assert_one_line_error(cli, "sample", USAGE, needles, max_lines=4)  # ddim-on-linear-ht: 4 variants
     assert not (work / "s.pt").exists()
     assert {k: v for k, v in snapshot(work).items() if not k.startswith(".snakemake")} == before

@@ -11,6 +11,7 @@ import yaml
 from conftest import REPO, TINY_PARAMS, merge_params
 from ddm.config import (
     METHOD_DEFAULTS,
+    REPORT_KEYS,
     SAMPLING_KEYS,
     SCHEMA_PATH,
     ConfigError,
@@ -81,10 +82,31 @@ def test_load_params_missing_file_and_non_mapping(tmp_path):
 
 
 def test_schema_is_the_one_the_pipeline_uses():
-    """The schema ships in the package (ddm/data) and the Snakefile validates with the same constant."""
+    """The schema ships in the package (ddm/data), and the Snakefile validates through ddm.config
+    only: Snakemake's own validate() against the file on disk would refuse a name registered
+    outside the package (tests/test_extension.py)."""
     assert SCHEMA_PATH == REPO / "ddm" / "data" / "params.schema.yaml"
     assert SCHEMA_PATH.is_file()
-    assert "validate(config, str(SCHEMA_PATH))" in (REPO / "Snakefile").read_text()
+    snakefile = (REPO / "Snakefile").read_text()
+    assert "validate_params(config)" in snakefile
+    assert "SCHEMA_PATH" not in snakefile and not re.search(r"^\s*validate\(config", snakefile, flags=re.M)
+
+
+def test_schema_enums_on_disk_equal_the_registries():
+    """The enums of the file document the package's own names: the h_t families, samplers, grids,
+    final steps, weightings and processes registered in ddm (ddm.registry.schema_enums), in order."""
+    from ddm.config import SCHEMA_ENUMS, schema
+    from ddm.registry import schema_enums
+
+    names = schema_enums()
+    assert set(SCHEMA_ENUMS) == set(names)
+    filled = schema()
+    for name, path in SCHEMA_ENUMS.items():
+        on_disk, loaded = SCHEMA, filled
+        for key in path:
+            on_disk, loaded = on_disk[key], loaded[key]
+        assert on_disk["enum"] == names[name], f"{'/'.join(path)}: the file lists {on_disk['enum']}, ddm registers {names[name]}"
+        assert loaded["enum"] == names[name]
 
 
 def test_schema_dialect_matches_snakemake_validator():
@@ -192,7 +214,8 @@ def test_resolve_fills_the_defaults_of_each_process(tiny):
             if k == "ht" and expected == "main":
                 expected = tiny["ht"]
             assert merged[k] == expected, (method, k)
-        assert set(merged) == set(METHOD_DEFAULTS[process]) | set(entry) | set(overrides), method
+        # role and label are the report's (ddm.roles): neither training nor sampling sees them
+        assert set(merged) == (set(METHOD_DEFAULTS[process]) | set(entry) | set(overrides)) - REPORT_KEYS, method
         assert cfg["dataset"] == "digits" and cfg["channels"] == 1 and cfg["resolution"] == 8
         assert cfg["model"] == tiny["presets"]["embedded"]["digits"]["model"]
         assert cfg["train"] == {**tiny["presets"]["embedded"]["digits"]["train"], "seed": tiny["seed"]}
@@ -319,19 +342,25 @@ def test_solver_variant_naming_an_unknown_model(tiny):
 
 # --------------------------------------------------------------------------- sampler / grid / process fit
 def test_fit_table_covers_every_sampler_grid_and_schema_name():
-    from ddm import baselines  # noqa: F401  (registers the baseline samplers and the sde grid)
-    from ddm.registry import GRID_PROCESSES, SAMPLER_PROCESSES
-    from ddm.registry import GRIDS, SAMPLERS
+    """Every sampler and grid carries its fit (``fits``) where it is registered: the fit tables
+    of ddm.registry are views of SAMPLERS and GRIDS, so no name can lack an entry."""
+    from ddm import baselines, sampling
+    from ddm.names import GAUSSIAN, PROCESSES
+    from ddm.registry import GRID_PROCESSES, GRIDS, SAMPLER_FINAL_STEPS, SAMPLER_PROCESSES, SAMPLERS
 
-    assert set(SAMPLER_PROCESSES) == set(SAMPLERS) == set(METHOD_PROPS["sampler"]["enum"])
-    assert set(GRID_PROCESSES) == set(GRIDS) == set(METHOD_PROPS["grid"]["enum"])
-    from ddm.registry import SAMPLER_FINAL_STEPS
-
-    final_steps = getattr(__import__("ddm.sampling", fromlist=["FINAL_STEPS"]), "FINAL_STEPS", None)
+    assert list(SAMPLERS) == [*sampling.SAMPLERS, *baselines.SAMPLERS] == METHOD_PROPS["sampler"]["enum"]
+    assert list(GRIDS) == [*sampling.GRIDS, *baselines.GRIDS] == METHOD_PROPS["grid"]["enum"]
+    assert set(SAMPLER_PROCESSES) == set(SAMPLERS) and set(GRID_PROCESSES) == set(GRIDS)
+    kinds = set(PROCESSES) | set(GAUSSIAN)
+    for name in SAMPLERS:
+        assert SAMPLER_PROCESSES[name] and set(SAMPLER_PROCESSES[name]) <= kinds, name
+        assert SAMPLERS.info(name)["label"], name  # the solver table writes it
+    for name in GRIDS:
+        assert GRID_PROCESSES[name] and set(GRID_PROCESSES[name]) <= kinds, name
+        assert GRIDS.info(name)["label"], name
     for sampler, steps in SAMPLER_FINAL_STEPS.items():
         assert sampler in SAMPLERS and steps[0] == "paper"
-        if final_steps is not None:
-            assert steps in final_steps.values(), (sampler, steps)
+        assert steps == ("paper",) or steps in sampling.FINAL_STEPS.values(), (sampler, steps)
 
 
 def _tiny_experiment(tiny, process: str, ht: str = "constant"):

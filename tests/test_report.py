@@ -268,6 +268,105 @@ def test_published_csv_missing(metrics, tmp_path):
         render_tables(metrics, tmp_path / "nope.csv")
 
 
+# --------------------------------------------------------------------------- Tables 4 and 5 by role
+#: FID per ablation method: NFE 10 and 50, one repeat (the pipeline's ablation_nfe).
+ABLATION_FID = {m: {10: [11.0 + i], 50: [5.0 + i / 3]} for i, m in enumerate(
+    ["ht_constant", "ht_linear", "ht_quadratic", "ht_exp", "ht_sin", "w_unit", "w_exp", "arch_conv", "loss_l1"])}
+#: Tables 4 and 5 as the name-based report wrote them (before roles): the rows must not change.
+TABLE4_GOLDEN = r"""\caption{Choices of $\mathbf{h}_t$ on Digits (8$\times$8) (Table 4): FID$\downarrow$.\ddmprovenance}
+\begin{tabular}{lrr}
+\hline
+$\mathbf{h}_t$ $\backslash$ NFE & 10 & 50 \\
+\hline
+$\mathbf{c}$ & 11.00 & 5.00 \\
+$\mathbf{a}t + \mathbf{c}$ & 12.00 & 5.33 \\
+$\mathbf{a}t^2 + \mathbf{b}t + \mathbf{c}$ & 13.00 & 5.67 \\
+$e^{\mathbf{a}t} + \mathbf{c}$ & 14.00 & 6.00 \\
+$\sin \mathbf{a}t$ & 15.00 & 6.33 \\
+\hline
+\end{tabular}"""
+TABLE5_GOLDEN = r"""\caption{Hyperparameter, architecture and loss analysis on Digits (8$\times$8) (Table 5): 10-step FID$\downarrow$.\ddmprovenance}
+\begin{tabular}{llr}
+\hline
+ & Setting & 10-step FID \\
+\hline
+Hyperparameter & $\lambda_1 = 1$, $\lambda_2 = 1$ & 16.00 \\
+Hyperparameter & $\lambda_1 = 1/t$, $\lambda_2 = 1/(1-t)$ & 10.00 $\pm$ 0.200 \\
+Hyperparameter & $\lambda_1 = e^t$, $\lambda_2 = e^{1-t}$ & 17.00 \\
+Architecture & U-Net+conv & 18.00 \\
+Architecture & U-Net+decoder & 10.00 $\pm$ 0.200 \\
+Loss type & $\ell_1$ & 19.00 \\
+Loss type & $\ell_2$ & 10.00 $\pm$ 0.200 \\
+\hline
+\end{tabular}"""
+
+
+def test_tables_4_and_5_from_roles_are_golden(tmp_path, params):
+    """The shipped roles (params-tiny.yaml) give Tables 4 and 5 byte for byte as before."""
+    tex = render_tables(collect(write_metric_files(tmp_path, fid={**FID, **ABLATION_FID}), params), PUBLISHED)
+    assert TABLE4_GOLDEN in tex and TABLE5_GOLDEN in tex
+    some = {**FID, **{m: ABLATION_FID[m] for m in ("ht_linear", "w_exp")}}
+    tex = render_tables(collect(write_metric_files(tmp_path / "some", fid=some), params), PUBLISHED)
+    assert r"$\mathbf{a}t + \mathbf{c}$ & 12.00 & 5.33 \\" in tex and r"$\mathbf{c}$ & " not in tex
+    assert "Architecture & U-Net+conv & -- \\\\" in tex  # Table 5 shows every row once one is measured
+    assert "Table 4" not in render_tables(collect(write_metric_files(tmp_path / "t1", fid=FID), params), PUBLISHED)
+
+
+def test_rows_follow_roles_and_labels_not_names(params):
+    """Renamed entries keep their rows; `label:` replaces the derived label; the Table 5 row of
+    the main model comes with each group; Fig. 3 shows the fig3 model, its Table 1 peer and DDM."""
+    from ddm.roles import fig3_methods, table_rows
+
+    renamed = json.loads(json.dumps(params))
+    ab = renamed["ablation_methods"]
+    ab["h_sine"] = ab.pop("ht_sin")
+    ab["lam_one"] = {**ab.pop("w_unit"), "label": "unit weights"}
+    ab["vp_two_heads"] = ab.pop("ddpm_x0")
+    rows = table_rows(renamed)
+    assert rows["table4"][-1] == {"method": "h_sine", "label": r"$\sin \mathbf{a}t$"}
+    assert rows["table5"][:3] == [
+        {"group": "Hyperparameter", "label": "unit weights", "method": "lam_one"},
+        {"group": "Hyperparameter", "label": r"$\lambda_1 = 1/t$, $\lambda_2 = 1/(1-t)$", "method": "ddm"},
+        {"group": "Hyperparameter", "label": r"$\lambda_1 = e^t$, $\lambda_2 = e^{1-t}$", "method": "w_exp"}]
+    assert fig3_methods(params) == ["ddpm", "ddpm_x0", "ddm"]
+    assert fig3_methods(renamed) == ["ddpm", "vp_two_heads", "ddm"]
+    ab["ht_main"] = {"process": "ddm", "ht": "main", "role": "table4", "sampler": "ddm", "grid": "uniform"}
+    assert table_rows({**renamed, "ht": "exp"})["table4"][-1]["label"] == r"$e^{\mathbf{a}t} + \mathbf{c}$"
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"process": "vp", "role": "table4", "sampler": "vp_em", "grid": "sde"}, "role table4 (a choice of h_t) needs process ddm"),
+    ({"process": "ddm", "role": "table5", "sampler": "ddm", "grid": "uniform"}, "does not differ from the main DDM model 'ddm'"),
+    ({"process": "ddm", "weighting": "unit", "head": "conv", "role": "table5", "sampler": "ddm", "grid": "uniform"},
+     "differs from the main DDM model 'ddm' in head, weighting"),
+    ({"process": "ddm", "clip": 1.0, "role": "table5", "sampler": "ddm", "grid": "uniform"}, "no Table 5 label for clip: 1.0"),
+])
+def test_a_role_without_a_row_is_an_error(params, entry, message):
+    from ddm.config import ConfigError
+    from ddm.roles import table_rows
+
+    bad = json.loads(json.dumps(params))
+    bad["ablation_methods"]["odd"] = entry
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        table_rows(bad)
+
+
+def test_a_label_makes_a_table5_row_of_any_change(params):
+    """Several settings, or one without a label of its own: an explicit `label:` names the row;
+    it joins the group of the first setting that has one (else "Other", without a main row)."""
+    from ddm.roles import table_rows
+
+    p = json.loads(json.dumps(params))
+    p["ablation_methods"]["both"] = {"process": "ddm", "weighting": "unit", "head": "conv", "role": "table5",
+                                     "sampler": "ddm", "grid": "uniform", "label": "unit, conv"}
+    p["ablation_methods"]["clipped"] = {"process": "ddm", "clip": 1.0, "role": "table5", "sampler": "ddm",
+                                        "grid": "uniform", "label": "clip 1"}
+    rows = [(r["group"], r["method"]) for r in table_rows(p)["table5"]]
+    assert rows == [("Hyperparameter", "w_unit"), ("Hyperparameter", "both"), ("Hyperparameter", "ddm"),
+                    ("Hyperparameter", "w_exp"), ("Architecture", "arch_conv"), ("Architecture", "ddm"),
+                    ("Loss type", "loss_l1"), ("Loss type", "ddm"), ("Other", "clipped")]
+
+
 # --------------------------------------------------------------------------- LaTeX
 DOC = r"""\documentclass{article}
 \usepackage{amssymb}

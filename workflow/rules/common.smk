@@ -7,7 +7,8 @@ import sys
 
 import yaml
 
-from ddm.config import dataset_names, model_of, resolve  # config validated in the Snakefile
+from ddm.config import ConfigError, dataset_names, model_of, resolve  # config validated in the Snakefile
+from ddm.roles import fid_ablations, fig3_methods, table_rows
 
 def _uses_conda():
     try:
@@ -26,8 +27,14 @@ DDM = "python -m ddm" if _uses_conda() else f"{shlex.quote(sys.executable)} -m d
 PRESET = config["presets"][config["preset"]]
 DATASETS = dataset_names(config)
 TABLE1 = list(config["methods"])
-ABLATIONS = [m for m in config["ablation_methods"] if m != "ddpm_x0"] if config["ablations"] else []
+# the ablations by role (ddm/roles.py), never by name: those sampled for FID (Tables 4, 5) and Fig. 3's models
+ABLATIONS = fid_ablations(config) if config["ablations"] else []
+FIG3 = fig3_methods(config) if config["ablations"] else []
 SOLVERS = list(config["solver_methods"]) if config["solver_study"] else []
+try:  # the rows of Tables 4 and 5 (the stats rule's param): a role that makes no row fails here
+    TABLE_ROWS = json.dumps(table_rows(config), sort_keys=True)
+except ConfigError as e:
+    raise WorkflowError(str(e)) from None
 
 with open(workflow.source_path("../phases.yaml")) as _f:
     PHASES = yaml.safe_load(_f)
@@ -102,14 +109,14 @@ def metric_files():
 
 
 def fig3_files():
-    return [f"results/metrics/{d}/fig3.json" for d in DATASETS] if config["ablations"] else []
+    return [f"results/metrics/{d}/fig3.json" for d in DATASETS] if FIG3 else []
 
 
 def figure_files():
     files = [f"reports/figures/fid_vs_nfe_{d}.png" for d in DATASETS]
     files += [f"reports/figures/convergence_{d}.png" for d in DATASETS if convergence_methods(d)]
     files += [f"reports/figures/samples_{d}_{m}_nfe{n}.png" for d in DATASETS for m in TABLE1 for n in PRESET[d]["nfe"]]
-    files += [f"reports/figures/fig3_{d}.png" for d in DATASETS] if config["ablations"] else []
+    files += [f"reports/figures/fig3_{d}.png" for d in DATASETS] if FIG3 else []
     return files
 
 
@@ -126,8 +133,7 @@ def phase_outputs(phase):
         return [f"results/fid/{d}/{f}" for d in DATASETS for f in ("extractor.json", "reference.npz")]
     if phase == "train":
         trained = {(d, model_of(config, m)) for d, m, _, _ in sample_jobs()}
-        if config["ablations"]:  # Fig. 3 compares these three
-            trained |= {(d, m) for d in DATASETS for m in ("ddm", "ddpm", "ddpm_x0")}
+        trained |= {(d, m) for d in DATASETS for m in FIG3}  # Fig. 3's models (ddm.roles.fig3_methods)
         return sorted(f"results/{kind}/{d}/{m}.{ext}" for d, m in trained
                       for kind, ext in (("models", "pt"), ("curves", "csv")))
     if phase == "sample":

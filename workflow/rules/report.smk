@@ -27,6 +27,7 @@ rule stats:
         ddm=DDM,
         table1=TABLE1,
         ht=config["ht"],
+        rows=lambda wc: TABLE_ROWS,  # the rows of Tables 4 and 5 that metrics.json records (ddm.roles)
     log:
         "logs/stats.log",
     conda:

@@ -46,7 +46,7 @@ rule evaluate:
 
 rule fig3:
     input:
-        expand("results/models/{{dataset}}/{method}.pt", method=["ddpm", "ddpm_x0", "ddm"]),
+        expand("results/models/{{dataset}}/{method}.pt", method=FIG3),  # role: fig3 (ddm.roles.fig3_methods)
     output:
         "results/metrics/{dataset}/fig3.json",
     params:
