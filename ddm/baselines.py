@@ -18,20 +18,26 @@ Samplers (same signature as ``ddm.sampling``; looked up by name through ``ddm.re
 "DDPM + x0 branch" (§4.1) is the VP model with a second head that predicts x0 (trained by
 ``ddm.losses.VPObjective(x0_branch=True)``); the samplers move x with the eps head and report
 the x0 head to ``callback`` as x0_hat (that is what Fig. 3 plots).
+
+Both SDEs implement ``ddm.process.Process`` through :class:`GaussianSDE` (input scaling c_in,
+x0 from eps or the x0 branch, targets, heads) and register as ``vp`` and ``ve``.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import Tensor
 
+from ddm.losses import VEObjective, VPObjective
 from ddm.names import Names, grid_table, sampler_table
-from ddm.process import expand_t
+from ddm.process import Process, expand_t
 from ddm.sampling import FINAL_STEPS, SampleRNG, Callback, check_final_step, check_grid, _check_n, _times
 
-__all__ = ["VPSDE", "VESDE", "sde_grid", "sample_vp_em", "sample_vp_ancestral", "sample_ve_em", "SAMPLERS", "GRIDS"]
+__all__ = ["GaussianSDE", "VPSDE", "VESDE", "sde_grid", "sample_vp_em", "sample_vp_ancestral", "sample_ve_em",
+           "SAMPLERS", "GRIDS"]
 
 #: This module's samplers and grids by params.yaml name (as ``ddm.sampling.SAMPLERS`` and
 #: ``GRIDS``; joined with those in ``ddm.registry``).
@@ -39,10 +45,47 @@ SAMPLERS: Names = sampler_table()
 GRIDS: Names = grid_table()
 
 
-class VPSDE:
+class GaussianSDE(Process):
+    """An SDE with x_t = alpha_t x0 + sigma_t eps whose network predicts eps from c_in(t) x_t,
+    optionally with a second head that predicts x0 (``x0_branch``, "DDPM + x0 prediction", §4.1).
+    Subclasses give ``alpha``, ``sigma`` and ``c_in``."""
+
+    head_names = ("eps", "x0")
+
+    def out_channels(self, channels: int, method: Mapping[str, Any] | None = None) -> list[int]:
+        """eps, and x0 for a method with ``x0_branch``."""
+        return [channels, channels] if (method or {}).get("x0_branch") else [channels]
+
+    def target(self, x0: Tensor, noise: Mapping[str, Tensor]) -> tuple[Tensor]:
+        """(eps,): the eps head's target (an x0 branch regresses to x0 itself)."""
+        return (noise["eps"].to(x0),)
+
+    def sample_xt(self, x0: Tensor, t: Tensor, target: tuple[Tensor, ...]) -> Tensor:
+        return self.q_sample(x0, t, target[0])
+
+    def q_sample(self, x0: Tensor, t: Tensor, eps: Tensor) -> Tensor:
+        return expand_t(self.alpha(t), x0) * x0 + expand_t(self.sigma(t), x0) * eps
+
+    def net_input(self, x: Tensor, t: Tensor) -> Tensor:
+        """c_in(t) x_t."""
+        return x * expand_t(self.c_in(t), x)
+
+    def x0_from_eps(self, x: Tensor, t: Tensor, eps: Tensor) -> Tensor:
+        return (x - expand_t(self.sigma(t), x) * eps) / expand_t(self.alpha(t), x)
+
+    def x0(self, x: Tensor, t: Tensor, heads: tuple[Tensor, ...], *, head: bool = False) -> Tensor:
+        """(x - sigma_t eps) / alpha_t; ``head=True``: the x0 branch where the network has one."""
+        return heads[1] if head and len(heads) > 1 else self.x0_from_eps(x, t, heads[0])
+
+    def alpha_sigma(self) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]:
+        return self.alpha, self.sigma
+
+
+class VPSDE(GaussianSDE):
     """Variance-preserving SDE with a linear beta schedule (DDPM in continuous time)."""
 
     name = "vp"
+    label = "DDPM"
     prior_std = 1.0
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
@@ -52,6 +95,15 @@ class VPSDE:
 
     def __repr__(self) -> str:
         return f"VPSDE(beta_min={self.beta_min}, beta_max={self.beta_max})"
+
+    @classmethod
+    def from_method(cls, method: Mapping[str, Any]) -> "VPSDE":
+        return cls(method["beta_min"], method["beta_max"])
+
+    def objective(self, method: Mapping[str, Any]) -> VPObjective:
+        """DDPM's eps loss (Eq. 4), with the x0 branch's term if the method has one."""
+        return VPObjective(self, t_min=method["t_min"], x0_branch=method["x0_branch"],
+                           loss_type=method["loss_type"], reduction=method["reduction"])
 
     def beta(self, t: Tensor) -> Tensor:
         return self.beta_min + t * (self.beta_max - self.beta_min)
@@ -68,17 +120,12 @@ class VPSDE:
     def c_in(self, t: Tensor) -> Tensor:
         return torch.ones_like(t)
 
-    def q_sample(self, x0: Tensor, t: Tensor, eps: Tensor) -> Tensor:
-        return expand_t(self.alpha(t), x0) * x0 + expand_t(self.sigma(t), x0) * eps
 
-    def x0_from_eps(self, x: Tensor, t: Tensor, eps: Tensor) -> Tensor:
-        return (x - expand_t(self.sigma(t), x) * eps) / expand_t(self.alpha(t), x)
-
-
-class VESDE:
+class VESDE(GaussianSDE):
     """Variance-exploding SDE, sigma(t) = sigma_min (sigma_max / sigma_min)^t."""
 
     name = "ve"
+    label = "SDE"
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0):
         if not 0 < sigma_min < sigma_max:
@@ -88,6 +135,14 @@ class VESDE:
 
     def __repr__(self) -> str:
         return f"VESDE(sigma_min={self.sigma_min}, sigma_max={self.sigma_max})"
+
+    @classmethod
+    def from_method(cls, method: Mapping[str, Any]) -> "VESDE":
+        return cls(method["sigma_min"], method["sigma_max"])
+
+    def objective(self, method: Mapping[str, Any]) -> VEObjective:
+        """Denoising score matching as an eps loss."""
+        return VEObjective(self, t_min=method["t_min"], loss_type=method["loss_type"], reduction=method["reduction"])
 
     def sigma(self, t: Tensor) -> Tensor:
         return self.sigma_min * (self.sigma_max / self.sigma_min) ** t
@@ -102,12 +157,6 @@ class VESDE:
     def c_in(self, t: Tensor) -> Tensor:
         return 1 / (1 + self.sigma(t) ** 2).sqrt()
 
-    def q_sample(self, x0: Tensor, t: Tensor, eps: Tensor) -> Tensor:
-        return x0 + expand_t(self.sigma(t), x0) * eps
-
-    def x0_from_eps(self, x: Tensor, t: Tensor, eps: Tensor) -> Tensor:
-        return x - expand_t(self.sigma(t), x) * eps
-
 
 @GRIDS.register("sde", label="uniform $t$")
 def sde_grid(n: int, t_end: float = 1e-3) -> Tensor:
@@ -115,14 +164,6 @@ def sde_grid(n: int, t_end: float = 1e-3) -> Tensor:
     if not 0 < t_end < 1:
         raise ValueError(f"t_end must lie in (0, 1); got {t_end}")
     return torch.linspace(1.0, t_end, _check_n(n) + 1, dtype=torch.float64)
-
-
-def _eps_and_x0(net, sde, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-    out = net(x * expand_t(sde.c_in(t), x), t)
-    heads = out if isinstance(out, (tuple, list)) else (out,)
-    eps = heads[0]
-    x0_hat = heads[1] if len(heads) > 1 else sde.x0_from_eps(x, t, eps)
-    return eps, x0_hat
 
 
 @SAMPLERS.register("vp_em", fits=("vp",), final_steps=FINAL_STEPS["sde"], label="Euler-Maruyama")  # Eq. 5
@@ -143,7 +184,7 @@ def sample_vp_em(
     n = grid.numel() - 1
     for i in range(n):
         t, t_next = _times(grid, i, x)
-        eps, x0_hat = _eps_and_x0(net, process, x, t)
+        x0_hat, (eps, *_) = process.predict(net, x, t, head=True)  # the x0 branch where there is one
         if callback is not None:
             callback(i, t, x, x0_hat)
         if final_step == "denoise" and i == n - 1:
@@ -173,13 +214,11 @@ def sample_vp_ancestral(
     x = noise
     for i in range(grid.numel() - 1):
         t, s = _times(grid, i, x)
-        out = net(x * expand_t(process.c_in(t), x), t)
-        eps = out[0] if isinstance(out, (tuple, list)) else out
-        x0_hat = process.x0_from_eps(x, t, eps)
+        x0_hat, heads = process.predict(net, x, t)
         if clip is not None:
             x0_hat = x0_hat.clamp(-clip, clip)
-        if callback is not None:
-            callback(i, t, x, out[1] if isinstance(out, (tuple, list)) and len(out) > 1 else x0_hat)
+        if callback is not None:  # the x0 branch where there is one (Fig. 3), else the step's x0_hat
+            callback(i, t, x, process.x0(x, t, heads, head=True) if len(heads) > 1 else x0_hat)
         if grid[i + 1] == 0:
             x = x0_hat
             continue
@@ -208,7 +247,7 @@ def sample_ve_em(
     n = grid.numel() - 1
     for i in range(n):
         t, t_next = _times(grid, i, x)
-        eps, x0_hat = _eps_and_x0(net, process, x, t)
+        x0_hat, (eps, *_) = process.predict(net, x, t, head=True)  # the x0 branch where there is one
         if callback is not None:
             callback(i, t, x, x0_hat)
         if final_step == "denoise" and i == n - 1:

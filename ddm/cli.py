@@ -6,7 +6,7 @@
     ddm train      --dataset D --method M --data ... --out ...pt    train (resumes; SLURM-preemptible)
     ddm sample     --dataset D --method M --model ...pt --nfe N --repeat R --num-samples K --out ...pt
     ddm evaluate   --samples ... --reference ... --extractor ... --out ...json
-    ddm stats      --inputs metrics/*.json --out reports/metrics.json
+    ddm stats      --inputs metrics/*.json --out reports/metrics.json [--csv reports/metrics.csv]
     ddm report     --metrics reports/metrics.json --out reports/tables.tex
     ddm report-pdf --template reports/report.tex.j2 --tables ... --metrics ... --out reports/report.pdf
     ddm figures / grid / fig3 / fig3-plot                            FID-vs-NFE, sample grids, Fig. 3
@@ -44,6 +44,9 @@ import traceback
 from pathlib import Path
 
 from ddm.resources import PUBLISHED_CSV  # standard library only: `ddm --help` stays fast
+# InputError: an option value or input file the command cannot use (exit code 2)
+from ddm.io import InputError, check_input_file as _input_file, load_torch as _torch_file  # torch inside
+from ddm.modelfile import SEED_BLOCK, load_model, read_model, sample_seeds, save_model  # torch inside
 
 log = logging.getLogger("ddm")
 
@@ -53,13 +56,6 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 #: Exit code of a preempted training run (``ddm.training.PREEMPT_EXIT_CODE``, EX_TEMPFAIL).
 EXIT_PREEMPTED = 75
-
-#: Seeds of one FID repeat come in blocks of this size (``sample_seeds``).
-SEED_BLOCK = 1_000_000
-
-
-class InputError(ValueError):
-    """An option value or input file the command cannot use (exit code 2)."""
 
 
 class OutputError(RuntimeError):
@@ -102,29 +98,6 @@ def _device(name: str) -> str:
     elif dev.type not in ("cpu", "cuda", "mps"):
         raise argparse.ArgumentTypeError(f"'{name}': device type '{dev.type}' is not supported (use cpu or cuda)")
     return name
-
-
-def _input_file(path, what: str) -> Path:
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"{what} {path} does not exist")
-    if not p.is_file():
-        raise InputError(f"{what} {path} is not a file")
-    if p.stat().st_size == 0:
-        raise InputError(f"{what} {path} is empty: write it again")
-    return p
-
-
-def _torch_file(path, what: str, maker: str):
-    """The object in a torch file, loaded safely (tensors and plain containers only)."""
-    import torch
-
-    p = _input_file(path, what)
-    try:
-        return torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # any failure to read means the file is unusable; torch's text is not shown
-        raise InputError(f"{what} {path} cannot be read ({type(e).__name__}: truncated, corrupt or not a "
-                         f"file of `{maker}`): write it again with `{maker}`") from None
 
 
 def _load_images(path, what: str = "sample file", maker: str = "ddm sample", *, min_count: int = 1,
@@ -364,7 +337,7 @@ def cmd_train(args) -> None:
 
     from ddm.data import to_model_range
     from ddm.experiment import build
-    from ddm.io import atomic_write, save_torch
+    from ddm.io import atomic_write
     from ddm.training import TrainConfig, ema_model, init_distributed, snapshots, train
 
     try:
@@ -390,50 +363,15 @@ def cmd_train(args) -> None:
     if int(os.environ.get("RANK", "0")) != 0:
         return
     ema_model(final, model)
-    blob = {
-        "format": "ddm.model/1",
-        "cfg": cfg,
-        "model_kwargs": exp.model_kwargs,
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "checkpoint": str(final),
-    }
-    if cfg.get("snapshots"):  # the EMA weights of every kept checkpoint: FID against training step
-        blob["snapshots"] = snapshots(ckpt_dir, model)
+    # the EMA weights of every kept checkpoint: FID against training step
+    snaps = snapshots(ckpt_dir, model) if cfg.get("snapshots") else None
     with _writing(args.out):
-        save_torch(blob, args.out)
+        save_model(args.out, exp, model, checkpoint=final, snapshots=snaps)
     if args.curve:  # the loss curve (metrics.csv of the trainer), for plots
         data = (ckpt_dir / "metrics.csv").read_bytes()
         with _writing(args.curve):
             atomic_write(args.curve, lambda f: f.write(data))
     log.info("trained %s on %s -> %s (EMA weights)", args.method, args.dataset, args.out)
-
-
-def load_model(path: str | Path, device="cpu"):
-    """(Experiment, EMA network in eval mode) from a file written by ``ddm train``; InputError
-    (one line) for any file that is not one."""
-    from ddm.experiment import build
-    from ddm.nets import UNet
-
-    blob = _torch_file(path, "model file", "ddm train")
-    if not isinstance(blob, dict) or blob.get("format") != "ddm.model/1" or not {
-            "cfg", "model_kwargs", "state_dict"} <= set(blob):
-        raise InputError(f"model file {path} is not a model written by `ddm train` (format ddm.model/1)")
-    try:
-        exp = build(blob["cfg"])
-        net = UNet(**blob["model_kwargs"])
-        net.load_state_dict(blob["state_dict"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise InputError(f"model file {path}: its config and weights do not make a model "
-                         f"({type(e).__name__}: {first}): train it again with `ddm train`") from None
-    return exp, net.to(device).eval()
-
-
-def sample_seeds(repeat: int, num_samples: int) -> list[int]:
-    """Seeds of FID repeat ``repeat``: disjoint blocks, the same for every method."""
-    if not 0 <= num_samples <= SEED_BLOCK:
-        raise ValueError(f"num_samples must lie in 0..{SEED_BLOCK} (seed blocks of repeats are disjoint)")
-    return [SEED_BLOCK * (repeat + 1) + i for i in range(num_samples)]
 
 
 def cmd_sample(args) -> None:
@@ -496,17 +434,23 @@ def cmd_stats(args) -> None:
     for p in args.inputs:
         _load_json(p, "metric file", _EVALUATION, "ddm evaluate")
     _check_out(args.out)
-    from ddm.io import save_json
-    from ddm.report import collect, provenance  # torch: once the checks passed
+    if args.csv:
+        _check_out(args.csv, "--csv")
+    from ddm.io import save_json, save_text
+    from ddm.report import collect, metric_records, provenance, records_csv  # torch: once the checks passed
 
     sizes: dict = {}
     for path in args.models or []:  # Table 1's Param column: parameters of each trained network
         exp, net = load_model(path)
         sizes.setdefault(exp.cfg["dataset"], {})[Path(path).stem] = sum(q.numel() for q in net.parameters())
-    metrics = collect([Path(p) for p in args.inputs], params, model_params=sizes)
+    records = metric_records([Path(p) for p in args.inputs])  # tidy table: one row per sample set
+    metrics = collect(records, params, model_params=sizes)
     metrics["provenance"] = provenance(args.inputs, params)  # commit, params hash, dates, versions
     with _writing(args.out):
         save_json(metrics, args.out)
+    if args.csv:
+        with _writing(args.csv):
+            save_text(records_csv(records), args.csv)
 
 
 def cmd_convergence(args) -> None:
@@ -517,9 +461,10 @@ def cmd_convergence(args) -> None:
     from ddm.config import resolve
 
     cfg = resolve(_params(args), args.dataset, args.method)
-    exp, net = load_model(args.model, _default_device(args))
+    blob = read_model(args.model)
+    exp, net = load_model(args.model, _default_device(args), blob=blob)
     exp.cfg["sampling"] = cfg["sampling"]  # sampling options come from params.yaml, not the model file
-    snaps = _torch_file(args.model, "model file", "ddm train").get("snapshots")
+    snaps = blob.get("snapshots")
     if not snaps:
         raise InputError(f"model file {args.model} holds no snapshots: list its method under the preset's "
                          f"`convergence: methods` in params.yaml and train it again")
@@ -691,6 +636,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = _add(sub, "stats", cmd_stats, "mean +- std over repeats and Table 1's t-test markers", "out")
     s.add_argument("--inputs", nargs="+", required=True)
     s.add_argument("--models", nargs="*", help="trained model files (Table 1's Param column)")
+    s.add_argument("--csv", help="also write the metric files as one table, a row per sample set (CSV)")
     s = _add(sub, "report", cmd_report, "reports/tables.tex from reports/metrics.json", "metrics", "out")
     s.add_argument("--published", default=str(PUBLISHED_CSV),
                    help="published results shown beside the measured ones (default: the package's %(default)s)")

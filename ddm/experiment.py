@@ -1,6 +1,8 @@
 """From a resolved config (``ddm.config.resolve``) to library objects: the one place that maps
-params.yaml names onto ``ddm.process``, ``ddm.baselines``, ``ddm.losses``, ``ddm.nets`` and
-``ddm.sampling``. The CLI and the pipeline call only this."""
+params.yaml names onto the process table (``ddm.names.PROCESSES``: ``ddm.process``,
+``ddm.baselines``; each process gives its objective, ``ddm.losses``, and its network's heads),
+``ddm.nets`` and the samplers and grids (``ddm.registry``). The CLI and the pipeline call only
+this (and ``ddm.modelfile`` for model files)."""
 
 from __future__ import annotations
 
@@ -10,20 +12,18 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import Tensor, nn
 
-from ddm.baselines import VESDE, VPSDE
-from ddm.losses import DDMObjective, VEObjective, VPObjective
 from ddm.nets import UNet
-from ddm.process import DecoupledProcess
-from ddm.registry import get_sampler, grid_options, make_grid
+from ddm.process import Process
+from ddm.registry import PROCESSES, get_sampler, grid_options, make_grid
 from ddm.sampling import SampleRNG
 
-__all__ = ["Experiment", "build", "model_kwargs", "generate"]
+__all__ = ["Experiment", "build", "make_process", "model_kwargs", "generate"]
 
 
 @dataclass
 class Experiment:
     cfg: dict
-    process: Any  # DecoupledProcess | VPSDE | VESDE
+    process: Process  # DecoupledProcess | VPSDE | VESDE (ddm.names.PROCESSES)
     objective: Any
     model_kwargs: dict
 
@@ -32,7 +32,7 @@ class Experiment:
 
     @property
     def prior_std(self) -> float:
-        return float(getattr(self.process, "prior_std", 1.0))
+        return float(self.process.prior_std)
 
     def grid(self, nfe: int) -> Tensor:
         """The time grid of N = nfe steps, given the sampling options it names (``rho``, ``t_end``)
@@ -45,26 +45,20 @@ class Experiment:
         return get_sampler(self.cfg["sampling"]["sampler"])
 
 
-def _process(m: Mapping):
-    if m["process"] == "ddm":
-        opts = {"clamp_free": m["clamp_free"]} if m.get("clamp_free") else {}
-        return DecoupledProcess(m["ht"], **opts)
-    if m["process"] == "vp":
-        return VPSDE(m["beta_min"], m["beta_max"])
-    return VESDE(m["sigma_min"], m["sigma_max"])
+def make_process(method: Mapping) -> Process:
+    """The process a resolved method config names (``process:``, looked up in
+    ``ddm.names.PROCESSES``), with its options."""
+    return PROCESSES.lookup(method["process"]).from_method(method)
 
 
-def model_kwargs(cfg: Mapping, process) -> dict:
-    """U-Net constructor arguments: heads (phi, eps) for DDM, eps (+ x0) for the baselines."""
+def model_kwargs(cfg: Mapping, process: Process) -> dict:
+    """U-Net constructor arguments: the process' heads (phi, eps for DDM; eps, + x0 for a
+    baseline with an x0 branch)."""
     m, c = cfg["method"], cfg["channels"]
-    if m["process"] == "ddm":
-        heads = [process.family.phi_channels(c), c]
-    else:
-        heads = [c, c] if m.get("x0_branch") else [c]
     model = cfg["model"]
     return {
         "in_channels": c,
-        "out_channels": heads,
+        "out_channels": process.out_channels(c, m),
         "resolution": cfg["resolution"],
         "ch": model["ch"],
         "ch_mult": list(model["ch_mult"]),
@@ -76,17 +70,8 @@ def model_kwargs(cfg: Mapping, process) -> dict:
 
 
 def build(cfg: Mapping) -> Experiment:
-    m = cfg["method"]
-    process = _process(m)
-    if m["process"] == "ddm":
-        objective = DDMObjective(process, weighting=m["weighting"], loss_type=m["loss_type"], t_min=m["t_min"],
-                                 reduction=m["reduction"], recon_weight=m["recon_weight"])
-    elif m["process"] == "vp":
-        objective = VPObjective(process, t_min=m["t_min"], x0_branch=m["x0_branch"], loss_type=m["loss_type"],
-                                reduction=m["reduction"])
-    else:
-        objective = VEObjective(process, t_min=m["t_min"], loss_type=m["loss_type"], reduction=m["reduction"])
-    return Experiment(dict(cfg), process, objective, model_kwargs(cfg, process))
+    process = make_process(cfg["method"])
+    return Experiment(dict(cfg), process, process.objective(cfg["method"]), model_kwargs(cfg, process))
 
 
 @torch.no_grad()
@@ -100,7 +85,7 @@ def generate(exp: Experiment, net: nn.Module, nfe: int, seeds: list[int], *, bat
     out = []
     for i in range(0, len(seeds), batch_size):
         rng = SampleRNG(seeds[i : i + batch_size], device)
-        noise = rng.randn(shape) * exp.prior_std
+        noise = exp.process.prior_sample(rng, shape)
         out.append(exp.sampler(net, exp.process, noise, grid, rng=rng, clip=exp.cfg["sampling"]["clip"],
                                callback=callback, **options).cpu())
     return torch.cat(out)

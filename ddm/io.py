@@ -1,5 +1,8 @@
 """Atomic file output: nothing is half-written (temp file beside the target, then os.replace);
-and the one file checksum of the package (:func:`file_checksum`).
+the one file checksum of the package (:func:`file_checksum`); and the checked reading of an
+input file (:func:`check_input_file`, :func:`load_torch`): a file that is missing, empty or
+unreadable is an :class:`InputError` (one line naming the file and the command that writes it;
+``ddm`` exits with code 2).
 
 Permissions: the temporary file (and folder, :func:`make_temp_dir`) is created with mode 0666
 (0777) and the process umask applied by the kernel, as ``open()`` / ``mkdir`` would; so the
@@ -19,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, IO
 
 __all__ = ["atomic_write", "make_temp_dir", "save_torch", "save_json", "save_text", "file_checksum", "TMP_PREFIX",
-           "CHUNK"]
+           "CHUNK", "InputError", "check_input_file", "load_torch"]
 
 #: Prefix of the temporary files (a writer killed mid-write may leave one; never a target).
 TMP_PREFIX = ".tmp-"
@@ -93,6 +96,37 @@ def save_json(obj: Any, path: str | os.PathLike) -> Path:
 def save_text(text: str, path: str | os.PathLike) -> Path:
     """``text`` as UTF-8 to ``path`` atomically (no newline translation)."""
     return atomic_write(path, lambda f: f.write(text.encode()))
+
+
+# -- input files ------------------------------------------------------------------------------------
+class InputError(ValueError):
+    """An option value or input file a step cannot use (``ddm``: exit code 2)."""
+
+
+def check_input_file(path: str | os.PathLike, what: str) -> Path:
+    """``path`` as a Path if it is a non-empty file; else an InputError naming ``what``."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{what} {path} does not exist")
+    if not p.is_file():
+        raise InputError(f"{what} {path} is not a file")
+    if p.stat().st_size == 0:
+        raise InputError(f"{what} {path} is empty: write it again")
+    return p
+
+
+def load_torch(path: str | os.PathLike, what: str, maker: str) -> Any:
+    """The object in a torch file, loaded safely (tensors and plain containers only,
+    ``weights_only=True``) onto the CPU; InputError naming ``what`` and the command ``maker`` that
+    writes it for any file that cannot be read."""
+    import torch
+
+    p = check_input_file(path, what)
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # any failure to read means the file is unusable; torch's text is not shown
+        raise InputError(f"{what} {path} cannot be read ({type(e).__name__}: truncated, corrupt or not a "
+                         f"file of `{maker}`): write it again with `{maker}`") from None
 
 
 # -- checksums --------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ddm.names import Names
-from ddm.process import DecoupledProcess, expand_t
+from ddm.process import DecoupledProcess, Process
 
 __all__ = ["WEIGHTINGS", "weights", "DDMObjective", "VPObjective", "VEObjective", "per_sample_error"]
 
@@ -82,12 +82,9 @@ def _draw_t(batch: int, t_min: float, generator: torch.Generator | None, device)
     return t_min + (1 - t_min) * u
 
 
-def _heads(model: nn.Module, x: Tensor, t: Tensor, n: int) -> tuple[Tensor, ...]:
-    out = model(x, t)
-    out = tuple(out) if isinstance(out, (tuple, list)) else (out,)
-    if len(out) < n:
-        raise ValueError(f"the model returned {len(out)} head(s); this objective needs {n}")
-    return out
+def _draw(process: Process, x0: Tensor, t_min: float, generator: torch.Generator | None) -> dict[str, Tensor]:
+    """All randomness of a step: t, then the process' noise (eps, and z for DDM), in that order."""
+    return {"t": _draw_t(x0.shape[0], t_min, generator, x0.device), **process.draw(x0, generator)}
 
 
 class DDMObjective:
@@ -121,28 +118,20 @@ class DDMObjective:
         self.t_min, self.reduction, self.recon_weight = t_min, reduction, recon_weight
 
     def draw(self, x0: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        noise = {
-            "t": _draw_t(x0.shape[0], self.t_min, generator, x0.device),
-            "eps": torch.randn(x0.shape, generator=generator, device=x0.device),
-        }
-        z = self.process.family.draw_free(x0, generator)
-        if z is not None:
-            noise["z"] = z
-        return noise
+        return _draw(self.process, x0, self.t_min, generator)
 
     def __call__(self, model: nn.Module, x0: Tensor, noise: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        t, eps = noise["t"].to(x0), noise["eps"].to(x0)
-        z = noise.get("z")
-        phi = self.process.family.solve(x0, None if z is None else z.to(x0))
-        x_t = self.process.q_sample(x0, t, eps, phi)
-        phi_pred, eps_pred = _heads(model, x_t, t, 2)[:2]
+        t = noise["t"].to(x0)
+        phi, eps = target = self.process.target(x0, noise)
+        x_t = self.process.sample_xt(x0, t, target)
+        phi_pred, eps_pred = self.process.heads(model, x_t, t)[:2]
         lam1, lam2 = weights(self.weighting, t, self.t_min)
         phi_err = per_sample_error(phi_pred, phi, self.loss_type, self.reduction)
         eps_err = per_sample_error(eps_pred, eps, self.loss_type, self.reduction)
         loss = lam1 * phi_err + lam2 * eps_err
         terms = {"phi": phi_err.detach(), "eps": eps_err.detach()}
         if self.recon_weight:
-            x0_hat = self.process.predict_x0(x_t, t, phi_pred, eps_pred)
+            x0_hat = self.process.x0(x_t, t, (phi_pred, eps_pred))
             rec = per_sample_error(x0_hat, x0, "l1", self.reduction)
             loss = loss + self.recon_weight * (-t.log() / 2) * rec
             terms["recon"] = rec.detach()
@@ -156,22 +145,24 @@ class VPObjective:
     with an added ||x0_theta - x0||^2 (weight ``x0_weight``).
     """
 
-    def __init__(self, sde, t_min: float = 1e-5, x0_branch: bool = False, x0_weight: float = 1.0,
+    def __init__(self, sde: Process, t_min: float = 1e-5, x0_branch: bool = False, x0_weight: float = 1.0,
                  loss_type: str = "l2", reduction: str = "mean"):
         per_sample_error(torch.zeros(1, 1), torch.zeros(1, 1), loss_type, reduction)
-        self.sde, self.t_min, self.x0_branch, self.x0_weight = sde, t_min, x0_branch, x0_weight
+        self.process, self.t_min, self.x0_branch, self.x0_weight = sde, t_min, x0_branch, x0_weight
         self.loss_type, self.reduction = loss_type, reduction
 
+    @property
+    def sde(self) -> Process:
+        return self.process
+
     def draw(self, x0: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        return {
-            "t": _draw_t(x0.shape[0], self.t_min, generator, x0.device),
-            "eps": torch.randn(x0.shape, generator=generator, device=x0.device),
-        }
+        return _draw(self.process, x0, self.t_min, generator)
 
     def __call__(self, model: nn.Module, x0: Tensor, noise: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        t, eps = noise["t"].to(x0), noise["eps"].to(x0)
-        x_t = self.sde.q_sample(x0, t, eps)
-        heads = _heads(model, x_t * expand_t(self.sde.c_in(t), x_t), t, 2 if self.x0_branch else 1)
+        t = noise["t"].to(x0)
+        (eps,) = target = self.process.target(x0, noise)
+        x_t = self.process.sample_xt(x0, t, target)
+        heads = self.process.heads(model, x_t, t, 2 if self.x0_branch else 1)
         eps_err = per_sample_error(heads[0], eps, self.loss_type, self.reduction)
         terms = {"eps": eps_err.detach()}
         loss = eps_err

@@ -9,7 +9,8 @@ through ``a`` and ``b`` in order, and what is registered on it is its own, so ``
 joins ``ddm.sampling``'s and ``ddm.baselines``' tables without editing either. Every view of a
 table is live: a name registered later (a test, a user's module) is seen everywhere at once.
 
-The h_t families (Table 4) register themselves as subclasses of ``ddm.process.HtFamily``.
+The h_t families (Table 4) register themselves as subclasses of ``ddm.process.HtFamily``, the
+forward processes as subclasses of ``ddm.process.Process`` (in :data:`PROCESSES`).
 This module imports nothing from ddm, so every module may import it.
 """
 
@@ -20,13 +21,6 @@ from typing import Any, Callable, Iterator, Mapping, TypeVar
 __all__ = ["Names", "sampler_table", "grid_table", "PROCESSES", "GAUSSIAN"]
 
 T = TypeVar("T")
-
-#: The forward processes of params.yaml (``process:``): DDM (Eq. 6-11), the VP-SDE (DDPM,
-#: Eq. 1-5) and the VE-SDE.
-PROCESSES = ("ddm", "vp", "ve")
-#: Every Gaussian path x_t = alpha_t x0 + sigma_t eps ("ddm/constant": DDM with h_t = c, Eq. 7).
-GAUSSIAN = ("ddm/constant", "vp", "ve")
-
 
 class Names(Mapping[str, T]):
     """params.yaml name -> object of one ``kind`` (``"sampler"``, ``"grid"``, ``"weighting"``).
@@ -113,6 +107,15 @@ class Names(Mapping[str, T]):
         return f"Names({self.kind!r}: {', '.join(self)})"
 
 
+#: The forward processes of params.yaml (``process:``) by name: DDM (``ddm.process.DecoupledProcess``,
+#: Eq. 6-11), the VP-SDE (DDPM, Eq. 1-5) and the VE-SDE (``ddm.baselines``). Each
+#: ``ddm.process.Process`` subclass that sets ``name`` registers itself where it is defined; the
+#: table is complete once ``ddm.baselines`` is imported (``ddm.registry`` imports it).
+PROCESSES: Names[type] = Names("process")
+#: Every Gaussian path x_t = alpha_t x0 + sigma_t eps ("ddm/constant": DDM with h_t = c, Eq. 7).
+GAUSSIAN = ("ddm/constant", "vp", "ve")
+
+
 class _Column(Mapping[str, Any]):
     def __init__(self, table: Names, key: str):
         self._table, self._key = table, key
@@ -135,5 +138,6 @@ def sampler_table(*joined: Names) -> Names:
 
 
 def grid_table(*joined: Names) -> Names:
-    """A table of time grids: ``fits`` as for samplers (default: every process), ``label``."""
+    """A table of time grids: ``fits`` as for samplers (default: every process, :data:`PROCESSES`,
+    a live view: a process registered later fits too), ``label``."""
     return Names("grid", *joined, defaults={"fits": PROCESSES})

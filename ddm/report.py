@@ -1,6 +1,8 @@
 """Metrics -> statistics -> LaTeX tables and figures (Tables 1, 4, 5; Fig. 3; FID vs NFE).
 
-Data -> tidy JSON (``collect``) -> jinja2 template (``render_tables``): numbers are formatted
+Metric files -> tidy pandas table, one row per sample set (``metric_records``; reports/metrics.csv,
+``records_csv``) -> mean +- std per group (``summarize_records``) and markers as JSON (``collect``;
+reports/metrics.json) -> jinja2 template (``render_tables``): numbers are formatted
 in Python, the template uses LaTeX-safe delimiters and StrictUndefined (a missing number fails
 instead of leaving a blank cell), and the output is byte-stable (sorted keys, fixed decimals,
 no dates).
@@ -15,7 +17,7 @@ import shutil
 import sys
 from collections import defaultdict
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping
 
 import torch
 
@@ -25,7 +27,11 @@ from ddm.resources import PUBLISHED_CSV, TABLES_TEMPLATE
 from ddm.roles import table_rows
 from ddm.stats import mark_best, summarize
 
-__all__ = ["PUBLISHED_CSV", "TABLES_TEMPLATE", "collect", "render_tables", "fid_plot", "sample_grid", "fig3_plot", "convergence_plot", "format_params", "x0_mse_curve", "METHOD_LABELS"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["PUBLISHED_CSV", "TABLES_TEMPLATE", "RECORD_COLUMNS", "metric_records", "records_csv", "read_records_csv",
+           "summarize_records", "collect", "render_tables", "fid_plot", "sample_grid", "fig3_plot", "convergence_plot", "format_params", "x0_mse_curve", "METHOD_LABELS"]
 
 #: Table 1 labels of the methods this project trains.
 METHOD_LABELS = {"ddm": "DDM (ours)", "ddpm": "DDPM (VP-SDE, EM)", "sde": "SDE (VE-SDE, EM)",
@@ -52,6 +58,61 @@ def solver_label(params: Mapping, method: str) -> str:
     return label
 
 
+#: reports/metrics.csv (``ddm stats --csv``): the tidy table of the metric files, one row per
+#: sample set, these columns in this order (a field a file lacks, such as the ``computed_at`` of an
+#: older ``ddm evaluate``, is an empty cell).
+RECORD_COLUMNS = ("dataset", "method", "nfe", "repeat", "fid", "num_samples", "extractor", "reference",
+                  "weights_sha256", "computed_at")
+#: The columns that name a sample set (the table's sort order), and those of a group of repeats.
+RECORD_KEYS = ("dataset", "method", "nfe", "repeat")
+GROUP_KEYS = ("dataset", "method", "nfe")
+_RECORD_DTYPES = {"nfe": "int64", "repeat": "int64", "fid": "float64", "num_samples": "int64"}
+
+
+def metric_records(paths: Iterable[Path]) -> pd.DataFrame:
+    """The per-sample-set metric files of ``ddm evaluate`` as a tidy pandas table: one row per
+    file, the columns RECORD_COLUMNS, rows sorted by RECORD_KEYS (stable: files with equal keys keep
+    the order of their sorted paths). Its index is the file's position in sorted path order."""
+    import pandas as pd
+
+    rows = []
+    for p in sorted(paths):
+        with open(p) as f:
+            r = json.load(f)
+        rows.append([r.get(c) for c in RECORD_COLUMNS])
+    table = pd.DataFrame(rows, columns=list(RECORD_COLUMNS)).astype(_RECORD_DTYPES)
+    return table.sort_values(list(RECORD_KEYS), kind="stable")
+
+
+def records_csv(records: pd.DataFrame) -> str:
+    """reports/metrics.csv's text: RECORD_COLUMNS in that order, rows sorted by RECORD_KEYS, no
+    index, FIDs as ``repr`` (the shortest text that reads back as the same float), "\\n" lines."""
+    table = records.loc[:, list(RECORD_COLUMNS)].sort_values(list(RECORD_KEYS), kind="stable")
+    table = table.assign(fid=table["fid"].map(float.__repr__))
+    return table.to_csv(index=False, lineterminator="\n")
+
+
+def read_records_csv(path: str | Path) -> pd.DataFrame:
+    """reports/metrics.csv (``records_csv``) back as the table of ``metric_records`` (text columns
+    as text, e.g. a digest of digits only; empty cells as missing values; index 0, 1, ...)."""
+    import pandas as pd
+
+    text = {c: "str" for c in RECORD_COLUMNS if c not in _RECORD_DTYPES}
+    return pd.read_csv(path, dtype={**text, **_RECORD_DTYPES}, keep_default_na=False, na_values=[""])
+
+
+def summarize_records(records: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, method, NFE) of ``metric_records``, sorted: the FIDs in repeat order
+    (``values``), their ``mean``, ``std`` (ddof 1; NaN for one repeat), ``n`` and the first
+    repeat's ``num_samples``. Mean and std are ``ddm.stats.summarize``'s (numpy), not pandas'
+    own group reductions, which sum in another order and can differ in the last bit."""
+    table = records.sort_values(list(RECORD_KEYS), kind="stable")
+    fid = table.groupby(list(GROUP_KEYS), sort=True)["fid"]
+    return fid.agg(values=lambda s: s.tolist(), mean=lambda s: summarize(s)["mean"],
+                   std=lambda s: summarize(s)["std"], n="size").join(
+        table.groupby(list(GROUP_KEYS), sort=True)["num_samples"].first())
+
+
 def _markers(results: Mapping, rows: list[str]) -> dict:
     """Per NFE column: best vs second best of ``rows`` (Table 1's markers)."""
     columns = {}
@@ -62,46 +123,48 @@ def _markers(results: Mapping, rows: list[str]) -> dict:
     return columns
 
 
-def collect(paths: Iterable[Path], params: Mapping, model_params: Mapping | None = None) -> dict:
-    """Per-sample-set FID files (``ddm evaluate``) -> mean +- std per (dataset, method, NFE) and
-    Table 1's markers per column (best vs second best of the trained Table 1 methods), and the
-    rows of Tables 4 and 5 by the methods' roles (``ablation_rows``, ``ddm.roles.table_rows``).
+def _solver_table(params: Mapping, results: Mapping) -> dict | None:
+    """The fair-solver table of one dataset (None when no solver variant was measured)."""
+    variants = [m for m in params["solver_methods"] if m in results]
+    if not variants:
+        return None
+    nfes = {n for m in variants for n in results[m]}
+    base = [m for m in sorted({model_of(params, v) for v in variants}) if m in results]
+    trimmed = {m: {n: v for n, v in results[m].items() if n in nfes} for m in base + variants}
+    rows = base + variants
+    # the ceiling rows (no network error) are a reference, not a contender for the markers
+    ceiling = [m for m in variants if params["solver_methods"][m].get("denoiser") == "posterior_mean"]
+    trained = [m for m in rows if m not in ceiling]
+    return {"rows": trained + ceiling, "ceiling": ceiling, "labels": {m: solver_label(params, m) for m in rows},
+            "columns": _markers(trimmed, trained)}
+
+
+def collect(paths: Iterable[Path] | pd.DataFrame, params: Mapping, model_params: Mapping | None = None) -> dict:
+    """Per-sample-set FID files (``ddm evaluate``; or their table, ``metric_records``) -> mean +-
+    std per (dataset, method, NFE) (``summarize_records``) and Table 1's markers per column (best
+    vs second best of the trained Table 1 methods), and the rows of Tables 4 and 5 by the methods'
+    roles (``ablation_rows``, ``ddm.roles.table_rows``).
     ``model_params``: dataset -> method -> parameter count of the trained model (Table 1's Param)."""
-    runs: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
-    info: dict = {}
-    for p in sorted(paths):
-        with open(p) as f:
-            r = json.load(f)
-        runs[r["dataset"]][r["method"]][int(r["nfe"])].append(r)
-        info.setdefault(r["dataset"], {"extractor": r["extractor"], "reference": r["reference"]})
+    import pandas as pd
+
+    records = paths if isinstance(paths, pd.DataFrame) else metric_records(paths)
+    # a dataset's extractor and reference: those of its first file in sorted path order
+    info = records.sort_index(kind="stable").groupby("dataset", sort=True)[["extractor", "reference"]].first()
+    by_dataset: dict = defaultdict(lambda: defaultdict(dict))
+    for (ds, m, nfe), s in summarize_records(records).to_dict("index").items():
+        by_dataset[ds][m][str(nfe)] = {"values": s["values"], "mean": s["mean"], "n": s["n"],
+                                       "std": s["std"] if s["n"] > 1 else None, "num_samples": s["num_samples"]}
     out = {"preset": params["preset"], "ht": params["ht"], "table1_methods": list(params["methods"]),
            "ablation_rows": table_rows(params), "datasets": {}}
-    for ds, methods in sorted(runs.items()):
-        results = {}
-        for m, by_nfe in sorted(methods.items()):
-            results[m] = {}
-            for nfe, rs in sorted(by_nfe.items()):
-                rs = sorted(rs, key=lambda r: r["repeat"])
-                values = [r["fid"] for r in rs]
-                s = summarize(values)
-                results[m][str(nfe)] = {"values": values, "mean": s["mean"], "std": s["std"] if s["n"] > 1 else None,
-                                        "n": s["n"], "num_samples": rs[0]["num_samples"]}
+    for ds, results in sorted(by_dataset.items()):
+        results = {m: dict(by_nfe) for m, by_nfe in results.items()}
         t1_methods = [m for m in params["methods"] if m in results]
-        entry = {**info[ds], "results": results, "table1": _markers(results, t1_methods),
+        entry = {**info.loc[ds].to_dict(), "results": results, "table1": _markers(results, t1_methods),
                  "samplers": {m: solver_label(params, m) for m in t1_methods},
                  "params": dict(sorted((model_params or {}).get(ds, {}).items()))}
-        variants = [m for m in params["solver_methods"] if m in results]
-        if variants:
-            nfes = {n for m in variants for n in results[m]}
-            base = [m for m in sorted({model_of(params, v) for v in variants}) if m in results]
-            trimmed = {m: {n: v for n, v in results[m].items() if n in nfes} for m in base + variants}
-            rows = base + variants
-            # the ceiling rows (no network error) are a reference, not a contender for the markers
-            ceiling = [m for m in variants if params["solver_methods"][m].get("denoiser") == "posterior_mean"]
-            trained = [m for m in rows if m not in ceiling]
-            entry["solver_table"] = {"rows": trained + ceiling, "ceiling": ceiling,
-                                     "labels": {m: solver_label(params, m) for m in rows},
-                                     "columns": _markers(trimmed, trained)}
+        solver = _solver_table(params, results)
+        if solver:
+            entry["solver_table"] = solver
         out["datasets"][ds] = entry
     return out
 

@@ -4,7 +4,9 @@ Every sampler has one signature::
 
     sampler(net, process, noise, grid, *, rng=None, clip=None, callback=None) -> x
 
-- ``net(x, t)`` returns a tuple of heads (the U-Net of ``ddm.nets``; any callable works);
+- ``net(x, t)`` returns a tuple of heads (the U-Net of ``ddm.nets``; any callable works); the
+  samplers call it through the process (``process.predict``: its input scaling, its heads and
+  the x0 estimate they imply, ``ddm.process.Process``);
 - ``noise`` is the initial x at ``grid[0]`` (already scaled by the process' prior std);
 - ``grid`` a 1-D tensor of N + 1 decreasing times; the sampler calls ``net`` exactly N times;
 - ``rng`` a ``SampleRNG`` that draws the step noise sample by sample, so that a sample depends
@@ -139,13 +141,6 @@ def check_final_step(final_step: str, kind: str) -> str:
 
 
 # -- DDM samplers ---------------------------------------------------------------------------
-def _heads(net, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-    out = net(x, t)
-    if not isinstance(out, (tuple, list)) or len(out) < 2:
-        raise ValueError("a DDM network must return (phi, eps) heads; got a single output")
-    return out[0], out[1]
-
-
 def _times(grid: Tensor, i: int, x: Tensor) -> tuple[Tensor, Tensor]:
     t = grid[i].to(device=x.device, dtype=x.dtype).expand(x.shape[0])
     return t, grid[i + 1].to(device=x.device, dtype=x.dtype).expand(x.shape[0])
@@ -190,10 +185,9 @@ def sample_ddm(
     n = grid.numel() - 1
     for i in range(n):
         t, t_next = _times(grid, i, x)
-        phi, eps = _heads(net, x, t)
-        root_t = expand_t(t.sqrt(), x)
         last_x0 = final_step == "x0_head" and i == n - 1
-        x0_hat = family.x0_from_phi(phi) if last_x0 else x - family.H(phi, t) - root_t * eps
+        x0_hat, (phi, eps, *_) = process.predict(net, x, t, head=last_x0)
+        root_t = expand_t(t.sqrt(), x)
         if clip is not None:
             x0_hat = x0_hat.clamp(-clip, clip)
         if callback is not None:
@@ -232,8 +226,7 @@ def sample_ddm_deterministic(
     family = process.family
     for i in range(grid.numel() - 1):
         t, t_next = _times(grid, i, x)
-        phi, eps = _heads(net, x, t)
-        x0_hat = x - family.H(phi, t) - expand_t(t.sqrt(), x) * eps
+        x0_hat, (phi, eps, *_) = process.predict(net, x, t)
         if clip is not None:
             x0_hat = x0_hat.clamp(-clip, clip)
         if callback is not None:
@@ -248,16 +241,10 @@ def alpha_sigma(process) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor],
 
     DDM with h_t = c is such a path: x_t = (1 - t) x0 + sqrt(t) eps (alpha_1 = 0: pure noise at
     t = 1). Other h_t families are not (H_t depends on free random parameters), so the
-    solvers refuse them. The baselines (``ddm.baselines``) provide ``alpha`` and ``sigma``.
+    solvers refuse them. The baselines (``ddm.baselines``) provide ``alpha`` and ``sigma``
+    (``ddm.process.Process.alpha_sigma``).
     """
-    if isinstance(process, DecoupledProcess):
-        if process.family.name != "constant":
-            raise ValueError(
-                f"the ODE solvers need a Gaussian path x_t = alpha_t x0 + sigma_t eps: h_t family "
-                f"'{process.family.name}' is not one; use h_t = constant or the sampler 'ddm'"
-            )
-        return (lambda t: 1 - t), (lambda t: t.sqrt())
-    return process.alpha, process.sigma
+    return process.alpha_sigma()
 
 
 def _log_snr(process, t: Tensor) -> Tensor:
@@ -297,29 +284,17 @@ def lambda_grid(n: int, process=None, t_end: float = 1e-3) -> Tensor:
     return t
 
 
-def _x0_pred(net, process, x: Tensor, t: Tensor, x0_source: str) -> tuple[Tensor, Tensor]:
-    """(x0_hat, the network's outputs) for DDM (both heads or -phi) and eps-networks."""
-    if isinstance(process, DecoupledProcess):
-        phi, eps = _heads(net, x, t)
-        if x0_source == "phi":
-            return process.family.x0_from_phi(phi), phi
-        if x0_source != "both":
-            raise ValueError(f"x0_source must be 'both' or 'phi'; got {x0_source!r}")
-        return x - process.family.H(phi, t) - expand_t(t.sqrt(), x) * eps, phi
-    out = net(x * expand_t(process.c_in(t), x), t)
-    eps = out[0] if isinstance(out, (tuple, list)) else out
-    return process.x0_from_eps(x, t, eps), eps
-
-
 def _solver(net, process, noise, grid, *, order: int, clip, callback, x0_source) -> Tensor:
     check_grid(grid)
+    if x0_source not in ("both", "phi"):
+        raise ValueError(f"x0_source must be 'both' or 'phi'; got {x0_source!r}")
     alpha, sigma = alpha_sigma(process)
     x = noise
     x0_prev, h_prev = None, None
     n = grid.numel() - 1
     for i in range(n):
         t, s = _times(grid, i, x)
-        x0, _ = _x0_pred(net, process, x, t, x0_source)
+        x0, _ = process.predict(net, x, t, head=x0_source == "phi")
         if clip is not None:
             x0 = x0.clamp(-clip, clip)
         if callback is not None:
@@ -345,8 +320,10 @@ def sample_ddim(net, process, noise: Tensor, grid: Tensor, *, rng: SampleRNG | N
                 clip: float | None = None, callback: Callback | None = None, x0_source: str = "both") -> Tensor:
     """DDIM (eta = 0) written for x0-prediction on any Gaussian path (alpha_t, sigma_t):
     x_s = alpha_s x0_hat + sigma_s (x_t - alpha_t x0_hat) / sigma_t — the first-order member of
-    the DPM-Solver++ family. For DDM (h_t = c), x0_hat is the image implied by both heads
-    (``x0_source="both"``, default) or -phi (``"phi"``)."""
+    the DPM-Solver++ family. x0_hat is the image implied by the process' heads
+    (``x0_source="both"``, default: DDM's Eq. 20, the baselines' (x - sigma_t eps)/alpha_t) or the
+    x0 head's own (``"phi"``: -phi for DDM with h_t = c, the x0 branch of a VP network that has
+    one; ``ddm.process.Process.x0``)."""
     return _solver(net, process, noise, grid, order=1, clip=clip, callback=callback, x0_source=x0_source)
 
 

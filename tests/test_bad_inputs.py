@@ -98,13 +98,11 @@ def assert_one_line_error(r: subprocess.CompletedProcess, sub: str, code: int, n
 def _model_blob(params: dict, method: str, seed: int = 0) -> dict:
     from ddm.config import resolve
     from ddm.experiment import build
+    from ddm.modelfile import model_blob
 
-    cfg = resolve(params, "digits", method)
-    exp = build(cfg)
+    exp = build(resolve(params, "digits", method))
     torch.manual_seed(seed)
-    net = exp.make_model()
-    return {"format": "ddm.model/1", "cfg": cfg, "model_kwargs": exp.model_kwargs,
-            "state_dict": {k: v.detach().clone() for k, v in net.state_dict().items()}, "checkpoint": "none"}
+    return model_blob(exp, exp.make_model(), checkpoint="none")  # what `ddm train` writes
 
 
 def _write_models(work: Path, params: dict) -> None:

@@ -213,3 +213,52 @@ def test_no_function_of_ddm_is_longer_than_80_lines():
                 if lines > MAX_FUNCTION_LINES:
                     long.append(f"{path.name}:{node.lineno} {node.name} ({lines} lines)")
     assert not long, f"functions over {MAX_FUNCTION_LINES} lines (split them into named steps): {long}"
+
+
+# --------------------------------------------------------------------------- dependencies
+def _distribution(name: str) -> str:
+    """A distribution name as pip compares them (PEP 503): lower case, runs of -_. as one -."""
+    import re
+
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _third_party_imports() -> dict[str, set[str]]:
+    """Top-level name of every module ddm/ imports that is neither ddm nor the standard library
+    (module level, in functions, and ``__import__("name")``) -> the files that import it."""
+    found: dict[str, set[str]] = {}
+    for path in sorted((REPO / "ddm").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                names = [node.module]
+            elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "__import__"
+                  and node.args and isinstance(node.args[0], ast.Constant)):
+                names = [node.args[0].value]
+            for name in names:
+                top = name.split(".")[0]
+                if top not in sys.stdlib_module_names and top not in ("ddm", "__future__"):
+                    found.setdefault(top, set()).add(path.name)
+    return found
+
+
+def test_dependencies_are_exactly_the_third_party_imports():
+    """pyproject.toml's ``dependencies`` name each distribution ddm/ imports, and no other."""
+    import re
+    from importlib.metadata import packages_distributions
+
+    tomllib = pytest.importorskip("tomllib")
+    declared = {_distribution(re.split(r"[<>=!~;\[ ]", d, maxsplit=1)[0])
+                for d in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]}
+    dists = packages_distributions()
+    imported: dict[str, set[str]] = {}
+    for module, files in _third_party_imports().items():
+        assert module in dists, f"{module} (imported by {sorted(files)}) is not installed: which distribution is it?"
+        for dist in dists[module]:
+            imported.setdefault(_distribution(dist), set()).update(files)
+    missing = {d: sorted(f) for d, f in imported.items() if d not in declared}
+    unused = sorted(declared - set(imported))
+    assert not missing, f"imported by ddm/ but not in pyproject.toml's dependencies: {missing}"
+    assert not unused, f"in pyproject.toml's dependencies but not imported by ddm/: {unused}"

@@ -108,3 +108,74 @@ def test_bad_input_errors():
         lin.H(torch.zeros(2, 3, 4, 4), torch.ones(2))
     with pytest.raises(ValueError, match="clamp_free"):
         get_family("linear", clamp_free=0)
+
+
+# --------------------------------------------------------------------------- the Process interface
+def _processes():
+    from ddm.baselines import VESDE, VPSDE
+
+    return [DecoupledProcess("linear"), VPSDE(), VESDE(0.01, 16.0)]
+
+
+def test_the_process_table_holds_ddm_vp_and_ve():
+    """Each process registers under its params.yaml name where it is defined; ddm.experiment
+    builds it from a method entry through the table (no branch on the name)."""
+    from ddm.baselines import VESDE, VPSDE
+    from ddm.experiment import make_process
+    from ddm.process import Process
+    from ddm.registry import PROCESSES
+
+    assert dict(PROCESSES) == {"ddm": DecoupledProcess, "vp": VPSDE, "ve": VESDE}
+    assert all(issubclass(cls, Process) for cls in PROCESSES.values())
+    p = make_process({"process": "ddm", "ht": "linear", "clamp_free": 1.0})
+    assert isinstance(p, DecoupledProcess) and p.family.name == "linear" and p.family.clamp_free == 1.0
+    v = make_process({"process": "ve", "sigma_min": 0.02, "sigma_max": 12.0})
+    assert isinstance(v, VESDE) and v.prior_std == 12.0
+    with pytest.raises(ValueError, match="unknown process 'vq'; valid names: ddm, ve, vp"):
+        make_process({"process": "vq"})
+
+
+@pytest.mark.parametrize("index", [0, 1, 2], ids=["ddm", "vp", "ve"])
+def test_exact_heads_give_back_x0(index):
+    """x_t from x0 and the target (sample_xt); a network that returns the target (seeing the
+    process' input scaling) makes predict give back x0 (Eq. 20; (x - sigma_t eps)/alpha_t)."""
+    proc = _processes()[index]
+    x0 = _x0((6, 2, 3, 3))
+    noise = {k: v.double() for k, v in proc.draw(x0, torch.Generator().manual_seed(0)).items()}
+    assert set(noise) == ({"eps", "z"} if index == 0 else {"eps"})
+    t = torch.linspace(0.1, 0.9, 6, dtype=torch.float64)
+    target = proc.target(x0, noise)
+    assert len(target) == proc.n_heads and [h.shape[1] for h in target] == proc.out_channels(2, {})
+    x_t = proc.sample_xt(x0, t, target)
+    seen = {}
+
+    def net(x_in, t_in):
+        seen["x"] = x_in
+        return target
+
+    x0_hat, heads = proc.predict(net, x_t, t)
+    torch.testing.assert_close(x0_hat, x0)
+    assert heads == tuple(target)
+    torch.testing.assert_close(seen["x"], proc.net_input(x_t, t))
+    if index == 2:  # VE: the network sees c_in(t) x_t
+        assert not torch.allclose(seen["x"], x_t)
+
+
+def test_heads_and_priors():
+    """Too few heads is one error naming them; the prior has the process' std; an x0 head."""
+    from ddm.sampling import SampleRNG
+
+    ddm, vp, ve = _processes()
+    x = torch.zeros(2, 1, 2, 2)
+    with pytest.raises(ValueError, match=r"returned 1 head\(s\); process 'ddm' needs 2 \(phi, eps\)"):
+        ddm.heads(lambda x, t: x, x, torch.ones(2))
+    with pytest.raises(ValueError, match=r"process 'vp' needs 2 \(eps, x0\)"):
+        vp.heads(lambda x, t: (x,), x, torch.ones(2), n=2)
+    rng = SampleRNG([1, 2])
+    torch.testing.assert_close(ve.prior_sample(rng, (1, 2, 2)), SampleRNG([1, 2]).randn((1, 2, 2)) * 16.0)
+    assert ddm.prior_std == vp.prior_std == 1.0
+    phi = torch.randn(2, 2, 2, 2)
+    torch.testing.assert_close(ddm.x0(x, torch.ones(2), (phi, x), head=True), ddm.family.x0_from_phi(phi))
+    branch = torch.randn(2, 1, 2, 2)
+    assert vp.x0(x, torch.ones(2) / 2, (x, branch), head=True) is branch
+    assert vp.out_channels(3, {"x0_branch": True}) == [3, 3] and ddm.out_channels(3, {}) == [6, 3]

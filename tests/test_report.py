@@ -3,6 +3,7 @@ metric files with fixed FID values, checked against numpy / scipy.stats.ttest_in
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -18,7 +19,7 @@ from scipy import stats as st
 
 from conftest import REPO, TINY_PARAMS, run_ddm
 from ddm.config import load_params
-from ddm.report import METHOD_LABELS, PUBLISHED_CSV, collect, render_tables
+from ddm.report import METHOD_LABELS, PUBLISHED_CSV, collect, metric_records, records_csv, render_tables
 
 PUBLISHED = PUBLISHED_CSV  # the package's published results (ddm/data/published.csv)
 
@@ -131,6 +132,77 @@ def test_collect_single_repeat_has_no_std_and_no_test(tmp_path, params):
     assert "DDM (ours) & -- & 10.00 \\\\" in tex  # no bold, no marker, no +-; no model files: no Param
 
 
+# --------------------------------------------------------------------------- the tidy table (metrics.csv)
+def _odd_fid(seed: int = 3) -> dict:
+    """FIDs whose shortest text needs up to 17 digits (and one single-repeat group)."""
+    rng = np.random.default_rng(seed)
+    fid = {m: {n: [float(x) for x in rng.uniform(3, 60, 4)] for n in NFES} for m in FID}
+    fid["ddm"][10] = [0.1 + 0.2, 1 / 3, 2.0 ** -40, 123456789.01234567]
+    fid["sde"][20] = [float(np.nextafter(20.0, 21.0))]
+    return fid
+
+
+def test_metrics_csv_is_the_records_one_row_each(tmp_path):
+    from ddm.report import RECORD_COLUMNS, read_records_csv
+
+    files = write_metric_files(tmp_path, datasets=("digits", "cifar10"), fid=_odd_fid())
+    _stamp(files[::2], ["2026-11-30T06:25:13Z"] * len(files[::2]))  # older files have no computed_at
+    text = records_csv(metric_records(reversed(files)))
+    assert text == records_csv(metric_records(files)) and "\r" not in text
+    lines = text.splitlines()
+    assert lines[0] == ",".join(RECORD_COLUMNS) and len(lines) == 1 + len(files)
+    (tmp_path / "metrics.csv").write_text(text)
+    table = read_records_csv(tmp_path / "metrics.csv")
+    assert list(table.columns) == list(RECORD_COLUMNS) and len(table) == len(files)
+    keys = list(zip(table["dataset"], table["method"], table["nfe"], table["repeat"]))
+    assert keys == sorted(keys)  # sorted rows
+    rows = {k: row for k, row in zip(keys, table.to_dict("records"))}
+    assert len(rows) == len(files)
+    for p in files:
+        record = json.loads(p.read_text())
+        row = rows[(record["dataset"], record["method"], record["nfe"], record["repeat"])]
+        cells = {c: (None if isinstance(v, float) and np.isnan(v) else v) for c, v in row.items()}
+        assert cells == {c: record.get(c) for c in RECORD_COLUMNS}, p  # floats exactly: they round-trip
+        assert repr(cells["fid"]) == repr(record["fid"]) and f",{record['fid']!r}," in text
+    assert table.equals(read_records_csv(io.StringIO(table.to_csv(index=False))))
+
+
+def test_metrics_json_summaries_are_pandas_groupby_of_the_csv(tmp_path, params):
+    import pandas as pd
+
+    files = write_metric_files(tmp_path, fid=_odd_fid())
+    (tmp_path / "metrics.csv").write_text(records_csv(metric_records(files)))
+    table = pd.read_csv(tmp_path / "metrics.csv")  # as anyone would read it
+    results = json.loads(json.dumps(collect(files, params)))["datasets"]["digits"]["results"]
+    groups = table.groupby(["dataset", "method", "nfe"])["fid"]
+    numpy_way = groups.agg(values=list, mean=lambda s: np.mean(s.to_numpy()),
+                           std=lambda s: np.std(s.to_numpy(), ddof=1) if len(s) > 1 else np.nan)
+    pandas_way = groups.agg(["mean", "std", "size"])  # pandas' own reductions (another summation order)
+    assert len(numpy_way) == sum(len(v) for v in results.values()) == sum(len(v) for v in _odd_fid().values())
+    for (ds, m, nfe), row in numpy_way.iterrows():
+        res = results[m][str(nfe)]
+        assert res["values"] == row["values"] == _odd_fid()[m][nfe]
+        std = None if np.isnan(row["std"]) else row["std"]  # metrics.json: null for one repeat
+        assert (res["mean"], res["std"]) == (row["mean"], std)  # the same numbers, bit for bit
+        mine = pandas_way.loc[(ds, m, nfe)]
+        assert res["n"] == mine["size"] == table.query("method == @m and nfe == @nfe").shape[0]
+        assert res["mean"] == pytest.approx(mine["mean"], rel=1e-13)
+        assert res["std"] is None if res["n"] == 1 else res["std"] == pytest.approx(mine["std"], rel=1e-12)
+        assert res["num_samples"] == 500
+
+
+def test_collect_takes_the_table_or_the_files(metric_files, params, metrics):
+    from ddm.report import read_records_csv, summarize_records
+
+    assert collect(metric_records(metric_files), params) == metrics
+    csv_path = metric_files[0].parent / "metrics.csv"
+    csv_path.write_text(records_csv(metric_records(metric_files)))
+    assert collect(read_records_csv(csv_path), params) == metrics
+    summary = summarize_records(metric_records(metric_files))
+    assert list(summary.columns) == ["values", "mean", "std", "n", "num_samples"]
+    assert summary.index.names == ["dataset", "method", "nfe"] and summary.index.is_monotonic_increasing
+
+
 # --------------------------------------------------------------------------- render_tables
 def test_render_cells_and_markers(metrics):
     tex = render_tables(metrics, PUBLISHED)
@@ -162,11 +234,18 @@ def test_render_is_byte_stable(metrics, metric_files, params):
 
 
 def test_cli_stats_and_report_byte_stable_across_processes(tmp_path, metric_files, metrics):
-    """`ddm stats` + `ddm report` (what the rules run); the report twice, with other hash seeds."""
+    """`ddm stats` + `ddm report` (what the rules run); each twice, with other hash seeds (and
+    the stats' inputs in another order): the same bytes of metrics.json, metrics.csv, tables.tex."""
     shutil.copy(TINY_PARAMS, tmp_path / "params.yaml")
-    r = run_ddm(tmp_path, "stats", "--inputs", *map(str, reversed(metric_files)), "--out", "metrics.json",
-                env={"PYTHONHASHSEED": "1"})
-    assert r.returncode == 0, r.output
+    stats = []
+    for seed, inputs in (("1", reversed(metric_files)), ("2", metric_files)):
+        r = run_ddm(tmp_path, "stats", "--inputs", *map(str, inputs), "--out", f"m{seed}.json",
+                    "--csv", f"m{seed}.csv", env={"PYTHONHASHSEED": seed})
+        assert r.returncode == 0, r.output
+        stats.append([(tmp_path / f"m{seed}.{ext}").read_bytes() for ext in ("json", "csv")])
+    assert stats[0] == stats[1]
+    assert stats[0][1] == records_csv(metric_records(metric_files)).encode()
+    (tmp_path / "metrics.json").write_bytes(stats[0][0])
     written = json.loads((tmp_path / "metrics.json").read_text())
     prov = written.pop("provenance")  # tested below (test_provenance_*)
     assert written == json.loads(json.dumps(metrics))

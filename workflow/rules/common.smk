@@ -141,7 +141,7 @@ def phase_outputs(phase):
     if phase == "evaluate":
         return metric_files() + fig3_files() + convergence_files()
     if phase == "stats":
-        return ["reports/metrics.json"]
+        return ["reports/metrics.json", "reports/metrics.csv"]
     if phase == "tables":
         return ["reports/tables.tex", "reports/report.pdf"] + figure_files()
     raise WorkflowError(f"unknown phase {phase}")

@@ -1,4 +1,5 @@
-# Phase "stats" and phase "tables": mean +- std and t-tests -> reports/metrics.json ->
+# Phase "stats" and phase "tables": mean +- std and t-tests -> reports/metrics.json (and the
+# metric files as one table, reports/metrics.csv) ->
 # reports/tables.tex, figures and reports/report.pdf.
 #
 # Outputs marked report(...) make Snakemake's own report, with the captions of workflow/report/:
@@ -22,7 +23,8 @@ rule stats:
         metrics=metric_files(),
         models=[f"results/models/{d}/{m}.pt" for d in DATASETS for m in TABLE1],  # the Param column
     output:
-        report("reports/metrics.json", caption="../report/metrics.rst", category="Tables"),
+        json=report("reports/metrics.json", caption="../report/metrics.rst", category="Tables"),
+        csv="reports/metrics.csv",  # the metric files as one table, a row per sample set
     params:
         ddm=DDM,
         table1=TABLE1,
@@ -33,7 +35,8 @@ rule stats:
     conda:
         "../envs/ddm.yaml"
     shell:
-        "{params.ddm} stats --inputs {input.metrics} --models {input.models} --out {output} > {log} 2>&1"
+        "{params.ddm} stats --inputs {input.metrics} --models {input.models} --out {output.json} --csv {output.csv}"
+        " > {log} 2>&1"
 
 
 rule report:
