@@ -177,24 +177,8 @@ def sample_vp_em(
     noise. ``clip`` applies only to a returned x0 estimate (plain EM never forms x0).
     ``final_step="denoise"`` (beyond the paper): the last call returns its x0 estimate instead of
     taking the last Euler step (see ``ddm.sampling.FINAL_STEPS``)."""
-    check_grid(grid)
-    check_final_step(final_step, "sde")
-    rng = rng or SampleRNG(range(noise.shape[0]), noise.device)
-    x = noise
-    n = grid.numel() - 1
-    for i in range(n):
-        t, t_next = _times(grid, i, x)
-        x0_hat, (eps, *_) = process.predict(net, x, t, head=True)  # the x0 branch where there is one
-        if callback is not None:
-            callback(i, t, x, x0_hat)
-        if final_step == "denoise" and i == n - 1:
-            return x0_hat if clip is None else x0_hat.clamp(-clip, clip)
-        beta = expand_t(process.beta(t), x)
-        dt = expand_t(t_next - t, x)
-        x = x + (-0.5 * beta * x + beta * eps / expand_t(process.sigma(t), x)) * dt
-        if i < n - 1:
-            x = x + (beta * dt.abs()).sqrt() * rng.randn_like(x)
-    return x
+    return _reverse_em(net, process, noise, grid, process.beta, lambda x, beta: -0.5 * beta * x,
+                       rng=rng, clip=clip, callback=callback, final_step=final_step)
 
 
 @SAMPLERS.register("vp_ancestral", fits=("vp",), label="ancestral")
@@ -240,6 +224,16 @@ def sample_ve_em(
     """Euler-Maruyama on the reverse VE-SDE: x <- x + g^2 eps/sigma dt + g sqrt(|dt|) z
     (dt < 0, score = -eps/sigma); the last step adds no noise. ``final_step="denoise"``: the
     last call returns its x0 estimate x - sigma_t eps (as :func:`sample_vp_em`)."""
+    return _reverse_em(net, process, noise, grid, process.g2, None,
+                       rng=rng, clip=clip, callback=callback, final_step=final_step)
+
+
+def _reverse_em(net, process: GaussianSDE, noise: Tensor, grid: Tensor, g2, drift, *, rng: SampleRNG | None,
+                clip: float | None, callback: Callback | None, final_step: str) -> Tensor:
+    """Euler-Maruyama on a reverse SDE dx = [f(x, t) - g^2 score] dt + g dw with score = -eps/sigma
+    (Song et al. 2021, Eq. 6; the VP-SDE of Eq. 5: f = -beta x / 2, g^2 = beta; the VE-SDE: f = 0):
+    x <- x + [f + g^2 eps / sigma] dt + g sqrt(|dt|) z with dt < 0, no noise on the last step.
+    ``g2(t)``: g^2; ``drift(x, g2)``: f, or None for f = 0."""
     check_grid(grid)
     check_final_step(final_step, "sde")
     rng = rng or SampleRNG(range(noise.shape[0]), noise.device)
@@ -252,10 +246,11 @@ def sample_ve_em(
             callback(i, t, x, x0_hat)
         if final_step == "denoise" and i == n - 1:
             return x0_hat if clip is None else x0_hat.clamp(-clip, clip)
-        g2 = expand_t(process.g2(t), x)
+        g2_t = expand_t(g2(t), x)
         dt = expand_t(t_next - t, x)
-        x = x + g2 * eps / expand_t(process.sigma(t), x) * dt
+        step = g2_t * eps / expand_t(process.sigma(t), x)
+        x = x + (step if drift is None else drift(x, g2_t) + step) * dt
         if i < n - 1:
-            x = x + (g2 * dt.abs()).sqrt() * rng.randn_like(x)
+            x = x + (g2_t * dt.abs()).sqrt() * rng.randn_like(x)
     return x
 
