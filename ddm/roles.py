@@ -5,7 +5,7 @@ role    the method is
 ======= ==========================================================================================
 table4  a row of Table 4 (choices of h_t), labelled with its h_t family's ``label`` (ddm.process)
 table5  a row of Table 5 (hyperparameter, architecture, loss type), labelled with the one setting in
-        which it differs from the main DDM model (a weighting's ``label``, ddm.losses.WEIGHTINGS, or
+        which it was trained differently from the main DDM model (a weighting's ``label``, ddm.losses.WEIGHTINGS, or
         :data:`SETTING_LABELS`); each group also shows the main model with its own setting, rows in
         the order of the settings (Table 5's: lambda = 1, 1/t, e^t; conv, decoder; l1, l2)
 fig3    a curve of Fig. 3 (MSE of the predicted x0 against t): trained, not sampled for FID; the
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from ddm.config import METHOD_DEFAULTS, REPORT_KEYS, ConfigError, all_methods
+from ddm.config import METHOD_DEFAULTS, REPORT_KEYS, SAMPLING_KEYS, ConfigError, all_methods
 from ddm.losses import WEIGHTINGS
 from ddm.process import FAMILIES
 
@@ -101,7 +101,9 @@ def _table5_row(params: Mapping, method: str, main: str | None) -> tuple[str | N
     where = f"params.yaml: ablation_methods/{method}: role table5"
     if main is None:
         raise ConfigError(f"{where} compares with the main DDM model, and `methods` has no method with process ddm")
+    # what was trained differently; sampling settings (e.g. a changed main sampler) only when nothing else differs
     diff = differences(params, method, main)
+    diff = {k: v for k, v in diff.items() if k not in SAMPLING_KEYS} or diff
     label = params["ablation_methods"][method].get("label")
     if not diff:
         raise ConfigError(f"{where}: it does not differ from the main DDM model '{main}'")

@@ -163,6 +163,12 @@ def graph_jobs(workdir: Path, *targets: str) -> list[dict]:
               tool_env(PYTHONPATH=str(REPO))), f"snakemake dry run of {targets} in {workdir}")
     jobs = json.loads(out.read_text())
     assert jobs, "no JOB_INFO events: has Snakemake's logging interface changed?"
+    # The package's data files (ddm/data/published.csv) are read where ddm is installed: in the
+    # repository that is ddm/, a DVC dependency of every stage, so name them as the repository does.
+    package = REPO / "ddm"
+    for j in jobs:
+        j["input"] = [str(Path(f).relative_to(REPO)) if Path(f).is_absolute() and Path(f).is_relative_to(package)
+                      else f for f in j["input"]]
     for j in jobs:
         odd = [f for f in j["input"] + j["output"] if " (" in f]
         assert not odd, f"annotated (temp/pipe/storage) files are not supported by this check: {odd}"

@@ -413,6 +413,16 @@ def test_rows_follow_roles_and_labels_not_names(params):
     assert table_rows({**renamed, "ht": "exp"})["table4"][-1]["label"] == r"$e^{\mathbf{a}t} + \mathbf{c}$"
 
 
+def test_a_changed_main_sampler_keeps_the_table5_labels(params):
+    """Table 5 compares what was trained: the main model's sampler changed (e.g. `dvc exp run -S
+    methods.ddm.sampler=ddm_deterministic`) leaves every row and label as it was."""
+    from ddm.roles import table_rows
+
+    changed = json.loads(json.dumps(params))
+    changed["methods"]["ddm"]["sampler"] = "ddm_deterministic"
+    assert table_rows(changed) == table_rows(params)
+
+
 @pytest.mark.parametrize("entry, message", [
     ({"process": "vp", "role": "table4", "sampler": "vp_em", "grid": "sde"}, "role table4 (a choice of h_t) needs process ddm"),
     ({"process": "ddm", "role": "table5", "sampler": "ddm", "grid": "uniform"}, "does not differ from the main DDM model 'ddm'"),
