@@ -7,7 +7,14 @@
 import shlex
 import shutil
 
+from pathlib import Path
+
 from ddm.resources import PUBLISHED_CSV  # the package's published results (ddm/data, importlib.resources)
+
+# Relative where the package lies in the working directory (a checkout: ddm/data/published.csv, as
+# dvc.yaml names it), so a moved or copied checkout keeps its rule inputs and reruns nothing.
+_published = Path(str(PUBLISHED_CSV))
+PUBLISHED = str(_published.relative_to(Path.cwd())) if _published.is_relative_to(Path.cwd()) else str(_published)
 
 report: "../report/workflow.rst"
 
@@ -42,7 +49,7 @@ rule stats:
 rule report:
     input:
         metrics="reports/metrics.json",
-        published=str(PUBLISHED_CSV),
+        published=PUBLISHED,
     output:
         report("reports/tables.tex", caption="../report/tables.rst", category="Tables"),
     params:
