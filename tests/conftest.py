@@ -125,6 +125,12 @@ def tool_env(**extra: str) -> dict:
     env = dict(os.environ)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("PYTHONUNBUFFERED", "1")
+    # A machine without SLURM unless a test says otherwise (tests/test_slurm.py has its own
+    # environment): Snakemake imports its SLURM executor plugin at start, and the plugin asks
+    # `scontrol show config` for a default; with SLURM installed but no controller up (CI
+    # before and after the SLURM tests) that call waits for its 10 s timeout in every Snakemake
+    # start, DVC stage and job. An empty configuration makes scontrol fail at once.
+    env["SLURM_CONF"] = os.devnull
     env.update(extra)
     return env
 
