@@ -1,6 +1,8 @@
 """Which sampler and which time grid fit which forward process, and every name params.yaml may
-use: the one place that ``ddm.config`` checks params.yaml against, so a misfit fails before any
-job starts.
+use: the one place that ``ddm.config`` checks params.yaml against (through its snapshot,
+:func:`snapshot`, which ``ddm.catalog`` caches so that reading params.yaml does not import torch),
+so a misfit fails before any job starts. ``fit_error``, ``samplers_for`` and ``grids_for`` are
+``ddm.catalog``'s, here on the live tables.
 
 A process is named as in params.yaml (``ddm``, ``vp``, ``ve``); ``ddm/constant`` is DDM with
 h_t = c only, whose forward process x_t = (1 - t) x0 + sqrt(t) eps (Eq. 7 with H_t = -t x0) is
@@ -29,13 +31,14 @@ from typing import Any, Callable, Mapping
 from torch import Tensor
 
 from ddm import baselines, sampling
+from ddm.catalog import fit_error, grids_for, kinds, samplers_for  # noqa: F401  (re-exported: on the live tables)
 from ddm.losses import WEIGHTINGS
 from ddm.names import GAUSSIAN, PROCESSES, Names, grid_table, sampler_table
 from ddm.process import FAMILIES
 
 __all__ = ["SAMPLERS", "GRIDS", "sampler", "grid", "get_sampler", "make_grid", "grid_options", "PROCESSES",
            "GAUSSIAN", "SAMPLER_PROCESSES", "GRID_PROCESSES", "SAMPLER_FINAL_STEPS", "kinds", "samplers_for",
-           "grids_for", "fit_error", "schema_enums"]
+           "grids_for", "fit_error", "schema_enums", "snapshot"]
 
 #: Every sampler and time grid by params.yaml name: the package's (``ddm.sampling``,
 #: ``ddm.baselines``), then any registered here.
@@ -81,50 +84,13 @@ def schema_enums() -> dict[str, list[str]]:
             "final_step": list(dict.fromkeys(steps)), "weighting": list(WEIGHTINGS), "process": list(PROCESSES)}
 
 
-def kinds(process: str, ht: str | None = None) -> set[str]:
-    """The names a (process, h_t family) answers to in the tables above; ``ht=None`` (not yet
-    known, e.g. ``ht: main`` of a method that is not run) answers to all of DDM's."""
-    if process == "ddm" and ht in (None, "constant"):
-        return {"ddm", "ddm/constant"}
-    return {process}
-
-
-def _describe(process: str, ht: str | None) -> str:
-    return f"process '{process}'" + (f" with ht '{ht}'" if process == "ddm" and ht else "")
-
-
-def _need(fits: tuple[str, ...], process: str) -> str:
-    """Why a DDM process with another h_t does not fit (the entry needs h_t = c)."""
-    return " (it needs a Gaussian path: ht constant)" if process == "ddm" and "ddm/constant" in fits else ""
-
-
-def samplers_for(process: str, ht: str | None = None) -> list[str]:
-    """The samplers that fit a process (sorted)."""
-    k = kinds(process, ht)
-    return sorted(s for s, fits in SAMPLER_PROCESSES.items() if k & set(fits))
-
-
-def grids_for(process: str, ht: str | None = None) -> list[str]:
-    """The time grids that fit a process (sorted)."""
-    k = kinds(process, ht)
-    return sorted(g for g, fits in GRID_PROCESSES.items() if k & set(fits))
-
-
-def fit_error(sampler: str, grid: str, process: str, ht: str | None = None, final_step: str = "paper") -> str | None:
-    """None if the sampler, the grid and the final step fit the process, else one sentence
-    naming the sampler (or grid, or final step), the process and what is allowed for it."""
-    k = kinds(process, ht)
-    if sampler not in SAMPLER_PROCESSES:
-        return f"unknown sampler '{sampler}' (allowed: {', '.join(SAMPLERS)})"
-    if not k & set(SAMPLER_PROCESSES[sampler]):
-        return (f"sampler '{sampler}' does not fit {_describe(process, ht)}{_need(SAMPLER_PROCESSES[sampler], process)} "
-                f"(allowed: {', '.join(samplers_for(process, ht))})")
-    if grid not in GRID_PROCESSES:
-        return f"unknown grid '{grid}' (allowed: {', '.join(GRIDS)})"
-    if not k & set(GRID_PROCESSES[grid]):
-        return (f"grid '{grid}' does not fit {_describe(process, ht)}{_need(GRID_PROCESSES[grid], process)} "
-                f"(allowed: {', '.join(grids_for(process, ht))})")
-    steps = SAMPLER_FINAL_STEPS[sampler]
-    if final_step not in steps:
-        return f"final_step '{final_step}' does not fit sampler '{sampler}' (allowed: {', '.join(steps)})"
-    return None
+def snapshot() -> dict[str, Any]:
+    """The registries as plain data (``ddm.catalog``, which reads params.yaml's names from it
+    without importing torch): the schema's enums, which processes each sampler and grid fits, each
+    sampler's final steps, and the labels of the h_t families and weightings."""
+    return {"enums": schema_enums(),
+            "fits": {"sampler": {k: list(v) for k, v in SAMPLER_PROCESSES.items()},
+                     "grid": {k: list(v) for k, v in GRID_PROCESSES.items()}},
+            "final_steps": {k: list(v) for k, v in SAMPLER_FINAL_STEPS.items()},
+            "labels": {"family": {k: cls.label for k, cls in FAMILIES.items()},
+                       "weighting": {k: WEIGHTINGS.info(k)["label"] for k in WEIGHTINGS}}}

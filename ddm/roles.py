@@ -3,7 +3,8 @@
 ======= ==========================================================================================
 role    the method is
 ======= ==========================================================================================
-table4  a row of Table 4 (choices of h_t), labelled with its h_t family's ``label`` (ddm.process)
+table4  a row of Table 4 (choices of h_t), labelled with its h_t family's ``label`` (ddm.process, read
+        through ddm.catalog)
 table5  a row of Table 5 (hyperparameter, architecture, loss type), labelled with the one setting in
         which it was trained differently from the main DDM model (a weighting's ``label``, ddm.losses.WEIGHTINGS, or
         :data:`SETTING_LABELS`); each group also shows the main model with its own setting, rows in
@@ -26,9 +27,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from ddm import catalog
 from ddm.config import METHOD_DEFAULTS, REPORT_KEYS, SAMPLING_KEYS, ConfigError, all_methods
-from ddm.losses import WEIGHTINGS
-from ddm.process import FAMILIES
 
 __all__ = ["ROLES", "TABLE5_GROUPS", "SETTING_LABELS", "with_role", "fid_ablations", "main_model", "differences",
            "table4_rows", "table5_rows", "table_rows", "fig3_methods"]
@@ -81,18 +81,21 @@ def table4_rows(params: Mapping) -> list[dict[str, str]]:
             raise ConfigError(f"params.yaml: ablation_methods/{m}: role table4 (a choice of h_t) needs process "
                               f"ddm, got '{entry['process']}'")
         ht = _settings(params, m)["ht"]
-        rows.append({"method": m, "label": entry.get("label") or FAMILIES[ht].label})
+        rows.append({"method": m, "label": entry.get("label") or catalog.load()["labels"]["family"][ht]})
     return rows
 
 
+def _setting_labels(key: str | None) -> dict[str, str]:
+    """A setting's value -> its Table 5 label, in row order (the weightings' from their registry)."""
+    return catalog.load()["labels"]["weighting"] if key == "weighting" else SETTING_LABELS.get(key, {})
+
+
 def _setting_label(key: str | None, value: Any) -> str | None:
-    if key == "weighting":
-        return WEIGHTINGS.info(value)["label"] if value in WEIGHTINGS else None
-    return SETTING_LABELS.get(key, {}).get(value)
+    return _setting_labels(key).get(value)
 
 
 def _setting_rank(key: str | None, value: Any) -> int:
-    order = list(WEIGHTINGS) if key == "weighting" else list(SETTING_LABELS.get(key, {}))
+    order = list(_setting_labels(key))
     return order.index(value) if value in order else len(order)
 
 
