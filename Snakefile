@@ -1,5 +1,6 @@
 # The DDM reproducibility pipeline: params.yaml -> data -> FID reference -> training per
-# configuration -> samples per (configuration, NFE, repeat) -> FID -> t-tests -> reports/tables.tex.
+# configuration -> samples per (configuration, NFE, repeat) -> FID -> t-tests -> reports/tables.tex;
+# with `conditioned: true` also the conditioned tasks of Tables 2 and 3 (workflow/rules/tasks.smk).
 #   snakemake all                   (workflow/profiles/default: local cores)
 #   snakemake --profile slurm all   (SLURM; see README "Running on a SLURM cluster")
 from snakemake.utils import min_version
@@ -27,6 +28,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/sample.smk"
+include: "workflow/rules/tasks.smk"  # conditioned generation, Tables 2 and 3 (`conditioned: true`)
 include: "workflow/rules/report.smk"
 
 

@@ -10,6 +10,8 @@
     ddm report     --metrics reports/metrics.json --out reports/tables.tex
     ddm report-pdf --template reports/report.tex.j2 --tables ... --metrics ... --out reports/report.pdf
     ddm figures / grid / fig3 / fig3-plot                            FID-vs-NFE, sample grids, Fig. 3
+    ddm prepare-task / train-task / sample-task / evaluate-task / task-figure
+                   the conditioned tasks of Tables 2 and 3 (`conditioned: true`; docs/conditioned.md)
 
 Every output is written atomically (temp file + rename). Options, params.yaml and input files
 are checked before any work, and an output folder is checked to be writable.
@@ -194,7 +196,10 @@ _EVALUATION = {"dataset": str, "method": str, "nfe": int, "repeat": int, "fid": 
 _RESULT = {"values": [_NUM], "mean": _NUM, "std": (int, float, type(None)), "n": int, "num_samples": int}
 _ROW = {"method": str, "label": str}
 _METRICS = {"preset": str, "ht": str, "table1_methods": [str],
-            "?ablation_rows": {"?table4": [_ROW], "?table5": [{**_ROW, "group": str}]}, "datasets": {str: {
+            "?ablation_rows": {"?table4": [_ROW], "?table5": [{**_ROW, "group": str}]},
+            "?conditioned": {"methods": [str], "labels": {str: str}, "table2_nfe": [int], "table3_nfe": [int],
+                             "tasks": {str: {"metric": str, "results": {str: {str: _RESULT}}, "markers": dict,
+                                             "references": {str: _NUM}}}}, "datasets": {str: {
     "extractor": str, "reference": str, "results": {str: {str: _RESULT}}, "table1": {str: dict},
     "?solver_table": {"rows": [str], "labels": {str: str}, "columns": {str: {"best": object, "marker": object}}}}}}
 _FIG3 = {"nfe": int, "num_samples": int, "curves": {str: {"t": [_NUM], "mse": [_NUM]}}}
@@ -329,49 +334,64 @@ def _default_device(args) -> str:
 
 
 def cmd_train(args) -> None:
-    from ddm.config import ConfigError, resolve, resolved_hash
+    from ddm.config import resolve, resolved_hash
 
     params = _params(args)
     cfg = resolve(params, args.dataset, args.method)
-    import torch  # once params.yaml passed (a config error stays fast)
-
-    from ddm.data import to_model_range
+    from ddm.data import to_model_range  # torch: once params.yaml passed (a config error stays fast)
     from ddm.experiment import build
-    from ddm.io import atomic_write
-    from ddm.training import TrainConfig, ema_model, init_distributed, snapshots, train
 
-    try:
-        tcfg = TrainConfig(**cfg["train"])
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"params.yaml: presets/{params['preset']}/{args.dataset}/train: {e}") from None
+    tcfg = _train_config(cfg, f"presets/{params['preset']}/{args.dataset}/train")
     exp = build(cfg)
     images = _load_images(args.data, "dataset file", "ddm prepare", channels=cfg["channels"],
                           resolution=cfg["resolution"])
+    if _fit(args, exp, cfg, tcfg, to_model_range(images), resolved_hash(cfg)):
+        log.info("trained %s on %s -> %s (EMA weights)", args.method, args.dataset, args.out)
+
+
+def _train_config(cfg, where: str):
+    from ddm.config import ConfigError
+    from ddm.training import TrainConfig
+
+    try:
+        return TrainConfig(**cfg["train"])
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"params.yaml: {where}: {e}") from None
+
+
+def _fit(args, exp, cfg, tcfg, data, config_hash: str) -> bool:
+    """Train ``exp``'s network on ``data`` (resuming from ``--checkpoints``/<method>-<hash>, the
+    folder of this config) and write the EMA weights to ``--out`` and the loss curve to ``--curve``.
+    False on the processes of a distributed run other than rank 0 (which write nothing)."""
+    import torch
+
+    from ddm.io import atomic_write
+    from ddm.training import ema_model, init_distributed, snapshots, train
+
     for path, what in ((args.out, "--out"), (args.curve, "--curve")):
         if path:
             _check_out(path, what)
-    ckpt_dir = Path(args.checkpoints) / f"{args.method}-{resolved_hash(cfg)}"
+    ckpt_dir = Path(args.checkpoints) / f"{args.method}-{config_hash}"
     _check_out(ckpt_dir / "probe", "--checkpoints")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         init_distributed()
     torch.manual_seed(cfg["train"]["seed"])
     model = exp.make_model()
-    meta = {"model_kwargs": exp.model_kwargs, "config_hash": resolved_hash(cfg)}
+    meta = {"model_kwargs": exp.model_kwargs, "config_hash": config_hash}
     with _writing(ckpt_dir):
-        final = train(model, exp.objective, to_model_range(images), tcfg, ckpt_dir,
-                      device=_default_device(args), model_meta=meta)
+        final = train(model, exp.objective, data, tcfg, ckpt_dir, device=_default_device(args), model_meta=meta)
     if int(os.environ.get("RANK", "0")) != 0:
-        return
+        return False
     ema_model(final, model)
     # the EMA weights of every kept checkpoint: FID against training step
     snaps = snapshots(ckpt_dir, model) if cfg.get("snapshots") else None
     with _writing(args.out):
         save_model(args.out, exp, model, checkpoint=final, snapshots=snaps)
     if args.curve:  # the loss curve (metrics.csv of the trainer), for plots
-        data = (ckpt_dir / "metrics.csv").read_bytes()
+        curve = (ckpt_dir / "metrics.csv").read_bytes()
         with _writing(args.curve):
-            atomic_write(args.curve, lambda f: f.write(data))
-    log.info("trained %s on %s -> %s (EMA weights)", args.method, args.dataset, args.out)
+            atomic_write(args.curve, lambda f: f.write(curve))
+    return True
 
 
 def cmd_sample(args) -> None:
@@ -417,9 +437,8 @@ def cmd_evaluate(args) -> None:
                            resolution=block["resolution"])
     _reference(args.reference)
     _check_out(args.out)
-    from ddm.io import save_json
+    from ddm.io import save_json, utc_timestamp
     from ddm.metrics import fid  # torch-fidelity: once the checks passed
-    from ddm.report import utc_timestamp
 
     result = fid(samples, args.reference, ex["extractor"], ex["weights"])
     result.update({k: getattr(args, k) for k in ("dataset", "method", "nfe", "repeat")})
@@ -433,6 +452,9 @@ def cmd_stats(args) -> None:
     params = _params(args)
     for p in args.inputs:
         _load_json(p, "metric file", _EVALUATION, "ddm evaluate")
+    for p in args.task_metrics or []:  # the conditioned tasks (Tables 2 and 3)
+        spec = _TASK_REFERENCE if Path(p).name == "reference.json" else _TASK_METRIC
+        _load_json(p, "task metric file", spec, "ddm evaluate-task")
     _check_out(args.out)
     if args.csv:
         _check_out(args.csv, "--csv")
@@ -445,7 +467,13 @@ def cmd_stats(args) -> None:
         sizes.setdefault(exp.cfg["dataset"], {})[Path(path).stem] = sum(q.numel() for q in net.parameters())
     records = metric_records([Path(p) for p in args.inputs])  # tidy table: one row per sample set
     metrics = collect(records, params, model_params=sizes)
-    metrics["provenance"] = provenance(args.inputs, params)  # commit, params hash, dates, versions
+    if args.task_metrics:
+        from ddm.report import collect_conditioned
+
+        refs = [p for p in args.task_metrics if Path(p).name == "reference.json"]
+        metrics["conditioned"] = collect_conditioned([p for p in args.task_metrics if p not in refs], refs, params)
+    # commit, params hash, dates, versions
+    metrics["provenance"] = provenance(args.inputs, params, task_paths=args.task_metrics or [])
     with _writing(args.out):
         save_json(metrics, args.out)
     if args.csv:
@@ -573,6 +601,170 @@ def cmd_fig3(args) -> None:
         save_json({"nfe": args.nfe, "num_samples": args.num_samples, "curves": curves}, args.out)
 
 
+# -- conditioned tasks (Tables 2 and 3; ddm.conditioned) ---------------------------------------------
+_TASK_METRIC = {"task": str, "method": str, "nfe": int, "repeat": int, "metric": str, "value": _NUM,
+                "num_samples": int}
+_TASK_REFERENCE = {"task": str, "metric": str, "references": {str: _NUM}, "num_samples": int}
+
+
+def _nfe_repeat(text: str) -> tuple[int, int]:
+    """argparse type: a sample set ``NFE:REPEAT`` (e.g. 10:0)."""
+    nfe, _, repeat = text.partition(":")
+    if not (nfe.isdigit() and repeat.isdigit() and int(nfe) >= 1):
+        raise argparse.ArgumentTypeError(f"'{text}' is not NFE:REPEAT (e.g. 10:0; NFE >= 1, repeat >= 0)")
+    return int(nfe), int(repeat)
+
+
+def _task_cfg(params: dict, task: str, method: str | None = None) -> dict:
+    """The resolved config of ``task`` with ``method`` (default: the first conditioned method; the
+    task's data block is the same for every method)."""
+    from ddm.config import resolve_task
+
+    return resolve_task(params, task, method or next(iter(params.get("conditioned_methods") or {}), ""))
+
+
+def _split(path, cfg: dict, split: str) -> dict:
+    from ddm.conditioned import load_split
+
+    return load_split(path, cfg["task"], split, cfg["data"])
+
+
+def _set_file(folder, nfe: int, repeat: int, ext: str) -> Path:
+    """The file of sample set (NFE, repeat) in a folder of ``sample-task`` / ``evaluate-task``."""
+    return Path(folder) / f"nfe{nfe}-r{repeat}.{ext}"
+
+
+def cmd_prepare_task(args) -> None:
+    from ddm.conditioned import make_split
+    from ddm.io import save_torch
+
+    cfg = _task_cfg(_params(args), args.task)
+    outs = {"train": _check_out(args.train, "--train"), "test": _check_out(args.test, "--test")}
+    for split, out in outs.items():
+        blob = make_split(args.task, split, cfg["data"])
+        with _writing(out):
+            save_torch(blob, out)
+        log.info("%s %s split: %d examples -> %s", args.task, split, len(blob["target"]), out)
+
+
+def cmd_train_task(args) -> None:
+    from ddm.config import TASK_HASH_KEYS, resolved_hash
+
+    params = _params(args)
+    cfg = _task_cfg(params, args.task, args.method)
+    from ddm.conditioned import build_task  # torch: once params.yaml passed (a config error stays fast)
+    from ddm.conditioning import pack
+
+    tcfg = _train_config(cfg, f"conditioned_presets/{params['preset']}/train (with tasks/{args.task}/train)")
+    exp = build_task(cfg)
+    split = _split(args.data, cfg, "train")
+    if _fit(args, exp, cfg, tcfg, pack(split["target"], split["cond"]), resolved_hash(cfg, TASK_HASH_KEYS)):
+        log.info("trained %s on the %s task -> %s (EMA weights)", args.method, args.task, args.out)
+
+
+def cmd_sample_task(args) -> None:
+    from ddm.config import TASK_HASH_KEYS, resolved_hash
+
+    cfg = _task_cfg(_params(args), args.task, args.method)
+    from ddm.conditioned import load_task_model, sample_split  # torch: once params.yaml passed
+    from ddm.io import save_torch
+
+    exp, net = load_task_model(args.model, _default_device(args))
+    if resolved_hash(exp.cfg, TASK_HASH_KEYS) != resolved_hash(cfg, TASK_HASH_KEYS):
+        raise InputError(f"model file {args.model} was trained with another config than params.yaml gives for "
+                         f"{args.task}/{args.method}: retrain it (snakemake does so by itself)")
+    exp.cfg["sampling"] = cfg["sampling"]  # sampling options come from params.yaml, not the model file
+    split = _split(args.data, cfg, "test")
+    outs = {s: _check_out(_set_file(args.out_dir, *s, "pt"), "--out-dir") for s in args.sets}
+    for (nfe, repeat), out in outs.items():
+        seeds = sample_seeds(repeat, len(split["target"]))  # the same for every method: sample i <-> condition i
+        x = sample_split(exp, net, split, nfe, seeds, batch_size=args.batch_size, device=_default_device(args))
+        with _writing(out):
+            save_torch(x, out)
+        log.info("%s/%s: %d samples at NFE %d (repeat %d) -> %s", args.task, args.method, len(x), nfe, repeat, out)
+
+
+def _task_fid(args, cfg: dict):
+    """inpainting: uint8 images -> FID against ``--reference`` (``ddm.metrics.fid``); else None."""
+    if cfg["metric"] != "fid":
+        return None
+    if not (args.reference and args.extractor):
+        raise InputError(f"task {args.task} is scored by FID: pass --reference and --extractor (the digits' "
+                         "results/fid/digits/reference.npz and extractor.json)")
+    ex = _extractor(args.extractor)
+    _reference(args.reference)
+    from ddm.metrics import fid
+
+    return lambda u8: fid(u8, args.reference, ex["extractor"], ex["weights"])
+
+
+def cmd_evaluate_task(args) -> None:
+    from ddm.conditioned import task_metric, task_references
+    from ddm.io import save_json
+    from ddm.io import utc_timestamp
+
+    cfg = _task_cfg(_params(args), args.task)
+    split = _split(args.data, cfg, "test")
+    files = {(m, s): Path(args.samples_dir) / m / _set_file("", *s, "pt") for m in args.methods for s in args.sets}
+    samples = {k: _load_images(p, min_count=2) for k, p in files.items()}
+    fid = _task_fid(args, cfg)
+    outs = {k: _check_out(Path(args.out_dir) / k[0] / _set_file("", *k[1], "json"), "--out-dir") for k in files}
+    ref_out = _check_out(Path(args.out_dir) / "reference.json", "--out-dir")
+    base = {"task": args.task, "metric": cfg["metric"], "num_samples": len(split["target"])}
+    for (method, (nfe, repeat)), out in outs.items():
+        value = task_metric(args.task, samples[method, (nfe, repeat)], split, fid)
+        with _writing(out):
+            save_json({**base, "method": method, "nfe": nfe, "repeat": repeat, "value": value,
+                       "computed_at": utc_timestamp()}, out)
+        log.info("%s/%s NFE %d repeat %d: %s %.4f", args.task, method, nfe, repeat, cfg["metric"], value)
+    with _writing(ref_out):
+        save_json({**base, "references": task_references(args.task, split, fid), "computed_at": utc_timestamp()},
+                  ref_out)
+
+
+def cmd_task_figure(args) -> None:
+    from ddm.report import task_figure
+
+    cfg = _task_cfg(_params(args), args.task)
+    split = _split(args.data, cfg, "test")
+    if len(args.labels) != len(args.samples):
+        raise InputError(f"{len(args.samples)} sample files but {len(args.labels)} labels: give one label per file")
+    samples = [_load_images(p) for p in args.samples]
+    _check_out(args.out)
+    with _writing(args.out):
+        task_figure(split, samples, args.labels, Path(args.out), n=args.rows)
+
+
+def _add_task_steps(sub) -> None:
+    """The subcommands of the conditioned tasks (Tables 2 and 3)."""
+    positive = _int_at_least(1)
+    device = {"type": _device, "help": "cpu, cuda or cuda:N (default: cuda if there is one, else cpu)"}
+    sets = {"type": _nfe_repeat, "nargs": "+", "required": True, "help": "sample sets NFE:REPEAT, e.g. 5:0 5:1 10:0"}
+    s = _add(sub, "prepare-task", cmd_prepare_task, "a conditioned task's train and test splits (Tables 2, 3)",
+             "task", "train", "test")
+    s = _add(sub, "train-task", cmd_train_task, "train one (task, method) conditioned network; resumes",
+             "task", "method", "data", "out")
+    s.add_argument("--checkpoints", required=True, help="folder of per-config checkpoint folders")
+    s.add_argument("--curve", help="also write the training curve (CSV) here")
+    s.add_argument("--device", **device)
+    s = _add(sub, "sample-task", cmd_sample_task, "one sample per test condition for each sample set",
+             "task", "method", "model", "data", "out-dir")
+    s.add_argument("--sets", **sets)
+    s.add_argument("--batch-size", type=positive, default=256)
+    s.add_argument("--device", **device)
+    s = _add(sub, "evaluate-task", cmd_evaluate_task, "Table 2's metric of every sample set of a task, and the "
+             "trivial references", "task", "data", "samples-dir", "out-dir")
+    s.add_argument("--methods", nargs="+", required=True)
+    s.add_argument("--sets", **sets)
+    s.add_argument("--reference", help="FID reference statistics (inpainting)")
+    s.add_argument("--extractor", help="FID extractor file (inpainting)")
+    s = _add(sub, "task-figure", cmd_task_figure, "condition | samples | target, one row per test example",
+             "task", "data", "out")
+    s.add_argument("--samples", nargs="+", required=True)
+    s.add_argument("--labels", nargs="+", required=True)
+    s.add_argument("--rows", type=positive, default=8)
+
+
 # -- parser ---------------------------------------------------------------------------------------
 class _Parser(argparse.ArgumentParser):
     """argparse with the one-line error of every other failure: ``ddm <subcommand>: <message>``."""
@@ -633,10 +825,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging; tracebacks of errors")
     sub = p.add_subparsers(dest="command", required=True)
     _add_steps(sub)
+    _add_task_steps(sub)
     s = _add(sub, "stats", cmd_stats, "mean +- std over repeats and Table 1's t-test markers", "out")
     s.add_argument("--inputs", nargs="+", required=True)
     s.add_argument("--models", nargs="*", help="trained model files (Table 1's Param column)")
     s.add_argument("--csv", help="also write the metric files as one table, a row per sample set (CSV)")
+    s.add_argument("--task-metrics", nargs="*", help="files of `ddm evaluate-task` (Tables 2 and 3): per sample "
+                   "set, and each task's reference.json")
     s = _add(sub, "report", cmd_report, "reports/tables.tex from reports/metrics.json", "metrics", "out")
     s.add_argument("--published", default=str(PUBLISHED_CSV),
                    help="published results shown beside the measured ones (default: the package's %(default)s)")

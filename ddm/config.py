@@ -1,7 +1,8 @@
 """params.yaml: load, validate against the package's schema (ddm/data/params.schema.yaml), resolve per job.
 
 The schema's lists of names (h_t families, samplers, grids, final steps, weightings, processes)
-are filled from the registries when it is read (``schema``, ``ddm.registry.schema_enums``), so a
+are filled from the registries when it is read (``schema``, ``ddm.registry.schema_enums``, read
+through ``ddm.catalog``: no torch import), so a
 family or sampler registered anywhere validates; the lists on disk document the package's own
 names, and tests/test_config.py fails when they differ from the registries.
 
@@ -20,11 +21,13 @@ from typing import Any, Mapping
 
 import yaml
 
-from ddm.registry import fit_error, schema_enums
+from ddm import catalog
+from ddm.catalog import fit_error
 from ddm.resources import SCHEMA_PATH
 
 __all__ = ["ConfigError", "read_yaml", "load_params", "validate", "schema", "dataset_names", "all_methods", "resolve",
-           "resolved_hash", "model_of", "check_fit", "SCHEMA_PATH", "SCHEMA_ENUMS", "METHOD_DEFAULTS", "REPORT_KEYS"]
+           "resolved_hash", "model_of", "check_fit", "SCHEMA_PATH", "SCHEMA_ENUMS", "METHOD_DEFAULTS", "REPORT_KEYS",
+           "TASKS", "TASK_HASH_KEYS", "conditioned_block", "task_names", "task_sets", "resolve_task"]
 
 #: Defaults of a method entry, per process (the paper's choices; options named in the README).
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -57,6 +60,20 @@ SCHEMA_ENUMS: dict[str, tuple[str, ...]] = {
 #: The channel count of each dataset as the pipeline loads it.
 DATASET_CHANNELS = {"digits": 1, "cifar10": 3, "celebahq256": 3, "imagefolder": 3}
 
+#: The conditioned tasks of Tables 2 and 3 (§5.1; ``ddm.tasks``): target channels, condition
+#: channels, the metric of Table 2 and whether higher is better.
+TASKS: dict[str, dict[str, Any]] = {
+    "saliency": {"channels": 1, "cond_channels": 3, "metric": "mae", "higher_is_better": False},
+    "super_resolution": {"channels": 3, "cond_channels": 3, "metric": "psnr", "higher_is_better": True},
+    "inpainting": {"channels": 1, "cond_channels": 2, "metric": "fid", "higher_is_better": False},
+}
+#: Defaults of a task block (``conditioned_presets/<preset>/tasks/<task>``) and of its network.
+TASK_DEFAULTS = {"n_train": None, "n_test": None}
+TASK_ONLY = {"super_resolution": {"scale": 4}, "inpainting": {"paste_known": True}}
+COND_MODEL_DEFAULTS = {"encoder": "conv", "encoder_weights": None, "cross_attn_resolutions": None}
+#: What a conditioned model's training depends on (``resolved_hash(cfg, TASK_HASH_KEYS)``).
+TASK_HASH_KEYS = ("task", "channels", "cond_channels", "resolution", "data", "model", "train", "method")
+
 
 class ConfigError(ValueError):
     """params.yaml does not satisfy its schema, or names something that does not exist."""
@@ -67,7 +84,7 @@ def schema() -> dict:
     enums of :data:`SCHEMA_ENUMS` set to the names registered now."""
     with SCHEMA_PATH.open(encoding="utf-8") as f:
         out = yaml.safe_load(f)
-    for name, values in schema_enums().items():
+    for name, values in catalog.load()["enums"].items():
         node = out
         for key in SCHEMA_ENUMS[name]:
             node = node[key]
@@ -134,6 +151,71 @@ def validate(params: Mapping) -> None:
         _validate_convergence(params, ds, block, trained)
     _validate_fit(params)
     _validate_denoisers(params, trained)
+    _validate_conditioned(params, validator, schema_)
+
+
+def _validate_conditioned(params: Mapping, validator, schema_: Mapping) -> None:
+    """``conditioned: true`` needs ``conditioned_methods`` and the active preset's entry of
+    ``conditioned_presets``; each task's network and budget (the preset's, with the task's own
+    keys) validate as the schema says and fit the task's size; every (task, method) resolves."""
+    if not params.get("conditioned"):
+        return
+    if not params.get("conditioned_methods"):
+        raise ConfigError("params.yaml: conditioned: true needs conditioned_methods (the rows of Tables 2 and 3, "
+                          "e.g. ddm and ddpm); or set conditioned: false")
+    block = conditioned_block(params)
+    if block is None:
+        known = ", ".join(sorted(params.get("conditioned_presets", {}))) or "none"
+        raise ConfigError(f"params.yaml: conditioned: true needs conditioned_presets/{params['preset']} (the preset's "
+                          f"tasks, network and budget; described for: {known}); or set conditioned: false")
+    where = f"params.yaml: conditioned_presets/{params['preset']}/tasks"
+    defs = schema_["definitions"]
+    for task, t in block["tasks"].items():
+        for key, sub in (("model", defs["cond_model"]), ("train", defs["dataset"]["properties"]["train"])):
+            errors = list(validator.evolve(schema={**sub, "definitions": defs}).iter_errors({**block[key], **t.get(key, {})}))
+            if errors:
+                at = "".join(f"/{p}" for p in errors[0].absolute_path)
+                raise ConfigError(f"{where}/{task}/{key}{at}: {errors[0].message} (the preset's {key} with the task's own keys)")
+        misplaced = sorted({"scale", "paste_known"} & set(t) - set(TASK_ONLY.get(task, {})))
+        if misplaced:
+            raise ConfigError(f"{where}/{task}: {misplaced} belong to another task (scale: super_resolution, "
+                              "paste_known: inpainting); remove them")
+        if task != "inpainting" and any(t.get(k) is None for k in ("n_train", "n_test")):
+            raise ConfigError(f"{where}/{task}: set n_train and n_test (only inpainting takes every image of a split "
+                              "when they are null)")
+        _check_task_size(params, task, t, {**block["model"], **t.get("model", {})}, f"{where}/{task}")
+    for name, entry in params["conditioned_methods"].items():
+        if entry.get("denoiser", "network") != "network":
+            raise ConfigError(f"params.yaml: conditioned_methods/{name}/denoiser: only 'network' (there is no exact "
+                              "posterior mean of a conditional model here); remove it")
+        for task in block["tasks"]:
+            resolve_task(params, task, name)
+
+
+def _check_task_size(params: Mapping, task: str, t: Mapping, model: Mapping, where: str) -> None:
+    """The task's size fits its network (divisible by the U-Net's down-sampling, cross-attention at
+    its levels), the super-resolution scale, and inpainting's FID (the digits classifier and the
+    preset's digits reference statistics, made at the digits' resolution)."""
+    size, factor = t["size"], 2 ** (len(model["ch_mult"]) - 1)
+    if size % factor:
+        raise ConfigError(f"{where}/size: {size} is not divisible by {factor} (2**(len(ch_mult)-1) of its network, "
+                          f"ch_mult {list(model['ch_mult'])}): use a multiple of {factor}")
+    levels = [size // 2**i for i in range(len(model["ch_mult"]))]
+    cross = model.get("cross_attn_resolutions")
+    if cross is not None and (not cross or set(cross) - set(levels)):
+        raise ConfigError(f"{where}/model/cross_attn_resolutions: {cross} must be a non-empty subset of the "
+                          f"network's level resolutions {levels} (or null: every level)")
+    scale = t.get("scale", TASK_ONLY.get(task, {}).get("scale"))
+    if scale and (size % scale or size <= 2 * scale):
+        raise ConfigError(f"{where}/size: {size} must be a multiple of the scale {scale} above {2 * scale} (the "
+                          f"PSNR crops {scale} pixels at each border): use e.g. {4 * scale}")
+    if task == "inpainting":
+        digits = params["presets"][params["preset"]].get("digits")
+        if digits is None or digits["resolution"] != size:
+            have = f"resolution {digits['resolution']}" if digits else "no digits block"
+            raise ConfigError(f"{where}/size: {size}: inpainting's FID uses the digits classifier and the reference "
+                              f"statistics of presets/{params['preset']}/digits ({have}): set size to the digits' "
+                              "resolution")
 
 
 def _validate_convergence(params: Mapping, ds: str, block: Mapping, trained: Mapping) -> None:
@@ -288,24 +370,86 @@ def resolve(params: Mapping, dataset: str, method: str) -> dict:
         check_fit(params, method, cfg)
         return cfg
     block = preset[dataset]
-    entry = dict(methods[method])
-    m = copy.deepcopy(METHOD_DEFAULTS[entry["process"]])
-    m.update(entry)
-    m.update(block["method_overrides"].get(method, {}))
-    if m["process"] == "ddm" and m["ht"] == "main":
-        m["ht"] = params["ht"]
     cfg = {
         "dataset": dataset,
         "channels": DATASET_CHANNELS[dataset],
         "resolution": block["resolution"],
         "model": copy.deepcopy(block["model"]),
         "train": {**copy.deepcopy(block["train"]), "seed": params["seed"]},
-        "method": {k: v for k, v in m.items() if k not in SAMPLING_KEYS | REPORT_KEYS},
-        "sampling": {k: v for k, v in m.items() if k in SAMPLING_KEYS},
+        **_method_parts(params, methods[method], block["method_overrides"].get(method, {})),
         # keep the EMA weights of every checkpoint in the model file (the convergence figure)
         "snapshots": method in block.get("convergence", {}).get("methods", []),
     }
     check_fit(params, method, cfg)
+    return cfg
+
+
+def _method_parts(params: Mapping, entry: Mapping, override: Mapping) -> dict:
+    """``method`` (what training reads, ``ht: main`` resolved) and ``sampling`` of a method
+    entry with its process' defaults and an override."""
+    m = copy.deepcopy(METHOD_DEFAULTS[entry["process"]])
+    m.update(entry)
+    m.update(override)
+    if m["process"] == "ddm" and m["ht"] == "main":
+        m["ht"] = params["ht"]
+    return {"method": {k: v for k, v in m.items() if k not in SAMPLING_KEYS | REPORT_KEYS},
+            "sampling": {k: v for k, v in m.items() if k in SAMPLING_KEYS}}
+
+
+# -- conditioned generation (Tables 2 and 3) -------------------------------------------------------
+def conditioned_block(params: Mapping) -> dict | None:
+    """The active preset's entry of ``conditioned_presets`` (tasks, network, budget, NFEs), or None
+    when ``conditioned`` is off. Kept outside ``presets`` because every reader of a preset takes
+    its keys for dataset names."""
+    if not params.get("conditioned"):
+        return None
+    return params.get("conditioned_presets", {}).get(params["preset"])
+
+
+def task_names(params: Mapping) -> list[str]:
+    """The conditioned tasks that run (in the order of :data:`TASKS`); none when switched off."""
+    block = conditioned_block(params)
+    return [t for t in TASKS if t in block["tasks"]] if block else []
+
+
+def task_sets(block: Mapping) -> list[tuple[int, int]]:
+    """(NFE, repeat) of every sample set of each (task, method): Table 2's NFEs with its repeats,
+    Table 3's with its own; an NFE in both gets the larger count."""
+    sets = {(n, r) for table in ("table2", "table3") for n in block[table]["nfe"]
+            for r in range(block[table]["repeats"])}
+    return sorted(sets)
+
+
+def resolve_task(params: Mapping, task: str, method: str) -> dict:
+    """The full config of one (task, method) of ``conditioned_methods``: keys task, channels,
+    cond_channels, resolution, metric, data (what ``ddm.tasks`` draws: size, n_train, n_test,
+    seed, and scale for super-resolution), model (UNet keys + condition encoder keys), train,
+    method and sampling (as :func:`resolve`; inpainting adds ``paste_known``)."""
+    block = conditioned_block(params)
+    if block is None:
+        raise ConfigError(f"params.yaml: conditioned is off or conditioned_presets has no '{params['preset']}' "
+                          "entry: set conditioned: true and describe the preset's tasks")
+    if task not in block["tasks"]:
+        raise ConfigError(f"unknown task '{task}' (allowed: {', '.join(task_names(params))})")
+    methods = params.get("conditioned_methods", {})
+    if method not in methods:
+        raise ConfigError(f"unknown conditioned method '{method}' (allowed: {', '.join(sorted(methods))})")
+    t = block["tasks"][task]
+    data = {**TASK_DEFAULTS, **TASK_ONLY.get(task, {}), **{k: v for k, v in t.items() if k not in ("model", "train")}}
+    parts = _method_parts(params, methods[method], {})
+    if "paste_known" in data:
+        parts["sampling"]["paste_known"] = data.pop("paste_known")
+    cfg = {
+        "task": task, **{k: TASKS[task][k] for k in ("channels", "cond_channels", "metric")},
+        "resolution": t["size"], "data": {**data, "seed": params["seed"]},
+        "model": {**COND_MODEL_DEFAULTS, **copy.deepcopy(block["model"]), **copy.deepcopy(t.get("model", {}))},
+        "train": {**copy.deepcopy(block["train"]), **copy.deepcopy(t.get("train", {})), "seed": params["seed"]},
+        **parts,
+    }
+    m, s = cfg["method"], cfg["sampling"]
+    msg = fit_error(s["sampler"], s["grid"], m["process"], m.get("ht"), s.get("final_step", "paper"))
+    if msg:
+        raise ConfigError(f"params.yaml: conditioned_methods/{method}: {msg}")
     return cfg
 
 

@@ -12,6 +12,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import Tensor, nn
 
+from ddm.conditioning import bind
 from ddm.nets import UNet
 from ddm.process import Process
 from ddm.registry import PROCESSES, get_sampler, grid_options, make_grid
@@ -76,17 +77,22 @@ def build(cfg: Mapping) -> Experiment:
 
 @torch.no_grad()
 def generate(exp: Experiment, net: nn.Module, nfe: int, seeds: list[int], *, batch_size: int = 500,
-             device: str | torch.device = "cpu", callback=None) -> Tensor:
-    """Samples in the model's range, one per seed, in batches (pixels independent of batch size)."""
+             device: str | torch.device = "cpu", callback=None, cond: Tensor | None = None) -> Tensor:
+    """Samples in the model's range, one per seed, in batches (pixels independent of batch size).
+    ``cond`` (one condition per seed, a conditioned network's): sample i sees ``cond[i]``
+    (``ddm.conditioning.bind``), so every method given the same seeds sees the same conditions."""
     shape = (exp.cfg["channels"], exp.cfg["resolution"], exp.cfg["resolution"])
     grid = exp.grid(nfe)
     final = exp.cfg["sampling"].get("final_step", "paper")
     options = {} if final == "paper" else {"final_step": final}  # only DDM and EM samplers have one
+    if cond is not None and len(cond) != len(seeds):
+        raise ValueError(f"{len(cond)} conditions for {len(seeds)} seeds: give one condition per sample")
     out = []
     for i in range(0, len(seeds), batch_size):
         rng = SampleRNG(seeds[i : i + batch_size], device)
         noise = exp.process.prior_sample(rng, shape)
-        out.append(exp.sampler(net, exp.process, noise, grid, rng=rng, clip=exp.cfg["sampling"]["clip"],
+        model = net if cond is None else bind(net, cond[i : i + batch_size].to(device))
+        out.append(exp.sampler(model, exp.process, noise, grid, rng=rng, clip=exp.cfg["sampling"]["clip"],
                                callback=callback, **options).cpu())
     return torch.cat(out)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, IO
 
 __all__ = ["atomic_write", "make_temp_dir", "save_torch", "save_json", "save_text", "file_checksum", "TMP_PREFIX",
-           "CHUNK", "InputError", "check_input_file", "load_torch"]
+           "CHUNK", "InputError", "check_input_file", "load_torch", "utc_timestamp"]
 
 #: Prefix of the temporary files (a writer killed mid-write may leave one; never a target).
 TMP_PREFIX = ".tmp-"
@@ -161,3 +161,12 @@ def file_checksum(path: str | os.PathLike, algo: str = "sha256", *, memo: bool =
         return _digest(p, algo)
     st = os.stat(p)
     return _digest_memo(p, algo, st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def utc_timestamp(seconds: float | None = None) -> str:
+    """UTC time as ``2026-11-30T06:25:13Z`` (now, or ``seconds`` since the epoch): the
+    ``computed_at`` field of a metric file (``ddm evaluate``)."""
+    from datetime import datetime, timezone
+
+    when = datetime.now(timezone.utc) if seconds is None else datetime.fromtimestamp(seconds, timezone.utc)
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -23,6 +23,7 @@ import torch
 
 from ddm.config import all_methods, model_of
 from ddm.registry import GRIDS, SAMPLERS
+from ddm.io import utc_timestamp
 from ddm.resources import PUBLISHED_CSV, TABLES_TEMPLATE
 from ddm.roles import table_rows
 from ddm.stats import mark_best, summarize
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["PUBLISHED_CSV", "TABLES_TEMPLATE", "RECORD_COLUMNS", "metric_records", "records_csv", "read_records_csv",
-           "summarize_records", "collect", "render_tables", "fid_plot", "sample_grid", "fig3_plot", "convergence_plot", "format_params", "x0_mse_curve", "METHOD_LABELS"]
+           "summarize_records", "collect", "collect_conditioned", "render_tables", "task_figure", "fid_plot", "sample_grid", "fig3_plot", "convergence_plot", "format_params", "x0_mse_curve", "METHOD_LABELS"]
 
 #: Table 1 labels of the methods this project trains.
 METHOD_LABELS = {"ddm": "DDM (ours)", "ddpm": "DDPM (VP-SDE, EM)", "sde": "SDE (VE-SDE, EM)",
@@ -113,12 +114,12 @@ def summarize_records(records: pd.DataFrame) -> pd.DataFrame:
         table.groupby(list(GROUP_KEYS), sort=True)["num_samples"].first())
 
 
-def _markers(results: Mapping, rows: list[str]) -> dict:
+def _markers(results: Mapping, rows: list[str], lower_is_better: bool = True) -> dict:
     """Per NFE column: best vs second best of ``rows`` (Table 1's markers)."""
     columns = {}
     for nfe in sorted({int(n) for m in rows for n in results[m]}):
         group = {m: results[m][str(nfe)]["values"] for m in rows if str(nfe) in results[m]}
-        mb = mark_best(group)
+        mb = mark_best(group, lower_is_better=lower_is_better)
         columns[str(nfe)] = {k: mb[k] for k in ("best", "second", "marker", "p", "t", "test", "reason")}
     return columns
 
@@ -169,6 +170,68 @@ def collect(paths: Iterable[Path] | pd.DataFrame, params: Mapping, model_params:
     return out
 
 
+# -- conditioned generation (Tables 2 and 3) ------------------------------------------------
+#: Row labels of the conditioned methods (a ``label:`` in params.yaml replaces them).
+TASK_METHOD_LABELS = {"ddm": "DDM", "ddpm": "DDPM"}
+#: Per task: its column title, metric label, decimals, and the paper's dataset (published.csv).
+TASK_COLUMNS = {
+    "saliency": {"title": "Saliency detection", "metric": r"MAE$\downarrow$", "digits": 4, "paper": "duts"},
+    "super_resolution": {"title": "Super-resolution", "metric": r"PSNR$\uparrow$", "digits": 2, "paper": "div2k"},
+    "inpainting": {"title": "Image inpainting", "metric": r"FID$\downarrow$", "digits": 2, "paper": "celebahq256"},
+}
+#: Labels of the trivial references (``ddm.conditioned.task_references``).
+REFERENCE_LABELS = {"all_background": "All background", "bicubic": "Bicubic", "mean_fill": "Mean-colour fill",
+                    "test_images": "Test images (real)"}
+
+
+def _task_results(metric_paths: Iterable[Path]) -> dict:
+    """task -> method -> NFE -> mean +- std of the per-sample-set files of ``ddm evaluate-task``."""
+    values: dict = defaultdict(list)
+    for p in sorted(Path(p) for p in metric_paths):
+        with open(p) as f:
+            r = json.load(f)
+        values[r["task"], r["method"], int(r["nfe"])].append((int(r["repeat"]), float(r["value"]), r["num_samples"]))
+    out: dict = defaultdict(lambda: defaultdict(dict))
+    for (task, method, nfe), rows in sorted(values.items()):
+        vals = [v for _, v, _ in sorted(rows)]
+        s = summarize(vals)
+        out[task][method][str(nfe)] = {"values": vals, "mean": s["mean"], "std": s["std"] if s["n"] > 1 else None,
+                                       "n": s["n"], "num_samples": rows[0][2]}
+    return {t: dict(by_method) for t, by_method in out.items()}
+
+
+def collect_conditioned(metric_paths: Iterable[Path], reference_paths: Iterable[Path], params: Mapping) -> dict:
+    """The ``conditioned`` section of reports/metrics.json (Tables 2 and 3): per task its metric,
+    mean +- std per (method, NFE) over the repeated sample sets, Table 1's markers per NFE column
+    (best vs second best of the measured methods; higher is better for PSNR) and the trivial
+    references; the methods' row labels and the NFEs of the two tables."""
+    from ddm.config import TASKS, conditioned_block
+
+    block = conditioned_block(params) or {}
+    results = _task_results(metric_paths)
+    methods = [m for m in params.get("conditioned_methods", {}) if any(m in r for r in results.values())]
+    tasks = {}
+    for task in [t for t in TASKS if t in results]:
+        res = results[task]
+        rows = [m for m in methods if m in res]
+        t = block.get("tasks", {}).get(task, {})
+        tasks[task] = {"metric": TASKS[task]["metric"], "higher_is_better": TASKS[task]["higher_is_better"],
+                       "size": t.get("size"), "scale": t.get("scale", 4) if task == "super_resolution" else None,
+                       "results": res, "markers": _markers(res, rows, not TASKS[task]["higher_is_better"]),
+                       "references": {}}
+    for p in sorted(Path(p) for p in reference_paths):
+        with open(p) as f:
+            r = json.load(f)
+        if r["task"] in tasks:
+            tasks[r["task"]]["references"] = dict(r["references"])
+    entries = params.get("conditioned_methods", {})
+    nfes = sorted({int(n) for r in results.values() for by in r.values() for n in by})
+    return {"methods": methods, "labels": {m: entries[m].get("label") or TASK_METHOD_LABELS.get(m, latex_escape(m))
+                                           for m in methods},
+            "table2_nfe": block.get("table2", {}).get("nfe", nfes), "table3_nfe": block.get("table3", {}).get("nfe", nfes),
+            "tasks": tasks}
+
+
 # -- LaTeX ----------------------------------------------------------------------------------
 def _env():
     """The jinja2 environment of the package's templates (ddm/templates: ``TABLES_TEMPLATE``'s
@@ -185,16 +248,17 @@ def _env():
     )
 
 
-def _cell(res: Mapping | None, marker: str | None = None) -> str:
+def _cell(res: Mapping | None, marker: str | None = None, digits: int = 2) -> str:
+    """``mean`` (``digits`` decimals) with Table 1's marker and `` $\\pm$ std`` (one decimal more)."""
     if res is None:
         return "--"
-    text = f"{res['mean']:.2f}"
+    text = f"{res['mean']:.{digits}f}"
     if marker == "significant":
         text = r"\textbf{" + text + r"}\sigmark"
     elif marker == "not_significant":
         text = r"\textbf{" + text + r"}\nsmark"
     if res.get("std") is not None:
-        text += rf" $\pm$ {res['std']:.3f}"
+        text += rf" $\pm$ {res['std']:.{digits + 1}f}"
     return text
 
 
@@ -260,8 +324,10 @@ def render_tables(metrics: Mapping, published_csv: Path = PUBLISHED_CSV) -> str:
             "samplers": "; ".join(d.get("samplers", {}).values()),
             "table4": t4, "t4_nfes": t4_nfes, "table5": t5,
         })
-    return _env().get_template(TABLES_TEMPLATE.name).render(datasets=datasets, preset=metrics["preset"],
-                                                        ht=metrics["ht"], provenance=provenance_text(metrics.get("provenance")))
+    cond = metrics.get("conditioned")
+    return _env().get_template(TABLES_TEMPLATE.name).render(
+        datasets=datasets, preset=metrics["preset"], ht=metrics["ht"], provenance=provenance_text(metrics.get("provenance")),
+        table2=_table2(cond, published) if cond else None, table3=_table3(cond, published) if cond else None)
 
 
 def _ablation_tables(metrics: Mapping, res: Mapping) -> tuple[list[dict], list[int], list[dict]]:
@@ -277,6 +343,79 @@ def _ablation_tables(metrics: Mapping, res: Mapping) -> tuple[list[dict], list[i
     t5 = [{"group": r["group"], "label": r["label"], "cell": _cell(res[r["method"]].get("10")) if r["method"] in res
            else "--"} for r in t5_rows] if measured else []
     return t4, t4_nfes, t5
+
+
+def _task_order(cond: Mapping) -> list[str]:
+    """The measured tasks in the paper's column order (saliency, super-resolution, inpainting)."""
+    return [t for t in TASK_COLUMNS if t in cond["tasks"]]
+
+
+def _task_cell(cond: Mapping, task: str, method: str, nfe: int) -> str:
+    t = cond["tasks"][task]
+    column = t["markers"].get(str(nfe), {})
+    marker = column.get("marker") if column.get("best") == method else None
+    return _cell(t["results"].get(method, {}).get(str(nfe)), marker, TASK_COLUMNS[task]["digits"])
+
+
+def _reported(published: list[dict], table: str, task: str) -> list[tuple[str, int, float]]:
+    """(method, NFE, value) of the paper's rows of ``table`` on the task's dataset (published.csv)."""
+    ds = TASK_COLUMNS[task]["paper"]
+    return [(r["method"], int(r["nfe"]), float(r["value"])) for r in published if r["table"] == table and r["dataset"] == ds]
+
+
+def _table2(cond: Mapping, published: list[dict]) -> dict:
+    """Table 2: one (method, value) column pair per task; rows: the measured methods at Table 2's
+    NFEs, the trivial references, the paper's reported rows (its DDPM/DDM and the state of the art)."""
+    from itertools import zip_longest
+
+    tasks = _task_order(cond)
+    digits = {t: TASK_COLUMNS[t]["digits"] for t in tasks}
+    measured = [[(f"{cond['labels'][m]}-{n} step", _task_cell(cond, t, m, n)) for t in tasks]
+                for m in cond["methods"] for n in cond["table2_nfe"]]
+    refs = [[(REFERENCE_LABELS.get(k, latex_escape(k)), f"{v:.{digits[t]}f}")
+             for k, v in cond["tasks"][t]["references"].items()] for t in tasks]
+    reported = [[(latex_escape(m) + (f"-{n} step (paper)" if n else "") + r"\reported{}", f"{v:.{digits[t]}f}")
+                 for m, n, v in _reported(published, "2", t)] for t in tasks]
+    blank = ("", "")
+
+    def pad(columns):
+        return [list(row) for row in zip_longest(*columns, fillvalue=blank)]
+
+    return {"tasks": [{"title": TASK_COLUMNS[t]["title"], "metric": TASK_COLUMNS[t]["metric"]} for t in tasks],
+            "measured": measured, "references": pad(refs), "reported": pad(reported), "caption": _task_caption(cond)}
+
+
+def _table3(cond: Mapping, published: list[dict]) -> dict:
+    """Table 3: the measured methods (and the paper's DDPM/DDM rows) at Table 3's NFEs, per task."""
+    tasks, nfes = _task_order(cond), cond["table3_nfe"]
+    rows = [{"label": cond["labels"][m], "cells": [_task_cell(cond, t, m, n) for t in tasks for n in nfes]}
+            for m in cond["methods"]]
+    paper: dict = defaultdict(dict)
+    for t in tasks:
+        for m, n, v in _reported(published, "3", t):
+            paper[m][t, n] = f"{v:.{TASK_COLUMNS[t]['digits']}f}"
+    reported = [{"label": latex_escape(m) + r" (paper)\reported{}", "cells": [cells.get((t, n), "--") for t in tasks for n in nfes]}
+                for m, cells in paper.items() if {(t, n) for t in tasks for n in nfes} & set(cells)]
+    return {"tasks": [{"title": TASK_COLUMNS[t]["title"], "metric": TASK_COLUMNS[t]["metric"]} for t in tasks],
+            "nfes": nfes, "rows": rows, "reported": reported}
+
+
+def _task_caption(cond: Mapping) -> str:
+    """What the embedded tasks are and how they are scored, for Table 2's caption."""
+    parts = []
+    for task, t in ((k, cond["tasks"][k]) for k in _task_order(cond)):
+        n = next(iter(next(iter(t["results"].values())).values()))["num_samples"]
+        size = f"{t['size']}$\\times${t['size']}, " if t.get("size") else ""
+        parts.append({
+            "saliency": f"saliency detection MAE$\\downarrow$ (shapes and digits on textures, {size}{n} test images; "
+                        "stands in for DUTS)",
+            "super_resolution": f"$\\times${t.get('scale') or 4} super-resolution PSNR$\\uparrow$ (Y channel, "
+                                f"{t.get('scale') or 4}-pixel border cropped; photo patches, {size}{n} test patches; "
+                                "stands in for DIV2K)",
+            "inpainting": f"inpainting FID$\\downarrow$ (digits with LaMa-distributed holes, {size}{n} test digits, "
+                          "digits-classifier features against the training digits; stands in for CelebA-HQ)",
+        }[task])
+    return "; ".join(parts)
 
 
 def format_params(n: int) -> str:
@@ -338,6 +477,41 @@ def sample_grid(samples: Path, title: str, out: Path, n: int = 64) -> Path:
     plt.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
     plt.axis("off")
     plt.title(title, fontsize=9)
+    return _save(fig, out, bbox_inches="tight")
+
+
+def _rgb(x: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, C, H, W) with C in 1..3 -> float RGB in [0, 1] (grey repeated; 2 channels: the first)."""
+    x = x.float() / 255
+    return x[:, :1].repeat(1, 3, 1, 1) if x.shape[1] != 3 else x
+
+
+def task_condition(split: Mapping) -> torch.Tensor:
+    """What a task's condition looks like, as RGB in [0, 1]: the composite (saliency), the bicubic
+    up-sampled image (super-resolution), the digit with its holes in red (inpainting)."""
+    if "mask_uint8" in split:
+        return _rgb(split["image_uint8"])
+    if "cond_uint8" in split:
+        return _rgb(split["cond_uint8"])
+    red = torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1)
+    return torch.where(split["mask"].bool(), red, _rgb(split["image_uint8"]))
+
+
+def task_figure(split: Mapping, samples: list[torch.Tensor], labels: list[str], out: Path, n: int = 8) -> Path:
+    """condition | one column per sample file | target, for the first ``n`` test examples."""
+    from torchvision.utils import make_grid
+
+    target = split["mask_uint8"] if "mask_uint8" in split else split["hr_uint8"] if "hr_uint8" in split else split["image_uint8"]
+    columns = [task_condition(split)[:n], *[_rgb(x[:n]) for x in samples], _rgb(target[:n])]
+    rows = torch.stack(columns, dim=1).flatten(0, 1)  # row-major: example i, then its columns
+    grid = make_grid(rows, nrow=len(columns), padding=1, pad_value=0.5)
+    plt = _pyplot()
+    names = ["condition", *labels, "target"]
+    fig = plt.figure(figsize=(1.1 * len(columns) + 0.5, 1.1 * min(n, len(target)) + 0.6))
+    plt.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
+    width = grid.shape[2] / len(columns)
+    plt.xticks([(i + 0.5) * width for i in range(len(columns))], names, fontsize=7, rotation=20)
+    plt.yticks([])
     return _save(fig, out, bbox_inches="tight")
 
 
@@ -406,15 +580,6 @@ def latex_escape(text: str) -> str:
     return "".join(_LATEX_SPECIAL.get(c, c) for c in str(text))
 
 
-def utc_timestamp(seconds: float | None = None) -> str:
-    """UTC time as ``2026-11-30T06:25:13Z`` (now, or ``seconds`` since the epoch): the
-    ``computed_at`` field of a metric file (``ddm evaluate``)."""
-    from datetime import datetime, timezone
-
-    when = datetime.now(timezone.utc) if seconds is None else datetime.fromtimestamp(seconds, timezone.utc)
-    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def git_state(folder: str | Path = ".") -> dict:
     """``{"commit": HEAD's sha or None, "dirty": tracked changes outside PIPELINE_TRACKED}``
     (as ``git describe --dirty``; both None outside a git repository or without git)."""
@@ -438,21 +603,24 @@ def git_state(folder: str | Path = ".") -> dict:
     return {"commit": head.strip(), "dirty": None if status is None else bool(status.strip())}
 
 
-def params_hash(params: Mapping, pairs: Iterable[tuple[str, str]]) -> str:
+def params_hash(params: Mapping, pairs: Iterable[tuple[str, str]], task_pairs: Iterable[tuple[str, str]] = ()) -> str:
     """Short sha256 of what the numbers depend on in params.yaml: the preset's dataset blocks
-    and the resolved config (training and sampling) of every measured (dataset, method)."""
+    and the resolved config (training and sampling) of every measured (dataset, method); with
+    ``task_pairs`` (the conditioned tasks), also every measured (task, method)'s resolved config."""
     import hashlib
 
-    from ddm.config import ConfigError, resolve
+    from ddm.config import ConfigError, resolve, resolve_task
 
-    def resolved(d: str, m: str) -> dict | None:  # None: params.yaml does not describe this pair
+    def resolved(how, d: str, m: str) -> dict | None:  # None: params.yaml does not describe this pair
         try:
-            return resolve(params, d, m)
+            return how(params, d, m)
         except ConfigError:
             return None
 
     blob = {"preset": params["presets"][params["preset"]],
-            "methods": {f"{d}/{m}": resolved(d, m) for d, m in sorted(set(pairs))}}
+            "methods": {f"{d}/{m}": resolved(resolve, d, m) for d, m in sorted(set(pairs))}}
+    if task_pairs:  # only then: the hash of a run without conditioned tasks stays what it was
+        blob["tasks"] = {f"{t}/{m}": resolved(resolve_task, t, m) for t, m in sorted(set(task_pairs))}
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -468,19 +636,23 @@ def package_versions(names: Iterable[str] = PROVENANCE_PACKAGES) -> dict:
     return out
 
 
-def provenance(paths: Iterable[Path], params: Mapping, folder: str | Path = ".") -> dict:
+def provenance(paths: Iterable[Path], params: Mapping, folder: str | Path = ".", task_paths: Iterable[Path] = ()) -> dict:
     """Where the numbers of reports/metrics.json come from: git commit (and whether the work
     tree differed from it), hash of the resolved params, when the FIDs were computed (the metric
     files' ``computed_at``, else their modification time: both set by ``ddm evaluate``, never
-    the clock of this call) and the versions of PROVENANCE_PACKAGES."""
-    stamps, pairs = [], []
-    for p in sorted(Path(p) for p in paths):
+    the clock of this call) and the versions of PROVENANCE_PACKAGES. ``task_paths``: the files of
+    ``ddm evaluate-task`` (Tables 2 and 3), counted in the dates and the params hash."""
+    stamps, pairs, task_pairs = [], [], []
+    for p in sorted(Path(p) for p in [*paths, *task_paths]):
         with open(p) as f:
             r = json.load(f)
         stamps.append(r.get("computed_at") or utc_timestamp(p.stat().st_mtime))
-        pairs.append((r["dataset"], r["method"]))
+        if "dataset" in r:
+            pairs.append((r["dataset"], r["method"]))
+        elif "method" in r:  # a task's reference.json names no method
+            task_pairs.append((r["task"], r["method"]))
     git = git_state(folder)
-    return {"git_commit": git["commit"], "git_dirty": git["dirty"], "params_hash": params_hash(params, pairs),
+    return {"git_commit": git["commit"], "git_dirty": git["dirty"], "params_hash": params_hash(params, pairs, task_pairs),
             "computed_first": min(stamps, default=None), "computed_last": max(stamps, default=None),
             "versions": package_versions()}
 
@@ -507,7 +679,8 @@ def provenance_text(prov: Mapping | None) -> dict | None:
 #: Debian packages that give pdflatex and what reports/report.tex.j2 uses.
 LATEX_PACKAGES = "texlive-latex-base texlive-latex-recommended texlive-fonts-recommended"
 _FIGURE = re.compile(r"^(?:fid_vs_nfe_(?P<fid>[a-z0-9]+)|fig3_(?P<fig3>[a-z0-9]+)|convergence_(?P<conv>[a-z0-9]+)"
-                     r"|samples_(?P<ds>[a-z0-9]+)_(?P<method>[a-z][a-z0-9_]*)_nfe(?P<nfe>\d+))\.png$")
+                     r"|samples_(?P<ds>[a-z0-9]+)_(?P<method>[a-z][a-z0-9_]*)_nfe(?P<nfe>\d+)"
+                     r"|tasks_(?P<task>[a-z_]+))\.png$")
 
 
 class ReportError(RuntimeError):
@@ -527,14 +700,17 @@ def no_latex_message(out: str | Path) -> str:
 def report_pages(figures: Iterable[str | Path]) -> list[dict]:
     """The report's figure pages, from the figure files the pipeline made: per dataset, FID
     against NFE, FID against training step, one page of sample grids per method (NFEs left to
-    right) and Fig. 3; then any other figure, captioned with its file name."""
-    fid, fig3, conv, grids, other = {}, {}, {}, defaultdict(dict), []
+    right) and Fig. 3; one page per conditioned task; then any other figure, captioned with its
+    file name."""
+    fid, fig3, conv, grids, other, tasks = {}, {}, {}, defaultdict(dict), [], {}
     for f in map(Path, figures):
         if f.suffix.lower() not in (".png", ".pdf", ".jpg", ".jpeg"):
             raise ReportError(f"{f}: not a figure pdflatex can include (PNG, PDF or JPEG)")
         m = _FIGURE.match(f.name)
-        if not m:
+        if not m or (m["task"] and m["task"] not in TASK_COLUMNS):
             other.append(f.name)
+        elif m["task"]:
+            tasks[m["task"]] = f.name
         elif m["fid"] or m["fig3"] or m["conv"]:
             (fid if m["fid"] else fig3 if m["fig3"] else conv)[m["fid"] or m["fig3"] or m["conv"]] = f.name
         else:
@@ -556,6 +732,9 @@ def report_pages(figures: Iterable[str | Path]) -> list[dict]:
         if ds in fig3:
             pages.append({"files": [fig3[ds]], "caption": f"Fig.~3 (left) on {name}: MSE between the predicted "
                           r"$x_0$ at each reverse step and the final sample, per model."})
+    pages += [{"files": [tasks[t]], "caption": f"Conditioned generation (Tables 2 and 3), {TASK_COLUMNS[t]['title'].lower()} "
+               "on its embedded stand-in task: one row per test example; left to right the condition, the samples of "
+               "each method at each NFE of Table 2 (sample set 0) and the target."} for t in TASK_COLUMNS if t in tasks]
     pages += [{"files": [f], "caption": latex_escape(f"reports/figures/{f}")} for f in sorted(other)]
     return pages
 

@@ -1,5 +1,5 @@
 """reports/report.pdf, Snakemake's own report, DVC's views and the provenance of every table, on
-the tiny config with every switch on (ablations, long_nfe, solver_study), in a real git
+the tiny config with every switch on (ablations, long_nfe, solver_study, conditioned), in a real git
 repository, with real Snakemake, pdflatex and DVC.
 
 Names LaTeX must see escaped: a Table 1 method with `_` (params.yaml method keys allow only
@@ -33,10 +33,10 @@ needs_poppler = pytest.mark.skipif(shutil.which("pdftotext") is None, reason="no
 
 #: A Table 1 method whose name has underscores (a DDM with linear h_t).
 ODD_METHOD = "ddm_lin_v2"
-#: Published rows for the digits table (NFE 2 and 3 of the tiny config): LaTeX specials in the
+#: Published rows for the digits table (NFE 2 and the long NFE 4 of the tiny config): LaTeX specials in the
 #: method and params columns.
 ODD_REPORTED = "Yun & Lin 100% net_v2 #1"
-PUBLISHED_ROWS = [f'1,digits,{ODD_REPORTED},1M & 5%,{n},{v},"a test row"' for n, v in ((2, 12.34), (3, 5.67))]
+PUBLISHED_ROWS = [f'1,digits,{ODD_REPORTED},1M & 5%,{n},{v},"a test row"' for n, v in ((2, 12.34), (4, 5.67))]
 GIT_ENV = {"GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.org",
            "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.org"}
 RUN_TIMEOUT = 3600
@@ -118,7 +118,7 @@ def test_tables_compile_with_every_switch(full_run, tmp_path):
     from test_report import compile_tables
 
     tex = (full_run.work / "reports/tables.tex").read_text()
-    assert len(captions(tex)) == 4, "Table 1, Table 4, Table 5 and the fair-solver table"
+    assert len(captions(tex)) == 6, "Tables 1-5 and the fair-solver table"
     assert "ddm\\_lin\\_v2 &" in tex, "the method name with underscores, escaped"
     row = next(line for line in tex.splitlines() if line.startswith("Yun"))
     assert row.startswith(r"Yun \& Lin 100\% net\_v2 \#1\reported{}") and r"1M \& 5\%" in row

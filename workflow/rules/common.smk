@@ -8,6 +8,7 @@ import sys
 import yaml
 
 from ddm.config import ConfigError, dataset_names, model_of, resolve  # config validated in the Snakefile
+from ddm.config import TASKS, resolve_task, task_names, task_sets
 from ddm.roles import fid_ablations, fig3_methods, table_rows
 
 def _uses_conda():
@@ -39,9 +40,19 @@ except ConfigError as e:
 with open(workflow.source_path("../phases.yaml")) as _f:
     PHASES = yaml.safe_load(_f)
 
+# Conditioned generation (Tables 2 and 3; workflow/rules/tasks.smk), when `conditioned: true`: the
+# tasks, the methods and the (NFE, repeat) sample sets of each (task, method). The rules are defined
+# either way (their outputs name the sets of the preset's conditioned block, or a placeholder).
+TASK_NAMES = task_names(config)
+TASK_METHODS = list(config.get("conditioned_methods") or {}) if TASK_NAMES else []
+_COND = (config.get("conditioned_presets") or {}).get(config["preset"])
+TASK_SETS = task_sets(_COND) if _COND else [(1, 0)]
+TASK_RULE_METHODS = list(config.get("conditioned_methods") or {}) or ["ddm"]
+
 
 wildcard_constraints:
     dataset="[a-z0-9]+",
+    task="|".join(TASKS),
     method="[a-z][a-z0-9_]*",
     nfe=r"\d+",
     repeat=r"\d+",
@@ -112,8 +123,40 @@ def fig3_files():
     return [f"results/metrics/{d}/fig3.json" for d in DATASETS] if FIG3 else []
 
 
+def task_set_files(folder, ext):
+    """The file of each (NFE, repeat) sample set in a folder of sample-task / evaluate-task."""
+    return [f"{folder}/nfe{n}-r{r}.{ext}" for n, r in TASK_SETS]
+
+
+def task_metric_files():
+    """The files of `ddm evaluate-task`: per sample set, and each task's reference.json."""
+    return [f for t in TASK_NAMES for f in task_metric_outputs(t)]
+
+
+def task_metric_outputs(task):
+    return [*(f for m in TASK_RULE_METHODS for f in task_set_files(f"results/metrics/tasks/{task}/{m}", "json")),
+            f"results/metrics/tasks/{task}/reference.json"]
+
+
+def task_files(phase):
+    """The products of the conditioned tasks in one phase (none when `conditioned` is off)."""
+    pairs = [(t, m) for t in TASK_NAMES for m in TASK_METHODS]
+    if phase == "download":
+        return [f"data/prepared/tasks/{t}/{s}.pt" for t in TASK_NAMES for s in ("train", "test")]
+    if phase == "train":
+        return [f"results/{k}/tasks/{t}/{m}.{e}" for t, m in pairs for k, e in (("models", "pt"), ("curves", "csv"))]
+    if phase == "sample":
+        return [f for t, m in pairs for f in task_set_files(f"results/samples/tasks/{t}/{m}", "pt")]
+    if phase == "evaluate":
+        return task_metric_files()
+    if phase == "tables":
+        return [f"reports/figures/tasks_{t}.png" for t in TASK_NAMES]
+    return []
+
+
 def figure_files():
     files = [f"reports/figures/fid_vs_nfe_{d}.png" for d in DATASETS]
+    files += task_files("tables")
     files += [f"reports/figures/convergence_{d}.png" for d in DATASETS if convergence_methods(d)]
     files += [f"reports/figures/samples_{d}_{m}_nfe{n}.png" for d in DATASETS for m in TABLE1 for n in PRESET[d]["nfe"]]
     files += [f"reports/figures/fig3_{d}.png" for d in DATASETS] if FIG3 else []
@@ -127,6 +170,11 @@ def phase_outputs(phase):
     deleted after a complete run is rebuilt by `snakemake all`, as `dvc status` reports it
     changed. A new rule's outputs join `all` by being listed here, under the rule's phase
     (tests/test_dvc.py fails when a job of `all`'s graph writes a file that is not listed)."""
+    own = _phase_outputs(phase)
+    return own + [f for f in task_files(phase) if f not in own]  # (the tables phase's figures are figure_files)
+
+
+def _phase_outputs(phase):
     if phase == "download":
         return [f"data/prepared/{d}.pt" for d in DATASETS]
     if phase == "reference":
@@ -150,6 +198,11 @@ def phase_outputs(phase):
 def all_outputs():
     """Every product of the pipeline: the phases' outputs, in the order of workflow/phases.yaml."""
     return [f for phase in PHASES for f in phase_outputs(phase)]
+
+
+def task_config(task, method=None):
+    """The resolved config of (task, method) (`ddm.config.resolve_task`; the data block is every method's)."""
+    return resolve_task(config, task, method or TASK_METHODS[0])
 
 
 def record_in_dvc():

@@ -29,6 +29,7 @@ rule stats:
     input:
         metrics=metric_files(),
         models=[f"results/models/{d}/{m}.pt" for d in DATASETS for m in TABLE1],  # the Param column
+        tasks=task_metric_files(),  # Tables 2 and 3 (`conditioned: true`; workflow/rules/tasks.smk)
     output:
         json=report("reports/metrics.json", caption="../report/metrics.rst", category="Tables"),
         csv="reports/metrics.csv",  # the metric files as one table, a row per sample set
@@ -37,13 +38,14 @@ rule stats:
         table1=TABLE1,
         ht=config["ht"],
         rows=lambda wc: TABLE_ROWS,  # the rows of Tables 4 and 5 that metrics.json records (ddm.roles)
+        tasks=lambda wc, input: f"--task-metrics {' '.join(map(shlex.quote, input.tasks))}" if input.tasks else "",
     log:
         "logs/stats.log",
     conda:
         "../envs/ddm.yaml"
     shell:
         "{params.ddm} stats --inputs {input.metrics} --models {input.models} --out {output.json} --csv {output.csv}"
-        " > {log} 2>&1"
+        " {params.tasks} > {log} 2>&1"
 
 
 rule report:

@@ -1,0 +1,181 @@
+"""Conditioned generation in the pipeline: Tables 2 and 3 of the paper (§5.1, §5.3; Fig. 5, §B.2).
+
+The steps ``ddm prepare-task``, ``train-task``, ``sample-task`` and ``evaluate-task`` (rules of
+workflow/rules/tasks.smk) are thin adapters over these functions:
+
+* :func:`make_split` draws a task's split from ``ddm.tasks`` (the embedded stand-ins for DUTS,
+  DIV2K and CelebA-HQ) as a task file (:data:`TASK_FORMAT`): ``target`` and ``cond`` in the model
+  range plus the uint8 fields the metric and the references read.
+* :func:`build_task` makes the experiment of a resolved (task, method) (``ddm.config.resolve_task``):
+  the method's process and objective (DDM's Eq. 10 with x0 = the task's target, or the VP/DDPM
+  baseline's Eq. 4) wrapped in :class:`ddm.conditioning.ConditionedObjective`, and a
+  :class:`ddm.conditioning.CondUNet` of the same backbone for every method. Its model files are
+  those of ``ddm train`` (``ddm.modelfile``), read back by :func:`load_task_model`.
+* :func:`sample_split` draws one sample per test condition with per-sample seeds
+  (``ddm.modelfile.sample_seeds``): every method sees the same conditions, masks and noise seeds.
+* :func:`task_metric` is Table 2's metric of a sample set (saliency MAE, super-resolution PSNR on Y
+  with the scale as crop border, inpainting FID with the digits classifier against the digits'
+  reference statistics); :func:`task_references` gives the trivial references (all-background
+  MAE, bicubic PSNR, FID of the mean-colour fill, and FID of the real test images).
+
+Reading choices (options, named where they are set):
+
+* Train and test splits draw their examples from different seeds (:func:`split_seed`), so no test
+  mask, crop or layout repeats a training one (``ddm.tasks`` seeds examples by (seed, index)).
+* ``paste_known`` (inpainting, default true): the known pixels of the input are pasted over the
+  sample before it is scored, as LaMa's evaluation (Suvorov et al., 2022) composes its outputs.
+* Saliency maps are scored as 8-bit images, (x + 1) / 2 rounded to uint8, as saliency maps are
+  saved and read for DUTS' MAE.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from ddm.conditioning import ConditionedObjective, build_cond_unet
+from ddm.config import TASKS
+from ddm.experiment import Experiment, build, generate
+from ddm.io import InputError, load_torch
+
+__all__ = ["TASK_FORMAT", "SPLITS", "TaskExperiment", "split_seed", "make_split", "load_split", "build_task",
+           "load_task_model", "sample_split", "task_metric", "task_references"]
+
+#: The ``format`` entry of a task file (``ddm prepare-task``).
+TASK_FORMAT = "ddm.task/1"
+SPLITS = ("train", "test")
+#: The fields a task file holds per task (besides format, task, split, data, target, cond).
+_FIELDS = {"saliency": ("image_uint8", "mask_uint8"),
+           "super_resolution": ("hr_uint8", "lr_uint8", "cond_uint8", "scale"),
+           "inpainting": ("image_uint8", "mask", "mean")}
+
+
+def split_seed(seed: int, split: str) -> int:
+    """The seed of a split's examples: 2 seed for train, 2 seed + 1 for test (disjoint draws; a
+    reading choice: the paper's datasets come with fixed splits, §5.1)."""
+    return 2 * int(seed) + (split == "test")
+
+
+def make_split(task: str, split: str, data: Mapping) -> dict:
+    """One split of a task of §5.1 (``ddm.tasks``: the stand-ins for DUTS, DIV2K and CelebA-HQ)
+    as the dict a task file holds: ``data`` is the resolved task block
+    (``resolve_task(...)["data"]``: size, n_train, n_test, seed, scale)."""
+    from ddm import tasks
+
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    n, seed = data["n_train" if split == "train" else "n_test"], split_seed(data["seed"], split)
+    if task == "saliency":
+        d = tasks.saliency_task(split, n=n, size=data["size"], seed=seed)
+    elif task == "super_resolution":
+        d = tasks.sr_task(split, n=n, size=data["size"], scale=data["scale"], seed=seed)
+    elif task == "inpainting":
+        d = tasks.inpainting_task(split, n=n, size=data["size"], seed=seed)
+    else:
+        raise ValueError(f"unknown task {task!r} (allowed: {', '.join(TASKS)})")
+    return {"format": TASK_FORMAT, "task": task, "split": split, "data": dict(data), **d}
+
+
+def load_split(path, task: str, split: str, data: Mapping | None = None) -> dict:
+    """A task file of ``ddm prepare-task``, checked: its format, task, split, fields and (if given)
+    the task block it was drawn with; an ``InputError`` naming the file otherwise."""
+    blob = load_torch(path, "task file", "ddm prepare-task")
+    fields = ("target", "cond", *_FIELDS.get(task, ()))
+    if not isinstance(blob, dict) or blob.get("format") != TASK_FORMAT or any(k not in blob for k in fields):
+        raise InputError(f"task file {path} is not a {task} split written by `ddm prepare-task` ({TASK_FORMAT})")
+    if (blob["task"], blob["split"]) != (task, split):
+        raise InputError(f"task file {path} holds the {blob['split']} split of {blob['task']}; expected the "
+                         f"{split} split of {task}")
+    if data is not None and blob["data"] != dict(data):
+        raise InputError(f"task file {path} was drawn with {blob['data']}, params.yaml now gives {dict(data)}: "
+                         "write it again with `ddm prepare-task` (snakemake does so by itself)")
+    return blob
+
+
+@dataclass
+class TaskExperiment(Experiment):
+    """An :class:`ddm.experiment.Experiment` whose network is a :class:`CondUNet`
+    (``model_kwargs``: the UNet keys plus cond_channels and the encoder keys) and whose objective
+    reads the condition from the packed data (``ddm.conditioning.pack``)."""
+
+    def make_model(self) -> nn.Module:
+        return build_cond_unet(self.model_kwargs)
+
+
+def build_task(cfg: Mapping) -> TaskExperiment:
+    """The experiment of a resolved (task, method) (``ddm.config.resolve_task``): the method's
+    process and objective (§5.1: x0 is the task's target), the same CondUNet backbone for every
+    method (Table 2's DDPM rows differ from DDM's only in process and objective)."""
+    exp = build(cfg)
+    model = cfg["model"]
+    kwargs = {**exp.model_kwargs, "cond_channels": cfg["cond_channels"], "encoder": model["encoder"],
+              "encoder_weights": model["encoder_weights"], "cross_attn_resolutions": model["cross_attn_resolutions"]}
+    return TaskExperiment(exp.cfg, exp.process, ConditionedObjective(exp.objective, cfg["channels"]), kwargs)
+
+
+def load_task_model(path, device="cpu") -> tuple[TaskExperiment, nn.Module]:
+    """(TaskExperiment, EMA network in eval mode) of a model file of ``ddm train-task`` (the EMA
+    weights, §B.3)."""
+    from ddm.modelfile import read_model
+
+    blob = read_model(path)
+    if "task" not in blob["cfg"]:
+        raise InputError(f"model file {path} is not a conditioned model (it was written by `ddm train`, "
+                         "not `ddm train-task`)")
+    try:
+        exp = build_task(blob["cfg"])
+        net = build_cond_unet(blob["model_kwargs"])
+        net.load_state_dict(blob["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise InputError(f"model file {path}: its config and weights do not make a conditioned model "
+                         f"({type(e).__name__}: {first}): train it again with `ddm train-task`") from None
+    return exp, net.to(device).eval()
+
+
+def sample_split(exp: TaskExperiment, net: nn.Module, split: Mapping, nfe: int, seeds: list[int], *,
+                 batch_size: int = 256, device: str | torch.device = "cpu") -> Tensor:
+    """uint8 samples (N, C, R, R) for Tables 2 and 3, sample i conditioned on ``split["cond"][i]``
+    with seed ``seeds[i]`` (the method's own sampler at ``nfe`` steps, §5.3). Inpainting with
+    ``paste_known`` (default; LaMa's evaluation): the known pixels of the input."""
+    from ddm.data import to_uint8
+
+    x = generate(exp, net, nfe, seeds, batch_size=batch_size, device=device, cond=split["cond"])
+    out = to_uint8(x.clamp(-1, 1))
+    if exp.cfg["sampling"].get("paste_known"):
+        out = torch.where(split["mask"].bool(), out, split["image_uint8"])
+    return out
+
+
+def task_metric(task: str, samples: Tensor, split: Mapping, fid: Callable[[Tensor], dict] | None = None) -> float:
+    """Table 2's metric of uint8 samples of the test split: saliency MAE against the object masks,
+    super-resolution PSNR (Y channel, ``scale`` pixels cropped at each border), inpainting FID
+    (``fid``: uint8 images -> ``ddm.metrics.fid``'s dict)."""
+    from ddm.metrics import mae, psnr
+
+    if tuple(samples.shape) != tuple(split["target"].shape):
+        raise InputError(f"samples of shape {tuple(samples.shape)} do not match the {task} test split "
+                         f"{tuple(split['target'].shape)}")
+    if task == "saliency":
+        return mae(samples, split["mask_uint8"])
+    if task == "super_resolution":
+        return psnr(samples, split["hr_uint8"], crop_border=int(split["scale"]))
+    return float(fid(samples)["fid"])
+
+
+def task_references(task: str, split: Mapping, fid: Callable[[Tensor], dict] | None = None) -> dict[str, float]:
+    """The trivial references of Table 2 on the test split: saliency ``all_background`` (MAE of an
+    empty mask), super-resolution ``bicubic`` (PSNR of bicubic up-sampling), inpainting
+    ``mean_fill`` (FID of the holes filled with the training mean) and ``test_images`` (FID of the
+    complete test images: what a perfect inpainting scores against the training statistics)."""
+    from ddm import tasks
+
+    if task == "saliency":
+        return {"all_background": tasks.all_background_mae(split["mask_uint8"])}
+    if task == "super_resolution":
+        return {"bicubic": tasks.bicubic_psnr(split)}
+    filled = tasks.mean_fill(split["image_uint8"], split["mask"], split["mean"])
+    return {"mean_fill": float(fid(filled)["fid"]), "test_images": float(fid(split["image_uint8"])["fid"])}
