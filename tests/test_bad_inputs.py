@@ -180,6 +180,7 @@ def _write_params_variants(work: Path) -> None:
     misfit["methods"]["ddpm"]["sampler"] = "ddm"
     (cfg / "misfit.yaml").write_text(yaml.safe_dump(misfit, sort_keys=False))
     folder = copy.deepcopy(base)
+    folder["conditioned"] = False  # the conditioned tasks need the digits block
     folder["presets"]["embedded"] = {"imagefolder": {**base["presets"]["embedded"]["digits"],
                                                       "source": "no-such-folder"}}
     (cfg / "imagefolder.yaml").write_text(yaml.safe_dump(folder, sort_keys=False))

@@ -334,7 +334,8 @@ def imagefolder_params(source: str) -> dict:
     """The tiny params with the embedded preset's one dataset an image folder at ``source``."""
     block = {**tiny_params()["presets"]["embedded"]["digits"], "source": source}
     block["fid"] = {**block["fid"], "extractor": "inception-v3-compat"}
-    return {"presets.embedded.digits": DELETE, "presets.embedded.imagefolder": block}
+    return {"presets.embedded.digits": DELETE, "presets.embedded.imagefolder": block,
+            "conditioned": False}  # the conditioned tasks need the digits block
 
 
 def planned(output: str) -> dict[str, list[str]]:

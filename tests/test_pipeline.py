@@ -278,7 +278,7 @@ def test_failing_rule_leaves_no_partial_output(tiny_run_copy):
 
 
 def test_missing_image_source_fails_in_prepare(workdir_factory):
-    params = tiny_params()
+    params = {**tiny_params(), "conditioned": False}  # the conditioned tasks need the digits block
     block = params["presets"]["embedded"].pop("digits")
     params["presets"]["embedded"]["imagefolder"] = {**block, "source": "no-such-folder"}
     work = workdir_factory()
@@ -301,7 +301,7 @@ CIFAR10_SHA256 = "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001
 
 
 def _cifar10_workdir(workdir_factory) -> Path:
-    params = tiny_params()
+    params = {**tiny_params(), "conditioned": False}  # the conditioned tasks need the digits block
     block = params["presets"]["embedded"].pop("digits")
     params["presets"]["embedded"]["cifar10"] = {**block, "resolution": 32}
     work = workdir_factory()
