@@ -459,6 +459,7 @@ def test_a_label_makes_a_table5_row_of_any_change(params):
 # --------------------------------------------------------------------------- LaTeX
 DOC = r"""\documentclass{article}
 \usepackage{amssymb}
+\usepackage{graphicx}
 \begin{document}
 \input{tables.tex}
 \end{document}

@@ -109,7 +109,8 @@ def pdf_pages(pdf: Path) -> int:
 
 
 def captions(tex: str) -> list[str]:
-    return re.findall(r"\\caption\{(.*?)\n\\begin\{tabular\}", tex, flags=re.S)
+    """Each table's caption (Tables 2 and 3 put a \\resizebox between it and the tabular)."""
+    return re.findall(r"\\caption\{(.*?)\n(?:\\resizebox\{[^\n]*\n)?\\begin\{tabular\}", tex, flags=re.S)
 
 
 # --------------------------------------------------------------------------- tables.tex
@@ -184,13 +185,16 @@ def test_provenance_names_the_commit_params_dates_and_versions(full_run):
     prov = json.loads((work / "reports/metrics.json").read_text())["provenance"]
     assert prov["git_commit"] == full_run.commit and prov["git_dirty"] is False
     results = json.loads((work / "reports/metrics.json").read_text())["datasets"]
-    records = [r for r in (json.loads(p.read_text()) for p in sorted((work / "results/metrics").rglob("nfe*-r*.json")))
-               if str(r["nfe"]) in results[r["dataset"]]["results"].get(r["method"], {})]
+    files = [json.loads(p.read_text()) for p in sorted((work / "results/metrics").rglob("*.json"))]
+    records = [r for r in files if "dataset" in r and "nfe" in r
+               and str(r["nfe"]) in results[r["dataset"]]["results"].get(r["method"], {})]
+    tasks = [r for r in files if "task" in r]  # Tables 2 and 3: sample sets and references
     assert len(records) == sum(v["n"] for d in results.values() for m in d["results"].values() for v in m.values())
-    stamps = sorted(r["computed_at"] for r in records)
+    stamps = sorted(r["computed_at"] for r in records + tasks)
     assert (prov["computed_first"], prov["computed_last"]) == (stamps[0], stamps[-1])
     assert prov["params_hash"] == params_hash(load_params(work / "params.yaml"),
-                                              [(r["dataset"], r["method"]) for r in records])
+                                              [(r["dataset"], r["method"]) for r in records],
+                                              [(r["task"], r["method"]) for r in tasks if "method" in r])
     assert prov["versions"] == package_versions() and set(prov["versions"]) == {"torch", "snakemake", "dvc", "torch-fidelity"}
 
     tex = (work / "reports/tables.tex").read_text()

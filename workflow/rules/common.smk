@@ -205,6 +205,41 @@ def task_config(task, method=None):
     return resolve_task(config, task, method or TASK_METHODS[0])
 
 
+# -- conditioned tasks (workflow/rules/tasks.smk) ----------------------------------------
+def task_training_config(wc):
+    """What training reads of the (task, method)'s resolved config, as JSON (a change retrains)."""
+    cfg = task_config(wc.task, wc.method)
+    return json.dumps({k: v for k, v in cfg.items() if k != "sampling"}, sort_keys=True)
+
+
+def task_sampling_config(wc):
+    return json.dumps(task_config(wc.task, wc.method)["sampling"], sort_keys=True)
+
+
+def task_sets_arg():
+    return " ".join(f"{n}:{r}" for n, r in TASK_SETS)
+
+
+def evaluate_task_inputs(wc):
+    """The test split, every sample file of the task, and for inpainting (FID) the digits' FID files."""
+    inputs = {"data": f"data/prepared/tasks/{wc.task}/test.pt",
+              "samples": [f for m in TASK_METHODS for f in task_set_files(f"results/samples/tasks/{wc.task}/{m}", "pt")]}
+    if TASKS[wc.task]["metric"] == "fid":
+        inputs.update(reference="results/fid/digits/reference.npz", extractor="results/fid/digits/extractor.json")
+    return inputs
+
+
+def figure_samples(wc):
+    """Sample set 0 of every (method, NFE of Table 2), in the order of params.yaml."""
+    return [f"results/samples/tasks/{wc.task}/{m}/nfe{n}-r0.pt" for m in TASK_METHODS for n in _COND["table2"]["nfe"]]
+
+
+def figure_labels(wc):
+    labels = [f"{(config['conditioned_methods'][m].get('label') or m.upper())}, {n} NFE"
+              for m in TASK_METHODS for n in _COND["table2"]["nfe"]]
+    return " ".join(shlex.quote(x) for x in labels)
+
+
 def record_in_dvc():
     """After a successful `snakemake all` in a DVC repository: record every product in dvc.lock
     (`dvc commit -f` of dvc.yaml's stages, one per phase), so that `dvc status` has nothing to do
