@@ -25,17 +25,21 @@ runs, not measured on its own).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from ddm.nets import Downsample, Upsample, num_groups
 
-__all__ = ["KLAutoencoder", "AutoencoderObjective", "reconstruction_psnr", "LOGVAR_INIT"]
+__all__ = ["KLAutoencoder", "AutoencoderObjective", "reconstruction_psnr", "LOGVAR_INIT", "AUTOENCODER_FORMAT",
+           "build_autoencoder", "fit_autoencoder", "save_autoencoder", "load_autoencoder", "encode_images",
+           "decode_latents"]
 
 #: Initial bias of the log-variance output (posterior std about 0.05 at the start).
 LOGVAR_INIT = -6.0
+#: The ``format`` entry of an autoencoder file (``ddm train-autoencoder``).
+AUTOENCODER_FORMAT = "ddm.autoencoder/1"
 
 
 def _norm(c: int) -> nn.GroupNorm:
@@ -205,3 +209,77 @@ def reconstruction_psnr(autoencoder: KLAutoencoder, images: Tensor, batch_size: 
     rec = torch.cat([autoencoder.decode(autoencoder.encode(images[i:i + batch_size]))
                      for i in range(0, images.shape[0], batch_size)])
     return psnr(to_uint8(rec), to_uint8(images), crop_border=0, y_channel=False)
+
+
+# -- the pipeline's autoencoder of a latent task (rule train_autoencoder) -------------------------
+def build_autoencoder(latent: Mapping, channels: int) -> KLAutoencoder:
+    """The :class:`KLAutoencoder` of a task's resolved ``latent`` block
+    (``ddm.config.resolve_task(...)["latent"]``) for images of ``channels`` channels (§5.1: the
+    >256 px tasks run in the latent space of a KL autoencoder, factor 4)."""
+    return KLAutoencoder(in_channels=channels, z_channels=latent["z_channels"], ch=latent["ch"],
+                         ch_mult=tuple(latent["ch_mult"]), num_blocks=latent["num_blocks"],
+                         kl_weight=latent["kl_weight"])
+
+
+def fit_autoencoder(latent: Mapping, channels: int, images: Tensor, ckpt_dir, *, seed: int = 0,
+                    device: str | torch.device = "cpu") -> KLAutoencoder:
+    """Train a task's autoencoder on its training targets (model-range images) with
+    :func:`ddm.training.train` for ``latent["steps"]`` steps (resuming from ``ckpt_dir``), load
+    the final (non-EMA) weights and fit the latent scale (LDM's 1 / std, §5.1 via Rombach et al.
+    2022); eval mode, on the CPU."""
+    from ddm.training import TrainConfig, load_checkpoint, train
+
+    cfg = TrainConfig(steps=latent["steps"], batch_size=latent["batch_size"], lr=latent["lr"],
+                      lr_min=latent["lr_min"], weight_decay=0.0, ckpt_every=latent["steps"], keep_last=1,
+                      log_every=max(1, latent["steps"] // 10), seed=seed)
+    torch.manual_seed(seed)
+    ae = build_autoencoder(latent, channels)
+    final = train(ae.train(), AutoencoderObjective(ae), images, cfg, ckpt_dir, device=device)
+    ae = build_autoencoder(latent, channels)
+    load_checkpoint(final, ae)
+    ae.eval().fit_scale(images)
+    return ae
+
+
+def save_autoencoder(path, ae: KLAutoencoder, cfg: Mapping, psnr: float):
+    """Write an autoencoder file (:data:`AUTOENCODER_FORMAT`, atomically, ``ddm.io.save_torch``):
+    the task's resolved ``cfg`` (task, channels, data, latent), the weights with the fitted
+    ``scale_factor`` and the test-split reconstruction PSNR (§5.1's latent space)."""
+    from ddm.io import save_torch
+
+    return save_torch({"format": AUTOENCODER_FORMAT, "cfg": dict(cfg), "psnr": float(psnr),
+                       "state_dict": {k: v.detach().cpu() for k, v in ae.state_dict().items()}}, path)
+
+
+def load_autoencoder(path, device="cpu") -> tuple[dict, KLAutoencoder]:
+    """(its cfg, the autoencoder in eval mode) of a file of :func:`save_autoencoder`; an
+    ``ddm.io.InputError`` naming the file and ``ddm train-autoencoder`` otherwise (§5.1)."""
+    from ddm.io import InputError, load_torch
+
+    blob = load_torch(path, "autoencoder file", "ddm train-autoencoder")
+    if not isinstance(blob, dict) or blob.get("format") != AUTOENCODER_FORMAT or "state_dict" not in blob:
+        raise InputError(f"autoencoder file {path} was not written by `ddm train-autoencoder` "
+                         f"({AUTOENCODER_FORMAT})")
+    try:
+        ae = build_autoencoder(blob["cfg"]["latent"], blob["cfg"]["channels"])
+        ae.load_state_dict(blob["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise InputError(f"autoencoder file {path}: its config and weights do not make an autoencoder "
+                         f"({type(e).__name__}: {first}): train it again with `ddm train-autoencoder`") from None
+    return blob["cfg"], ae.to(device).eval()
+
+
+@torch.no_grad()
+def encode_images(ae: KLAutoencoder, images: Tensor, batch_size: int = 256) -> Tensor:
+    """Scaled latents (posterior means, §5.1) of model-range images, in batches, on the CPU."""
+    dev = ae.scale_factor.device
+    return torch.cat([ae.encode(images[i:i + batch_size].to(dev)).cpu()
+                      for i in range(0, images.shape[0], batch_size)])
+
+
+@torch.no_grad()
+def decode_latents(ae: KLAutoencoder, z: Tensor, batch_size: int = 256) -> Tensor:
+    """Model-range images of scaled latents (§5.1: samples leave the latent space), on the CPU."""
+    dev = ae.scale_factor.device
+    return torch.cat([ae.decode(z[i:i + batch_size].to(dev)).cpu() for i in range(0, z.shape[0], batch_size)])

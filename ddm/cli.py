@@ -10,7 +10,7 @@
     ddm report     --metrics reports/metrics.json --out reports/tables.tex
     ddm report-pdf --template reports/report.tex.j2 --tables ... --metrics ... --out reports/report.pdf
     ddm figures / grid / fig3 / fig3-plot                            FID-vs-NFE, sample grids, Fig. 3
-    ddm prepare-task / train-task / sample-task / evaluate-task / task-figure
+    ddm prepare-task / train-autoencoder / train-task / sample-task / evaluate-task / task-figure
                    the conditioned tasks of Tables 2 and 3 (`conditioned: true`; docs/conditioned.md)
 
 Every output is written atomically (temp file + rename). Options, params.yaml and input files
@@ -453,6 +453,9 @@ def cmd_stats(args) -> None:
     for p in args.inputs:
         _load_json(p, "metric file", _EVALUATION, "ddm evaluate")
     for p in args.task_metrics or []:  # the conditioned tasks (Tables 2 and 3)
+        if _is_autoencoder_file(p):
+            _load_json(p, "autoencoder metric file", _AUTOENCODER_METRIC, "ddm train-autoencoder")
+            continue
         spec = _TASK_REFERENCE if Path(p).name == "reference.json" else _TASK_METRIC
         _load_json(p, "task metric file", spec, "ddm evaluate-task")
     _check_out(args.out)
@@ -471,7 +474,9 @@ def cmd_stats(args) -> None:
         from ddm.report import collect_conditioned
 
         refs = [p for p in args.task_metrics if Path(p).name == "reference.json"]
-        metrics["conditioned"] = collect_conditioned([p for p in args.task_metrics if p not in refs], refs, params)
+        aes = [p for p in args.task_metrics if _is_autoencoder_file(p)]
+        metrics["conditioned"] = collect_conditioned([p for p in args.task_metrics if p not in refs + aes], refs,
+                                                     params, autoencoder_paths=aes)
     # commit, params hash, dates, versions
     metrics["provenance"] = provenance(args.inputs, params, task_paths=args.task_metrics or [])
     with _writing(args.out):
@@ -605,6 +610,14 @@ def cmd_fig3(args) -> None:
 _TASK_METRIC = {"task": str, "method": str, "nfe": int, "repeat": int, "metric": str, "value": _NUM,
                 "num_samples": int}
 _TASK_REFERENCE = {"task": str, "metric": str, "references": {str: _NUM}, "num_samples": int}
+#: The metric file of ``ddm train-autoencoder`` (a latent task's autoencoder, §5.1).
+_AUTOENCODER_METRIC = {"task": str, "psnr": _NUM, "factor": int, "z_channels": int, "num_samples": int}
+
+
+def _is_autoencoder_file(path) -> bool:
+    """A metric file of ``ddm train-autoencoder`` (§5.1's latent space): it lies in a folder
+    named ``autoencoder`` (results/models/autoencoder/<task>.json)."""
+    return Path(path).parent.name == "autoencoder"
 
 
 def _nfe_repeat(text: str) -> tuple[int, int]:
@@ -647,38 +660,90 @@ def cmd_prepare_task(args) -> None:
         log.info("%s %s split: %d examples -> %s", args.task, split, len(blob["target"]), out)
 
 
+def cmd_train_autoencoder(args) -> None:
+    """A latent task's KL autoencoder (§5.1: latent diffusion, factor 4): trained on the training
+    targets, latent scale fitted, reconstruction PSNR on the test split -> model file + JSON."""
+    from ddm.config import latent_factor, resolved_hash
+
+    params = _params(args)
+    cfg = _task_cfg(params, args.task)
+    if "latent" not in cfg:
+        raise InputError(f"the {args.task} task has no latent block in conditioned_presets/{params['preset']}/tasks: "
+                         "it runs in pixel space and needs no autoencoder")
+    out, metrics = _check_out(args.out), _check_out(args.metrics, "--metrics")
+    folder = f"{args.task}-{resolved_hash(cfg, ('data', 'latent'))}"  # a changed block starts afresh
+    ckpt_dir = _check_out(Path(args.checkpoints) / folder / "probe", "--checkpoints").parent
+    from ddm.autoencoder import fit_autoencoder, reconstruction_psnr, save_autoencoder  # torch: once checked
+    from ddm.io import save_json, utc_timestamp
+
+    train, test = _split(args.data, cfg, "train"), _split(args.test, cfg, "test")
+    channels, latent = int(train["target"].shape[1]), cfg["latent"]
+    with _writing(ckpt_dir):
+        ae = fit_autoencoder(latent, channels, train["target"], ckpt_dir, seed=params["seed"],
+                             device=_default_device(args))
+    psnr = reconstruction_psnr(ae, test["target"])
+    with _writing(out):
+        save_autoencoder(out, ae, {"task": args.task, "channels": channels, "data": cfg["data"], "latent": latent}, psnr)
+    with _writing(metrics):
+        save_json({"task": args.task, "psnr": psnr, "factor": latent_factor(latent), "z_channels": latent["z_channels"],
+                   "scale_factor": float(ae.scale_factor), "num_samples": len(test["target"]),
+                   "computed_at": utc_timestamp()}, metrics)
+    log.info("%s autoencoder (f=%d, %d latent channels): reconstruction PSNR %.2f dB on %d test images -> %s",
+             args.task, latent_factor(latent), latent["z_channels"], psnr, len(test["target"]), out)
+
+
+def _task_autoencoder(args, cfg: dict):
+    """The autoencoder of a latent task (§5.1), checked against params.yaml; None for a pixel task."""
+    if "latent" not in cfg:
+        return None
+    if not args.autoencoder:
+        raise InputError(f"the {cfg['task']} task runs in latent space (its latent block in params.yaml): pass "
+                         "--autoencoder (results/models/autoencoder/<task>.pt of `ddm train-autoencoder`)")
+    from ddm.autoencoder import load_autoencoder
+
+    made, ae = load_autoencoder(args.autoencoder)
+    if (made.get("task"), made.get("latent"), made.get("data")) != (cfg["task"], cfg["latent"], cfg["data"]):
+        raise InputError(f"autoencoder file {args.autoencoder} was trained for another task or latent block than "
+                         f"params.yaml gives for {cfg['task']}: train it again with `ddm train-autoencoder`")
+    return ae
+
+
 def cmd_train_task(args) -> None:
-    from ddm.config import TASK_HASH_KEYS, resolved_hash
+    from ddm.config import task_hash
 
     params = _params(args)
     cfg = _task_cfg(params, args.task, args.method)
-    from ddm.conditioned import build_task  # torch: once params.yaml passed (a config error stays fast)
-    from ddm.conditioning import pack
+    from ddm.conditioned import build_task, training_data  # torch: once params.yaml passed (a config error stays fast)
 
     tcfg = _train_config(cfg, f"conditioned_presets/{params['preset']}/train (with tasks/{args.task}/train)")
     exp = build_task(cfg)
     split = _split(args.data, cfg, "train")
-    if _fit(args, exp, cfg, tcfg, pack(split["target"], split["cond"]), resolved_hash(cfg, TASK_HASH_KEYS)):
+    data = training_data(cfg, split, _task_autoencoder(args, cfg))
+    if _fit(args, exp, cfg, tcfg, data, task_hash(cfg)):
         log.info("trained %s on the %s task -> %s (EMA weights)", args.method, args.task, args.out)
 
 
 def cmd_sample_task(args) -> None:
-    from ddm.config import TASK_HASH_KEYS, resolved_hash
+    from ddm.config import task_hash
 
     cfg = _task_cfg(_params(args), args.task, args.method)
     from ddm.conditioned import load_task_model, sample_split  # torch: once params.yaml passed
     from ddm.io import save_torch
 
     exp, net = load_task_model(args.model, _default_device(args))
-    if resolved_hash(exp.cfg, TASK_HASH_KEYS) != resolved_hash(cfg, TASK_HASH_KEYS):
+    if task_hash(exp.cfg) != task_hash(cfg):
         raise InputError(f"model file {args.model} was trained with another config than params.yaml gives for "
                          f"{args.task}/{args.method}: retrain it (snakemake does so by itself)")
     exp.cfg["sampling"] = cfg["sampling"]  # sampling options come from params.yaml, not the model file
     split = _split(args.data, cfg, "test")
+    ae = _task_autoencoder(args, cfg)
+    if ae is not None:
+        ae.to(_default_device(args))
     outs = {s: _check_out(_set_file(args.out_dir, *s, "pt"), "--out-dir") for s in args.sets}
     for (nfe, repeat), out in outs.items():
         seeds = sample_seeds(repeat, len(split["target"]))  # the same for every method: sample i <-> condition i
-        x = sample_split(exp, net, split, nfe, seeds, batch_size=args.batch_size, device=_default_device(args))
+        x = sample_split(exp, net, split, nfe, seeds, batch_size=args.batch_size, device=_default_device(args),
+                         autoencoder=ae)
         with _writing(out):
             save_torch(x, out)
         log.info("%s/%s: %d samples at NFE %d (repeat %d) -> %s", args.task, args.method, len(x), nfe, repeat, out)
@@ -742,13 +807,20 @@ def _add_task_steps(sub) -> None:
     sets = {"type": _nfe_repeat, "nargs": "+", "required": True, "help": "sample sets NFE:REPEAT, e.g. 5:0 5:1 10:0"}
     s = _add(sub, "prepare-task", cmd_prepare_task, "a conditioned task's train and test splits (Tables 2, 3)",
              "task", "train", "test")
+    autoencoder = {"help": "a latent task's autoencoder (`ddm train-autoencoder`); required for one"}
+    s = _add(sub, "train-autoencoder", cmd_train_autoencoder, "a latent task's KL autoencoder and its test-split "
+             "reconstruction PSNR (§5.1)", "task", "data", "test", "out", "metrics")
+    s.add_argument("--checkpoints", required=True, help="folder of per-task checkpoint folders")
+    s.add_argument("--device", **device)
     s = _add(sub, "train-task", cmd_train_task, "train one (task, method) conditioned network; resumes",
              "task", "method", "data", "out")
     s.add_argument("--checkpoints", required=True, help="folder of per-config checkpoint folders")
     s.add_argument("--curve", help="also write the training curve (CSV) here")
+    s.add_argument("--autoencoder", **autoencoder)
     s.add_argument("--device", **device)
     s = _add(sub, "sample-task", cmd_sample_task, "one sample per test condition for each sample set",
              "task", "method", "model", "data", "out-dir")
+    s.add_argument("--autoencoder", **autoencoder)
     s.add_argument("--sets", **sets)
     s.add_argument("--batch-size", type=positive, default=256)
     s.add_argument("--device", **device)
@@ -831,7 +903,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--models", nargs="*", help="trained model files (Table 1's Param column)")
     s.add_argument("--csv", help="also write the metric files as one table, a row per sample set (CSV)")
     s.add_argument("--task-metrics", nargs="*", help="files of `ddm evaluate-task` (Tables 2 and 3): per sample "
-                   "set, and each task's reference.json")
+                   "set, and each task's reference.json; and of `ddm train-autoencoder` (latent tasks)")
     s = _add(sub, "report", cmd_report, "reports/tables.tex from reports/metrics.json", "metrics", "out")
     s.add_argument("--published", default=str(PUBLISHED_CSV),
                    help="published results shown beside the measured ones (default: the package's %(default)s)")

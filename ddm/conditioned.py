@@ -26,6 +26,14 @@ Reading choices (options, named where they are set):
   sample before it is scored, as LaMa's evaluation (Suvorov et al., 2022) composes its outputs.
 * Saliency maps are scored as 8-bit images, (x + 1) / 2 rounded to uint8, as saliency maps are
   saved and read for DUTS' MAE.
+
+Latent tasks (§5.1: "we translate the diffusion process into latent space for high-resolution
+(>256) image synthesis", a KL autoencoder of factor 4): a task with a ``latent`` block
+(``ddm.config.resolve_task``) trains its network on the scaled latents of its targets
+(:func:`training_data`, the autoencoder of ``ddm train-autoencoder``), the condition stays in
+pixel space (``CondUNet(cond_resolution=...)``), and :func:`sample_split` decodes the sampled
+latents, so samples, metrics and figures are pixel images as for every other task. DDM and the
+DDPM baseline go through the same autoencoder.
 """
 
 from __future__ import annotations
@@ -42,7 +50,7 @@ from ddm.experiment import Experiment, build, generate
 from ddm.io import InputError, load_torch
 
 __all__ = ["TASK_FORMAT", "SPLITS", "TaskExperiment", "split_seed", "make_split", "load_split", "build_task",
-           "load_task_model", "sample_split", "task_metric", "task_references"]
+           "load_task_model", "training_data", "sample_split", "task_metric", "task_references"]
 
 #: The ``format`` entry of a task file (``ddm prepare-task``).
 TASK_FORMAT = "ddm.task/1"
@@ -113,7 +121,12 @@ def build_task(cfg: Mapping) -> TaskExperiment:
     model = cfg["model"]
     kwargs = {**exp.model_kwargs, "cond_channels": cfg["cond_channels"], "encoder": model["encoder"],
               "encoder_weights": model["encoder_weights"], "cross_attn_resolutions": model["cross_attn_resolutions"]}
-    return TaskExperiment(exp.cfg, exp.process, ConditionedObjective(exp.objective, cfg["channels"]), kwargs)
+    factor = 1
+    if "latent" in cfg:  # §5.1: x0 is a latent, the condition stays in pixel space
+        kwargs["cond_resolution"] = cfg["cond_resolution"]
+        factor = cfg["cond_resolution"] // cfg["resolution"]
+    objective = ConditionedObjective(exp.objective, cfg["channels"], factor)
+    return TaskExperiment(exp.cfg, exp.process, objective, kwargs)
 
 
 def load_task_model(path, device="cpu") -> tuple[TaskExperiment, nn.Module]:
@@ -136,14 +149,41 @@ def load_task_model(path, device="cpu") -> tuple[TaskExperiment, nn.Module]:
     return exp, net.to(device).eval()
 
 
+def training_data(cfg: Mapping, split: Mapping, autoencoder: nn.Module | None = None) -> Tensor:
+    """The packed training data of a resolved (task, method) (``ddm.conditioning.pack``): target
+    and condition; for a latent task (§5.1) the target is the autoencoder's scaled latent of the
+    target and the condition, still in pixel space, travels space-to-depth."""
+    from ddm.conditioning import pack
+
+    if "latent" not in cfg:
+        return pack(split["target"], split["cond"])
+    if autoencoder is None:
+        raise InputError(f"the {cfg['task']} task runs in latent space (its latent block in params.yaml): "
+                         "pass its autoencoder (--autoencoder, written by `ddm train-autoencoder`)")
+    from ddm.autoencoder import encode_images
+
+    z = encode_images(autoencoder, split["target"])
+    return pack(z, split["cond"], cfg["cond_resolution"] // cfg["resolution"])
+
+
 def sample_split(exp: TaskExperiment, net: nn.Module, split: Mapping, nfe: int, seeds: list[int], *,
-                 batch_size: int = 256, device: str | torch.device = "cpu") -> Tensor:
+                 batch_size: int = 256, device: str | torch.device = "cpu",
+                 autoencoder: nn.Module | None = None) -> Tensor:
     """uint8 samples (N, C, R, R) for Tables 2 and 3, sample i conditioned on ``split["cond"][i]``
     with seed ``seeds[i]`` (the method's own sampler at ``nfe`` steps, §5.3). Inpainting with
-    ``paste_known`` (default; LaMa's evaluation): the known pixels of the input."""
+    ``paste_known`` (default; LaMa's evaluation): the known pixels of the input. A latent task
+    (§5.1) samples latents and decodes them with ``autoencoder`` (required for it)."""
     from ddm.data import to_uint8
 
+    latent = "latent" in exp.cfg
+    if latent and autoencoder is None:
+        raise InputError(f"the {exp.cfg['task']} model samples latents: pass its autoencoder "
+                         "(--autoencoder, written by `ddm train-autoencoder`)")
     x = generate(exp, net, nfe, seeds, batch_size=batch_size, device=device, cond=split["cond"])
+    if latent:
+        from ddm.autoencoder import decode_latents
+
+        x = decode_latents(autoencoder, x, batch_size)
     out = to_uint8(x.clamp(-1, 1))
     if exp.cfg["sampling"].get("paste_known"):
         out = torch.where(split["mask"].bool(), out, split["image_uint8"])

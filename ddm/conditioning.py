@@ -230,6 +230,10 @@ class CondUNet(nn.Module):
             from ``encoder_weights``, default :func:`default_swin_b_weights`).
         cross_attn_resolutions: the levels (by resolution) that get a cross-attention block in
             each decoder; None (default) = every level.
+        cond_resolution: the condition's size when it differs from x_t's (latent diffusion, §5.1:
+            x_t is an autoencoder's latent, the condition stays in pixel space); None (default) =
+            the U-Net's resolution. The encoder's level i is then cond_resolution / 2**i pixels,
+            and cross-attention lines it up with x_t's level by normalised position.
         **unet: the keyword arguments of :class:`ddm.nets.UNet` except ``cond_channels``.
 
     ``forward(x, t, cond)`` returns the U-Net's heads; ``cond`` is required.
@@ -237,7 +241,8 @@ class CondUNet(nn.Module):
 
     def __init__(self, *, cond_channels: int, encoder: str = "conv",
                  encoder_weights: str | os.PathLike | None = None,
-                 cross_attn_resolutions: Sequence[int] | None = None, **unet):
+                 cross_attn_resolutions: Sequence[int] | None = None,
+                 cond_resolution: int | None = None, **unet):
         super().__init__()
         if "cond_channels" in unet or "level_hook" in unet:
             raise ValueError("CondUNet takes cond_channels itself; do not pass it in the UNet keys")
@@ -248,6 +253,9 @@ class CondUNet(nn.Module):
                              f"{list(ENCODERS)}")
         self.unet = UNet(**unet)
         self.cond_channels, self.encoder_name = cond_channels, encoder
+        if cond_resolution is not None and not _positive_int(cond_resolution):
+            raise ValueError(f"cond_resolution must be a positive int or None, got {cond_resolution!r}")
+        self.cond_resolution = cond_resolution or self.unet.resolution
         level_res = _resolutions(self.unet)
         chans = [self.unet.ch * m for m in self.unet.ch_mult]
         wanted = level_res if cross_attn_resolutions is None else list(cross_attn_resolutions)
@@ -275,7 +283,7 @@ class CondUNet(nn.Module):
     head = property(lambda self: self.unet.head)
 
     def _check_cond(self, cond, batch: int) -> Tensor:
-        expected = (batch, self.cond_channels, self.resolution, self.resolution)
+        expected = (batch, self.cond_channels, self.cond_resolution, self.cond_resolution)
         if not isinstance(cond, Tensor) or tuple(cond.shape) != expected:
             got = tuple(cond.shape) if isinstance(cond, Tensor) else type(cond).__name__
             raise ValueError(f"CondUNet needs cond of shape {expected} (bind it with "
@@ -300,13 +308,14 @@ def bind(net: nn.Module, cond: Tensor):
     return functools.partial(net, cond=cond)
 
 
-_COND_KEYS = ("cond_channels", "encoder", "encoder_weights", "cross_attn_resolutions")
+_COND_KEYS = ("cond_channels", "encoder", "encoder_weights", "cross_attn_resolutions", "cond_resolution")
 
 
 def build_cond_unet(cfg: Mapping) -> CondUNet:
     """A :class:`CondUNet` from a plain mapping: the UNet keys of :func:`ddm.nets.build_unet`
     plus ``cond_channels`` (required), ``encoder``, ``encoder_weights``,
-    ``cross_attn_resolutions``. Unknown keys raise ``ValueError`` naming them."""
+    ``cross_attn_resolutions``, ``cond_resolution`` (§5.1, §B.2). Unknown keys raise ``ValueError``
+    naming them."""
     from ddm.nets import _UNET_KEYS  # the one list of UNet keys
 
     if not isinstance(cfg, Mapping):
@@ -323,31 +332,36 @@ def build_cond_unet(cfg: Mapping) -> CondUNet:
 
 
 # -- training: the condition travels with the data ------------------------------------------------
-def pack(target: Tensor, cond: Tensor) -> Tensor:
-    """One data tensor (N, C_target + C_cond, R, R) for :func:`ddm.training.train`: the target
-    x0 first, then the condition (:class:`ConditionedObjective` splits it again)."""
-    if target.shape[0] != cond.shape[0] or target.shape[2:] != cond.shape[2:]:
+def pack(target: Tensor, cond: Tensor, factor: int = 1) -> Tensor:
+    """One data tensor (N, C_target + C_cond * factor**2, R, R) for :func:`ddm.training.train`
+    (§5.1): the target x0 first, then the condition (:class:`ConditionedObjective` splits it
+    again). ``factor``: the condition is ``factor`` times the target's size (a latent target,
+    §5.1) and travels space-to-depth (``pixel_unshuffle``, lossless)."""
+    r = target.shape[2:]
+    if target.shape[0] != cond.shape[0] or tuple(cond.shape[2:]) != tuple(factor * s for s in r):
         raise ValueError(f"target {tuple(target.shape)} and condition {tuple(cond.shape)} need the "
-                         f"same count and size; resize the condition to the target's size")
-    return torch.cat([target, cond.to(target.dtype)], dim=1)
+                         f"same count and size (the condition's {factor} times the target's): resize the condition")
+    return torch.cat([target, F.pixel_unshuffle(cond.to(target.dtype), factor)], dim=1)
 
 
 class ConditionedObjective:
     """Any training objective (DDM's Eq. 10, the VP/DDPM baseline's Eq. 4) on packed data
-    (:func:`pack`): channels ``[:target_channels]`` are x0, the rest the condition, which is
-    bound to the model for the call. ``draw`` sees only x0, so the noise is that of x0."""
+    (:func:`pack`): channels ``[:target_channels]`` are x0, the rest the condition (``cond_factor``
+    times x0's size, packed space-to-depth: a latent x0, §5.1), which is bound to the model for the
+    call. ``draw`` sees only x0, so the noise is that of x0."""
 
-    def __init__(self, objective, target_channels: int):
-        if not _positive_int(target_channels):
-            raise ValueError(f"target_channels must be a positive int, got {target_channels!r}")
-        self.objective, self.target_channels = objective, target_channels
+    def __init__(self, objective, target_channels: int, cond_factor: int = 1):
+        if not _positive_int(target_channels) or not _positive_int(cond_factor):
+            raise ValueError(f"target_channels and cond_factor must be positive ints, got "
+                             f"{target_channels!r}, {cond_factor!r}")
+        self.objective, self.target_channels, self.cond_factor = objective, target_channels, cond_factor
 
     def split(self, data: Tensor) -> tuple[Tensor, Tensor]:
         k = self.target_channels
-        if data.dim() != 4 or data.shape[1] <= k:
+        if data.dim() != 4 or data.shape[1] <= k or (data.shape[1] - k) % self.cond_factor**2:
             raise ValueError(f"packed data must be (B, {k} + condition channels, R, R), got "
                              f"{tuple(data.shape)}; build it with ddm.conditioning.pack")
-        return data[:, :k], data[:, k:]
+        return data[:, :k], F.pixel_shuffle(data[:, k:], self.cond_factor)
 
     def draw(self, data: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         return self.objective.draw(self.split(data)[0], generator)

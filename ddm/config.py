@@ -27,7 +27,8 @@ from ddm.resources import SCHEMA_PATH
 
 __all__ = ["ConfigError", "read_yaml", "load_params", "validate", "schema", "dataset_names", "all_methods", "resolve",
            "resolved_hash", "model_of", "check_fit", "SCHEMA_PATH", "SCHEMA_ENUMS", "METHOD_DEFAULTS", "REPORT_KEYS",
-           "TASKS", "TASK_HASH_KEYS", "conditioned_block", "task_names", "task_sets", "resolve_task"]
+           "TASKS", "TASK_HASH_KEYS", "LATENT_DEFAULTS", "conditioned_block", "task_names", "task_sets", "resolve_task",
+           "latent_factor", "task_hash"]
 
 #: Defaults of a method entry, per process (the paper's choices; options named in the README).
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -73,6 +74,10 @@ TASK_ONLY = {"super_resolution": {"scale": 4}, "inpainting": {"paste_known": Tru
 COND_MODEL_DEFAULTS = {"encoder": "conv", "encoder_weights": None, "cross_attn_resolutions": None}
 #: What a conditioned model's training depends on (``resolved_hash(cfg, TASK_HASH_KEYS)``).
 TASK_HASH_KEYS = ("task", "channels", "cond_channels", "resolution", "data", "model", "train", "method")
+#: Defaults of a task's ``latent`` block (``ddm.autoencoder.KLAutoencoder`` and its budget): LDM's
+#: kl-f4 shape at a small width (§5.1: latent diffusion with down-sampling factor 4).
+LATENT_DEFAULTS = {"ch": 32, "ch_mult": [1, 2, 2], "num_blocks": 1, "z_channels": 4, "kl_weight": 1.0e-6,
+                   "lr": 2.0e-3, "lr_min": 2.0e-4}
 
 
 class ConfigError(ValueError):
@@ -183,7 +188,8 @@ def _validate_conditioned(params: Mapping, validator, schema_: Mapping) -> None:
         if task != "inpainting" and any(t.get(k) is None for k in ("n_train", "n_test")):
             raise ConfigError(f"{where}/{task}: set n_train and n_test (only inpainting takes every image of a split "
                               "when they are null)")
-        _check_task_size(params, task, t, {**block["model"], **t.get("model", {})}, f"{where}/{task}")
+        size = _check_latent(task, t, f"{where}/{task}")
+        _check_task_size(params, task, t, {**block["model"], **t.get("model", {})}, f"{where}/{task}", size)
     for name, entry in params["conditioned_methods"].items():
         if entry.get("denoiser", "network") != "network":
             raise ConfigError(f"params.yaml: conditioned_methods/{name}/denoiser: only 'network' (there is no exact "
@@ -192,20 +198,39 @@ def _validate_conditioned(params: Mapping, validator, schema_: Mapping) -> None:
             resolve_task(params, task, name)
 
 
-def _check_task_size(params: Mapping, task: str, t: Mapping, model: Mapping, where: str) -> None:
+def _check_latent(task: str, t: Mapping, where: str) -> int:
+    """The size the task's network runs at (§5.1: the latent of a KL autoencoder of down-sampling
+    factor f for a task with a ``latent`` block, size / f; else the task's size); a size that f
+    does not divide (or that leaves no latent pixel) is a ConfigError naming the task and the fix."""
+    if "latent" not in t:
+        return t["size"]
+    latent = {**LATENT_DEFAULTS, **t["latent"]}
+    size, factor = t["size"], latent_factor(latent)
+    if size % factor or size < factor:
+        raise ConfigError(f"{where}/latent: the {task} task's size {size} is not divisible by its autoencoder's "
+                          f"down-sampling factor {factor} (2**(len(ch_mult)-1), ch_mult {list(latent['ch_mult'])}): "
+                          f"set size to a multiple of {factor} (e.g. {(size // factor + 1) * factor}), or give "
+                          "latent/ch_mult fewer levels")
+    return size // factor
+
+
+def _check_task_size(params: Mapping, task: str, t: Mapping, model: Mapping, where: str,
+                     net_size: int | None = None) -> None:
     """The task's size fits its network (divisible by the U-Net's down-sampling, cross-attention at
-    its levels), the super-resolution scale, and inpainting's FID (the digits classifier and the
-    preset's digits reference statistics, made at the digits' resolution)."""
-    size, factor = t["size"], 2 ** (len(model["ch_mult"]) - 1)
+    its levels; ``net_size``: the latent size of a latent task, §5.1), the super-resolution scale,
+    and inpainting's FID (the digits classifier and the preset's digits reference statistics, made
+    at the digits' resolution)."""
+    size, factor = net_size or t["size"], 2 ** (len(model["ch_mult"]) - 1)
+    what = f"its latent size {size} (size / the autoencoder's factor)" if size != t["size"] else f"{size}"
     if size % factor:
-        raise ConfigError(f"{where}/size: {size} is not divisible by {factor} (2**(len(ch_mult)-1) of its network, "
+        raise ConfigError(f"{where}/size: {what} is not divisible by {factor} (2**(len(ch_mult)-1) of its network, "
                           f"ch_mult {list(model['ch_mult'])}): use a multiple of {factor}")
     levels = [size // 2**i for i in range(len(model["ch_mult"]))]
     cross = model.get("cross_attn_resolutions")
     if cross is not None and (not cross or set(cross) - set(levels)):
         raise ConfigError(f"{where}/model/cross_attn_resolutions: {cross} must be a non-empty subset of the "
                           f"network's level resolutions {levels} (or null: every level)")
-    scale = t.get("scale", TASK_ONLY.get(task, {}).get("scale"))
+    size, scale = t["size"], t.get("scale", TASK_ONLY.get(task, {}).get("scale"))
     if scale and (size % scale or size <= 2 * scale):
         raise ConfigError(f"{where}/size: {size} must be a multiple of the scale {scale} above {2 * scale} (the "
                           f"PSNR crops {scale} pixels at each border): use e.g. {4 * scale}")
@@ -435,7 +460,8 @@ def resolve_task(params: Mapping, task: str, method: str) -> dict:
     if method not in methods:
         raise ConfigError(f"unknown conditioned method '{method}' (allowed: {', '.join(sorted(methods))})")
     t = block["tasks"][task]
-    data = {**TASK_DEFAULTS, **TASK_ONLY.get(task, {}), **{k: v for k, v in t.items() if k not in ("model", "train")}}
+    data = {**TASK_DEFAULTS, **TASK_ONLY.get(task, {}),
+            **{k: v for k, v in t.items() if k not in ("model", "train", "latent")}}
     parts = _method_parts(params, methods[method], {})
     if "paste_known" in data:
         parts["sampling"]["paste_known"] = data.pop("paste_known")
@@ -446,11 +472,34 @@ def resolve_task(params: Mapping, task: str, method: str) -> dict:
         "train": {**copy.deepcopy(block["train"]), **copy.deepcopy(t.get("train", {})), "seed": params["seed"]},
         **parts,
     }
+    if "latent" in t:
+        _latent_space(cfg, {**LATENT_DEFAULTS, **copy.deepcopy(t["latent"])})
     m, s = cfg["method"], cfg["sampling"]
     msg = fit_error(s["sampler"], s["grid"], m["process"], m.get("ht"), s.get("final_step", "paper"))
     if msg:
         raise ConfigError(f"params.yaml: conditioned_methods/{method}: {msg}")
     return cfg
+
+
+def latent_factor(latent: Mapping) -> int:
+    """The down-sampling factor of a ``latent`` block's autoencoder: 2**(len(ch_mult)-1) (§5.1)."""
+    return 2 ** (len(latent["ch_mult"]) - 1)
+
+
+def _latent_space(cfg: dict, latent: dict) -> None:
+    """Move a resolved task config into the latent space of its autoencoder (§5.1, latent diffusion):
+    the network's x0 is the scaled latent (z_channels channels, size / f pixels; the condition stays
+    in pixel space, ``cond_resolution``), and the sampler does not clip x0 (``clip: null``: latents
+    are unit-scale, not bounded by [-1, 1])."""
+    cfg.update(channels=latent["z_channels"], resolution=cfg["resolution"] // latent_factor(latent),
+               cond_resolution=cfg["resolution"], latent=latent)
+    cfg["sampling"]["clip"] = None
+
+
+def task_hash(cfg: Mapping) -> str:
+    """:func:`resolved_hash` of a resolved (task, method) (``TASK_HASH_KEYS``, and ``latent`` for a
+    latent task, §5.1): what its training depends on."""
+    return resolved_hash(cfg, TASK_HASH_KEYS + (("latent",) if "latent" in cfg else ()))
 
 
 def resolved_hash(cfg: Mapping, keys: tuple[str, ...] = ("dataset", "channels", "resolution", "model", "train", "method")) -> str:

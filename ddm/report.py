@@ -200,11 +200,14 @@ def _task_results(metric_paths: Iterable[Path]) -> dict:
     return {t: dict(by_method) for t, by_method in out.items()}
 
 
-def collect_conditioned(metric_paths: Iterable[Path], reference_paths: Iterable[Path], params: Mapping) -> dict:
+def collect_conditioned(metric_paths: Iterable[Path], reference_paths: Iterable[Path], params: Mapping,
+                        autoencoder_paths: Iterable[Path] = ()) -> dict:
     """The ``conditioned`` section of reports/metrics.json (Tables 2 and 3): per task its metric,
     mean +- std per (method, NFE) over the repeated sample sets, Table 1's markers per NFE column
     (best vs second best of the measured methods; higher is better for PSNR) and the trivial
-    references; the methods' row labels and the NFEs of the two tables."""
+    references; the methods' row labels and the NFEs of the two tables. A latent task (§5.1)
+    also gets ``latent``: its autoencoder's factor, latent channels and test-split reconstruction
+    PSNR (``autoencoder_paths``: the metric files of ``ddm train-autoencoder``)."""
     from ddm.config import TASKS, conditioned_block
 
     block = conditioned_block(params) or {}
@@ -224,6 +227,11 @@ def collect_conditioned(metric_paths: Iterable[Path], reference_paths: Iterable[
             r = json.load(f)
         if r["task"] in tasks:
             tasks[r["task"]]["references"] = dict(r["references"])
+    for p in sorted(Path(p) for p in autoencoder_paths):
+        with open(p) as f:
+            r = json.load(f)
+        if r["task"] in tasks:
+            tasks[r["task"]]["latent"] = {k: r[k] for k in ("psnr", "factor", "z_channels", "num_samples")}
     entries = params.get("conditioned_methods", {})
     nfes = sorted({int(n) for r in results.values() for by in r.values() for n in by})
     return {"methods": methods, "labels": {m: entries[m].get("label") or TASK_METHOD_LABELS.get(m, latex_escape(m))
@@ -415,7 +423,17 @@ def _task_caption(cond: Mapping) -> str:
             "inpainting": f"inpainting FID$\\downarrow$ (digits with LaMa-distributed holes, {size}{n} test digits, "
                           "digits-classifier features against the training digits; stands in for CelebA-HQ)",
         }[task])
-    return "; ".join(parts)
+    return "; ".join(parts) + _latent_caption(cond)
+
+
+def _latent_caption(cond: Mapping) -> str:
+    """Table 2's caption sentence on the tasks that run in latent space (§5.1: a KL autoencoder of
+    factor 4, latent diffusion): factor, latent channels and test-split reconstruction PSNR."""
+    parts = [f"{TASK_COLUMNS[k]['title'].lower()} runs in the latent space of a KL-f{t['latent']['factor']} "
+             f"autoencoder ({t['latent']['z_channels']} latent channels), reconstruction PSNR "
+             f"{t['latent']['psnr']:.1f}~dB on the test split"
+             for k, t in ((k, cond["tasks"][k]) for k in _task_order(cond)) if t.get("latent")]
+    return ". Latent diffusion (as the paper's >256-pixel tasks): " + "; ".join(parts) if parts else ""
 
 
 def format_params(n: int) -> str:

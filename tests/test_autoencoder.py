@@ -68,3 +68,34 @@ def test_trains_in_few_steps_and_records_reconstruction_psnr(tmp_path, record_pr
     record_property("ae_reconstruction_psnr_db", round(after, 2))
     record_property("ae_initial_psnr_db", round(before, 2))
     assert after > before + 3, (before, after)  # measured: 11.2 -> 17.7 dB
+
+
+def test_latent_task_trains_and_samples_at_5_nfe_in_pixel_shape(tmp_path, capsys):
+    """The pipeline's latent path (§5.1) in-process: the tiny config's super-resolution runs in
+    the latent space of its autoencoder; the conditioned network trains on 4x4 latents with the
+    16x16 condition, and sample-task writes pixel images of the test split's shape."""
+    from conftest import tiny_params, write_params
+    from ddm.cli import main
+    from ddm.conditioned import load_split, load_task_model
+
+    params = tiny_params()
+    assert "latent" in params["conditioned_presets"]["embedded"]["tasks"]["super_resolution"], "tiny config changed"
+    p = str(write_params(tmp_path, params))
+    f = {k: str(tmp_path / k) for k in ("train.pt", "test.pt", "ae.pt", "ae.json", "model.pt", "samples")}
+    common = ["--params", p, "--task", "super_resolution"]
+    assert main(["prepare-task", *common, "--train", f["train.pt"], "--test", f["test.pt"]]) == 0
+    rc = main(["train-task", *common, "--method", "ddm", "--data", f["train.pt"], "--checkpoints",
+               str(tmp_path / "ck"), "--out", f["model.pt"]])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "runs in latent space" in err[0] and "--autoencoder" in err[0], err
+    assert main(["train-autoencoder", *common, "--data", f["train.pt"], "--test", f["test.pt"], "--checkpoints",
+                 str(tmp_path / "ck"), "--out", f["ae.pt"], "--metrics", f["ae.json"]]) == 0
+    assert main(["train-task", *common, "--method", "ddm", "--data", f["train.pt"], "--autoencoder", f["ae.pt"],
+                 "--checkpoints", str(tmp_path / "ck"), "--out", f["model.pt"]]) == 0
+    exp, net = load_task_model(f["model.pt"])
+    assert (exp.cfg["channels"], exp.cfg["resolution"], net.cond_resolution) == (3, 4, 16)
+    assert main(["sample-task", *common, "--method", "ddm", "--model", f["model.pt"], "--data", f["test.pt"],
+                 "--autoencoder", f["ae.pt"], "--sets", "5:0", "--out-dir", f["samples"]]) == 0
+    x = torch.load(tmp_path / "samples" / "nfe5-r0.pt", weights_only=True)
+    test = load_split(f["test.pt"], "super_resolution", "test")
+    assert x.dtype == torch.uint8 and x.shape == test["target"].shape == (4, 3, 16, 16)

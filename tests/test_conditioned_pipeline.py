@@ -3,8 +3,9 @@
 The tiny config has ``conditioned: true``, so the session's one tiny run (conftest ``tiny_run``)
 prepares each of the three tasks, trains its DDM and DDPM networks (2 steps), samples the test
 conditions (two sets at 5 NFE, one at 10), scores them, and puts Tables 2 and 3 into the report.
-These tests read that run; Table 2's markers with three repeats are checked on metric files
-written here.
+Its super-resolution task has a tiny ``latent`` block (§5.1), so the run also trains that task's
+autoencoder, trains both methods on its latents and decodes their samples. These tests read that
+run; Table 2's markers with three repeats are checked on metric files written here.
 
 Also: a conditioned network's output depends on its condition, and bad conditioned params fail
 with one line naming the key, the value and the fix (in-process, no Snakemake).
@@ -110,6 +111,34 @@ def test_table2_marks_the_better_method_as_table1_does(tmp_path):
     assert r"\textbf{30.01}\sigmark $\pm$ 0.010" in row and r"\textbf{0.0600}\sigmark $\pm$ 0.01000" in row
 
 
+def test_latent_task_runs_through_its_autoencoder(tiny_run):
+    """§5.1's latent path in the tiny run: super-resolution has a latent block, so its autoencoder
+    model and PSNR file exist, both methods trained on its latents, the samples are pixel images,
+    and the PSNR reaches reports/metrics.json and Table 2's caption."""
+    from ddm.autoencoder import load_autoencoder
+    from ddm.conditioned import load_split, load_task_model
+
+    task = "super_resolution"
+    assert "latent" in tiny_params()["conditioned_presets"]["embedded"]["tasks"][task], "the tiny config changed"
+    made, ae = load_autoencoder(tiny_run / f"results/models/autoencoder/{task}.pt")
+    psnr = json.loads((tiny_run / f"results/models/autoencoder/{task}.json").read_text())
+    assert made["task"] == task and ae.factor == psnr["factor"] == 4 and math.isfinite(psnr["psnr"])
+    assert float(ae.scale_factor) == pytest.approx(psnr["scale_factor"]) and float(ae.scale_factor) != 1.0
+    test = load_split(tiny_run / f"data/prepared/tasks/{task}/test.pt", task, "test")
+    for method in METHODS:  # DDM and DDPM: the same autoencoder
+        exp, net = load_task_model(tiny_run / f"results/models/tasks/{task}/{method}.pt")
+        assert (exp.cfg["channels"], exp.cfg["resolution"]) == (ae.z_channels, test["target"].shape[-1] // 4)
+        assert net.cond_resolution == test["target"].shape[-1]
+        x = torch.load(tiny_run / f"results/samples/tasks/{task}/{method}/nfe5-r0.pt", weights_only=True)
+        assert x.shape == test["target"].shape and x.dtype == torch.uint8
+    full = json.loads((tiny_run / "reports/metrics.json").read_text())
+    assert full["conditioned"]["tasks"][task]["latent"]["psnr"] == pytest.approx(psnr["psnr"])
+    assert "saliency" in full["conditioned"]["tasks"] and "latent" not in full["conditioned"]["tasks"]["saliency"]
+    tex = (tiny_run / "reports/tables.tex").read_text()
+    assert f"runs in the latent space of a KL-f4 autoencoder (3 latent channels), reconstruction PSNR " \
+           f"{psnr['psnr']:.1f}~dB on the test split" in tex
+
+
 def test_changing_the_condition_changes_the_output(tiny_run):
     from ddm.conditioned import load_split, load_task_model, sample_split
     from ddm.modelfile import sample_seeds
@@ -148,6 +177,16 @@ def _message(overrides: dict) -> str:
     ({"conditioned_methods.ddm.sampler": "vp_em"}, ["conditioned_methods/ddm: sampler 'vp_em' does not fit", "allowed:"]),
     ({"conditioned_methods.ddm.denoiser": "posterior_mean"}, ["conditioned_methods/ddm/denoiser: only 'network'"]),
     ({"conditioned_presets.embedded.table2.repeats": 0}, ["table2/repeats", "0 is less than the minimum of 1"]),
+    # the latent block (§5.1): the task's size against the autoencoder's factor, its keys, its budget
+    ({"conditioned_presets.embedded.tasks.super_resolution.size": 18},
+     ["tasks/super_resolution/latent: the super_resolution task's size 18 is not divisible by its autoencoder's "
+      "down-sampling factor 4", "set size to a multiple of 4 (e.g. 20)"]),
+    ({"conditioned_presets.embedded.tasks.super_resolution.latent.ch_mult": [1, 2, 2, 2, 2]},
+     ["tasks/super_resolution/size: its latent size 1 (size / the autoencoder's factor) is not divisible by 2"]),
+    ({"conditioned_presets.embedded.tasks.super_resolution.latent.steps": 0},
+     ["tasks/super_resolution/latent/steps: 0 is less than the minimum of 1"]),
+    ({"conditioned_presets.embedded.tasks.super_resolution.latent.width": 8},
+     ["tasks/super_resolution/latent: Additional properties", "'width' was unexpected", "allowed: batch_size, ch,"]),
 ])
 def test_bad_conditioned_params_give_one_clear_line(overrides, expected):
     msg = _message(overrides)

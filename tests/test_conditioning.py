@@ -166,3 +166,24 @@ def test_swin_b_encoder_from_a_local_file(tmp_path):
         out = net(torch.randn(2, 1, 32, 32), torch.rand(2), cond=torch.rand(2, 3, 32, 32))
     assert [tuple(f.shape) for f in feats] == [(2, 16, 32, 32), (2, 32, 16, 16)]
     assert [tuple(o.shape) for o in out] == [(2, 1, 32, 32)] * 2
+
+
+def test_condition_in_pixel_space_beside_a_latent_x_t():
+    """Latent diffusion (§5.1): x_t is 4x smaller than the condition; the encoder and the
+    cross-attention take it, and the condition travels with the data space-to-depth."""
+    net = _tiny(cond_resolution=32).eval()
+    _randomise_outputs(net)
+    x, t = torch.randn(2, 1, 8, 8), torch.full((2,), 0.5)
+    c1, c2 = torch.randn(2, 2, 32, 32), torch.randn(2, 2, 32, 32)
+    with torch.no_grad():
+        a, b = net(x, t, cond=c1), net(x, t, cond=c2)
+    assert a[0].shape == (2, 1, 8, 8) and (a[0] - b[0]).abs().max() > 1e-4
+    with pytest.raises(ValueError, match=r"needs cond of shape \(2, 2, 32, 32\)"):
+        net(x, t, cond=torch.zeros(2, 2, 8, 8))
+    packed = pack(x, c1, 4)
+    assert packed.shape == (2, 1 + 2 * 16, 8, 8)
+    obj = ConditionedObjective(DDMObjective(DecoupledProcess("constant")), target_channels=1, cond_factor=4)
+    x0, cond = obj.split(packed)
+    assert torch.equal(x0, x) and torch.equal(cond, c1)
+    with pytest.raises(ValueError, match="need the same count and size"):
+        pack(x, c1, 2)

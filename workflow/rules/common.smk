@@ -129,8 +129,27 @@ def task_set_files(folder, ext):
 
 
 def task_metric_files():
-    """The files of `ddm evaluate-task`: per sample set, and each task's reference.json."""
-    return [f for t in TASK_NAMES for f in task_metric_outputs(t)]
+    """What `ddm stats` reads of the conditioned tasks (Tables 2 and 3), the files of
+    `ddm evaluate-task` (per sample set, and each task's reference.json) and each latent task's
+    autoencoder PSNR file."""
+    return [f for t in TASK_NAMES for f in task_metric_outputs(t)] + [f for t in TASK_NAMES for f in autoencoder_files(t)[1:]]
+
+
+def autoencoder_files(task):
+    """A latent task's autoencoder (`ddm train-autoencoder`): model file and PSNR file; none for a
+    task in pixel space (no `latent` block)."""
+    if "latent" not in task_config(task):
+        return []
+    return [f"results/models/autoencoder/{task}.pt", f"results/models/autoencoder/{task}.json"]
+
+
+def task_autoencoder(wc):
+    """The autoencoder model a (latent) task's training and sampling read (a new one reruns them)."""
+    return autoencoder_files(wc.task)[:1]
+
+
+def task_autoencoder_arg(wc, input):
+    return f"--autoencoder {input.autoencoder}" if input.autoencoder else ""
 
 
 def task_metric_outputs(task):
@@ -144,11 +163,12 @@ def task_files(phase):
     if phase == "download":
         return [f"data/prepared/tasks/{t}/{s}.pt" for t in TASK_NAMES for s in ("train", "test")]
     if phase == "train":
-        return [f"results/{k}/tasks/{t}/{m}.{e}" for t, m in pairs for k, e in (("models", "pt"), ("curves", "csv"))]
+        return ([f for t in TASK_NAMES for f in autoencoder_files(t)]
+                + [f"results/{k}/tasks/{t}/{m}.{e}" for t, m in pairs for k, e in (("models", "pt"), ("curves", "csv"))])
     if phase == "sample":
         return [f for t, m in pairs for f in task_set_files(f"results/samples/tasks/{t}/{m}", "pt")]
     if phase == "evaluate":
-        return task_metric_files()
+        return [f for t in TASK_NAMES for f in task_metric_outputs(t)]
     if phase == "tables":
         return [f"reports/figures/tasks_{t}.png" for t in TASK_NAMES]
     return []

@@ -1,6 +1,9 @@
 # Conditioned generation (Tables 2 and 3 of the paper, §5.3): with `conditioned: true` in params.yaml,
 # per task of the preset's conditioned block (conditioned_presets; docs/conditioned.md):
 #   prepare_task   data/prepared/tasks/{task}/{train,test}.pt      (phase download; ddm.tasks stand-ins)
+#   train_autoencoder results/models/autoencoder/{task}.pt and .json (phase train; only a task with a
+#                  `latent` block: its KL autoencoder, §5.1, and its test-split reconstruction PSNR,
+#                  which the stats rule carries into reports/metrics.json and Table 2's caption)
 #   train_task     results/models/tasks/{task}/{method}.pt         (phase train; CondUNet, one per method)
 #   sample_task    results/samples/tasks/{task}/{method}/nfe{N}-r{R}.pt, every (NFE, repeat) set of the
 #                  tables in one job (phase sample; one sample per test condition, the same seeds and
@@ -30,15 +33,44 @@ rule prepare_task:
         "{params.ddm} prepare-task --task {wildcards.task} --train {output.train} --test {output.test} > {log} 2>&1"
 
 
+# results/models/autoencoder/{task}.pt would also match rule train's results/models/{dataset}/{method}.pt
+ruleorder: train_autoencoder > train
+
+
+rule train_autoencoder:
+    input:
+        train="data/prepared/tasks/{task}/train.pt",
+        test="data/prepared/tasks/{task}/test.pt",
+    output:
+        model="results/models/autoencoder/{task}.pt",
+        psnr="results/models/autoencoder/{task}.json",
+    params:
+        ddm=DDM,
+        latent=lambda wc: json.dumps(task_config(wc.task)["latent"], sort_keys=True),
+    log:
+        "logs/tasks/autoencoder/{task}.log",
+    threads: 1
+    resources:
+        gpus=1,
+    conda:
+        "../envs/ddm.yaml"
+    shell:
+        "DDM_THREADS={threads} {params.ddm} train-autoencoder --task {wildcards.task} --data {input.train} "
+        "--test {input.test} --checkpoints results/checkpoints/autoencoder --out {output.model} "
+        "--metrics {output.psnr} > {log} 2>&1"
+
+
 rule train_task:
     input:
-        "data/prepared/tasks/{task}/train.pt",
+        data="data/prepared/tasks/{task}/train.pt",
+        autoencoder=task_autoencoder,
     output:
         model="results/models/tasks/{task}/{method}.pt",
         curve="results/curves/tasks/{task}/{method}.csv",
     params:
         ddm=DDM,
         cfg=task_training_config,
+        autoencoder=task_autoencoder_arg,
     log:
         "logs/tasks/train/{task}/{method}.log",
     threads: 1
@@ -48,20 +80,22 @@ rule train_task:
         "../envs/ddm.yaml"
     shell:
         "DDM_THREADS={threads} {params.ddm} train-task --task {wildcards.task} --method {wildcards.method} "
-        "--data {input} --checkpoints results/checkpoints/tasks/{wildcards.task} --out {output.model} "
-        "--curve {output.curve} > {log} 2>&1"
+        "--data {input.data} {params.autoencoder} --checkpoints results/checkpoints/tasks/{wildcards.task} "
+        "--out {output.model} --curve {output.curve} > {log} 2>&1"
 
 
 rule sample_task:
     input:
         model="results/models/tasks/{task}/{method}.pt",
         data="data/prepared/tasks/{task}/test.pt",
+        autoencoder=task_autoencoder,
     output:
         task_set_files("results/samples/tasks/{task}/{method}", "pt"),
     params:
         ddm=DDM,
         cfg=task_sampling_config,
         sets=task_sets_arg(),
+        autoencoder=task_autoencoder_arg,
     log:
         "logs/tasks/sample/{task}/{method}.log",
     threads: 1
@@ -71,7 +105,7 @@ rule sample_task:
         "../envs/ddm.yaml"
     shell:
         "DDM_THREADS={threads} {params.ddm} sample-task --task {wildcards.task} --method {wildcards.method} "
-        "--model {input.model} --data {input.data} --sets {params.sets} "
+        "--model {input.model} --data {input.data} {params.autoencoder} --sets {params.sets} "
         "--out-dir results/samples/tasks/{wildcards.task}/{wildcards.method} > {log} 2>&1"
 
 
