@@ -48,6 +48,7 @@ from typing import Any, Iterable, Mapping
 
 import pytest
 import yaml
+from filelock import FileLock
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_PARAMS = REPO / "tests" / "fixtures" / "params-tiny.yaml"
@@ -219,23 +220,65 @@ def init_dvc_repo(workdir: Path) -> Path:
     return Path(workdir)
 
 
+# --------------------------------------------------------------------------- order
+#: Test files in the order they start; every other file runs between FIRST and LAST, in collection
+#: order. Under pytest-xdist (``--dist loadfile --no-loadscope-reorder``, pyproject.toml) one
+#: worker makes the shared tiny run at once while the other runs the unit tests, and the
+#: end-to-end files that continue the tiny run come last, the SLURM ones (which wait on status
+#: polls half of their time) first among them.
+FIRST = ("test_conditioned_pipeline.py",)
+LAST = ("test_slurm.py", "test_report_pdf.py", "test_dvc.py", "test_pipeline.py", "test_table1.py")
+
+
+def pytest_configure(config):
+    """Under pytest-xdist, each worker's own torch ops take its share of the cores (two workers
+    with two intra-op threads each on 2 cores spin against each other); what the tests start
+    (Snakemake, ddm) keeps its own thread settings."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
+def pytest_collection_modifyitems(session, config, items):
+    def rank(item) -> tuple[int, int]:
+        name = item.path.name
+        if name in FIRST:
+            return (0, FIRST.index(name))
+        return (2, LAST.index(name)) if name in LAST else (1, 0)
+
+    items.sort(key=rank)  # stable: the tests of a file keep their order
+
+
 # --------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """One completed tiny run of the whole graph, in a git + DVC repository, shared by the
-    session (read-only)."""
+    session (read-only). Under pytest-xdist the workers share it: the first to need it makes it
+    under a file lock in the session's common temporary folder, the others wait and reuse it."""
     reuse = os.environ.get("DDM_TEST_TINY_RUN")
-    work = Path(reuse) if reuse else tmp_path_factory.mktemp("tiny-run") / "repo"
-    if not (work / "Snakefile").exists():
-        with_dvc = shutil.which("git") is not None
-        make_workdir(work, extra=DVC_FILES if with_dvc else ())
-        if with_dvc:
-            init_dvc_repo(work)
-    r = run_snakemake(work, "--cores", CORES, "all", timeout=TINY_RUN_TIMEOUT, env=dvc_env(work))
-    if r.returncode != 0:
-        pytest.fail(f"the tiny run failed (rc={r.returncode}) in {work}:\n{r.output[-6000:]}", pytrace=False)
-    # for whoever debugs a test: the run's time and output, where git and DVC do not look
-    (work / ".snakemake" / "tiny-run.log").write_text(f"{r.elapsed:.1f} s\n{r.output}")
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the folder that holds every worker's basetemp
+    work = Path(reuse) if reuse else root / "tiny-run" / "repo"
+    session = os.environ.get("PYTEST_XDIST_TESTRUNUID", str(os.getpid()))
+    marker = work / ".snakemake" / "tiny-run.session"
+    work.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(work.parent / "tiny-run.lock")):
+        if marker.is_file() and marker.read_text() == session:
+            return work  # made (or brought up to date) by another worker of this session
+        if not (work / "Snakefile").exists():
+            with_dvc = shutil.which("git") is not None
+            make_workdir(work, extra=DVC_FILES if with_dvc else ())
+            if with_dvc:
+                init_dvc_repo(work)
+        r = run_snakemake(work, "--cores", CORES, "all", timeout=TINY_RUN_TIMEOUT, env=dvc_env(work))
+        if r.returncode != 0:
+            pytest.fail(f"the tiny run failed (rc={r.returncode}) in {work}:\n{r.output[-6000:]}", pytrace=False)
+        # for whoever debugs a test: the run's time and output, where git and DVC do not look
+        (work / ".snakemake" / "tiny-run.log").write_text(f"{r.elapsed:.1f} s\n{r.output}")
+        marker.write_text(session)
     return work
 
 

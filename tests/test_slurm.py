@@ -7,8 +7,9 @@ the jobs under test are computed, every one of them through the real `sbatch`:
     from training to the tables, `snakemake --profile slurm --profile slurm-test all`, where
     slurm/ is the shipped profile copied unchanged and slurm-test/ is a test overlay: partition
     `debug`, no GPU request (the case of a CPU-only cluster), fast status polling, and -- to fit
-    the time budget -- the CPU-only phases grouped into a few SLURM jobs (every job still goes
-    through sbatch; train stays one job per model). Every rule from `train` to the report runs.
+    the time budget -- the CPU-only phases grouped into two SLURM jobs, before and after
+    training (every job still goes through sbatch; train stays one job per model). Every rule
+    from `train` to the report runs.
 (b) test_shipped_profile_sbatch_lines: the shipped profile itself (only its partition
     placeholder replaced) runs train -> sample -> evaluate of one model; the real `sbatch`
     lines the plugin ran (its --verbose log) must ask for one GPU for train and sample only,
@@ -108,19 +109,19 @@ def shipped_profile_copy(dest: Path) -> None:
 
 def phase_groups(workdir: Path) -> dict[str, str]:
     """Rules of the CPU-only phases -> a group per stretch of phases (before training, after
-    training, reports), from workflow/phases.yaml. {} if that file is not there."""
+    training), from workflow/phases.yaml. {} if that file is not there. One group job after
+    training, not one per phase: the plugin's status polls back off by 10 s per poll, so each
+    further SLURM job costs about half a minute of waiting on top of its own start."""
     phases_file = workdir / "workflow" / "phases.yaml"
     if not phases_file.exists():
         return {}
     phases = yaml.safe_load(phases_file.read_text()) or {}
     groups, name = {}, "pre"
-    for phase, spec in phases.items():
+    for spec in phases.values():
         rules = (spec or {}).get("rules", [])
         if "train" in rules:
             name = "post"
             continue
-        if phase in ("stats", "tables"):
-            name = "reports"
         for rule in rules:
             groups[rule] = name
     return groups
