@@ -7,8 +7,6 @@ set -euo pipefail
 cd "$(dirname "$0")"
 python3 -m venv .venv
 .venv/bin/pip install --quiet --upgrade pip
-# --no-compile: pip would byte-compile every module of every package (torch alone has thousands),
-# half of the install's time; Python compiles what is imported on first use and caches it.
-.venv/bin/pip install --quiet --no-compile -c constraints.txt -e '.[pipeline,test]'
+.venv/bin/pip install --quiet -c constraints.txt -e '.[pipeline,test]'
 .venv/bin/pip check
 echo "set-up done: .venv/ ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

@@ -189,6 +189,8 @@ def test_provenance_names_the_commit_params_dates_and_versions(full_run):
     records = [r for r in files if "dataset" in r and "nfe" in r
                and str(r["nfe"]) in results[r["dataset"]]["results"].get(r["method"], {})]
     tasks = [r for r in files if "task" in r]  # Tables 2 and 3: sample sets and references
+    # and the autoencoders of latent tasks (their reconstruction PSNR is in Table 2's caption)
+    tasks += [json.loads(p.read_text()) for p in sorted((work / "results/models/autoencoder").glob("*.json"))]
     assert len(records) == sum(v["n"] for d in results.values() for m in d["results"].values() for v in m.values())
     stamps = sorted(r["computed_at"] for r in records + tasks)
     assert (prov["computed_first"], prov["computed_last"]) == (stamps[0], stamps[-1])
