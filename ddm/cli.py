@@ -195,7 +195,7 @@ _EVALUATION = {"dataset": str, "method": str, "nfe": int, "repeat": int, "fid": 
                "extractor": str, "reference": str}
 _RESULT = {"values": [_NUM], "mean": _NUM, "std": (int, float, type(None)), "n": int, "num_samples": int}
 _ROW = {"method": str, "label": str}
-_METRICS = {"preset": str, "ht": str, "table1_methods": [str],
+_METRICS = {"preset": str, "ht": str, "table1_methods": [str], "?method_labels": {str: str},
             "?ablation_rows": {"?table4": [_ROW], "?table5": [{**_ROW, "group": str}]},
             "?conditioned": {"methods": [str], "labels": {str: str}, "table2_nfe": [int], "table3_nfe": [int],
                              "tasks": {str: {"metric": str, "results": {str: {str: _RESULT}}, "markers": dict,

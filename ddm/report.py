@@ -32,11 +32,20 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["PUBLISHED_CSV", "TABLES_TEMPLATE", "RECORD_COLUMNS", "metric_records", "records_csv", "read_records_csv",
-           "summarize_records", "collect", "collect_conditioned", "render_tables", "task_figure", "fid_plot", "sample_grid", "fig3_plot", "convergence_plot", "format_params", "x0_mse_curve", "METHOD_LABELS"]
+           "summarize_records", "collect", "collect_conditioned", "render_tables", "task_figure", "fid_plot", "sample_grid", "fig3_plot", "convergence_plot", "format_params", "x0_mse_curve", "METHOD_LABELS",
+           "method_label"]
 
-#: Table 1 labels of the methods this project trains.
+#: Table 1 labels of the methods this project trains, by their params.yaml names; a method's own
+#: ``label:`` in params.yaml comes first (:func:`method_label`), so a renamed or new entry keeps one.
 METHOD_LABELS = {"ddm": "DDM (ours)", "ddpm": "DDPM (VP-SDE, EM)", "sde": "SDE (VE-SDE, EM)",
                  "ddpm_x0": "DDPM + $x_0$ branch"}
+
+
+def method_label(method: str, metrics: Mapping | None = None, *, latex: bool = True) -> str:
+    """A Table 1 method's row label: its ``label:`` in params.yaml (``method_labels`` of
+    reports/metrics.json), else :data:`METHOD_LABELS`, else its name (LaTeX-escaped if ``latex``)."""
+    own = (metrics or {}).get("method_labels", {}).get(method)
+    return own or METHOD_LABELS.get(method) or (latex_escape(method) if latex else method)
 
 
 #: Final steps beyond the paper (the paper's own needs no label).
@@ -157,6 +166,9 @@ def collect(paths: Iterable[Path] | pd.DataFrame, params: Mapping, model_params:
                                        "std": s["std"] if s["n"] > 1 else None, "num_samples": s["num_samples"]}
     out = {"preset": params["preset"], "ht": params["ht"], "table1_methods": list(params["methods"]),
            "ablation_rows": table_rows(params), "datasets": {}}
+    own = {m: e["label"] for m, e in params["methods"].items() if e.get("label")}
+    if own:
+        out["method_labels"] = own
     for ds, results in sorted(by_dataset.items()):
         results = {m: dict(by_nfe) for m, by_nfe in results.items()}
         t1_methods = [m for m in params["methods"] if m in results]
@@ -303,7 +315,7 @@ def render_tables(metrics: Mapping, published_csv: Path = PUBLISHED_CSV) -> str:
                 marker = col.get("marker") if col.get("best") == m else None
                 cells.append(_cell(res[m].get(str(n)), marker))
             size = d.get("params", {}).get(m)
-            rows.append({"label": METHOD_LABELS.get(m, latex_escape(m)), "cells": cells,
+            rows.append({"label": method_label(m, metrics), "cells": cells,
                          "params": format_params(size) if size else "--"})
         reported = defaultdict(dict)
         params_of = {}
@@ -473,7 +485,7 @@ def fid_plot(metrics: Mapping, dataset: str, out: Path) -> Path:
         xs = sorted(int(n) for n in by_nfe)
         ys = [by_nfe[str(n)]["mean"] for n in xs]
         err = [by_nfe[str(n)]["std"] or 0 for n in xs]
-        ax.errorbar(xs, ys, yerr=err, marker="o", label=METHOD_LABELS.get(m, m), capsize=2)
+        ax.errorbar(xs, ys, yerr=err, marker="o", label=method_label(m, metrics, latex=False), capsize=2)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("NFE")

@@ -456,6 +456,21 @@ def test_a_label_makes_a_table5_row_of_any_change(params):
                     ("Loss type", "loss_l1"), ("Loss type", "ddm"), ("Other", "clipped")]
 
 
+def test_table1_rows_take_a_method_label_from_params(tmp_path, params):
+    """A Table 1 entry's own `label:` names its row (a renamed entry keeps a readable row); without
+    one, the project's label of that name, else the escaped name."""
+    p = json.loads(json.dumps(params))
+    p["methods"] = {"ddm": {**p["methods"]["ddm"], "label": r"DDM, linear $h_t$"},
+                    "ddpm": p["methods"]["ddpm"], "ve_sde_v2": p["methods"]["sde"]}
+    fid = {"ddm": FID["ddm"], "ddpm": FID["ddpm"], "ve_sde_v2": FID["sde"]}
+    m = collect(write_metric_files(tmp_path, fid=fid), p)
+    assert m["method_labels"] == {"ddm": r"DDM, linear $h_t$"}
+    rows = [line.split(" & ")[0] for line in render_tables(m, PUBLISHED).splitlines()
+            if line.endswith(r"\\") and " & " in line]
+    assert {r"DDM, linear $h_t$", METHOD_LABELS["ddpm"], r"ve\_sde\_v2"} <= set(rows), rows
+    assert "method_labels" not in collect(write_metric_files(tmp_path / "plain"), params)
+
+
 # --------------------------------------------------------------------------- LaTeX
 DOC = r"""\documentclass{article}
 \usepackage{amssymb}
