@@ -692,8 +692,9 @@ def cmd_train_autoencoder(args) -> None:
              args.task, latent_factor(latent), latent["z_channels"], psnr, len(test["target"]), out)
 
 
-def _task_autoencoder(args, cfg: dict):
-    """The autoencoder of a latent task (§5.1), checked against params.yaml; None for a pixel task."""
+def _task_autoencoder(args, cfg: dict, device="cpu"):
+    """The autoencoder of a latent task (§5.1), checked against params.yaml, on ``device``; None for
+    a pixel task."""
     if "latent" not in cfg:
         return None
     if not args.autoencoder:
@@ -701,7 +702,7 @@ def _task_autoencoder(args, cfg: dict):
                          "--autoencoder (results/models/autoencoder/<task>.pt of `ddm train-autoencoder`)")
     from ddm.autoencoder import load_autoencoder
 
-    made, ae = load_autoencoder(args.autoencoder)
+    made, ae = load_autoencoder(args.autoencoder, device)
     if (made.get("task"), made.get("latent"), made.get("data")) != (cfg["task"], cfg["latent"], cfg["data"]):
         raise InputError(f"autoencoder file {args.autoencoder} was trained for another task or latent block than "
                          f"params.yaml gives for {cfg['task']}: train it again with `ddm train-autoencoder`")
@@ -736,9 +737,7 @@ def cmd_sample_task(args) -> None:
                          f"{args.task}/{args.method}: retrain it (snakemake does so by itself)")
     exp.cfg["sampling"] = cfg["sampling"]  # sampling options come from params.yaml, not the model file
     split = _split(args.data, cfg, "test")
-    ae = _task_autoencoder(args, cfg)
-    if ae is not None:
-        ae.to(_default_device(args))
+    ae = _task_autoencoder(args, cfg, _default_device(args))
     outs = {s: _check_out(_set_file(args.out_dir, *s, "pt"), "--out-dir") for s in args.sets}
     for (nfe, repeat), out in outs.items():
         seeds = sample_seeds(repeat, len(split["target"]))  # the same for every method: sample i <-> condition i

@@ -231,8 +231,8 @@ LAST = ("test_slurm.py", "test_report_pdf.py", "test_dvc.py", "test_pipeline.py"
 
 
 def pytest_configure(config):
-    """Under pytest-xdist, each worker's own torch ops take its share of the cores (two workers
-    with two intra-op threads each on 2 cores spin against each other); what the tests start
+    """Under pytest-xdist, each worker's own torch ops take its share of the cores (so the
+    workers together ask for no more intra-op threads than there are cores); what the tests start
     (Snakemake, ddm) keeps its own thread settings."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
     if workers > 1:
