@@ -4,6 +4,8 @@
 #   bash benchmarks/gpu_check.sh               # on a GPU machine: CIFAR-10 paper config (Table 6)
 #   bash benchmarks/gpu_check.sh --cpu-smoke   # anywhere: tiny sizes on the CPU, checks it runs
 #   options: --out PREFIX (default benchmarks/gpu_check[-cpu-smoke]) -> PREFIX.json, PREFIX.md
+#            --limits MAIN,FID  seconds for sections 1-3 and for 4 (default 420,240; a section
+#            stopped at its limit keeps the figures it measured: benchmarks/gpu_check.py)
 #
 # Measures (each figure with its setting in the JSON):
 #   1. training images/s, CIFAR-10 paper U-Net (178M) at batch 128: fp32 (TF32 off), then each
@@ -21,11 +23,13 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python )}
 MODE=gpu
 OUT=
+LIMITS=
 while [ $# -gt 0 ]; do
   case "$1" in
     --cpu-smoke) MODE=cpu ;;
     --out) OUT=$2; shift ;;
-    *) echo "gpu_check.sh: unknown option '$1' (use --cpu-smoke, --out PREFIX)" >&2; exit 2 ;;
+    --limits) LIMITS=$2; shift ;;
+    *) echo "gpu_check.sh: unknown option '$1' (use --cpu-smoke, --out PREFIX, --limits MAIN,FID)" >&2; exit 2 ;;
   esac
   shift
 done
@@ -36,112 +40,16 @@ if [ "$MODE" = gpu ] && ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.
 fi
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
-LIMIT=$( [ "$MODE" = cpu ] && echo 600 || echo 420 )
+[ -n "$LIMITS" ] || LIMITS=$( [ "$MODE" = cpu ] && echo 600,240 || echo 420,240 )
+LIMIT=${LIMITS%,*}
+FID_LIMIT=${LIMITS#*,}
 
-timeout "$LIMIT" "$PY" - "$MODE" "$TMP/main.json" <<'EOF'
-import json, statistics, sys, time
-import torch
-from ddm.config import load_params, resolve
-from ddm.experiment import build, generate
-from ddm.nets import count_parameters
-from ddm.training import Trainer, TrainConfig
-
-mode, out = sys.argv[1], sys.argv[2]
-gpu = mode == "gpu"
-dev = torch.device("cuda" if gpu else "cpu")
-params = load_params("params.yaml")
-if gpu:
-    params["preset"], dataset, batch, warm, timed, nfe_batch = "paper", "cifar10", 128, 3, 10, 256
-else:  # tiny: the embedded digits config
-    dataset, batch, warm, timed, nfe_batch = "digits", 8, 1, 3, 64
-    torch.set_num_threads(1)
-cfg = resolve(params, dataset, "ddm")
-exp = build(cfg)
-shape = (cfg["channels"], cfg["resolution"], cfg["resolution"])
-data = torch.rand((max(batch * 4, 512),) + shape, generator=torch.Generator().manual_seed(0)) * 2 - 1
-res = {"mode": mode, "device": torch.cuda.get_device_name(0) if gpu else "cpu",
-       "torch": torch.__version__, "dataset": dataset, "batch": batch}
-
-def sync():
-    if gpu:
-        torch.cuda.synchronize()
-
-def model():
-    torch.manual_seed(0)
-    return exp.make_model()
-
-def train_rate(**opts):
-    tcfg = TrainConfig(**{**cfg["train"], "batch_size": batch, "steps": 10**6, **opts})
-    import tempfile
-    with tempfile.TemporaryDirectory() as d:
-        tr = Trainer(model(), exp.objective, data, tcfg, d, device=dev, progress=False)
-        tr.resume()
-        t0 = time.perf_counter()
-        for _ in range(warm):
-            tr.step()
-        sync()
-        t1 = time.perf_counter()
-        times = []
-        for _ in range(timed):
-            s = time.perf_counter(); tr.step(); sync(); times.append(time.perf_counter() - s)
-        tr.check_finite()
-    return {"images_per_s": batch / statistics.median(times), "step_s": statistics.median(times),
-            "warmup_s": t1 - t0, "options": opts}
-
-compile_backend = "inductor" if gpu else "eager"   # inductor on a CPU takes minutes
-fast = dict(precision="bf16", tf32=True, channels_last=True, compile=True) if gpu else \
-       dict(channels_last=True, compile=True, compile_backend=compile_backend)
-variants = {"fp32": dict(pin_memory=False), "pin_memory": {}, "channels_last": dict(channels_last=True)}
-if gpu:
-    variants.update(tf32=dict(tf32=True), bf16=dict(precision="bf16"))
-variants["compile"] = dict(compile=True, compile_backend=compile_backend)
-variants["all"] = fast
-res["parameters"] = count_parameters(model())
-res["train"] = {}
-for name, opts in variants.items():
-    res["train"][name] = train_rate(**opts)
-    print(f"train {name}: {res['train'][name]['images_per_s']:.1f} images/s", flush=True)
-
-# trainer / bare step, fp32
-net = model().to(dev).train()
-opt = torch.optim.AdamW(net.parameters(), lr=1e-4, weight_decay=1e-4)
-x0 = data[:batch]
-g = torch.Generator().manual_seed(1)
-bare = []
-for i in range(warm + timed):
-    s = time.perf_counter()
-    noise = {k: v.to(dev) for k, v in exp.objective.draw(x0, g).items()}
-    loss, _ = exp.objective(net, x0.to(dev), noise)
-    loss.mean().backward(); opt.step(); opt.zero_grad(set_to_none=True); sync()
-    if i >= warm:
-        bare.append(time.perf_counter() - s)
-res["trainer_over_bare_step"] = res["train"]["fp32"]["step_s"] / statistics.median(bare)
-del net, opt
-
-# sampling at NFE 10 against 10 bare network calls
-net = model().to(dev).eval()
-seeds = list(range(nfe_batch))
-with torch.no_grad():
-    generate(exp, net, 10, seeds[:8], batch_size=8, device=dev); sync()
-    ts, tb = [], []
-    xt, tt = torch.randn((nfe_batch,) + shape, device=dev), torch.full((nfe_batch,), 0.5, device=dev)
-    for _ in range(3):
-        s = time.perf_counter(); generate(exp, net, 10, seeds, batch_size=nfe_batch, device=dev); sync()
-        ts.append(time.perf_counter() - s)
-        s = time.perf_counter()
-        for _ in range(10):
-            net(xt, tt)
-        sync(); tb.append(time.perf_counter() - s)
-res["sampling"] = {"nfe": 10, "batch": nfe_batch,
-                   "images_per_s": nfe_batch / statistics.median(ts),
-                   "sampler_over_bare_network": statistics.median(ts) / statistics.median(tb)}
-print(json.dumps(res["sampling"]), flush=True)
-json.dump(res, open(out, "w"), indent=1)
-EOF
+timeout "$LIMIT" "$PY" benchmarks/gpu_check.py "$MODE" "$TMP/main.json" \
+  || echo "gpu_check.py stopped (exit $?): the figures measured before are kept" >&2
 
 # FID throughput of 10,000 samples (digits extractor; --n smaller in the smoke run)
 N=$( [ "$MODE" = cpu ] && echo 1000 || echo 10000 )
-timeout 240 "$PY" benchmarks/fid_digits.py --n "$N" > "$TMP/fid.txt" 2>&1 || echo "fid_digits.py failed (exit $?)" >> "$TMP/fid.txt"
+timeout "$FID_LIMIT" "$PY" benchmarks/fid_digits.py --n "$N" > "$TMP/fid.txt" 2>&1 || echo "fid_digits.py failed (exit $?)" >> "$TMP/fid.txt"
 
 # 2-process NCCL smoke test
 NCCL="skipped: fewer than 2 GPUs"
@@ -167,23 +75,27 @@ EOF
 fi
 
 "$PY" - "$TMP/main.json" "$TMP/fid.txt" "$NCCL" "$OUT" <<'EOF'
-import json, sys
-res = json.load(open(sys.argv[1]))
+import json, os, sys
+res = json.load(open(sys.argv[1])) if os.path.exists(sys.argv[1]) else {"train": {}}
 res["fid_digits"] = open(sys.argv[2]).read().strip().splitlines()[-6:]
 res["nccl_two_process"] = sys.argv[3]
 out = sys.argv[4]
 json.dump(res, open(out + ".json", "w"), indent=1)
 t = res["train"]
-lines = [f"# gpu_check ({res['mode']}): {res['device']}, torch {res['torch']}", "",
-         f"{res['dataset']} U-Net, {res['parameters'] / 1e6:.2f}M parameters, batch {res['batch']}", "",
+lines = [f"# gpu_check ({res.get('mode')}): {res.get('device')}, torch {res.get('torch')}", "",
+         f"{res.get('dataset')} U-Net, {res.get('parameters', 0) / 1e6:.2f}M parameters, batch {res.get('batch')}", "",
          "| training | images/s | vs fp32 | first steps (s) |", "|---|---|---|---|"]
 for k, v in t.items():
-    lines.append(f"| {k} | {v['images_per_s']:.1f} | {v['images_per_s'] / t['fp32']['images_per_s']:.2f} | {v['warmup_s']:.1f} |")
-s = res["sampling"]
-lines += ["", f"- trainer / bare step (fp32): {res['trainer_over_bare_step']:.3f} (goal <= 1.10)",
-          f"- sampling, NFE {s['nfe']}, batch {s['batch']}: {s['images_per_s']:.1f} images/s; "
-          f"sampler / bare network: {s['sampler_over_bare_network']:.3f} (goal <= 1.05)",
-          f"- 2-process NCCL: {res['nccl_two_process']}", "- FID (benchmarks/fid_digits.py):", ""]
+    lines.append(f"| {k} | {v['images_per_s']:.1f} | {v['images_per_s'] / t['fp32']['images_per_s']:.2f} | {v['warmup_s']:.1f} |"
+                 + (f" fell back: {v['compile_fell_back']}" if v.get("compile_fell_back") else ""))
+lines.append("")
+if "trainer_over_bare_step" in res:
+    lines.append(f"- trainer / bare step (fp32): {res['trainer_over_bare_step']:.3f} (goal <= 1.10)")
+if "sampling" in res:
+    s = res["sampling"]
+    lines.append(f"- sampling, NFE {s['nfe']}, batch {s['batch']}: {s['images_per_s']:.1f} images/s; "
+                 f"sampler / bare network: {s['sampler_over_bare_network']:.3f} (goal <= 1.05)")
+lines += [f"- 2-process NCCL: {res['nccl_two_process']}", "- FID (benchmarks/fid_digits.py):", ""]
 lines += ["      " + l for l in res["fid_digits"]]
 open(out + ".md", "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
