@@ -653,11 +653,17 @@ def cmd_prepare_task(args) -> None:
 
     cfg = _task_cfg(_params(args), args.task)
     outs = {"train": _check_out(args.train, "--train"), "test": _check_out(args.test, "--test")}
+    dataset = cfg["data"].get("dataset")
+    if dataset:  # the paper's data set (§5.1): fetched (or unpacked from `source`) once, then read
+        from ddm.data import DATASETS, download_dataset
+
+        if DATASETS[dataset].resources:
+            download_dataset(dataset, args.data_root, source=cfg["data"].get("source"))
     for split, out in outs.items():
-        blob = make_split(args.task, split, cfg["data"])
+        blob = make_split(args.task, split, cfg["data"], root=args.data_root)
         with _writing(out):
             save_torch(blob, out)
-        log.info("%s %s split: %d examples -> %s", args.task, split, len(blob["target"]), out)
+        log.info("%s %s split: %d examples -> %s", args.task, split, next(len(v) for k, v in blob.items() if k.endswith("_uint8")), out)
 
 
 def cmd_train_autoencoder(args) -> None:
@@ -753,8 +759,9 @@ def _task_fid(args, cfg: dict):
     if cfg["metric"] != "fid":
         return None
     if not (args.reference and args.extractor):
-        raise InputError(f"task {args.task} is scored by FID: pass --reference and --extractor (the digits' "
-                         "results/fid/digits/reference.npz and extractor.json)")
+        ds = cfg["data"].get("dataset") or "digits"
+        raise InputError(f"task {args.task} is scored by FID: pass --reference and --extractor (its data set's "
+                         f"results/fid/{ds}/reference.npz and extractor.json)")
     ex = _extractor(args.extractor)
     _reference(args.reference)
     from ddm.metrics import fid
@@ -806,6 +813,7 @@ def _add_task_steps(sub) -> None:
     sets = {"type": _nfe_repeat, "nargs": "+", "required": True, "help": "sample sets NFE:REPEAT, e.g. 5:0 5:1 10:0"}
     s = _add(sub, "prepare-task", cmd_prepare_task, "a conditioned task's train and test splits (Tables 2, 3)",
              "task", "train", "test")
+    s.add_argument("--data-root", default="data", help="data folder of a task that reads a data set (`dataset:`)")
     autoencoder = {"help": "a latent task's autoencoder (`ddm train-autoencoder`); required for one"}
     s = _add(sub, "train-autoencoder", cmd_train_autoencoder, "a latent task's KL autoencoder and its test-split "
              "reconstruction PSNR (§5.1)", "task", "data", "test", "out", "metrics")

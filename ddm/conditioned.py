@@ -4,8 +4,9 @@ The steps ``ddm prepare-task``, ``train-task``, ``sample-task`` and ``evaluate-t
 workflow/rules/tasks.smk) are thin adapters over these functions:
 
 * :func:`make_split` draws a task's split from ``ddm.tasks`` (the embedded stand-ins for DUTS,
-  DIV2K and CelebA-HQ) as a task file (:data:`TASK_FORMAT`): ``target`` and ``cond`` in the model
-  range plus the uint8 fields the metric and the references read.
+  DIV2K and CelebA-HQ) or from the paper's data set (:func:`dataset_examples`) as a task file
+  (:data:`TASK_FORMAT`): the uint8 fields the metric and the references read; :func:`load_split`
+  adds ``target`` and ``cond`` in the model range (a quarter of the file size at paper scale).
 * :func:`build_task` makes the experiment of a resolved (task, method) (``ddm.config.resolve_task``):
   the method's process and objective (DDM's Eq. 10 with x0 = the task's target, or the VP/DDPM
   baseline's Eq. 4) wrapped in :class:`ddm.conditioning.ConditionedObjective`, and a
@@ -49,13 +50,14 @@ from ddm.config import TASKS
 from ddm.experiment import Experiment, build, generate
 from ddm.io import InputError, load_torch
 
-__all__ = ["TASK_FORMAT", "SPLITS", "TaskExperiment", "split_seed", "make_split", "load_split", "build_task",
+__all__ = ["TASK_FORMAT", "SPLITS", "TaskExperiment", "split_seed", "make_split", "dataset_examples",
+           "load_split", "build_task",
            "load_task_model", "training_data", "sample_split", "task_metric", "task_references"]
 
 #: The ``format`` entry of a task file (``ddm prepare-task``).
-TASK_FORMAT = "ddm.task/1"
+TASK_FORMAT = "ddm.task/2"  # 2: uint8 fields only; target and cond are made on reading
 SPLITS = ("train", "test")
-#: The fields a task file holds per task (besides format, task, split, data, target, cond).
+#: The fields a task file holds per task (besides format, task, split, data).
 _FIELDS = {"saliency": ("image_uint8", "mask_uint8"),
            "super_resolution": ("hr_uint8", "lr_uint8", "cond_uint8", "scale"),
            "inpainting": ("image_uint8", "mask", "mean")}
@@ -67,16 +69,19 @@ def split_seed(seed: int, split: str) -> int:
     return 2 * int(seed) + (split == "test")
 
 
-def make_split(task: str, split: str, data: Mapping) -> dict:
-    """One split of a task of §5.1 (``ddm.tasks``: the stand-ins for DUTS, DIV2K and CelebA-HQ)
-    as the dict a task file holds: ``data`` is the resolved task block
-    (``resolve_task(...)["data"]``: size, n_train, n_test, seed, scale)."""
+def make_split(task: str, split: str, data: Mapping, root=None) -> dict:
+    """One split of a task of §5.1 as the dict a task file holds: ``data`` is the resolved task
+    block (``resolve_task(...)["data"]``: size, n_train, n_test, seed, scale, and ``dataset`` when
+    the task reads the paper's data set, :func:`dataset_examples`, from the data folder ``root``;
+    without it, the embedded stand-ins of ``ddm.tasks`` for DUTS, DIV2K and CelebA-HQ)."""
     from ddm import tasks
 
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     n, seed = data["n_train" if split == "train" else "n_test"], split_seed(data["seed"], split)
-    if task == "saliency":
+    if data.get("dataset"):
+        d = dataset_examples(task, split, data, root)
+    elif task == "saliency":
         d = tasks.saliency_task(split, n=n, size=data["size"], seed=seed)
     elif task == "super_resolution":
         d = tasks.sr_task(split, n=n, size=data["size"], scale=data["scale"], seed=seed)
@@ -84,14 +89,57 @@ def make_split(task: str, split: str, data: Mapping) -> dict:
         d = tasks.inpainting_task(split, n=n, size=data["size"], seed=seed)
     else:
         raise ValueError(f"unknown task {task!r} (allowed: {', '.join(TASKS)})")
-    return {"format": TASK_FORMAT, "task": task, "split": split, "data": dict(data), **d}
+    stored = {k: v for k, v in d.items() if k not in ("target", "cond")}  # load_split makes them again
+    return {"format": TASK_FORMAT, "task": task, "split": split, "data": dict(data), **stored}
+
+
+#: The seed of the fixed permutation that splits CelebA-HQ's images into inpainting's train and test
+#: sets (a reading choice: the paper follows Suvorov et al.'s 26,000 / 2,000 split, whose file lists
+#: it does not give); fixed, so that params.yaml's seed does not move images between the splits.
+INPAINTING_SPLIT_SEED = 0
+
+
+def dataset_examples(task: str, split: str, data: Mapping, root=None) -> dict:
+    """A split of a task from the paper's data set (``ddm.data``; §5.1): super-resolution on DIV2K
+    (a ``size`` centre crop of each HR image at native scale; train = DIV2K_train_HR, test =
+    DIV2K_valid_HR), saliency on DUTS (images and masks resized to ``size``; DUTS-TR / DUTS-TE),
+    inpainting on CelebA-HQ (all images at ``size``, split by a fixed permutation into the first
+    ``n_train`` and the next ``n_test``) or digits. ``n_train`` / ``n_test`` limit the examples
+    (null: all). The examples are those of ``ddm.tasks``' ``*_examples`` functions."""
+    from ddm import tasks
+    from ddm.data import load_dataset
+
+    name, size = data["dataset"], data["size"]
+    if name not in TASKS[task]["datasets"]:
+        raise ValueError(f"the {task} task does not read dataset {name!r} (allowed: "
+                         f"{', '.join(TASKS[task]['datasets'])})")
+    n = data["n_train" if split == "train" else "n_test"]
+    if task == "super_resolution":
+        return tasks.sr_examples(load_dataset(name, root, split, resolution=size, limit=n), data["scale"])
+    if task == "saliency":
+        return tasks.saliency_examples(*load_dataset(name, root, split, resolution=size, limit=n))
+    images = load_dataset(name, root, "train", resolution=size)
+    if name == "digits":
+        x, train = load_dataset(name, None, split, resolution=size), images
+    else:
+        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(INPAINTING_SPLIT_SEED))
+        n_train = data["n_train"] if data["n_train"] is not None else len(images) - (data["n_test"] or 0)
+        parts = {"train": order[:n_train], "test": order[n_train:n_train + (data["n_test"] or len(images))]}
+        if len(parts["test"]) < 2:
+            raise ValueError(f"{name} has {len(images)} images: n_train {n_train} leaves {len(parts['test'])} "
+                             "for the test split; lower n_train")
+        x, train = images[parts[split]], images[parts["train"]]
+    x = x[:n] if n is not None else x
+    return tasks.inpainting_examples(x, split_seed(data["seed"], split), train.to(torch.float64).mean(dim=(0, 2, 3)))
 
 
 def load_split(path, task: str, split: str, data: Mapping | None = None) -> dict:
     """A task file of ``ddm prepare-task``, checked: its format, task, split, fields and (if given)
     the task block it was drawn with; an ``InputError`` naming the file otherwise."""
+    from ddm.tasks import model_tensors
+
     blob = load_torch(path, "task file", "ddm prepare-task")
-    fields = ("target", "cond", *_FIELDS.get(task, ()))
+    fields = _FIELDS.get(task, ())
     if not isinstance(blob, dict) or blob.get("format") != TASK_FORMAT or any(k not in blob for k in fields):
         raise InputError(f"task file {path} is not a {task} split written by `ddm prepare-task` ({TASK_FORMAT})")
     if (blob["task"], blob["split"]) != (task, split):
@@ -100,7 +148,7 @@ def load_split(path, task: str, split: str, data: Mapping | None = None) -> dict
     if data is not None and blob["data"] != dict(data):
         raise InputError(f"task file {path} was drawn with {blob['data']}, params.yaml now gives {dict(data)}: "
                          "write it again with `ddm prepare-task` (snakemake does so by itself)")
-    return blob
+    return {**blob, **model_tensors(task, blob)}
 
 
 @dataclass

@@ -27,7 +27,7 @@ from ddm.resources import SCHEMA_PATH
 
 __all__ = ["ConfigError", "read_yaml", "load_params", "validate", "schema", "dataset_names", "all_methods", "resolve",
            "resolved_hash", "model_of", "check_fit", "SCHEMA_PATH", "SCHEMA_ENUMS", "METHOD_DEFAULTS", "REPORT_KEYS",
-           "TASKS", "TASK_HASH_KEYS", "LATENT_DEFAULTS", "conditioned_block", "task_names", "task_sets", "resolve_task",
+           "TASKS", "TASK_HASH_KEYS", "inpainting_dataset", "LATENT_DEFAULTS", "conditioned_block", "task_names", "task_sets", "resolve_task",
            "latent_factor", "task_hash"]
 
 #: Defaults of a method entry, per process (the paper's choices; options named in the README).
@@ -63,10 +63,17 @@ DATASET_CHANNELS = {"digits": 1, "cifar10": 3, "celebahq256": 3, "imagefolder": 
 
 #: The conditioned tasks of Tables 2 and 3 (§5.1; ``ddm.tasks``): target channels, condition
 #: channels, the metric of Table 2 and whether higher is better.
+#: ``datasets``: what a task block's ``dataset`` may name (the paper's data set, §5.1, read by
+#: ``ddm.conditioned.dataset_examples``); without it the task runs on its embedded stand-in
+#: (``ddm.tasks``; inpainting's is digits). Inpainting's channels are its data set's (condition:
+#: the masked image and the mask).
 TASKS: dict[str, dict[str, Any]] = {
-    "saliency": {"channels": 1, "cond_channels": 3, "metric": "mae", "higher_is_better": False},
-    "super_resolution": {"channels": 3, "cond_channels": 3, "metric": "psnr", "higher_is_better": True},
-    "inpainting": {"channels": 1, "cond_channels": 2, "metric": "fid", "higher_is_better": False},
+    "saliency": {"channels": 1, "cond_channels": 3, "metric": "mae", "higher_is_better": False,
+                 "datasets": ("duts",)},
+    "super_resolution": {"channels": 3, "cond_channels": 3, "metric": "psnr", "higher_is_better": True,
+                         "datasets": ("div2k",)},
+    "inpainting": {"channels": 1, "cond_channels": 2, "metric": "fid", "higher_is_better": False,
+                   "datasets": ("digits", "celebahq256")},
 }
 #: Defaults of a task block (``conditioned_presets/<preset>/tasks/<task>``) and of its network.
 TASK_DEFAULTS = {"n_train": None, "n_test": None}
@@ -185,9 +192,9 @@ def _validate_conditioned(params: Mapping, validator, schema_: Mapping) -> None:
         if misplaced:
             raise ConfigError(f"{where}/{task}: {misplaced} belong to another task (scale: super_resolution, "
                               "paste_known: inpainting); remove them")
-        if task != "inpainting" and any(t.get(k) is None for k in ("n_train", "n_test")):
-            raise ConfigError(f"{where}/{task}: set n_train and n_test (only inpainting takes every image of a split "
-                              "when they are null)")
+        if not t.get("dataset") and task != "inpainting" and any(t.get(k) is None for k in ("n_train", "n_test")):
+            raise ConfigError(f"{where}/{task}: set n_train and n_test (an embedded stand-in draws that many examples; "
+                              "null takes every image of a split only for inpainting or a task with a dataset)")
         size = _check_latent(task, t, f"{where}/{task}")
         _check_task_size(params, task, t, {**block["model"], **t.get("model", {})}, f"{where}/{task}", size)
     for name, entry in params["conditioned_methods"].items():
@@ -235,12 +242,19 @@ def _check_task_size(params: Mapping, task: str, t: Mapping, model: Mapping, whe
         raise ConfigError(f"{where}/size: {size} must be a multiple of the scale {scale} above {2 * scale} (the "
                           f"PSNR crops {scale} pixels at each border): use e.g. {4 * scale}")
     if task == "inpainting":
-        digits = params["presets"][params["preset"]].get("digits")
-        if digits is None or digits["resolution"] != size:
-            have = f"resolution {digits['resolution']}" if digits else "no digits block"
-            raise ConfigError(f"{where}/size: {size}: inpainting's FID uses the digits classifier and the reference "
-                              f"statistics of presets/{params['preset']}/digits ({have}): set size to the digits' "
-                              "resolution")
+        ds = inpainting_dataset(t)
+        block = params["presets"][params["preset"]].get(ds)
+        if block is None or block["resolution"] != size:
+            have = f"resolution {block['resolution']}" if block else f"no {ds} block"
+            raise ConfigError(f"{where}/size: {size}: inpainting's FID uses the extractor and the reference "
+                              f"statistics of presets/{params['preset']}/{ds} ({have}): set size to that "
+                              f"resolution, or add a {ds} block of that resolution to the preset")
+
+
+def inpainting_dataset(t: Mapping) -> str:
+    """The data set of an inpainting task block (its ``dataset``; digits, the embedded stand-in,
+    by default), whose preset block gives inpainting's FID extractor and reference statistics."""
+    return t.get("dataset") or "digits"
 
 
 def _validate_convergence(params: Mapping, ds: str, block: Mapping, trained: Mapping) -> None:
@@ -460,6 +474,9 @@ def resolve_task(params: Mapping, task: str, method: str) -> dict:
     if method not in methods:
         raise ConfigError(f"unknown conditioned method '{method}' (allowed: {', '.join(sorted(methods))})")
     t = block["tasks"][task]
+    if t.get("dataset") and t["dataset"] not in TASKS[task]["datasets"]:
+        raise ConfigError(f"params.yaml: conditioned_presets/{params['preset']}/tasks/{task}/dataset: "
+                          f"'{t['dataset']}' is not a data set of this task (allowed: {', '.join(TASKS[task]['datasets'])})")
     data = {**TASK_DEFAULTS, **TASK_ONLY.get(task, {}),
             **{k: v for k, v in t.items() if k not in ("model", "train", "latent")}}
     parts = _method_parts(params, methods[method], {})
@@ -467,6 +484,8 @@ def resolve_task(params: Mapping, task: str, method: str) -> dict:
         parts["sampling"]["paste_known"] = data.pop("paste_known")
     cfg = {
         "task": task, **{k: TASKS[task][k] for k in ("channels", "cond_channels", "metric")},
+        **({"channels": DATASET_CHANNELS[t["dataset"]], "cond_channels": DATASET_CHANNELS[t["dataset"]] + 1}
+           if task == "inpainting" and t.get("dataset") else {}),
         "resolution": t["size"], "data": {**data, "seed": params["seed"]},
         "model": {**COND_MODEL_DEFAULTS, **copy.deepcopy(block["model"]), **copy.deepcopy(t.get("model", {}))},
         "train": {**copy.deepcopy(block["train"]), **copy.deepcopy(t.get("train", {})), "seed": params["seed"]},

@@ -48,8 +48,12 @@ __all__ = [
     "MIN_PATCH_STD",
     "SHAPES",
     "sr_task",
+    "sr_examples",
     "saliency_task",
+    "saliency_examples",
     "inpainting_task",
+    "inpainting_examples",
+    "model_tensors",
     "lama_mask",
     "inpainting_masks",
     "draw_stroke",
@@ -198,11 +202,16 @@ def sr_task(split: str = "train", n: int = 256, size: int = 32, scale: int = 4,
     names = SR_TRAIN_PHOTOS if split == "train" else SR_TEST_PHOTOS
     photos = [_photo(name) for name in names]
     patches = [_textured_patch(photos[i % len(photos)], _rng(seed, i), size) for i in range(int(n))]
-    hr = torch.from_numpy(np.stack(patches).copy())
-    lr = bicubic_down(hr, scale)
-    up = bicubic_up(lr, scale)
-    return {"target": to_model_range(hr), "cond": to_model_range(up), "hr_uint8": hr,
-            "lr_uint8": lr, "cond_uint8": up, "scale": scale}
+    return sr_examples(torch.from_numpy(np.stack(patches).copy()), scale)
+
+
+def sr_examples(hr_uint8: Tensor, scale: int = 4) -> dict:
+    """Super-resolution examples of high-resolution uint8 images (N, 3, H, W): the observation is
+    their bicubic x``scale`` down-sampling, the condition that observation bicubically up-sampled
+    back (:func:`sr_task`'s fields; DIV2K's images in the paper preset)."""
+    lr = bicubic_down(hr_uint8, scale)
+    fields = {"hr_uint8": hr_uint8, "lr_uint8": lr, "cond_uint8": bicubic_up(lr, scale), "scale": scale}
+    return {**model_tensors("super_resolution", fields), **fields}
 
 
 # -- saliency detection ---------------------------------------------------------------------------
@@ -275,8 +284,16 @@ def saliency_task(split: str = "train", n: int = 256, size: int = 32, seed: int 
     pairs = [_saliency_example(_rng(seed, i), textures, digits, size) for i in range(int(n))]
     image = torch.from_numpy(np.stack([p[0] for p in pairs]))
     mask = torch.from_numpy(np.stack([p[1] for p in pairs])[:, None].astype(np.uint8) * 255)
-    return {"target": to_model_range(mask), "cond": to_model_range(image),
-            "image_uint8": image, "mask_uint8": mask}
+    return saliency_examples(image, mask)
+
+
+def saliency_examples(image_uint8: Tensor, mask_uint8: Tensor) -> dict:
+    """Saliency examples of images (N, 3, R, R) and their grey-level masks (N, 1, R, R): the
+    masks are binarised at half grey (DUTS' masks are anti-aliased at the edges; MAE compares
+    binary 0/255 masks), ``target`` in {-1, 1}, ``cond`` the image (:func:`saliency_task`'s
+    fields; DUTS in the paper preset)."""
+    fields = {"image_uint8": image_uint8, "mask_uint8": (mask_uint8 >= 128).to(torch.uint8) * 255}
+    return {**model_tensors("saliency", fields), **fields}
 
 
 def all_background_mae(mask_uint8: Tensor) -> float:
@@ -377,9 +394,31 @@ def inpainting_task(split: str = "train", n: int | None = None, size: int = 8,
     _check_size(size, 1, "size")
     x = load_dataset("digits", None, split, resolution=size)
     x = x[: int(n)] if n is not None else x
-    mask = inpainting_masks(x.shape[0], size, seed)
-    target = to_model_range(x)
-    cond = torch.cat([target.masked_fill(mask.bool(), 0.0), mask.float() * 2 - 1], dim=1)
     train = load_dataset("digits", None, "train", resolution=size)
-    return {"target": target, "cond": cond, "image_uint8": x, "mask": mask,
-            "mean": train.to(torch.float64).mean(dim=(0, 2, 3))}
+    return inpainting_examples(x, seed, train.to(torch.float64).mean(dim=(0, 2, 3)))
+
+
+def inpainting_examples(x_uint8: Tensor, seed: int, mean: Tensor) -> dict:
+    """Inpainting examples of uint8 images (N, C, R, R) with :func:`inpainting_masks` of ``seed``:
+    ``target`` the image, ``cond`` the masked image (holes at 0, mid-grey) and the mask (holes 1,
+    known -1), C + 1 channels; ``mean`` (per channel, the training images') for :func:`mean_fill`
+    (:func:`inpainting_task`'s fields; CelebA-HQ in the paper preset)."""
+    fields = {"image_uint8": x_uint8, "mask": inpainting_masks(x_uint8.shape[0], x_uint8.shape[-1], seed),
+              "mean": mean}
+    return {**model_tensors("inpainting", fields), **fields}
+
+
+def model_tensors(task: str, fields: dict) -> dict:
+    """``target`` and ``cond`` in the model range [-1, 1] from a task's uint8 fields (what a task
+    file stores: ``ddm.conditioned.load_split`` makes these on reading): super-resolution the HR
+    image and the up-sampled observation, saliency the mask and the image, inpainting the image
+    and (masked image, holes at 0; mask, holes 1 and known -1)."""
+    if task == "super_resolution":
+        return {"target": to_model_range(fields["hr_uint8"]), "cond": to_model_range(fields["cond_uint8"])}
+    if task == "saliency":
+        return {"target": to_model_range(fields["mask_uint8"]), "cond": to_model_range(fields["image_uint8"])}
+    if task == "inpainting":
+        target, mask = to_model_range(fields["image_uint8"]), fields["mask"]
+        return {"target": target,
+                "cond": torch.cat([target.masked_fill(mask.bool(), 0.0), mask.float() * 2 - 1], dim=1)}
+    raise ValueError(f"unknown task {task!r}")

@@ -8,7 +8,7 @@ import sys
 import yaml
 
 from ddm.config import ConfigError, dataset_names, model_of, resolve  # config validated in the Snakefile
-from ddm.config import TASKS, resolve_task, task_names, task_sets
+from ddm.config import TASKS, inpainting_dataset, resolve_task, task_names, task_sets
 from ddm.roles import fid_ablations, fig3_methods, table_rows
 
 def _uses_conda():
@@ -241,11 +241,12 @@ def task_sets_arg():
 
 
 def evaluate_task_inputs(wc):
-    """The test split, every sample file of the task, and for inpainting (FID) the digits' FID files."""
+    """The test split, every sample file of the task, and for inpainting (FID) its data set's FID files."""
     inputs = {"data": f"data/prepared/tasks/{wc.task}/test.pt",
               "samples": [f for m in TASK_METHODS for f in task_set_files(f"results/samples/tasks/{wc.task}/{m}", "pt")]}
     if TASKS[wc.task]["metric"] == "fid":
-        inputs.update(reference="results/fid/digits/reference.npz", extractor="results/fid/digits/extractor.json")
+        ds = inpainting_dataset(_COND["tasks"][wc.task])
+        inputs.update(reference=f"results/fid/{ds}/reference.npz", extractor=f"results/fid/{ds}/extractor.json")
     return inputs
 
 

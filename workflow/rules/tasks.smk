@@ -1,6 +1,7 @@
 # Conditioned generation (Tables 2 and 3 of the paper, §5.3): with `conditioned: true` in params.yaml,
 # per task of the preset's conditioned block (conditioned_presets; docs/conditioned.md):
-#   prepare_task   data/prepared/tasks/{task}/{train,test}.pt      (phase download; ddm.tasks stand-ins)
+#   prepare_task   data/prepared/tasks/{task}/{train,test}.pt      (phase download; ddm.tasks stand-ins, or
+#                  the task's `dataset:` fetched into data/raw as rule prepare does)
 #   train_autoencoder results/models/autoencoder/{task}.pt and .json (phase train; only a task with a
 #                  `latent` block: its KL autoencoder, §5.1, and its test-split reconstruction PSNR,
 #                  which the stats rule carries into reports/metrics.json and Table 2's caption)
@@ -30,7 +31,8 @@ rule prepare_task:
     conda:
         "../envs/ddm.yaml"
     shell:
-        "{params.ddm} prepare-task --task {wildcards.task} --train {output.train} --test {output.test} > {log} 2>&1"
+        "{params.ddm} prepare-task --task {wildcards.task} --data-root data/raw --train {output.train} "
+        "--test {output.test} > {log} 2>&1"
 
 
 # results/models/autoencoder/{task}.pt would also match rule train's results/models/{dataset}/{method}.pt
