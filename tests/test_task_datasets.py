@@ -10,9 +10,10 @@ import copy
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
-from conftest import REPO, dry_run_jobs, run_ddm, run_snakemake, tiny_params, write_params, make_workdir
+from conftest import REPO, dry_run_jobs, make_workdir, run_ddm, run_snakemake, tiny_params, write_params
 from ddm import tasks
 from ddm.conditioned import dataset_examples, load_split, make_split
 from ddm.config import ConfigError, load_params, resolve_task, validate
@@ -181,3 +182,18 @@ def test_prepare_task_fetches_its_data_set_from_source(tmp_path):
     cfg = resolve_task(params, "super_resolution", "ddm")
     test = load_split(work / "test.pt", "super_resolution", "test", cfg["data"])
     assert test["hr_uint8"].shape == (1, 3, 16, 16) and test["target"].dtype == torch.float32
+
+
+def test_a_task_source_folder_is_a_dependency_of_the_dvc_download_stage(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(REPO / "workflow"))
+    import make_dvc_yaml
+
+    params = tiny_params()
+    params["conditioned_presets"]["embedded"]["tasks"]["super_resolution"].update(dataset="div2k", source="mirror/div2k")
+    write_params(tmp_path, params)
+    sources = make_dvc_yaml.source_deps(tmp_path / "params.yaml")
+    assert sources == ["mirror/div2k"]
+    stage = yaml.safe_load(make_dvc_yaml.render(make_dvc_yaml.load_phases(), sources))["stages"]["download"]
+    assert "mirror/div2k" in stage["deps"]

@@ -142,21 +142,24 @@ def _dedup(items):
 
 
 def source_deps(params_path: Path = PARAMS) -> list[str]:
-    """The local `source` of each dataset of every preset in params.yaml (a folder of images, e.g. an
-    `imagefolder`, or an archive; a file:// URL as its path; http(s) URLs are not deps), sorted:
+    """The local `source` of each dataset of every preset in params.yaml and of each conditioned task
+    that reads a data set (a folder of images, e.g. an `imagefolder`, or an archive; a file:// URL
+    as its path; http(s) URLs are not deps), sorted:
     DVC then reruns the stage that runs `prepare` when their content changes. Every preset, not just
     the active one, so `dvc exp run -S preset=...` needs no regeneration; a path given here must
     exist wherever `dvc repro` runs."""
     params = yaml.safe_load(params_path.read_text()) if params_path.exists() else None
     found = set()
-    for preset in ((params or {}).get("presets") or {}).values():
-        for block in (preset or {}).values():
-            src = block.get("source") if isinstance(block, dict) else None
-            url = urllib.parse.urlparse(src) if isinstance(src, str) and src else None
-            if url is not None and url.scheme.lower() == "file":
-                found.add(urllib.request.url2pathname(url.path))
-            elif url is not None and url.scheme.lower() not in ("http", "https"):
-                found.add(src)
+    blocks = [b for preset in ((params or {}).get("presets") or {}).values() for b in (preset or {}).values()]
+    blocks += [b for cond in ((params or {}).get("conditioned_presets") or {}).values()  # a task's dataset source
+               for b in ((cond or {}).get("tasks") or {}).values()]
+    for block in blocks:
+        src = block.get("source") if isinstance(block, dict) else None
+        url = urllib.parse.urlparse(src) if isinstance(src, str) and src else None
+        if url is not None and url.scheme.lower() == "file":
+            found.add(urllib.request.url2pathname(url.path))
+        elif url is not None and url.scheme.lower() not in ("http", "https"):
+            found.add(src)
     return sorted(found)
 
 
