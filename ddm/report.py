@@ -496,13 +496,28 @@ def fid_plot(metrics: Mapping, dataset: str, out: Path) -> Path:
     return _save(fig, out)
 
 
+def tile(x: torch.Tensor, nrow: int, padding: int = 1, pad_value: float = 0) -> torch.Tensor:
+    """Images (N, C, H, W) as one (3, H', W') image: rows of ``nrow``, ``padding`` pixels of
+    ``pad_value`` around and between them, one channel repeated to three (the layout of
+    torchvision's ``make_grid``; here so that a figure job does not import torchvision, seconds
+    of start-up)."""
+    if x.ndim != 4 or x.shape[0] == 0:
+        raise ValueError(f"tile needs images (N, C, H, W) with N >= 1, got shape {tuple(x.shape)}")
+    x = x.repeat(1, 3, 1, 1) if x.shape[1] == 1 else x
+    n, c, h, w = x.shape
+    cols, rows = min(nrow, n), -(-n // min(nrow, n))
+    grid = x.new_full((c, rows * (h + padding) + padding, cols * (w + padding) + padding), pad_value)
+    for k in range(n):
+        top, left = (k // cols) * (h + padding) + padding, (k % cols) * (w + padding) + padding
+        grid[:, top:top + h, left:left + w] = x[k]
+    return grid
+
+
 def sample_grid(samples: Path, title: str, out: Path, n: int = 64) -> Path:
     """The first n samples of a sample file as an 8-wide grid."""
-    from torchvision.utils import make_grid
-
     plt = _pyplot()
     x = torch.load(samples, weights_only=True)[:n]
-    grid = make_grid(x, nrow=8, padding=1, pad_value=255)
+    grid = tile(x, nrow=8, padding=1, pad_value=255)
     fig = plt.figure(figsize=(4, 4))
     plt.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
     plt.axis("off")
@@ -529,12 +544,10 @@ def task_condition(split: Mapping) -> torch.Tensor:
 
 def task_figure(split: Mapping, samples: list[torch.Tensor], labels: list[str], out: Path, n: int = 8) -> Path:
     """condition | one column per sample file | target, for the first ``n`` test examples."""
-    from torchvision.utils import make_grid
-
     target = split["mask_uint8"] if "mask_uint8" in split else split["hr_uint8"] if "hr_uint8" in split else split["image_uint8"]
     columns = [task_condition(split)[:n], *[_rgb(x[:n]) for x in samples], _rgb(target[:n])]
     rows = torch.stack(columns, dim=1).flatten(0, 1)  # row-major: example i, then its columns
-    grid = make_grid(rows, nrow=len(columns), padding=1, pad_value=0.5)
+    grid = tile(rows, nrow=len(columns), padding=1, pad_value=0.5)
     plt = _pyplot()
     names = ["condition", *labels, "target"]
     fig = plt.figure(figsize=(1.1 * len(columns) + 0.5, 1.1 * min(n, len(target)) + 0.6))

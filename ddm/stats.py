@@ -18,7 +18,6 @@ import math
 from typing import Mapping, Sequence
 
 import numpy as np
-from scipy import stats as _st
 
 __all__ = ["summarize", "ttest", "mark_best", "SIGNIFICANT", "NOT_SIGNIFICANT", "UNTESTED"]
 
@@ -55,7 +54,9 @@ def ttest(a: Sequence[float], b: Sequence[float], equal_var: bool = False) -> di
     xa, xb = _values(a, "a"), _values(b, "b")
     if xa.size < 2 or xb.size < 2:
         raise ValueError(f"t-test needs at least 2 values per group, got {xa.size} and {xb.size}")
-    r = _st.ttest_ind(xa, xb, equal_var=equal_var)
+    from scipy import stats  # here, not at import: a figure job would pay seconds for it
+
+    r = stats.ttest_ind(xa, xb, equal_var=equal_var)
     return {"t": float(r.statistic), "p": float(r.pvalue), "test": "student" if equal_var else "welch"}
 
 

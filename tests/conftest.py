@@ -230,13 +230,6 @@ FIRST = ("test_conditioned_pipeline.py",)
 LAST = ("test_slurm.py", "test_report_pdf.py", "test_dvc.py", "test_pipeline.py", "test_table1.py")
 
 
-def pytest_xdist_auto_num_workers(config):
-    """``-n auto``: one worker more than there are cores (at most 4, ``--maxprocesses``). The
-    end-to-end files spend much of their time waiting (SLURM status polls, the shared tiny run's
-    lock), which would leave a core idle with one worker per core."""
-    return (os.cpu_count() or 1) + 1
-
-
 def pytest_configure(config):
     """Under pytest-xdist, each worker's own torch ops take its share of the cores (so the
     workers together ask for no more intra-op threads than there are cores); what the tests start

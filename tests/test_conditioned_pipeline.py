@@ -166,7 +166,7 @@ def _message(overrides: dict) -> str:
     ({"conditioned_presets.embedded.tasks.denoising": {"size": 8}},
      ["conditioned_presets/embedded/tasks", "'denoising'", "allowed: inpainting, saliency, super_resolution"]),
     ({"conditioned_presets.embedded.tasks.inpainting.size": 16},
-     ["tasks/inpainting/size: 16", "presets/embedded/digits (resolution 8)", "set size to the digits' resolution"]),
+     ["tasks/inpainting/size: 16", "presets/embedded/digits (resolution 8)", "set size to that resolution"]),
     ({"conditioned_presets.embedded.tasks.super_resolution.size": 8},
      ["tasks/super_resolution/size: 8 must be a multiple of the scale 4 above 8", "use e.g. 16"]),
     ({"conditioned_presets.embedded.tasks.saliency.size": 9}, ["tasks/saliency/size: 9 is not divisible by 2"]),

@@ -15,6 +15,7 @@ from pathlib import Path
 import jinja2
 import numpy as np
 import pytest
+import torch
 from scipy import stats as st
 
 from conftest import REPO, TINY_PARAMS, run_ddm
@@ -678,3 +679,18 @@ def test_report_pdf_is_byte_stable_and_fails_clearly(tmp_path, metrics):
     with pytest.raises(ReportError, match=r"pdflatex failed on report.tex: .*Undefined control sequence"):
         build_report_pdf(template, tables, m, figures, tmp_path / "c.pdf", shutil.which("pdflatex"))
     assert not (tmp_path / "c.pdf").exists()
+
+
+def test_tile_lays_out_images_as_torchvision_make_grid():
+    """ddm.report.tile (figure jobs do not import torchvision: seconds of start-up each) gives
+    make_grid's layout: grey repeated to RGB, padding around and between, a short last row."""
+    from torchvision.utils import make_grid
+
+    from ddm.report import tile
+
+    g = torch.Generator().manual_seed(0)
+    for shape, nrow, padding, value in [((64, 1, 8, 8), 8, 1, 255), ((13, 3, 5, 7), 4, 2, 0), ((2, 1, 3, 3), 1, 0, 9)]:
+        x = torch.randint(0, 256, shape, generator=g, dtype=torch.uint8)
+        assert torch.equal(tile(x, nrow, padding, value), make_grid(x, nrow=nrow, padding=padding, pad_value=value))
+    x = torch.rand((5, 3, 4, 4), generator=g)
+    assert torch.equal(tile(x, 8, 1, 0.5), make_grid(x, nrow=8, padding=1, pad_value=0.5))
