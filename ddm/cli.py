@@ -663,7 +663,8 @@ def cmd_prepare_task(args) -> None:
         blob = make_split(args.task, split, cfg["data"], root=args.data_root)
         with _writing(out):
             save_torch(blob, out)
-        log.info("%s %s split: %d examples -> %s", args.task, split, next(len(v) for k, v in blob.items() if k.endswith("_uint8")), out)
+        n = next(len(v) for k, v in blob.items() if k.endswith("_uint8"))
+        log.info("%s %s split: %d examples -> %s", args.task, split, n, out)
 
 
 def cmd_train_autoencoder(args) -> None:

@@ -50,9 +50,9 @@ from ddm.config import TASKS
 from ddm.experiment import Experiment, build, generate
 from ddm.io import InputError, load_torch
 
-__all__ = ["TASK_FORMAT", "SPLITS", "TaskExperiment", "split_seed", "make_split", "dataset_examples",
-           "load_split", "build_task",
-           "load_task_model", "training_data", "sample_split", "task_metric", "task_references"]
+__all__ = ["TASK_FORMAT", "SPLITS", "INPAINTING_SPLIT_SEED", "TaskExperiment", "split_seed", "make_split",
+           "dataset_examples", "load_split", "build_task", "load_task_model", "training_data", "sample_split",
+           "task_metric", "task_references"]
 
 #: The ``format`` entry of a task file (``ddm prepare-task``).
 TASK_FORMAT = "ddm.task/2"  # 2: uint8 fields only; target and cond are made on reading

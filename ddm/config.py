@@ -27,8 +27,8 @@ from ddm.resources import SCHEMA_PATH
 
 __all__ = ["ConfigError", "read_yaml", "load_params", "validate", "schema", "dataset_names", "all_methods", "resolve",
            "resolved_hash", "model_of", "check_fit", "SCHEMA_PATH", "SCHEMA_ENUMS", "METHOD_DEFAULTS", "REPORT_KEYS",
-           "TASKS", "TASK_HASH_KEYS", "inpainting_dataset", "LATENT_DEFAULTS", "conditioned_block", "task_names", "task_sets", "resolve_task",
-           "latent_factor", "task_hash"]
+           "TASKS", "TASK_HASH_KEYS", "LATENT_DEFAULTS", "conditioned_block", "task_names", "task_sets", "resolve_task",
+           "inpainting_dataset", "latent_factor", "task_hash"]
 
 #: Defaults of a method entry, per process (the paper's choices; options named in the README).
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
