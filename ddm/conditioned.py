@@ -118,18 +118,16 @@ def dataset_examples(task: str, split: str, data: Mapping, root=None) -> dict:
         return tasks.sr_examples(load_dataset(name, root, split, resolution=size, limit=n), data["scale"])
     if task == "saliency":
         return tasks.saliency_examples(*load_dataset(name, root, split, resolution=size, limit=n))
+    if name == "digits":  # the embedded stand-in: digits' own train / test split
+        return tasks.inpainting_task(split, n=n, size=size, seed=split_seed(data["seed"], split))
     images = load_dataset(name, root, "train", resolution=size)
-    if name == "digits":
-        x, train = load_dataset(name, None, split, resolution=size), images
-    else:
-        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(INPAINTING_SPLIT_SEED))
-        n_train = data["n_train"] if data["n_train"] is not None else len(images) - (data["n_test"] or 0)
-        parts = {"train": order[:n_train], "test": order[n_train:n_train + (data["n_test"] or len(images))]}
-        if len(parts["test"]) < 2:
-            raise ValueError(f"{name} has {len(images)} images: n_train {n_train} leaves {len(parts['test'])} "
-                             "for the test split; lower n_train")
-        x, train = images[parts[split]], images[parts["train"]]
-    x = x[:n] if n is not None else x
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(INPAINTING_SPLIT_SEED))
+    n_train = data["n_train"] if data["n_train"] is not None else len(images) - (data["n_test"] or 0)
+    parts = {"train": order[:n_train], "test": order[n_train:n_train + (data["n_test"] or len(images))]}
+    if len(parts["test"]) < 2:
+        raise ValueError(f"{name} has {len(images)} images: n_train {n_train} leaves {len(parts['test'])} "
+                         "for the test split; lower n_train")
+    x, train = images[parts[split]], images[parts["train"]]
     return tasks.inpainting_examples(x, split_seed(data["seed"], split), train.to(torch.float64).mean(dim=(0, 2, 3)))
 
 
