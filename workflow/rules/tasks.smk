@@ -52,6 +52,7 @@ rule train_autoencoder:
     log:
         "logs/tasks/autoencoder/{task}.log",
     threads: 1
+    priority: 10  # the longest jobs first: the rest fills the other cores around them
     resources:
         gpus=1,
     conda:
@@ -76,6 +77,7 @@ rule train_task:
     log:
         "logs/tasks/train/{task}/{method}.log",
     threads: 1
+    priority: 10  # the longest jobs first: the rest fills the other cores around them
     resources:
         gpus=1,
     conda:

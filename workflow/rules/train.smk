@@ -28,6 +28,7 @@ rule train:
     log:
         "logs/train/{dataset}/{method}.log",
     threads: 1
+    priority: 10  # the longest jobs first: the rest fills the other cores around them
     resources:
         # Snakemake's own count (local scheduling); the SLURM profile sets it to 0 (see there)
         gpus=lambda wc: train_geometry(wc)[0] * train_geometry(wc)[1],
