@@ -856,7 +856,9 @@ class _Parser(argparse.ArgumentParser):
 def _add(sub, name: str, fn, help_: str, *required: str) -> argparse.ArgumentParser:
     s = sub.add_parser(name, help=help_)
     s.set_defaults(fn=fn)
-    s.add_argument("--params", default="params.yaml", help="experiment config (default: params.yaml)")
+    s.add_argument("--params", default=os.environ.get("DDM_PARAMS") or "params.yaml",
+                   help="experiment config (default: $DDM_PARAMS, else params.yaml; the Snakefile sets "
+                        "DDM_PARAMS to the merged config when --config/--configfile override params.yaml)")
     for opt in required:
         s.add_argument(f"--{opt}", required=True)
     return s

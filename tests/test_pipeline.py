@@ -414,3 +414,23 @@ def test_sampler_change_applies_to_new_samples(tiny_run_copy):
     diff = (new.int() - expected.int()).abs()
     assert diff.max() <= 1 and (diff == 0).float().mean() > 0.99, "the rerun did not use the new sampler"
     assert not torch.equal(new, old)
+
+
+def test_config_overrides_reach_the_jobs(tiny_run_copy):
+    """`snakemake --config ht=linear` retrains the main DDM model with h_t = linear: the jobs' `ddm`
+    commands read the merged config (DDM_PARAMS), not params.yaml, which still says constant."""
+    from ddm.cli import load_model
+
+    run = tiny_run_copy
+    target = "results/models/digits/ddm.pt"
+    r = run_snakemake(run, "--cores", CORES, target, "--config", "ht=linear", timeout=600)
+    assert r.returncode == 0, r.output[-3000:]
+    assert load_params(run / "params.yaml")["ht"] == "constant"
+    exp, _ = load_model(run / target)
+    assert exp.cfg["method"]["ht"] == "linear"
+    merged = list((run / ".snakemake/ddm-params").glob("*.yaml"))
+    assert len(merged) == 1 and yaml.safe_load(merged[0].read_text())["ht"] == "linear"
+    # without the override the jobs read params.yaml again: the model is retrained with h_t = constant
+    r = run_snakemake(run, "--cores", CORES, target, timeout=600)
+    assert r.returncode == 0, r.output[-3000:]
+    assert load_model(run / target)[0].cfg["method"]["ht"] == "constant"

@@ -1,13 +1,16 @@
 # Helpers shared by the rules: the job list of each phase, derived from params.yaml through
 # ddm.config (the same resolution `ddm` itself uses).
+import hashlib
 import json
 import os
 import shlex
 import sys
+from pathlib import Path
 
 import yaml
 
-from ddm.config import ConfigError, dataset_names, model_of, resolve  # config validated in the Snakefile
+from ddm.config import ConfigError, dataset_names, model_of, read_yaml, resolve  # config validated in the Snakefile
+from ddm.io import save_text
 from ddm.config import TASKS, inpainting_dataset, resolve_task, task_names, task_sets
 from ddm.roles import fid_ablations, fig3_methods, table_rows
 
@@ -24,6 +27,23 @@ def _uses_conda():
 #: by the rule's conda environment (workflow/envs/ddm.yaml) under --use-conda. Rules take it as
 #: a param, so a different interpreter path reruns nothing else.
 DDM = "python -m ddm" if _uses_conda() else f"{shlex.quote(sys.executable)} -m ddm"
+
+def params_for_jobs(cfg):
+    """The params file the jobs' `ddm` commands read (they take it from $DDM_PARAMS): params.yaml
+    when this run's config is params.yaml's, else the merged config of --config / --configfile,
+    written once to .snakemake/ddm-params/<digest>.yaml. So `snakemake all --config ht=linear`
+    trains h_t = linear, as the rules' params (the rerun triggers) say."""
+    if cfg == read_yaml("params.yaml"):
+        return str(Path("params.yaml").resolve())
+    text = yaml.safe_dump(cfg, sort_keys=True)
+    path = Path(".snakemake/ddm-params") / f"{hashlib.sha256(text.encode()).hexdigest()[:16]}.yaml"
+    if not (path.is_file() and path.read_text() == text):
+        save_text(text, path)
+    return str(path.resolve())
+
+
+# set (not read: `envvars:` is for variables a workflow needs from outside); every job inherits it
+os.environ.update(DDM_PARAMS=params_for_jobs(config))
 
 PRESET = config["presets"][config["preset"]]
 DATASETS = dataset_names(config)
