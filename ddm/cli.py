@@ -636,10 +636,10 @@ def _task_cfg(params: dict, task: str, method: str | None = None) -> dict:
     return resolve_task(params, task, method or next(iter(params.get("conditioned_methods") or {}), ""))
 
 
-def _split(path, cfg: dict, split: str) -> dict:
+def _split(path, cfg: dict, split: str, tensors: bool = True) -> dict:
     from ddm.conditioned import load_split
 
-    return load_split(path, cfg["task"], split, cfg["data"])
+    return load_split(path, cfg["task"], split, cfg["data"], tensors=tensors)
 
 
 def _set_file(folder, nfe: int, repeat: int, ext: str) -> Path:
@@ -725,7 +725,7 @@ def cmd_train_task(args) -> None:
 
     tcfg = _train_config(cfg, f"conditioned_presets/{params['preset']}/train (with tasks/{args.task}/train)")
     exp = build_task(cfg)
-    split = _split(args.data, cfg, "train")
+    split = _split(args.data, cfg, "train", tensors=False)  # uint8: training makes each batch's floats
     data = training_data(cfg, split, _task_autoencoder(args, cfg))
     if _fit(args, exp, cfg, tcfg, data, task_hash(cfg)):
         log.info("trained %s on the %s task -> %s (EMA weights)", args.method, args.task, args.out)

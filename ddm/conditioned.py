@@ -45,13 +45,14 @@ from typing import Callable, Mapping
 import torch
 from torch import Tensor, nn
 
-from ddm.conditioning import ConditionedObjective, build_cond_unet
+from ddm.conditioning import ConditionedObjective, build_cond_unet, pack
 from ddm.config import TASKS
 from ddm.experiment import Experiment, build, generate
 from ddm.io import InputError, load_torch
+from ddm.tasks import MODEL_FIELDS, model_tensors
 
 __all__ = ["TASK_FORMAT", "SPLITS", "INPAINTING_SPLIT_SEED", "TaskExperiment", "split_seed", "make_split",
-           "dataset_examples", "load_split", "build_task", "load_task_model", "training_data", "sample_split",
+           "dataset_examples", "load_split", "build_task", "load_task_model", "PackedSplit", "training_data", "sample_split",
            "task_metric", "task_references"]
 
 #: The ``format`` entry of a task file (``ddm prepare-task``).
@@ -131,11 +132,11 @@ def dataset_examples(task: str, split: str, data: Mapping, root=None) -> dict:
     return tasks.inpainting_examples(x, split_seed(data["seed"], split), train.to(torch.float64).mean(dim=(0, 2, 3)))
 
 
-def load_split(path, task: str, split: str, data: Mapping | None = None) -> dict:
+def load_split(path, task: str, split: str, data: Mapping | None = None, *, tensors: bool = True) -> dict:
     """A task file of ``ddm prepare-task``, checked: its format, task, split, fields and (if given)
-    the task block it was drawn with; an ``InputError`` naming the file otherwise."""
-    from ddm.tasks import model_tensors
-
+    the task block it was drawn with; an ``InputError`` naming the file otherwise. With ``tensors``
+    also ``target`` and ``cond`` in the model range (``ddm.tasks.model_tensors``, float32: four
+    times the file's uint8 fields); training reads them per batch instead (:class:`PackedSplit`)."""
     blob = load_torch(path, "task file", "ddm prepare-task")
     fields = _FIELDS.get(task, ())
     if not isinstance(blob, dict) or blob.get("format") != TASK_FORMAT or any(k not in blob for k in fields):
@@ -146,7 +147,7 @@ def load_split(path, task: str, split: str, data: Mapping | None = None) -> dict
     if data is not None and blob["data"] != dict(data):
         raise InputError(f"task file {path} was drawn with {blob['data']}, params.yaml now gives {dict(data)}: "
                          "write it again with `ddm prepare-task` (snakemake does so by itself)")
-    return {**blob, **model_tensors(task, blob)}
+    return {**blob, **model_tensors(task, blob)} if tensors else blob
 
 
 @dataclass
@@ -195,21 +196,43 @@ def load_task_model(path, device="cpu") -> tuple[TaskExperiment, nn.Module]:
     return exp, net.to(device).eval()
 
 
-def training_data(cfg: Mapping, split: Mapping, autoencoder: nn.Module | None = None) -> Tensor:
-    """The packed training data of a resolved (task, method) (``ddm.conditioning.pack``): target
-    and condition; for a latent task (§5.1) the target is the autoencoder's scaled latent of the
-    target and the condition, still in pixel space, travels space-to-depth."""
-    from ddm.conditioning import pack
+class PackedSplit:
+    """The packed training data of a task (``ddm.conditioning.pack``: target, then condition) made
+    per batch from a split's uint8 fields: ``data[idx]`` equals the packed float tensor's rows
+    ``idx`` exactly, while memory holds the uint8 fields (a quarter of float32; CelebA-HQ inpainting
+    at 256²: about 7 GB instead of 48 GB) and, for a latent task, the latents ``z``. What
+    ``ddm.training.Trainer`` reads of its data: ``shape``, ``dtype``, ``device`` and ``[idx]``."""
 
+    def __init__(self, task: str, split: Mapping, z: Tensor | None = None, factor: int = 1):
+        self.task, self.z, self.factor = task, z, factor
+        self.fields = {k: split[k] for k in MODEL_FIELDS[task]}
+        first = self[torch.zeros(1, dtype=torch.long)]
+        self.shape = torch.Size([len(self.fields[MODEL_FIELDS[task][0]]), *first.shape[1:]])
+        self.dtype, self.device = first.dtype, first.device
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, idx: Tensor) -> Tensor:
+        m = model_tensors(self.task, {k: v[idx] for k, v in self.fields.items()})
+        return pack(m["target"] if self.z is None else self.z[idx], m["cond"], self.factor)
+
+
+def training_data(cfg: Mapping, split: Mapping, autoencoder: nn.Module | None = None) -> PackedSplit:
+    """The packed training data of a resolved (task, method) (:class:`PackedSplit`, made per batch
+    from the uint8 fields of ``load_split(..., tensors=False)``): target and condition; for a latent
+    task (§5.1) the target is the autoencoder's scaled latent of the target and the condition,
+    still in pixel space, travels space-to-depth."""
     if "latent" not in cfg:
-        return pack(split["target"], split["cond"])
+        return PackedSplit(cfg["task"], split)
     if autoencoder is None:
         raise InputError(f"the {cfg['task']} task runs in latent space (its latent block in params.yaml): "
                          "pass its autoencoder (--autoencoder, written by `ddm train-autoencoder`)")
     from ddm.autoencoder import encode_images
 
-    z = encode_images(autoencoder, split["target"])
-    return pack(z, split["cond"], cfg["cond_resolution"] // cfg["resolution"])
+    target = split["target"] if "target" in split else model_tensors(cfg["task"], split)["target"]
+    z = encode_images(autoencoder, target)
+    return PackedSplit(cfg["task"], split, z, cfg["cond_resolution"] // cfg["resolution"])
 
 
 def sample_split(exp: TaskExperiment, net: nn.Module, split: Mapping, nfe: int, seeds: list[int], *,

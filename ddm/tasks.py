@@ -408,6 +408,11 @@ def inpainting_examples(x_uint8: Tensor, seed: int, mean: Tensor) -> dict:
     return {**model_tensors("inpainting", fields), **fields}
 
 
+#: The uint8 fields of a task file that :func:`model_tensors` reads (one entry per example).
+MODEL_FIELDS = {"super_resolution": ("hr_uint8", "cond_uint8"), "saliency": ("mask_uint8", "image_uint8"),
+                "inpainting": ("image_uint8", "mask")}
+
+
 def model_tensors(task: str, fields: dict) -> dict:
     """``target`` and ``cond`` in the model range [-1, 1] from a task's uint8 fields (what a task
     file stores: ``ddm.conditioned.load_split`` makes these on reading): super-resolution the HR
