@@ -52,8 +52,8 @@ from ddm.io import InputError, load_torch
 from ddm.tasks import MODEL_FIELDS, model_tensors
 
 __all__ = ["TASK_FORMAT", "SPLITS", "INPAINTING_SPLIT_SEED", "TaskExperiment", "split_seed", "make_split",
-           "dataset_examples", "load_split", "build_task", "load_task_model", "PackedSplit", "training_data", "sample_split",
-           "task_metric", "task_references"]
+           "dataset_examples", "load_split", "build_task", "load_task_model", "PackedSplit", "training_data",
+           "sample_split", "task_metric", "task_references"]
 
 #: The ``format`` entry of a task file (``ddm prepare-task``).
 TASK_FORMAT = "ddm.task/2"  # 2: uint8 fields only; target and cond are made on reading
@@ -230,9 +230,11 @@ def training_data(cfg: Mapping, split: Mapping, autoencoder: nn.Module | None = 
                          "pass its autoencoder (--autoencoder, written by `ddm train-autoencoder`)")
     from ddm.autoencoder import encode_images
 
-    target = split["target"] if "target" in split else model_tensors(cfg["task"], split)["target"]
-    z = encode_images(autoencoder, target)
-    return PackedSplit(cfg["task"], split, z, cfg["cond_resolution"] // cfg["resolution"])
+    task, step = cfg["task"], 256  # encode_images' own batches: the same latents as one call
+    rows = [{k: split[k][i:i + step] for k in MODEL_FIELDS[task]}
+            for i in range(0, len(split[MODEL_FIELDS[task][0]]), step)]
+    z = torch.cat([encode_images(autoencoder, model_tensors(task, r)["target"], step) for r in rows])
+    return PackedSplit(task, split, z, cfg["cond_resolution"] // cfg["resolution"])
 
 
 def sample_split(exp: TaskExperiment, net: nn.Module, split: Mapping, nfe: int, seeds: list[int], *,

@@ -220,3 +220,20 @@ def test_packed_split_rows_equal_the_packed_tensor_and_train_the_same(task, tmp_
                      d, cfg, tmp_path / str(i))
         states.append(load_checkpoint(ckpt, net)["model"])
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_latent_training_data_is_encoded_in_chunks_as_in_one_call():
+    """A latent task's training data (§5.1): its targets are encoded 256 at a time from the uint8
+    fields (no float copy of the whole split), with the same latents as one encode_images call."""
+    from ddm.autoencoder import KLAutoencoder, encode_images
+    from ddm.conditioned import make_split, training_data
+    from ddm.tasks import model_tensors
+
+    split = make_split("super_resolution", "train", {"size": 16, "scale": 4, "n_train": 300, "n_test": 4, "seed": 0})
+    torch.manual_seed(0)
+    ae = KLAutoencoder(ch=8).eval()
+    data = training_data({"task": "super_resolution", "latent": {}, "cond_resolution": 16, "resolution": 4}, split, ae)
+    m = model_tensors("super_resolution", split)
+    expected = pack(encode_images(ae, m["target"]), m["cond"], 4)
+    idx = torch.tensor([0, 255, 256, 299])
+    assert data.shape == expected.shape and torch.equal(data[idx], expected[idx])
