@@ -203,11 +203,13 @@ def test_provenance_names_the_commit_params_dates_and_versions(full_run):
     assert line.group(3) == prov["params_hash"]
     assert line.group(4) == (stamps[-1] if stamps[0] == stamps[-1] else f"{stamps[0]} to {stamps[-1]}")
     footnote = re.search(r"\\renewcommand\{\\ddmprovenance\}\{.*Provenance: commit (\w+), params (\w+), "
-                         r"computed ([\d-]+); torch ([^,]+), snakemake ([^,]+), dvc ([^,]+), torch-fidelity (\S+?)\.\}\}$",
+                         r"computed ([\d-]+(?: to [\d-]+)?); torch ([^,]+), snakemake ([^,]+), dvc ([^,]+), "
+                         r"torch-fidelity (\S+?)\.\}\}$",
                          tex, flags=re.M)
     assert footnote, tex[:2000]
     assert footnote.group(1) == full_run.commit[:12] and footnote.group(2) == prov["params_hash"]
-    assert footnote.group(3) == stamps[-1][:10]
+    days = (stamps[0][:10], stamps[-1][:10])  # a run across midnight (UTC) names both days
+    assert footnote.group(3) == (days[1] if days[0] == days[1] else f"{days[0]} to {days[1]}")
     assert footnote.groups()[3:] == tuple(prov["versions"][k] for k in ("torch", "snakemake", "dvc", "torch-fidelity"))
     assert all(c.rstrip().endswith(r"\ddmprovenance}") for c in captions(tex)), "every table carries the line"
 
