@@ -10,8 +10,8 @@ from pathlib import Path
 import yaml
 
 from ddm.config import ConfigError, dataset_names, model_of, read_yaml, resolve  # config validated in the Snakefile
-from ddm.io import save_text
 from ddm.config import TASKS, inpainting_dataset, resolve_task, task_names, task_sets
+from ddm.io import save_text
 from ddm.roles import fid_ablations, fig3_methods, table_rows
 
 def _uses_conda():
@@ -27,6 +27,7 @@ def _uses_conda():
 #: by the rule's conda environment (workflow/envs/ddm.yaml) under --use-conda. Rules take it as
 #: a param, so a different interpreter path reruns nothing else.
 DDM = "python -m ddm" if _uses_conda() else f"{shlex.quote(sys.executable)} -m ddm"
+
 
 def params_for_jobs(cfg):
     """The params file the jobs' `ddm` commands read (they take it from $DDM_PARAMS): params.yaml
