@@ -18,8 +18,11 @@ Per stage:
           extra Snakemake arguments from the environment, word-split by the shell, e.g.
           DDM_SNAKEMAKE_ARGS="--profile slurm" dvc repro; written `$VAR`, not `${VAR}`, which DVC
           would take for its own templating; never put --config there: DVC would not see it).
-  deps    the phase's deps plus the code every phase runs (CODE_DEPS); the stage that runs `prepare`
-          also depends on every local `source` of params.yaml's presets (source_deps).
+  deps    the phase's deps; the package files its rules' `ddm` subcommands run (code_deps:
+          ddm.codedeps, the same files whose digest is each rule's `code` param in the Snakefile,
+          so `dvc status` and `snakemake -n` agree on what a code change makes stale); the workflow
+          files every phase runs (CODE_DEPS); the stage that runs `prepare` also depends on every
+          local `source` of params.yaml's presets (source_deps).
   params  the params.yaml keys the phase reads (block list: `${...}` in a one-line list is invalid).
   outs    the phase's outs, all `persist: true`: DVC deletes a stage's outputs before running it
           unless they persist, and Snakemake, not DVC, must decide which of the files are stale.
@@ -42,22 +45,17 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-try:  # the project's atomic writer (ddm.io: standard library only, no torch)
-    from ddm.io import save_text
-except ImportError:  # run by an interpreter without ddm installed: the checkout's own package
-    sys.path.insert(0, str(ROOT))
-    from ddm.io import save_text
+sys.path.insert(0, str(ROOT))  # the checkout's own package (ddm.io, ddm.codedeps: standard library only)
+from ddm.codedeps import command_files  # noqa: E402
+from ddm.io import save_text  # noqa: E402
 PHASES = ROOT / "workflow" / "phases.yaml"
 DVC_YAML = ROOT / "dvc.yaml"
 PARAMS = ROOT / "params.yaml"
 
-#: The code every phase runs (and the conda environment its rules declare): a change reruns every
-#: stage's Snakemake, which then decides by its own rerun triggers which jobs are stale (mostly
-#: none: Snakemake's `code` trigger covers the rules' shell commands, not the ddm package).
-#: `ddm` includes its package data (ddm/data: the params.yaml schema, the published results).
-#: __pycache__ inside ddm/ must be excluded by .dvcignore, or importing ddm would change this
-#: dependency.
-CODE_DEPS = ["ddm", "Snakefile", "workflow/rules", "workflow/envs", "workflow/snakemake.sh"]
+#: The workflow code every phase runs (and the conda environment its rules declare): a change reruns
+#: every stage's Snakemake, which then decides by its own rerun triggers which jobs are stale. The
+#: package code of each phase is code_deps(phase).
+CODE_DEPS = ["Snakefile", "workflow/rules", "workflow/envs", "workflow/snakemake.sh"]
 
 #: How a stage runs Snakemake: through this wrapper, which finds it at .venv/bin/snakemake (or
 #: $DDM_SNAKEMAKE, or PATH). DVC runs a stage's cmd with the caller's PATH, so a bare `snakemake`
@@ -105,6 +103,9 @@ def load_phases(path: Path = PHASES) -> dict:
         missing = {"rules", "deps", "outs", "params"} - set(p)
         if missing:
             raise SystemExit(f"{path}: phase {name}: missing {sorted(missing)}")
+        if not isinstance(p["rules"], dict):
+            raise SystemExit(f"{path}: phase {name}: rules must map each rule to its `ddm` subcommand, "
+                             f"e.g. {{sample: sample}}; got {p['rules']!r}")
         declared = set(p.get("metrics", [])) | {_plot_path(x) for x in p.get("plots", [])}
         if not declared <= set(p["outs"]):
             raise SystemExit(f"{path}: phase {name}: metrics/plots {sorted(declared - set(p['outs']))} "
@@ -163,6 +164,12 @@ def source_deps(params_path: Path = PARAMS) -> list[str]:
     return sorted(found)
 
 
+def code_deps(phase: dict) -> list[str]:
+    """The package files (``ddm/...``) the phase's rules run: the modules their ``ddm`` subcommands
+    import and the package data files those name (:func:`ddm.codedeps.command_files`), sorted."""
+    return sorted({f for command in phase["rules"].values() for f in command_files(command, ROOT / "ddm")})
+
+
 def render(phases: dict, sources: list[str] = ()) -> str:
     lines = [HEADER.rstrip("\n"), "stages:"]
     for name, p in phases.items():
@@ -174,7 +181,7 @@ def render(phases: dict, sources: list[str] = ()) -> str:
         lines.append(f"    cmd: {SNAKEMAKE} --cores all {_scalar('phase_' + name)} ${ARGS_VAR}")
         lines.append("    deps:")
         extra = list(sources) if "prepare" in p["rules"] else []
-        lines += [f"      - {_scalar(d)}" for d in _dedup([*p["deps"], *extra, *CODE_DEPS])]
+        lines += [f"      - {_scalar(d)}" for d in _dedup([*p["deps"], *extra, *code_deps(p), *CODE_DEPS])]
         if p["params"]:
             lines.append("    params:")
             lines += [f"      - {_scalar(k)}" for k in _dedup(p["params"])]

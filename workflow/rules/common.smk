@@ -11,6 +11,7 @@ import yaml
 
 from ddm.config import ConfigError, dataset_names, model_of, read_yaml, resolve  # config validated in the Snakefile
 from ddm.config import TASKS, inpainting_dataset, resolve_task, task_names, task_sets
+from ddm.codedeps import cached_code_digests, package_dir
 from ddm.io import save_text
 from ddm.roles import fid_ablations, fig3_methods, table_rows
 
@@ -60,6 +61,25 @@ except ConfigError as e:
 
 with open(workflow.source_path("../phases.yaml")) as _f:
     PHASES = yaml.safe_load(_f)
+
+#: rule -> the `ddm` subcommand it runs (workflow/phases.yaml)
+RULE_COMMANDS = {rule: command for p in PHASES.values() for rule, command in p["rules"].items()}
+#: subcommand -> digest of the package code it runs (ddm.codedeps), of the package the jobs'
+#: `python -m ddm` imports here (./ddm when the working directory holds one)
+CODE = cached_code_digests(package_dir(), ".snakemake/ddm-code")
+
+
+def code_of(rule):
+    """The `code` param of a rule that runs `ddm`: the digest of the package modules its subcommand
+    imports (function-level imports too) and of the package data files they name; docstrings,
+    comments and blank lines do not count. Snakemake reruns a job whose params changed, so a fixed
+    sampler reruns the sample jobs and what reads their samples, and leaves the rest. DVC's view
+    agrees: each stage depends on the files of its rules' subcommands (workflow/make_dvc_yaml.py)."""
+    try:
+        return CODE[RULE_COMMANDS[rule]]
+    except KeyError:
+        raise WorkflowError(f"rule {rule}: no `ddm` subcommand for it in workflow/phases.yaml (rules: "
+                            f"{{{rule}: <subcommand>}} under its phase) or no such subcommand in ddm/cli.py") from None
 
 # Conditioned generation (Tables 2 and 3; workflow/rules/tasks.smk), when `conditioned: true`: the
 # tasks, the methods and the (NFE, repeat) sample sets of each (task, method). The rules are defined

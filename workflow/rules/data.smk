@@ -6,6 +6,7 @@ rule prepare:
         "data/prepared/{dataset}.pt",
     params:
         ddm=DDM,
+        code=code_of("prepare"),
         block=lambda wc: json.dumps({k: PRESET[wc.dataset].get(k) for k in ("resolution", "source")}, sort_keys=True),
         images=source_images,
     log:
@@ -21,6 +22,7 @@ rule extractor:
         "results/fid/{dataset}/extractor.json",
     params:
         ddm=DDM,
+        code=code_of("extractor"),
         fid=lambda wc: json.dumps({k: PRESET[wc.dataset]["fid"].get(k) for k in ("extractor", "weights")}, sort_keys=True),
         seed=config["seed"],
     log:
@@ -39,6 +41,7 @@ rule refstats:
         "results/fid/{dataset}/reference.npz",
     params:
         ddm=DDM,
+        code=code_of("refstats"),
     log:
         "logs/refstats/{dataset}.log",
     conda:

@@ -35,6 +35,7 @@ rule stats:
         csv="reports/metrics.csv",  # the metric files as one table, a row per sample set
     params:
         ddm=DDM,
+        code=code_of("stats"),
         table1=TABLE1,
         ht=config["ht"],
         rows=lambda wc: TABLE_ROWS,  # the rows of Tables 4 and 5 that metrics.json records (ddm.roles)
@@ -56,6 +57,7 @@ rule report:
         report("reports/tables.tex", caption="../report/tables.rst", category="Tables"),
     params:
         ddm=DDM,
+        code=code_of("report"),
     log:
         "logs/report.log",
     conda:
@@ -72,6 +74,7 @@ rule fid_plot:
                category="Figures", subcategory="FID against NFE", labels={"dataset": "{dataset}"}),
     params:
         ddm=DDM,
+        code=code_of("fid_plot"),
     log:
         "logs/figures/fid_vs_nfe_{dataset}.log",
     conda:
@@ -89,6 +92,7 @@ rule sample_grid:
                labels={"dataset": "{dataset}", "method": "{method}", "NFE": "{nfe}"}),
     params:
         ddm=DDM,
+        code=code_of("sample_grid"),
     log:
         "logs/figures/samples_{dataset}_{method}_nfe{nfe}.log",
     conda:
@@ -105,6 +109,7 @@ rule fig3_plot:
                subcategory="Fig. 3", labels={"dataset": "{dataset}"}),
     params:
         ddm=DDM,
+        code=code_of("fig3_plot"),
     log:
         "logs/figures/fig3_{dataset}.log",
     conda:
@@ -123,6 +128,7 @@ rule report_pdf:
         report("reports/report.pdf", caption="../report/report_pdf.rst", category="Report"),
     params:
         ddm=DDM,
+        code=code_of("report_pdf"),
         latex=shlex.quote(LATEX),
     message:  # only without LaTeX: one line saying what to install (else the usual job display)
         (None if LATEX != "none" else
@@ -144,6 +150,7 @@ rule convergence_plot:
         "reports/figures/convergence_{dataset}.png",
     params:
         ddm=DDM,
+        code=code_of("convergence_plot"),
     log:
         "logs/figures/convergence_{dataset}.log",
     conda:

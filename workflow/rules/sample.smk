@@ -8,6 +8,7 @@ rule sample:
         "results/samples/{dataset}/{method}/nfe{nfe}-r{repeat}.pt",
     params:
         ddm=DDM,
+        code=code_of("sample"),
         cfg=sampling_config,
         num_samples=num_samples,
         data=lambda wc, input: f"--data {input.data}" if "data" in input.keys() else "",
@@ -33,6 +34,7 @@ rule evaluate:
         "results/metrics/{dataset}/{method}/nfe{nfe}-r{repeat}.json",
     params:
         ddm=DDM,
+        code=code_of("evaluate"),
     log:
         "logs/evaluate/{dataset}/{method}/nfe{nfe}-r{repeat}.log",
     threads: 1
@@ -51,6 +53,7 @@ rule fig3:
         "results/metrics/{dataset}/fig3.json",
     params:
         ddm=DDM,
+        code=code_of("fig3"),
         nfe=lambda wc: max(PRESET[wc.dataset]["ablation_nfe"]),
     log:
         "logs/fig3/{dataset}.log",
@@ -70,6 +73,7 @@ rule convergence:
         "results/convergence/{dataset}/{method}.json",
     params:
         ddm=DDM,
+        code=code_of("convergence"),
         nfe=lambda wc: " ".join(map(str, PRESET[wc.dataset]["convergence"]["nfe"])),
         num_samples=lambda wc: PRESET[wc.dataset]["convergence"]["num_samples"],
         cfg=sampling_config,  # the method's sampler, as in its Table 1 cells

@@ -25,6 +25,7 @@ rule prepare_task:
         test="data/prepared/tasks/{task}/test.pt",
     params:
         ddm=DDM,
+        code=code_of("prepare_task"),
         data=lambda wc: json.dumps(task_config(wc.task)["data"], sort_keys=True),
     log:
         "logs/tasks/prepare/{task}.log",
@@ -48,6 +49,7 @@ rule train_autoencoder:
         psnr="results/models/autoencoder/{task}.json",
     params:
         ddm=DDM,
+        code=code_of("train_autoencoder"),
         latent=lambda wc: json.dumps(task_config(wc.task)["latent"], sort_keys=True),
     log:
         "logs/tasks/autoencoder/{task}.log",
@@ -72,6 +74,7 @@ rule train_task:
         curve="results/curves/tasks/{task}/{method}.csv",
     params:
         ddm=DDM,
+        code=code_of("train_task"),
         cfg=task_training_config,
         autoencoder=task_autoencoder_arg,
     log:
@@ -97,6 +100,7 @@ rule sample_task:
         task_set_files("results/samples/tasks/{task}/{method}", "pt"),
     params:
         ddm=DDM,
+        code=code_of("sample_task"),
         cfg=task_sampling_config,
         sets=task_sets_arg(),
         autoencoder=task_autoencoder_arg,
@@ -121,6 +125,7 @@ rule evaluate_task:
         task_metric_outputs("{task}"),
     params:
         ddm=DDM,
+        code=code_of("evaluate_task"),
         sets=task_sets_arg(),
         methods=" ".join(TASK_METHODS),
         fid=lambda wc, input: f"--reference {input.reference} --extractor {input.extractor}" if "reference" in input.keys() else "",
@@ -144,6 +149,7 @@ rule task_figure:
                subcategory="Conditioned generation", labels={"task": "{task}"}),
     params:
         ddm=DDM,
+        code=code_of("task_figure"),
         labels=figure_labels,
     log:
         "logs/figures/tasks_{task}.log",

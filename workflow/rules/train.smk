@@ -23,6 +23,7 @@ rule train:
         curve="results/curves/{dataset}/{method}.csv",
     params:
         ddm=train_launcher,
+        code=code_of("train"),
         cfg=training_config,
         proc_threads=train_threads_per_process,
     log:

@@ -1,0 +1,278 @@
+"""Which package code each ``ddm`` subcommand runs, and a digest of it: code as an input of the
+pipeline's jobs.
+
+A rule of the Snakemake graph runs one subcommand (``ddm sample``, ``ddm train``, ...). Its jobs
+must rerun when the code that subcommand runs changes, and only then: a fixed sampler reruns the
+sample jobs and everything downstream of them, not the training. Read statically, with
+:mod:`ast` (nothing is imported, no torch):
+
+* the subcommand's handler in ``ddm/cli.py`` (registered as ``_add(sub, "<name>", <handler>, ...)``),
+  the cli-level helper functions it refers to (transitively), and cli.py's module-level imports:
+  the entry modules;
+* every ``ddm`` module those import, anywhere in the file (module level, inside functions,
+  annotation-only), transitively; the package's ``__init__.py``, always;
+* the package data files (``ddm/resources.py``: ``NAME = DATA / "file"``) whose constant one of
+  those modules names.
+
+:func:`code_digest` hashes the modules' syntax trees without docstrings (a comment, blank-line or
+docstring edit changes no digest) and the data files' bytes. The Snakefile gives each rule its
+subcommand's digest as a param (Snakemake reruns a job whose params changed); dvc.yaml lists each
+phase's files as deps (workflow/make_dvc_yaml.py, :func:`command_files`), so ``dvc status`` names
+the same stale phases.
+
+Standard library only: the Snakefile imports this at parse time.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+import os
+from pathlib import Path
+
+__all__ = ["package_dir", "commands", "command_modules", "command_files", "code_digest", "code_digests",
+           "cached_code_digests"]
+
+#: The package's name (its folder's name).
+PACKAGE = "ddm"
+
+
+def package_dir(cwd: str | os.PathLike | None = None) -> Path:
+    """The ``ddm`` package a ``python -m ddm`` started in ``cwd`` runs: ``cwd/ddm`` when that is a
+    package (the current directory comes first on ``sys.path``), else this installed package."""
+    here = Path(cwd if cwd is not None else os.getcwd()) / PACKAGE
+    if (here / "__init__.py").is_file():
+        return here.resolve()
+    return Path(__file__).resolve().parent
+
+
+def _module_name(pkg: Path, path: Path) -> str:
+    rel = path.relative_to(pkg).with_suffix("")
+    parts = [PACKAGE, *rel.parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _modules(pkg: Path) -> dict[str, Path]:
+    """Module name -> file of every module in the package (``__pycache__`` skipped)."""
+    return {_module_name(pkg, p): p for p in sorted(pkg.rglob("*.py")) if "__pycache__" not in p.parts}
+
+
+def _resolve(name: str, modules: dict[str, Path]) -> str | None:
+    """The package module an imported dotted name lives in (its longest known prefix)."""
+    parts = name.split(".")
+    for i in range(len(parts), 0, -1):
+        candidate = ".".join(parts[:i])
+        if candidate in modules:
+            return candidate
+    return None
+
+
+def _imports(tree: ast.AST, module: str, modules: dict[str, Path], is_pkg: bool) -> set[str]:
+    """The package modules a syntax tree imports, anywhere in it (``from ddm import x`` counts
+    ``ddm.x`` when x is a module; a relative import is resolved against ``module``)."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = module.split(".")
+                anchor = anchor[: len(anchor) - node.level + (1 if is_pkg else 0)]
+                base = ".".join([*anchor, base] if base else anchor)
+            names = [base] + [f"{base}.{a.name}" for a in node.names]
+        else:
+            continue
+        found |= {m for m in (_resolve(n, modules) for n in names if n.split(".")[0] == PACKAGE) if m}
+    return found
+
+
+@functools.lru_cache(maxsize=8)
+def _graph(pkg: Path, stamp: tuple) -> tuple[dict[str, Path], dict[str, ast.Module], dict[str, frozenset]]:
+    modules = _modules(pkg)
+    trees = {m: ast.parse(p.read_bytes(), filename=str(p)) for m, p in modules.items()}
+    edges = {m: frozenset(_imports(t, m, modules, modules[m].name == "__init__.py") - {m}) for m, t in trees.items()}
+    return modules, trees, edges
+
+
+def _stamp(pkg: Path) -> tuple:
+    """(path, mtime, size) of every file of the package (``__pycache__`` aside)."""
+    return tuple((str(p), st.st_mtime_ns, st.st_size) for p in sorted(pkg.rglob("*"))
+                 if "__pycache__" not in p.parts and p.is_file() for st in [p.stat()])
+
+
+def _load(pkg: Path | None):
+    pkg = Path(pkg).resolve() if pkg is not None else package_dir()
+    return (pkg, *_graph(pkg, _stamp(pkg)))
+
+
+def _handlers(cli: ast.Module) -> dict[str, str]:
+    """Subcommand -> handler function name, from cli.py's ``_add(sub, "<name>", <handler>, ...)``."""
+    found = {}
+    for node in ast.walk(cli):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "_add"
+                and len(node.args) >= 3 and isinstance(node.args[1], ast.Constant)
+                and isinstance(node.args[2], ast.Name)):
+            found[node.args[1].value] = node.args[2].id
+    return found
+
+
+def commands(pkg: str | os.PathLike | None = None) -> list[str]:
+    """Every ``ddm`` subcommand, sorted."""
+    _, modules, trees, _ = _load(pkg)
+    return sorted(_handlers(trees[f"{PACKAGE}.cli"]))
+
+
+def _cli_parts(command: str, modules: dict, trees: dict) -> list[ast.stmt]:
+    """What ``ddm <command>`` runs of cli.py: its module-level statements, the subcommand's
+    handler and the cli-level functions and classes it refers to (transitively)."""
+    cli = trees[f"{PACKAGE}.cli"]
+    handlers = _handlers(cli)
+    if command not in handlers:
+        raise KeyError(f"`ddm {command}` is not a subcommand of ddm/cli.py; known: {', '.join(sorted(handlers))}")
+    defs = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+    functions = {n.name: n for n in cli.body if isinstance(n, defs)}
+    parts = [n for n in cli.body if not isinstance(n, defs)]
+    seen, todo = set(), [handlers[command]]
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in functions:
+            continue
+        seen.add(name)
+        todo += [n.id for n in ast.walk(functions[name]) if isinstance(n, ast.Name) and n.id in functions]
+    return parts + [n for n in cli.body if isinstance(n, defs) and n.name in seen]
+
+
+def _entry_modules(command: str, modules: dict, trees: dict) -> set[str]:
+    """The package modules the parts of cli.py that ``ddm <command>`` runs import."""
+    part = ast.Module(body=_cli_parts(command, modules, trees), type_ignores=[])
+    return _imports(part, f"{PACKAGE}.cli", modules, False) - {f"{PACKAGE}.cli"}
+
+
+def command_modules(command: str, pkg: str | os.PathLike | None = None) -> list[str]:
+    """The package modules ``ddm <command>`` may run, sorted: ``ddm``, ``ddm.__main__``,
+    ``ddm.cli`` (of which the digest counts only the parts the subcommand runs) and every module
+    those parts import, transitively."""
+    _, modules, trees, edges = _load(pkg)
+    closure, todo = {f"{PACKAGE}.cli", f"{PACKAGE}.__main__"}, [*_entry_modules(command, modules, trees), PACKAGE]
+    while todo:
+        m = todo.pop()
+        if m not in closure:
+            closure.add(m)
+            todo += edges[m]
+    return sorted(m for m in closure if m in modules)
+
+
+def _data_files(pkg: Path, modules: dict, trees: dict, used: list[str]) -> list[Path]:
+    """The package data files (``ddm/resources.py``'s ``NAME = DATA / "file"`` constants) whose
+    name one of the ``used`` modules mentions."""
+    res = trees.get(f"{PACKAGE}.resources")
+    if res is None:
+        return []
+    folders, files = {}, {}
+    for node in res.body:  # NAME = files("ddm") / "data"  or  NAME = FOLDER / "file"
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            v, name = node.value, node.targets[0].id
+            if isinstance(v, ast.BinOp) and isinstance(v.op, ast.Div) and isinstance(v.right, ast.Constant):
+                if isinstance(v.left, ast.Name) and v.left.id in folders:
+                    files[name] = folders[v.left.id] / v.right.value
+                else:
+                    folders[name] = pkg / v.right.value
+    mentioned = _names(pkg, _stamp(pkg))
+    names = set().union(*(mentioned[m] for m in used if m != f"{PACKAGE}.resources"))
+    return sorted(p for name, p in files.items() if name in names and p.is_file())
+
+
+def command_files(command: str, pkg: str | os.PathLike | None = None) -> list[str]:
+    """The files ``ddm <command>`` runs or reads from the package: its modules and data files,
+    as paths relative to the package's parent folder (``ddm/sampling.py``), sorted."""
+    root, modules, trees, _ = _load(pkg)
+    used = command_modules(command, root)
+    paths = [modules[m] for m in used] + _data_files(root, modules, trees, used)
+    return sorted(p.relative_to(root.parent).as_posix() for p in paths)
+
+
+def _strip_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                    and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+@functools.lru_cache(maxsize=8)
+def _node_digests(pkg: Path, stamp: tuple) -> dict[str, dict[int, str]]:
+    """Module -> {id of a top-level statement of its analysed tree: digest of that statement's
+    docstring-free syntax tree} (the module's own docstring does not count)."""
+    modules, trees, _ = _graph(pkg, stamp)
+    out = {}
+    for m, t in trees.items():
+        plain = ast.parse(modules[m].read_bytes())  # a second tree, stripped: its statements pair
+        doc = int(ast.get_docstring(plain, clean=False) is not None)  # with t's after the docstring
+        _strip_docstrings(plain)
+        out[m] = {id(n): hashlib.sha256(ast.dump(s).encode()).hexdigest() for n, s in zip(t.body[doc:], plain.body)}
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _names(pkg: Path, stamp: tuple) -> dict[str, frozenset]:
+    """Module -> every name it mentions (names, attributes, imported names)."""
+    _, trees, _ = _graph(pkg, stamp)
+    return {m: frozenset(n.id if isinstance(n, ast.Name) else n.attr if isinstance(n, ast.Attribute) else n.name
+                         for n in ast.walk(t) if isinstance(n, (ast.Name, ast.Attribute, ast.alias)))
+            for m, t in trees.items()}
+
+
+def code_digest(command: str, pkg: str | os.PathLike | None = None) -> str:
+    """sha256 (hex, 16 digits) of what ``ddm <command>`` runs: the syntax tree without docstrings
+    (:func:`ast.dump`: comments, blank lines and docstrings do not count) of each of its modules
+    (of cli.py, only the parts it runs: :func:`command_modules`) and the bytes of each data file
+    it names, in sorted order."""
+    root, modules, trees, _ = _load(pkg)
+    nodes = _node_digests(root, _stamp(root))
+    used = command_modules(command, root)
+    h = hashlib.sha256()
+    for m in used:
+        if m == f"{PACKAGE}.cli":
+            parts = {id(n) for n in _cli_parts(command, modules, trees)}
+            digests = [d for i, d in nodes[m].items() if i in parts]
+        else:
+            digests = list(nodes[m].values())
+        h.update(f"{m}\0{''.join(digests)}\0".encode())
+    for p in _data_files(root, modules, trees, used):
+        h.update(f"{p.relative_to(root).as_posix()}\0".encode() + hashlib.sha256(p.read_bytes()).digest())
+    return h.hexdigest()[:16]
+
+
+def code_digests(pkg: str | os.PathLike | None = None) -> dict[str, str]:
+    """:func:`code_digest` of every subcommand."""
+    return {c: code_digest(c, pkg) for c in commands(pkg)}
+
+
+def cached_code_digests(pkg: str | os.PathLike | None = None, cache: str | os.PathLike | None = None) -> dict[str, str]:
+    """:func:`code_digests`, kept in ``cache/<stamp>.json`` where ``<stamp>`` hashes the path,
+    modification time and size of every file of the package: a Snakemake start with unchanged
+    code reads it instead of parsing the package again (about 1 s). A file that cannot be read or
+    written only costs the computation."""
+    import json
+
+    root = Path(pkg).resolve() if pkg is not None else package_dir()
+    if cache is None:
+        return code_digests(root)
+    key = hashlib.sha256(repr(_stamp(root)).encode()).hexdigest()[:16]
+    path = Path(cache) / f"{key}.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        pass
+    digests = code_digests(root)
+    try:
+        from ddm.io import save_json
+
+        save_json(digests, path)
+    except OSError:
+        pass
+    return digests

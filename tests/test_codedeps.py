@@ -1,0 +1,196 @@
+"""Code is an input of the graph (ddm.codedeps): each rule's jobs rerun when the package code its
+`ddm` subcommand runs changes, and only then; DVC's view (dvc.yaml's per-phase code deps) agrees.
+
+Unit tests on a small package of our own (import forms, handler-level precision of cli.py,
+docstring and comment edits, data files), the wiring of every rule, and one end-to-end check on
+a copy of the tiny run: a one-line change to a module that `ddm sample` runs and `ddm train` does
+not makes `snakemake -n all` schedule the sample jobs and not the train jobs, `dvc status` name
+the same phase, and `snakemake all` leave both tools saying up to date.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, dry_run_jobs, run_tool
+from ddm import codedeps
+from ddm.codedeps import code_digest, command_files, command_modules, commands
+
+sys.path.insert(0, str(REPO / "workflow"))
+import make_dvc_yaml  # noqa: E402
+
+
+def _package(root: Path, files: dict[str, str]) -> Path:
+    pkg = root / "ddm"
+    for name, text in files.items():
+        path = pkg / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+    return pkg
+
+
+CLI = '''\
+    """The command."""
+    from ddm.io import save
+
+
+    def _helper():
+        from ddm import alpha
+        return alpha.f()
+
+
+    def cmd_a(args):
+        """Runs alpha through a helper."""
+        return _helper()
+
+
+    def cmd_b(args):
+        from .beta import g  # relative, function-level
+        return g()
+
+
+    def build(sub):
+        _add(sub, "a", cmd_a, "a")
+        _add(sub, "b", cmd_b, "b")
+'''
+
+
+@pytest.fixture
+def pkg(tmp_path) -> Path:
+    return _package(tmp_path, {
+        "__init__.py": '"""pkg"""\n',
+        "cli.py": CLI,
+        "io.py": "def save():\n    pass\n",
+        "alpha.py": "def f():\n    from ddm.gamma import h  # function-level\n    return h()\n",
+        "beta.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ddm.alpha import f\n\ndef g():\n    return 1\n",
+        "gamma.py": "from ddm.resources import TEMPLATE\n\ndef h():\n    return TEMPLATE\n",
+        "resources.py": 'from importlib.resources import files\nDATA = files("ddm") / "data"\nTEMPLATE = DATA / "t.txt"\n',
+        "data/t.txt": "template v1\n",
+    })
+
+
+def test_each_subcommand_runs_its_handlers_imports_transitively(pkg):
+    assert commands(pkg) == ["a", "b"]
+    assert command_modules("a", pkg) == ["ddm", "ddm.alpha", "ddm.cli", "ddm.gamma", "ddm.io", "ddm.resources"]
+    # annotation-only (TYPE_CHECKING) imports count too: a conservative digest never misses code
+    assert {"ddm.beta", "ddm.alpha", "ddm.gamma"} <= set(command_modules("b", pkg))
+    assert "ddm/data/t.txt" in command_files("a", pkg)  # gamma names resources.TEMPLATE
+
+
+def test_digest_ignores_docstrings_comments_and_blank_lines(pkg):
+    before = {c: code_digest(c, pkg) for c in ("a", "b")}
+    alpha = pkg / "alpha.py"
+    alpha.write_text('"""A docstring."""\n# a comment\n\n' + alpha.read_text() + "\n\n# end\n")
+    cli = pkg / "cli.py"
+    cli.write_text(cli.read_text().replace('"""Runs alpha through a helper."""', '"""Runs alpha (reworded)."""'))
+    assert {c: code_digest(c, pkg) for c in ("a", "b")} == before
+
+
+def test_digest_follows_code_of_the_modules_and_handlers_a_command_runs(pkg):
+    before = {c: code_digest(c, pkg) for c in ("a", "b")}
+    gamma = pkg / "gamma.py"
+    gamma.write_text(gamma.read_text() + "X = 1\n")
+    after = {c: code_digest(c, pkg) for c in ("a", "b")}
+    assert after["a"] != before["a"] and after["b"] != before["b"]  # both reach gamma
+    cli = pkg / "cli.py"
+    cli.write_text(cli.read_text().replace("return _helper()", "return _helper() or 0"))
+    again = {c: code_digest(c, pkg) for c in ("a", "b")}
+    assert again["a"] != after["a"] and again["b"] == after["b"]  # cmd_b's part of cli.py is unchanged
+    (pkg / "data" / "t.txt").write_text("template v2\n")
+    assert code_digest("a", pkg) != again["a"]
+
+
+def test_unknown_subcommand_names_the_known_ones(pkg):
+    with pytest.raises(KeyError, match="`ddm c` is not a subcommand.*known: a, b"):
+        command_modules("c", pkg)
+
+
+def test_cached_digests_equal_fresh_ones_and_follow_edits(pkg, tmp_path):
+    cache = tmp_path / "cache"
+    first = codedeps.cached_code_digests(pkg, cache)
+    assert first == codedeps.code_digests(pkg) and len(list(cache.iterdir())) == 1
+    assert codedeps.cached_code_digests(pkg, cache) == first
+    (pkg / "io.py").write_text("def save():\n    return 2\n")
+    assert codedeps.cached_code_digests(pkg, cache) != first
+
+
+def test_the_package_a_job_runs_is_the_working_directorys_when_it_holds_one(pkg, tmp_path):
+    assert codedeps.package_dir(pkg.parent) == pkg.resolve()
+    assert codedeps.package_dir(tmp_path / "elsewhere") == Path(codedeps.__file__).resolve().parent
+
+
+# --------------------------------------------------------------------------- the real graph
+def _rule_blocks() -> dict[str, str]:
+    blocks = {}
+    for smk in sorted((REPO / "workflow" / "rules").glob("*.smk")):
+        parts = re.split(r"^rule (\w+):\n", smk.read_text(), flags=re.M)
+        blocks.update(dict(zip(parts[1::2], parts[2::2])))
+    return blocks
+
+
+def test_every_rule_that_runs_ddm_has_its_subcommands_code_as_a_param():
+    phases = make_dvc_yaml.load_phases()
+    mapped = {rule: cmd for p in phases.values() for rule, cmd in p["rules"].items()}
+    known = set(commands(REPO / "ddm"))
+    runs = {}
+    for rule, block in _rule_blocks().items():
+        shell = re.search(r"\{params\.ddm\} ([a-z0-9-]+)", block)
+        if shell:
+            runs[rule] = shell.group(1)
+            assert f'code=code_of("{rule}")' in block, f"rule {rule} runs `ddm {shell.group(1)}` but has no code param"
+    assert runs == mapped, "workflow/phases.yaml's rules must map each rule to the subcommand its shell runs"
+    assert set(mapped.values()) <= known
+
+
+def test_dvc_code_deps_are_the_files_of_each_phases_subcommands():
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    for name, phase in make_dvc_yaml.load_phases().items():
+        files = {f for cmd in phase["rules"].values() for f in command_files(cmd, REPO / "ddm")}
+        deps = {d for d in stages[name]["deps"] if d.startswith("ddm/")}
+        assert deps == files, name
+        assert "ddm" not in stages[name]["deps"]  # not the whole package: a sampler fix keeps training
+
+
+#: A module `ddm sample` runs and `ddm train` does not (checked below, so the test says so when
+#: the package's import graph changes).
+SAMPLE_ONLY = "ddm/ceiling.py"
+
+
+def _stale_stages(work: Path) -> set[str]:
+    out = run_tool(work, "dvc", "status", "--json").stdout
+    return set(json.loads(out or "{}"))
+
+
+@pytest.mark.slow
+def test_a_code_change_reruns_the_jobs_that_run_it(tiny_run_copy):
+    work = tiny_run_copy
+    if not (work / ".dvc").is_dir() or not (work / "ddm").is_dir():
+        pytest.skip("git is not installed: the tiny run is not a DVC repository with its own ddm")
+    assert SAMPLE_ONLY in command_files("sample", work / "ddm")
+    assert SAMPLE_ONLY not in command_files("train", work / "ddm")
+    module = work / SAMPLE_ONLY
+    text = module.read_text()
+
+    module.write_text(text + "\n# a comment only: nothing reruns\n")
+    r = run_tool(work, "snakemake", "-n", "--cores", "2", "all")
+    assert [rule for rule, _ in dry_run_jobs(r.output) if rule != "all"] == [], r.output[-3000:]
+
+    module.write_text(text + "\nSAMPLE_ONLY_CHANGE = 1\n")
+    r = run_tool(work, "snakemake", "-n", "--cores", "2", "all")
+    rules = {rule for rule, _ in dry_run_jobs(r.output)}
+    assert "sample" in rules and {"evaluate", "stats", "report"} <= rules, r.output[-3000:]
+    assert not rules & {"train", "prepare", "extractor", "refstats", "train_task", "sample_task"}, sorted(rules)
+    stale = _stale_stages(work)
+    assert "sample" in stale and "train" not in stale and "download" not in stale, stale
+
+    run_tool(work, "snakemake", "--cores", "2", "all", timeout=1200)
+    r = run_tool(work, "snakemake", "-n", "--cores", "2", "all")
+    assert [rule for rule, _ in dry_run_jobs(r.output) if rule != "all"] == [], r.output[-3000:]
+    assert _stale_stages(work) == set()
