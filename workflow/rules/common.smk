@@ -302,6 +302,15 @@ def figure_labels(wc):
     return " ".join(shlex.quote(x) for x in labels)
 
 
+def corrupt_products(paths):
+    """The one-line refusals (ddm.io.verify_product) of the products among `paths` whose embedded
+    digest does not match their payload: changed after they were written (a flipped byte, an edit
+    that kept the mtime), which Snakemake's mtimes cannot see."""
+    from ddm.io import verify_product  # imports torch for .pt files: only at the end of a run
+
+    return [msg for msg in map(verify_product, paths) if msg]
+
+
 def record_in_dvc():
     """After a successful `snakemake all` in a DVC repository: record every product in dvc.lock
     (`dvc commit -f` of dvc.yaml's stages, one per phase), so that `dvc status` has nothing to do
@@ -309,7 +318,9 @@ def record_in_dvc():
     deleting outputs it does not know and recomputing everything.
 
     Only when `all` (the default target) ran whole: then every product is current by Snakemake's
-    rules, which decide more finely than DVC's stages. Not inside a DVC stage (DVC records it)."""
+    rules, which decide more finely than DVC's stages. Not inside a DVC stage (DVC records it).
+    Never when a product does not verify against its embedded digest (corrupt_products): DVC
+    would record the corrupt file as good."""
     import os
     import shutil
     import subprocess
@@ -327,6 +338,10 @@ def record_in_dvc():
     if workflow.config_settings.overwrite_config:  # --config / --configfile: not params.yaml's products
         print(f"dvc.lock not updated: --config/--configfile overrode params.yaml, which DVC reads; run "
               f"{how} without them", file=sys.stderr)
+        return
+    bad = corrupt_products(all_outputs())
+    if bad:
+        print(f"dvc.lock not updated: {len(bad)} product(s) do not verify, first: {bad[0]}", file=sys.stderr)
         return
     dvc = shutil.which("dvc", path=os.path.dirname(sys.executable)) or shutil.which("dvc")
     if dvc is None:
