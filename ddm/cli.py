@@ -7,7 +7,7 @@
     ddm sample     --dataset D --method M --model ...pt --nfe N --repeat R --num-samples K --out ...pt
     ddm evaluate   --samples ... --reference ... --extractor ... --out ...json
     ddm stats      --inputs metrics/*.json --out reports/metrics.json [--csv reports/metrics.csv]
-    ddm report     --metrics reports/metrics.json --out reports/tables.tex
+    ddm report     --metrics reports/metrics.json --out reports/tables.tex [--claims reports/claims.tex]
     ddm report-pdf --template reports/report.tex.j2 --tables ... --metrics ... --out reports/report.pdf
     ddm figures / grid / fig3 / fig3-plot                            FID-vs-NFE, sample grids, Fig. 3
     ddm prepare-task / train-autoencoder / train-task / sample-task / evaluate-task / task-figure
@@ -544,15 +544,24 @@ def cmd_report(args) -> None:
     published = _published_csv(args.published)
     _check_out(args.out)
     text = render_tables(metrics, published)
+    if args.claims:  # a verdict per claim of the paper (ddm.claims); Fig. 3's curves by dataset (folder name)
+        from ddm.claims import render_claims
+
+        fig3 = {Path(f).parent.name: _load_json(f, "Fig. 3 curves file", _FIG3, "ddm fig3") for f in args.fig3}
+        _check_out(args.claims)
+        claims = render_claims({**metrics, "fig3": fig3})
     with _writing(args.out):
         save_text(text, args.out)
+    if args.claims:
+        with _writing(args.claims):
+            save_text(claims, args.claims)
 
 
 def cmd_report_pdf(args) -> None:
     from ddm.report import ReportError, build_report_pdf, no_latex_message
 
     _load_json(args.metrics, "metrics file", _METRICS, "ddm stats")
-    for path in (args.template, args.tables, *args.figures):
+    for path in (args.template, args.tables, *([args.claims] if args.claims else []), *args.figures):
         _input_file(path, "report input")
     _check_out(args.out)
     latex = None if args.latex == "none" else args.latex
@@ -560,7 +569,8 @@ def cmd_report_pdf(args) -> None:
         log.warning("%s", no_latex_message(args.out))
     try:
         with _writing(args.out):
-            build_report_pdf(Path(args.template), Path(args.tables), Path(args.metrics), args.figures, Path(args.out), latex)
+            build_report_pdf(Path(args.template), Path(args.tables), Path(args.metrics), args.figures, Path(args.out), latex,
+                             claims=Path(args.claims) if args.claims else None)
     except ReportError as e:
         raise OutputError(f"cannot build {args.out}: {e}") from None
 
@@ -917,11 +927,15 @@ def build_parser() -> argparse.ArgumentParser:
     s = _add(sub, "report", cmd_report, "reports/tables.tex from reports/metrics.json", "metrics", "out")
     s.add_argument("--published", default=str(PUBLISHED_CSV),
                    help="published results shown beside the measured ones (default: the package's %(default)s)")
+    s.add_argument("--claims", help="also write a verdict per claim of the paper (LaTeX; reports/claims.tex)")
+    s.add_argument("--fig3", nargs="*", default=[], help="Fig. 3's curves (results/metrics/<dataset>/fig3.json), "
+                   "the evidence of its claim in --claims")
     _add(sub, "figures", cmd_figures, "FID-vs-NFE plot of one dataset", "metrics", "dataset", "out")
     s = _add(sub, "report-pdf", cmd_report_pdf, "reports/report.pdf: tables and figures", "template", "tables",
              "metrics", "out")
     s.add_argument("--figures", nargs="*", default=[])
     s.add_argument("--latex", default="none", help="latexmk or pdflatex to use; none: a placeholder page")
+    s.add_argument("--claims", help="reports/claims.tex (`ddm report --claims`), shown on the first page")
     s = _add(sub, "grid", cmd_grid, "sample grid of a sample file", "samples", "out")
     s.add_argument("--title", default="")
     _add(sub, "fig3-plot", cmd_fig3_plot, "plot of the Fig. 3 curves", "curves", "out")

@@ -782,16 +782,17 @@ def report_pages(figures: Iterable[str | Path]) -> list[dict]:
     return pages
 
 
-def render_report(template: Path, metrics: Mapping, pages: list[dict]) -> str:
+def render_report(template: Path, metrics: Mapping, pages: list[dict], claims: bool = False) -> str:
     """reports/report.tex from its template (reports/report.tex.j2): a title page with the
-    provenance, then tables.tex (one page per table) and the figure pages."""
+    provenance (and claims.tex, the verdicts of ddm.claims, with ``claims``), then tables.tex (one
+    page per table) and the figure pages."""
     env = _env()
     env.loader = __import__("jinja2").FileSystemLoader(str(Path(template).parent))
     prov = metrics.get("provenance")
     text = provenance_text(prov)
     return env.get_template(Path(template).name).render(
         preset=latex_escape(metrics["preset"]), ht=latex_escape(metrics["ht"]), pages=pages,
-        provenance=text["caption"] if text else "Provenance: not recorded (reports/metrics.json has none).",
+        provenance=text["caption"] if text else "Provenance: not recorded (reports/metrics.json has none).", claims=claims,
         date=(prov or {}).get("computed_last") or "date unknown",
         datasets=[DATASET_LABELS.get(d, latex_escape(d)) for d in sorted(metrics["datasets"])])
 
@@ -845,8 +846,9 @@ def _placeholder_pdf(out: Path, message: str) -> Path:
 
 
 def build_report_pdf(template: Path, tables: Path, metrics_json: Path, figures: Iterable[str | Path],
-                     out: Path, latex: str | None) -> Path:
-    """reports/report.pdf: reports/report.tex.j2 rendered with the figure pages, compiled with
+                     out: Path, latex: str | None, claims: Path | None = None) -> Path:
+    """reports/report.pdf: reports/report.tex.j2 rendered with the figure pages (and ``claims``,
+    reports/claims.tex, on the first page), compiled with
     ``latex`` (latexmk or pdflatex) in a temporary folder and written atomically; without LaTeX
     (``latex`` None) a one-page placeholder that says what to install."""
     import tempfile
@@ -865,9 +867,11 @@ def build_report_pdf(template: Path, tables: Path, metrics_json: Path, figures: 
     with tempfile.TemporaryDirectory(prefix="ddm-report-") as tmp:
         build = Path(tmp)
         shutil.copyfile(tables, build / "tables.tex")
+        if claims:
+            shutil.copyfile(claims, build / "claims.tex")
         (build / "figures").mkdir()
         for f in figures:
             shutil.copyfile(f, build / "figures" / f.name)
-        (build / "report.tex").write_text(render_report(Path(template), metrics, pages))
+        (build / "report.tex").write_text(render_report(Path(template), metrics, pages, claims=bool(claims)))
         pdf = _run_latex(latex, build, _source_epoch(metrics)).read_bytes()
     return atomic_write(out, lambda f: f.write(pdf))

@@ -38,7 +38,7 @@ AGGREGATE_RULES = {"stats", "report", "fid_plot", "report_pdf", "all"}
 
 def expected_outputs(params: dict) -> list[str]:
     """Every file `snakemake all` must leave for ``params`` (written out independently of the rules)."""
-    files = ["reports/tables.tex", "reports/metrics.json", "reports/report.pdf"]
+    files = ["reports/tables.tex", "reports/claims.tex", "reports/metrics.json", "reports/report.pdf"]
     preset = params["presets"][params["preset"]]
     for ds, b in preset.items():
         files += [f"data/prepared/{ds}.pt", f"results/fid/{ds}/extractor.json", f"results/fid/{ds}/reference.npz",

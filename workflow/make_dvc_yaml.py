@@ -75,6 +75,8 @@ UNCACHED = {
 GIT_TRACKED = {
     "reports/tables.tex": "the paper's tables as LaTeX: a few kB of text whose diff is worth "
     "reviewing; each `dvc exp run` commits it with the experiment",
+    "reports/claims.tex": "a verdict per claim of the paper (ddm.claims) as LaTeX: a few kB of text "
+    "whose diff shows a verdict that flips",
 }
 
 #: Environment variable whose value is appended to every stage's Snakemake command line.

@@ -252,7 +252,7 @@ def _phase_outputs(phase):
     if phase == "stats":
         return ["reports/metrics.json", "reports/metrics.csv"]
     if phase == "tables":
-        return ["reports/tables.tex", "reports/report.pdf"] + figure_files()
+        return ["reports/tables.tex", "reports/claims.tex", "reports/report.pdf"] + figure_files()
     raise WorkflowError(f"unknown phase {phase}")
 
 

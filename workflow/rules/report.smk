@@ -53,8 +53,10 @@ rule report:
     input:
         metrics="reports/metrics.json",
         published=PUBLISHED,
+        fig3=fig3_files(),  # Fig. 3's curves: the evidence of its claim in claims.tex
     output:
-        report("reports/tables.tex", caption="../report/tables.rst", category="Tables"),
+        tables=report("reports/tables.tex", caption="../report/tables.rst", category="Tables"),
+        claims="reports/claims.tex",  # a verdict per claim of the paper (ddm.claims)
     params:
         ddm=DDM,
         code=code_of("report"),
@@ -63,7 +65,8 @@ rule report:
     conda:
         "../envs/ddm.yaml"
     shell:
-        "{params.ddm} report --metrics {input.metrics} --published {input.published} --out {output} > {log} 2>&1"
+        "{params.ddm} report --metrics {input.metrics} --published {input.published} --out {output.tables}"
+        " --claims {output.claims} --fig3 {input.fig3} > {log} 2>&1"
 
 
 rule fid_plot:
@@ -122,6 +125,7 @@ rule report_pdf:
     input:
         template="reports/report.tex.j2",
         tables="reports/tables.tex",
+        claims="reports/claims.tex",
         metrics="reports/metrics.json",
         figures=figure_files(),
     output:
@@ -139,7 +143,8 @@ rule report_pdf:
     conda:
         "../envs/ddm.yaml"
     shell:
-        "{params.ddm} report-pdf --template {input.template} --tables {input.tables} --metrics {input.metrics}"
+        "{params.ddm} report-pdf --template {input.template} --tables {input.tables} --claims {input.claims}"
+        " --metrics {input.metrics}"
         " --figures {input.figures} --latex {params.latex} --out {output} > {log} 2>&1"
 
 
