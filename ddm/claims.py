@@ -40,8 +40,10 @@ NOT_TESTED = "not tested in this run"
 
 #: Significance level of every t-test (Table 1: "p-value < 0.05 based on the two sample t-test").
 ALPHA = 0.05
-#: "Close" (Table 1): DDM's FID at NFE 10 is at most this many times its FID at NFE 1000.
-CLOSE_RATIO = 2.0
+#: "Close" (Table 1): DDM's FID at NFE 10 is at most this many times its FID at NFE 1000: no
+#: further than the paper's own Table 1 puts it (13.92 / 2.40 = 5.8 on CIFAR-10, 27.45 / 7.10 = 3.9
+#: on CelebA-HQ-256), so a run that reproduces the paper's gap passes and a wider gap fails.
+CLOSE_RATIO = 6.0
 #: "Flat" (Table 3): over Table 3's NFEs, DDM's metric spans at most this fraction of its value at
 #: the fewest steps; "improves": DDPM's metric at the most steps is better than at the fewest by
 #: more than this fraction.
