@@ -16,8 +16,8 @@ Samplers (same signature as ``ddm.sampling``; looked up by name through ``ddm.re
   posterior written for continuous t), on the uniform grid down to t = 0;
 - ``ve_em``: Euler-Maruyama on the VE reverse SDE, grid from 1 to 1e-5, noise-free last step.
 "DDPM + x0 branch" (§4.1) is the VP model with a second head that predicts x0 (trained by
-``ddm.losses.VPObjective(x0_branch=True)``); the samplers move x with the eps head and report
-the x0 head to ``callback`` as x0_hat (that is what Fig. 3 plots).
+``ddm.losses.VPObjective(x0_branch=True)``, which ``ddm.experiment`` builds); the samplers move x
+with the eps head and report the x0 head to ``callback`` as x0_hat (that is what Fig. 3 plots).
 
 Both SDEs implement ``ddm.process.Process`` through :class:`GaussianSDE` (input scaling c_in,
 x0 from eps or the x0 branch, targets, heads) and register as ``vp`` and ``ve``.
@@ -26,12 +26,11 @@ x0 from eps or the x0 branch, targets, heads) and register as ``vp`` and ``ve``.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping
+from typing import Callable, Mapping
 
 import torch
 from torch import Tensor
 
-from ddm.losses import VEObjective, VPObjective
 from ddm.names import Names, grid_table, sampler_table
 from ddm.process import Process, expand_t
 from ddm.sampling import FINAL_STEPS, SampleRNG, Callback, check_final_step, check_grid, _check_n, _times
@@ -52,9 +51,9 @@ class GaussianSDE(Process):
 
     head_names = ("eps", "x0")
 
-    def out_channels(self, channels: int, method: Mapping[str, Any] | None = None) -> list[int]:
-        """eps, and x0 for a method with ``x0_branch``."""
-        return [channels, channels] if (method or {}).get("x0_branch") else [channels]
+    def head_channels(self, channels: int, n: int | None = None) -> list[int]:
+        """eps, then x0 (the x0 branch: ``n = 2``), each with the data's channels."""
+        return [channels, channels][: self.n_heads if n is None else n]
 
     def target(self, x0: Tensor, noise: Mapping[str, Tensor]) -> tuple[Tensor]:
         """(eps,): the eps head's target (an x0 branch regresses to x0 itself)."""
@@ -96,15 +95,6 @@ class VPSDE(GaussianSDE):
     def __repr__(self) -> str:
         return f"VPSDE(beta_min={self.beta_min}, beta_max={self.beta_max})"
 
-    @classmethod
-    def from_method(cls, method: Mapping[str, Any]) -> "VPSDE":
-        return cls(method["beta_min"], method["beta_max"])
-
-    def objective(self, method: Mapping[str, Any]) -> VPObjective:
-        """DDPM's eps loss (Eq. 4), with the x0 branch's term if the method has one."""
-        return VPObjective(self, t_min=method["t_min"], x0_branch=method["x0_branch"],
-                           loss_type=method["loss_type"], reduction=method["reduction"])
-
     def beta(self, t: Tensor) -> Tensor:
         return self.beta_min + t * (self.beta_max - self.beta_min)
 
@@ -135,14 +125,6 @@ class VESDE(GaussianSDE):
 
     def __repr__(self) -> str:
         return f"VESDE(sigma_min={self.sigma_min}, sigma_max={self.sigma_max})"
-
-    @classmethod
-    def from_method(cls, method: Mapping[str, Any]) -> "VESDE":
-        return cls(method["sigma_min"], method["sigma_max"])
-
-    def objective(self, method: Mapping[str, Any]) -> VEObjective:
-        """Denoising score matching as an eps loss."""
-        return VEObjective(self, t_min=method["t_min"], loss_type=method["loss_type"], reduction=method["reduction"])
 
     def sigma(self, t: Tensor) -> Tensor:
         return self.sigma_min * (self.sigma_max / self.sigma_min) ** t

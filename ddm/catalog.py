@@ -2,15 +2,16 @@
 (``ddm.config``, ``ddm.roles``) does not import torch.
 
 The registries (``ddm.registry``: h_t families, samplers, grids, weightings, processes) are filled
-where each entry is defined, in modules that import torch. :func:`load` gives their snapshot
-(``ddm.registry.snapshot``):
+where each entry is defined, in modules that import torch; ``ddm.registry.snapshot`` gives them as
+plain data. This module knows that data and nothing of the registries (they depend on it, never
+the reverse): where a snapshot is cached (:func:`cached`, :func:`store`) and what fits what in a
+given snapshot (:func:`fit_error`, :func:`samplers_for`, :func:`grids_for`). ``ddm.snapshot.load``
+chooses the snapshot: the live one when torch is imported, else the cached one.
 
-* live, when torch is already imported: a program that defined a family or sampler of its own
-  (it imported ddm.process or ddm.registry to do so) sees it at once;
-* otherwise from a cache file named by the digest of the package's source files, written the
-  first time (any edit of a module of ddm/ gives a new digest, hence a fresh snapshot). Snakemake
-  reads params.yaml through ddm.config at every start, in every DVC stage and in every SLURM job
-  step: with the cache, that start does not import torch (3-4 s of a 2-core machine's time).
+The cache file is named by the digest of the package's source files (any edit of a module of
+ddm/ gives a new digest, hence a fresh snapshot). Snakemake reads params.yaml through ddm.config
+at every start, in every DVC stage and in every SLURM job step: with the cache, that start does
+not import torch (3-4 s of a 2-core machine's time).
 
 Cache folder: ``$DDM_CACHE_DIR``, else ``$XDG_CACHE_HOME/ddm``, else ``~/.cache/ddm``; a folder
 that cannot be written only costs the import.
@@ -27,11 +28,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["load", "digest", "cache_dir", "kinds", "samplers_for", "grids_for", "fit_error"]
+__all__ = ["digest", "cache_dir", "cache_path", "cached", "store", "kinds", "samplers_for", "grids_for",
+           "fit_error"]
 
 PACKAGE = Path(__file__).resolve().parent
 
@@ -51,30 +52,29 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ddm"
 
 
-def _live() -> dict[str, Any]:
-    from ddm.registry import snapshot
+def cache_path() -> Path:
+    """The cache file of this package's snapshot (named by :func:`digest`)."""
+    return cache_dir() / f"catalog-{digest()[:24]}.json"
 
-    return snapshot()
 
-
-def load() -> dict[str, Any]:
-    """The registries' snapshot: live when torch is imported, else the cached one (written on a miss)."""
-    if "torch" in sys.modules:
-        return _live()
-    path = cache_dir() / f"catalog-{digest()[:24]}.json"
+def cached() -> dict[str, Any] | None:
+    """The cached snapshot, or None if there is none (or it cannot be read)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(cache_path().read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        pass
-    snap = _live()
+        return None
+
+
+def store(snap: dict[str, Any]) -> None:
+    """Cache a snapshot; a folder that cannot be written is skipped (the next start imports torch)."""
+    path = cache_path()
     try:
         from ddm.io import save_text
 
         path.parent.mkdir(parents=True, exist_ok=True)
         save_text(json.dumps(snap, indent=1), path)
     except OSError:
-        pass  # an unwritable cache folder: the next start imports torch again
-    return snap
+        pass
 
 
 def kinds(process: str, ht: str | None = None) -> set[str]:
@@ -94,26 +94,25 @@ def _need(fits: list[str], process: str) -> str:
     return " (it needs a Gaussian path: ht constant)" if process == "ddm" and "ddm/constant" in fits else ""
 
 
-def _fitting(what: str, process: str, ht: str | None, cat: dict | None) -> list[str]:
+def _fitting(what: str, process: str, ht: str | None, cat: dict) -> list[str]:
     k = kinds(process, ht)
-    return sorted(name for name, fits in (cat or load())["fits"][what].items() if k & set(fits))
+    return sorted(name for name, fits in cat["fits"][what].items() if k & set(fits))
 
 
-def samplers_for(process: str, ht: str | None = None, *, cat: dict | None = None) -> list[str]:
-    """The samplers that fit a process (sorted)."""
+def samplers_for(process: str, ht: str | None = None, *, cat: dict) -> list[str]:
+    """The samplers of snapshot ``cat`` that fit a process (sorted)."""
     return _fitting("sampler", process, ht, cat)
 
 
-def grids_for(process: str, ht: str | None = None, *, cat: dict | None = None) -> list[str]:
-    """The time grids that fit a process (sorted)."""
+def grids_for(process: str, ht: str | None = None, *, cat: dict) -> list[str]:
+    """The time grids of snapshot ``cat`` that fit a process (sorted)."""
     return _fitting("grid", process, ht, cat)
 
 
 def fit_error(sampler: str, grid: str, process: str, ht: str | None = None, final_step: str = "paper", *,
-              cat: dict | None = None) -> str | None:
-    """None if the sampler, the grid and the final step fit the process, else one sentence
-    naming the sampler (or grid, or final step), the process and what is allowed for it."""
-    cat = cat or load()
+              cat: dict) -> str | None:
+    """None if the sampler, the grid and the final step fit the process in snapshot ``cat``, else
+    one sentence naming the sampler (or grid, or final step), the process and what is allowed for it."""
     k = kinds(process, ht)
     for what, name in (("sampler", sampler), ("grid", grid)):
         fits = cat["fits"][what]

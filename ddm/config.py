@@ -2,7 +2,7 @@
 
 The schema's lists of names (h_t families, samplers, grids, final steps, weightings, processes)
 are filled from the registries when it is read (``schema``, ``ddm.registry.schema_enums``, read
-through ``ddm.catalog``: no torch import), so a
+through ``ddm.snapshot``: no torch import), so a
 family or sampler registered anywhere validates; the lists on disk document the package's own
 names, and tests/test_config.py fails when they differ from the registries.
 
@@ -21,8 +21,8 @@ from typing import Any, Mapping
 
 import yaml
 
-from ddm import catalog
-from ddm.catalog import fit_error
+from ddm import snapshot
+from ddm.snapshot import fit_error
 from ddm.resources import SCHEMA_PATH
 
 __all__ = ["ConfigError", "read_yaml", "load_params", "validate", "schema", "dataset_names", "all_methods", "resolve",
@@ -96,7 +96,7 @@ def schema() -> dict:
     enums of :data:`SCHEMA_ENUMS` set to the names registered now."""
     with SCHEMA_PATH.open(encoding="utf-8") as f:
         out = yaml.safe_load(f)
-    for name, values in catalog.load()["enums"].items():
+    for name, values in snapshot.load()["enums"].items():
         node = out
         for key in SCHEMA_ENUMS[name]:
             node = node[key]

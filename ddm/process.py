@@ -38,8 +38,10 @@ brings x0 + H_1 closest to zero. Those pixels keep a residual mean ``x0 + H_1 !=
 
 :class:`Process` is the one interface of a forward process that training (``ddm.losses``),
 sampling (``ddm.sampling``, ``ddm.baselines``) and ``ddm.experiment`` use: the prior at t = 1,
-x_t and the training target of each head, a network call and the x0 estimate of its heads, the
-network's heads and the objective. :class:`DecoupledProcess` (DDM) and the VP-SDE and VE-SDE
+x_t and the training target of each head, a network call and the x0 estimate of its heads, and
+the channels of each head. It knows the maths only: no loss and no params.yaml entry (the
+objectives know the process, ``ddm.losses``; ``ddm.experiment`` builds a process and its
+objective from a method entry). :class:`DecoupledProcess` (DDM) and the VP-SDE and VE-SDE
 (``ddm.baselines``) implement it and register under their params.yaml names (``ddm``, ``vp``,
 ``ve``) in ``ddm.names.PROCESSES``.
 """
@@ -48,7 +50,7 @@ from __future__ import annotations
 
 import abc
 import math
-from typing import Any, Callable, ClassVar, Mapping, NamedTuple, Sequence
+from typing import Callable, ClassVar, Mapping, NamedTuple, Sequence
 
 import torch
 from torch import Tensor
@@ -358,8 +360,10 @@ class Process(abc.ABC):
       target of each head, x_t ~ q(x_t | x0);
     * :meth:`heads`, :meth:`x0`, :meth:`predict`: a network call on x_t (with the process' input
       scaling) and the x0 estimate its outputs imply;
-    * :meth:`out_channels`, :meth:`objective`, :meth:`from_method`: the network's heads, the
-      training objective (``ddm.losses``) and the process of a resolved params.yaml method.
+    * :meth:`head_channels`: the channels of the network's heads.
+
+    The training objective (``ddm.losses``) and the process of a params.yaml method entry are
+    built by ``ddm.experiment`` (``RECIPES``): the process knows no loss and no config.
 
     A subclass that sets ``name`` registers itself in ``ddm.names.PROCESSES`` under that
     params.yaml name (``process:``); ``label`` names it in the tables.
@@ -378,20 +382,6 @@ class Process(abc.ABC):
         super().__init_subclass__(**kwargs)
         if "name" in cls.__dict__:
             PROCESSES.register(cls.name, label=cls.label)(cls)
-
-    # -- params.yaml -------------------------------------------------------------------------
-    @classmethod
-    @abc.abstractmethod
-    def from_method(cls, method: Mapping[str, Any]) -> "Process":
-        """The process of a resolved method config (``ddm.config.resolve``'s ``method``)."""
-
-    @abc.abstractmethod
-    def objective(self, method: Mapping[str, Any]):
-        """The training objective of a resolved method config (``ddm.losses``)."""
-
-    @abc.abstractmethod
-    def out_channels(self, channels: int, method: Mapping[str, Any]) -> list[int]:
-        """Channels of each head of the network, for data of ``channels`` channels."""
 
     # -- the prior and the forward process ---------------------------------------------------
     def prior_sample(self, rng, shape: Sequence[int]) -> Tensor:
@@ -414,6 +404,11 @@ class Process(abc.ABC):
     def net_input(self, x: Tensor, t: Tensor) -> Tensor:
         """What the network sees of x_t (the baselines scale it)."""
         return x
+
+    @abc.abstractmethod
+    def head_channels(self, channels: int, n: int | None = None) -> list[int]:
+        """Channels of the network's first ``n`` heads (default ``n_heads``; at most
+        ``len(head_names)``), for data of ``channels`` channels."""
 
     def heads(self, net, x: Tensor, t: Tensor, n: int | None = None) -> tuple[Tensor, ...]:
         """The network's outputs at (x_t, t) as a tuple; at least ``n`` (default ``n_heads``)."""
@@ -472,22 +467,9 @@ class DecoupledProcess(Process):
     def __init__(self, family: HtFamily | str = "constant", **family_options):
         self.family = get_family(family, **family_options) if isinstance(family, str) else family
 
-    @classmethod
-    def from_method(cls, method: Mapping[str, Any]) -> "DecoupledProcess":
-        opts = {"clamp_free": method["clamp_free"]} if method.get("clamp_free") else {}
-        return cls(method["ht"], **opts)
-
-    def objective(self, method: Mapping[str, Any]):
-        """DDM's loss (Eq. 10, Table 5): ``ddm.losses.DDMObjective``."""
-        from ddm.losses import DDMObjective  # ddm.losses imports this module
-
-        return DDMObjective(self, weighting=method["weighting"], loss_type=method["loss_type"],
-                            t_min=method["t_min"], reduction=method["reduction"],
-                            recon_weight=method["recon_weight"])
-
-    def out_channels(self, channels: int, method: Mapping[str, Any] | None = None) -> list[int]:
-        """Heads (phi, eps): phi holds ``n_params`` maps of the data's channels."""
-        return [self.family.phi_channels(channels), channels]
+    def head_channels(self, channels: int, n: int | None = None) -> list[int]:
+        """Heads (phi, eps) (Eq. 10): phi holds ``n_params`` maps of the data's channels."""
+        return [self.family.phi_channels(channels), channels][: self.n_heads if n is None else n]
 
     def draw(self, x0: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """eps ~ N(0, I) and, for a family with free parameters, z (App. B)."""

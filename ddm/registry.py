@@ -1,8 +1,9 @@
 """Which sampler and which time grid fit which forward process, and every name params.yaml may
 use: the one place that ``ddm.config`` checks params.yaml against (through its snapshot,
-:func:`snapshot`, which ``ddm.catalog`` caches so that reading params.yaml does not import torch),
+:func:`snapshot`, which ``ddm.snapshot`` caches so that reading params.yaml does not import torch),
 so a misfit fails before any job starts. ``fit_error``, ``samplers_for`` and ``grids_for`` are
-``ddm.catalog``'s, here on the live tables.
+``ddm.catalog``'s, here on the live tables (this module depends on the torch-free catalog, never
+the reverse).
 
 A process is named as in params.yaml (``ddm``, ``vp``, ``ve``); ``ddm/constant`` is DDM with
 h_t = c only, whose forward process x_t = (1 - t) x0 + sqrt(t) eps (Eq. 7 with H_t = -t x0) is
@@ -30,8 +31,8 @@ from typing import Any, Callable, Mapping
 
 from torch import Tensor
 
-from ddm import baselines, sampling
-from ddm.catalog import fit_error, grids_for, kinds, samplers_for  # noqa: F401  (re-exported: on the live tables)
+from ddm import baselines, catalog, sampling
+from ddm.catalog import kinds  # noqa: F401  (re-exported)
 from ddm.losses import WEIGHTINGS
 from ddm.names import GAUSSIAN, PROCESSES, Names, grid_table, sampler_table
 from ddm.process import FAMILIES
@@ -85,8 +86,8 @@ def schema_enums() -> dict[str, list[str]]:
 
 
 def snapshot() -> dict[str, Any]:
-    """The registries as plain data (``ddm.catalog``, which reads params.yaml's names from it
-    without importing torch): the schema's enums, which processes each sampler and grid fits, each
+    """The registries as plain data (``ddm.snapshot`` and ``ddm.catalog``, which read params.yaml's
+    names from it without importing torch): the schema's enums, which processes each sampler and grid fits, each
     sampler's final steps, and the labels of the h_t families and weightings."""
     return {"enums": schema_enums(),
             "fits": {"sampler": {k: list(v) for k, v in SAMPLER_PROCESSES.items()},
@@ -94,3 +95,20 @@ def snapshot() -> dict[str, Any]:
             "final_steps": {k: list(v) for k, v in SAMPLER_FINAL_STEPS.items()},
             "labels": {"family": {k: cls.label for k, cls in FAMILIES.items()},
                        "weighting": {k: WEIGHTINGS.info(k)["label"] for k in WEIGHTINGS}}}
+
+
+def samplers_for(process: str, ht: str | None = None) -> list[str]:
+    """The samplers that fit a process (sorted; ``ddm.catalog.samplers_for`` on the live tables)."""
+    return catalog.samplers_for(process, ht, cat=snapshot())
+
+
+def grids_for(process: str, ht: str | None = None) -> list[str]:
+    """The time grids that fit a process (sorted; ``ddm.catalog.grids_for`` on the live tables)."""
+    return catalog.grids_for(process, ht, cat=snapshot())
+
+
+def fit_error(sampler: str, grid: str, process: str, ht: str | None = None,
+              final_step: str = "paper") -> str | None:
+    """None if the sampler, the grid and the final step fit the process, else one sentence saying
+    why not (``ddm.catalog.fit_error`` on the live tables)."""
+    return catalog.fit_error(sampler, grid, process, ht, final_step, cat=snapshot())

@@ -4,7 +4,7 @@
 role    the method is
 ======= ==========================================================================================
 table4  a row of Table 4 (choices of h_t), labelled with its h_t family's ``label`` (ddm.process, read
-        through ddm.catalog)
+        through ddm.snapshot)
 table5  a row of Table 5 (hyperparameter, architecture, loss type), labelled with the one setting in
         which it was trained differently from the main DDM model (a weighting's ``label``, ddm.losses.WEIGHTINGS, or
         :data:`SETTING_LABELS`); each group also shows the main model with its own setting, rows in
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from ddm import catalog
+from ddm import snapshot
 from ddm.config import METHOD_DEFAULTS, REPORT_KEYS, SAMPLING_KEYS, ConfigError, all_methods
 
 __all__ = ["ROLES", "TABLE5_GROUPS", "SETTING_LABELS", "with_role", "fid_ablations", "main_model", "differences",
@@ -81,13 +81,13 @@ def table4_rows(params: Mapping) -> list[dict[str, str]]:
             raise ConfigError(f"params.yaml: ablation_methods/{m}: role table4 (a choice of h_t) needs process "
                               f"ddm, got '{entry['process']}'")
         ht = _settings(params, m)["ht"]
-        rows.append({"method": m, "label": entry.get("label") or catalog.load()["labels"]["family"][ht]})
+        rows.append({"method": m, "label": entry.get("label") or snapshot.load()["labels"]["family"][ht]})
     return rows
 
 
 def _setting_labels(key: str | None) -> dict[str, str]:
     """A setting's value -> its Table 5 label, in row order (the weightings' from their registry)."""
-    return catalog.load()["labels"]["weighting"] if key == "weighting" else SETTING_LABELS.get(key, {})
+    return snapshot.load()["labels"]["weighting"] if key == "weighting" else SETTING_LABELS.get(key, {})
 
 
 def _setting_label(key: str | None, value: Any) -> str | None:

@@ -1,5 +1,6 @@
-"""ddm.catalog: reading params.yaml (ddm.config, ddm.roles: what the Snakefile imports) does not
-import torch once the registries' snapshot is cached, and the snapshot is the registries'."""
+"""ddm.catalog and ddm.snapshot: reading params.yaml (ddm.config, ddm.roles: what the Snakefile
+imports) does not import torch once the registries' snapshot is cached, and the snapshot is the
+registries'."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import sys
 import yaml
 
 from conftest import REPO, tiny_params
-from ddm import catalog, registry
+from ddm import catalog, registry, snapshot
 
 #: What the Snakefile does when it starts: validate params.yaml, resolve a job, derive the rows.
 PARSE = r"""
@@ -52,7 +53,7 @@ def test_snapshot_is_the_registries():
     assert list(snap["fits"]["grid"]) == list(registry.GRIDS)
     assert snap["labels"]["family"]["linear"] == r"$\mathbf{a}t + \mathbf{c}$"
     assert json.loads(json.dumps(snap)) == snap  # what the cache file holds is what was taken
-    assert catalog.load() == snap  # torch is imported here: the live tables
+    assert snapshot.load() == snap  # torch is imported here: the live tables
 
 
 def test_a_changed_package_gets_a_new_snapshot(tmp_path, monkeypatch):
@@ -74,7 +75,7 @@ def test_a_stale_or_unreadable_cache_file_is_replaced(tmp_path, monkeypatch):
     monkeypatch.delitem(sys.modules, "torch")  # as in a fresh Snakemake process (restored afterwards)
     path = tmp_path / f"catalog-{catalog.digest()[:24]}.json"
     path.write_text("{not json")
-    assert catalog.load() == registry.snapshot()
+    assert snapshot.load() == registry.snapshot()
     assert json.loads(path.read_text()) == registry.snapshot()
 
 
@@ -83,4 +84,4 @@ def test_an_unwritable_cache_folder_only_costs_the_import(tmp_path, monkeypatch)
     blocker.write_text("")
     monkeypatch.setenv("DDM_CACHE_DIR", str(blocker / "cache"))  # under a file: cannot be made
     monkeypatch.delitem(sys.modules, "torch")
-    assert catalog.load() == registry.snapshot()
+    assert snapshot.load() == registry.snapshot()

@@ -1,4 +1,4 @@
-"""The installed ddm package is self-contained, and its modules are well-formed.
+"""The installed ddm package is self-contained, and it declares what it imports.
 
 * A wheel built from the repository (pyproject.toml's package-data: ``templates/*``, ``data/*``)
   holds every module of ddm/ and its data files: the params.yaml schema, the published results
@@ -8,8 +8,9 @@
   the repository; it finds its data files there through importlib.resources
   (``ddm.resources``: ``SCHEMA_PATH``, ``PUBLISHED_CSV``, ``TABLES_TEMPLATE``), ``python -m ddm
   --help`` works, and ``python -m ddm prepare`` + ``train`` on the tiny config write a model.
-* No module of ddm/ imports another in a cycle (module-level imports, parsed with ast), and no
-  function of ddm/ is longer than 80 lines.
+* pyproject.toml's dependencies are exactly the distributions ddm/ imports.
+
+The shape of ddm/ (import loops, module and function lengths) is tests/test_import_graph.py's.
 
 The wheel is built from a copy of the sources (pyproject.toml, README.md, ddm/) in a temporary
 folder, so the build leaves no build/ folder in the repository.
@@ -35,8 +36,6 @@ from conftest import REPO, TINY_PARAMS
 SOURCES = ("pyproject.toml", "README.md", "ddm")
 #: The package's data files, relative to the package folder.
 DATA_FILES = ("data/params.schema.yaml", "data/published.csv", "templates/tables.tex.j2")
-#: The longest a function of ddm/ may be.
-MAX_FUNCTION_LINES = 80
 #: Seconds for one pip or ddm subprocess (a loaded 2-core machine).
 TIMEOUT = 600
 
@@ -136,83 +135,6 @@ def test_installed_cli_help_and_a_few_training_steps(installed, tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     model = tmp_path / "models" / "ddm.pt"
     assert model.is_file() and model.stat().st_size > 0
-
-
-# --------------------------------------------------------------------------- module structure
-def _modules() -> dict[str, Path]:
-    return {f"ddm.{p.stem}" if p.stem != "__init__" else "ddm": p for p in sorted((REPO / "ddm").glob("*.py"))}
-
-
-def _top_level_imports(name: str, path: Path, known: set[str]) -> set[str]:
-    """The ddm modules that module ``name`` imports at module level (not inside functions or
-    classes; inside a module-level ``if``/``try`` they count)."""
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    found: set[str] = set()
-    todo = list(ast.parse(path.read_text()).body)
-    while todo:
-        node = todo.pop()
-        if isinstance(node, (ast.If, ast.Try, ast.With)):
-            todo += [n for field in ("body", "orelse", "finalbody", "handlers") for n in getattr(node, field, [])]
-        elif isinstance(node, ast.ExceptHandler):
-            todo += node.body
-        elif isinstance(node, ast.Import):
-            found |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join(parts + ([base] if base else []))
-            found.add(base)
-            found |= {f"{base}.{a.name}" for a in node.names}
-    return {m for m in found if m in known and m != name}
-
-
-def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
-    """One import cycle of ``graph`` as [a, b, ..., a], or None."""
-    state: dict[str, int] = {}  # 1: on the current path, 2: done
-    path: list[str] = []
-
-    def visit(m: str) -> list[str] | None:
-        state[m] = 1
-        path.append(m)
-        for n in sorted(graph[m]):
-            if state.get(n) == 1:
-                return path[path.index(n):] + [n]
-            if n not in state and (found := visit(n)):
-                return found
-        path.pop()
-        state[m] = 2
-        return None
-
-    for m in sorted(graph):
-        if m not in state and (found := visit(m)):
-            return found
-    return None
-
-
-def test_cycle_finder_finds_a_cycle():
-    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
-    assert _cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
-
-
-def test_no_module_of_ddm_imports_another_in_a_cycle():
-    modules = _modules()
-    graph = {m: _top_level_imports(m, p, set(modules)) for m, p in modules.items()}
-    assert graph["ddm.nets"] >= {"ddm.process"} and graph["ddm.registry"] >= {"ddm.baselines", "ddm.sampling"}
-    cycle = _cycle(graph)
-    assert cycle is None, (f"module-level import cycle: {' -> '.join(cycle)}; move one of these imports into "
-                           f"the function that needs it, or the shared code into a module both import")
-
-
-def test_no_function_of_ddm_is_longer_than_80_lines():
-    long = []
-    for path in sorted((REPO / "ddm").glob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                lines = node.end_lineno - node.lineno + 1
-                if lines > MAX_FUNCTION_LINES:
-                    long.append(f"{path.name}:{node.lineno} {node.name} ({lines} lines)")
-    assert not long, f"functions over {MAX_FUNCTION_LINES} lines (split them into named steps): {long}"
 
 
 # --------------------------------------------------------------------------- dependencies

@@ -135,6 +135,32 @@ def test_the_process_table_holds_ddm_vp_and_ve():
         make_process({"process": "vq"})
 
 
+def test_a_method_entry_becomes_a_process_and_its_objective_through_its_recipe():
+    """The process knows no loss and no params.yaml entry: ddm.experiment's recipe of its class
+    builds both (a subclass without a recipe of its own uses its parent's)."""
+    from ddm.experiment import RECIPES, make_objective, recipe
+    from ddm.losses import DDMObjective
+    from ddm.process import Process
+
+    method = {"process": "ddm", "ht": "linear", "weighting": "exp", "loss_type": "l1", "t_min": 1e-3,
+              "reduction": "sum", "recon_weight": 0.5}
+    proc = DecoupledProcess("linear")
+    obj = make_objective(proc, method)
+    assert isinstance(obj, DDMObjective) and obj.process is proc
+    assert (obj.weighting, obj.loss_type, obj.t_min, obj.reduction, obj.recon_weight) == ("exp", "l1", 1e-3, "sum", 0.5)
+    assert not hasattr(Process, "objective") and not hasattr(Process, "from_method")
+
+    class Mine(DecoupledProcess):  # no ``name``: not registered
+        pass
+
+    class Bare(Process):
+        pass
+
+    assert recipe(Mine) is RECIPES[DecoupledProcess]
+    with pytest.raises(ValueError, match="process 'Bare' has no recipe: add one to ddm.experiment.RECIPES"):
+        recipe(Bare)
+
+
 @pytest.mark.parametrize("index", [0, 1, 2], ids=["ddm", "vp", "ve"])
 def test_exact_heads_give_back_x0(index):
     """x_t from x0 and the target (sample_xt); a network that returns the target (seeing the
@@ -145,7 +171,7 @@ def test_exact_heads_give_back_x0(index):
     assert set(noise) == ({"eps", "z"} if index == 0 else {"eps"})
     t = torch.linspace(0.1, 0.9, 6, dtype=torch.float64)
     target = proc.target(x0, noise)
-    assert len(target) == proc.n_heads and [h.shape[1] for h in target] == proc.out_channels(2, {})
+    assert len(target) == proc.n_heads and [h.shape[1] for h in target] == proc.head_channels(2)
     x_t = proc.sample_xt(x0, t, target)
     seen = {}
 
@@ -162,7 +188,9 @@ def test_exact_heads_give_back_x0(index):
 
 
 def test_heads_and_priors():
-    """Too few heads is one error naming them; the prior has the process' std; an x0 head."""
+    """Too few heads is one error naming them; the prior has the process' std; an x0 head; the
+    heads a method entry asks for (ddm.experiment)."""
+    from ddm.experiment import out_channels
     from ddm.sampling import SampleRNG
 
     ddm, vp, ve = _processes()
@@ -178,4 +206,4 @@ def test_heads_and_priors():
     torch.testing.assert_close(ddm.x0(x, torch.ones(2), (phi, x), head=True), ddm.family.x0_from_phi(phi))
     branch = torch.randn(2, 1, 2, 2)
     assert vp.x0(x, torch.ones(2) / 2, (x, branch), head=True) is branch
-    assert vp.out_channels(3, {"x0_branch": True}) == [3, 3] and ddm.out_channels(3, {}) == [6, 3]
+    assert out_channels(vp, 3, {"x0_branch": True}) == [3, 3] and out_channels(ddm, 3, {}) == [6, 3]
