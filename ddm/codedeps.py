@@ -68,11 +68,34 @@ def _resolve(name: str, modules: dict[str, Path]) -> str | None:
     return None
 
 
-def _imports(tree: ast.AST, module: str, modules: dict[str, Path], is_pkg: bool) -> set[str]:
-    """The package modules a syntax tree imports, anywhere in it (``from ddm import x`` counts
-    ``ddm.x`` when x is a module; a relative import is resolved against ``module``)."""
+#: An import whose line carries this comment is not an edge: the module reads only names from
+#: it (the registries' snapshot that validates params.yaml), and whatever of those reaches a job
+#: reaches it through the resolved config, which every rule carries as a param of its own.
+NAMES_ONLY = "codedeps: names only"
+
+
+def _is_type_checking(node: ast.AST) -> bool:
+    test = getattr(node, "test", None)
+    return isinstance(node, ast.If) and (
+        (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING")
+        or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"))
+
+
+def _walk(node: ast.AST):
+    """:func:`ast.walk` without the bodies of ``if TYPE_CHECKING:`` (they never run)."""
+    todo = [node]
+    while todo:
+        n = todo.pop()
+        yield n
+        todo += n.orelse if _is_type_checking(n) else ast.iter_child_nodes(n)
+
+
+def _imports(tree: ast.AST, module: str, modules: dict[str, Path], is_pkg: bool, lines=()) -> set[str]:
+    """The package modules a syntax tree imports, anywhere it may run (module level, in functions;
+    not under ``if TYPE_CHECKING:``, nor on a line marked :data:`NAMES_ONLY`). ``from ddm import
+    x`` counts ``ddm.x`` when x is a module; a relative import is resolved against ``module``."""
     found = set()
-    for node in ast.walk(tree):
+    for node in _walk(tree):
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -84,6 +107,8 @@ def _imports(tree: ast.AST, module: str, modules: dict[str, Path], is_pkg: bool)
             names = [base] + [f"{base}.{a.name}" for a in node.names]
         else:
             continue
+        if any(NAMES_ONLY in line for line in lines[node.lineno - 1: node.end_lineno]):
+            continue
         found |= {m for m in (_resolve(n, modules) for n in names if n.split(".")[0] == PACKAGE) if m}
     return found
 
@@ -91,8 +116,10 @@ def _imports(tree: ast.AST, module: str, modules: dict[str, Path], is_pkg: bool)
 @functools.lru_cache(maxsize=8)
 def _graph(pkg: Path, stamp: tuple) -> tuple[dict[str, Path], dict[str, ast.Module], dict[str, frozenset]]:
     modules = _modules(pkg)
-    trees = {m: ast.parse(p.read_bytes(), filename=str(p)) for m, p in modules.items()}
-    edges = {m: frozenset(_imports(t, m, modules, modules[m].name == "__init__.py") - {m}) for m, t in trees.items()}
+    source = {m: p.read_text() for m, p in modules.items()}
+    trees = {m: ast.parse(text, filename=str(modules[m])) for m, text in source.items()}
+    edges = {m: frozenset(_imports(t, m, modules, modules[m].name == "__init__.py", source[m].splitlines()) - {m})
+             for m, t in trees.items()}
     return modules, trees, edges
 
 
@@ -125,8 +152,9 @@ def commands(pkg: str | os.PathLike | None = None) -> list[str]:
 
 
 def _cli_parts(command: str, modules: dict, trees: dict) -> list[ast.stmt]:
-    """What ``ddm <command>`` runs of cli.py: its module-level statements, the subcommand's
-    handler and the cli-level functions and classes it refers to (transitively)."""
+    """What ``ddm <command>`` runs of cli.py: its module-level statements, ``main`` (the parser:
+    options and their defaults) and the subcommand's handler, with the cli-level functions and
+    classes they refer to, transitively; never another subcommand's handler."""
     cli = trees[f"{PACKAGE}.cli"]
     handlers = _handlers(cli)
     if command not in handlers:
@@ -134,10 +162,11 @@ def _cli_parts(command: str, modules: dict, trees: dict) -> list[ast.stmt]:
     defs = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
     functions = {n.name: n for n in cli.body if isinstance(n, defs)}
     parts = [n for n in cli.body if not isinstance(n, defs)]
-    seen, todo = set(), [handlers[command]]
+    others = set(handlers.values()) - {handlers[command]}
+    seen, todo = set(), [handlers[command], "main"]
     while todo:
         name = todo.pop()
-        if name in seen or name not in functions:
+        if name in seen or name not in functions or name in others:
             continue
         seen.add(name)
         todo += [n.id for n in ast.walk(functions[name]) if isinstance(n, ast.Name) and n.id in functions]
@@ -147,7 +176,8 @@ def _cli_parts(command: str, modules: dict, trees: dict) -> list[ast.stmt]:
 def _entry_modules(command: str, modules: dict, trees: dict) -> set[str]:
     """The package modules the parts of cli.py that ``ddm <command>`` runs import."""
     part = ast.Module(body=_cli_parts(command, modules, trees), type_ignores=[])
-    return _imports(part, f"{PACKAGE}.cli", modules, False) - {f"{PACKAGE}.cli"}
+    lines = modules[f"{PACKAGE}.cli"].read_text().splitlines()
+    return _imports(part, f"{PACKAGE}.cli", modules, False, lines) - {f"{PACKAGE}.cli"}
 
 
 def command_modules(command: str, pkg: str | os.PathLike | None = None) -> list[str]:
@@ -164,9 +194,9 @@ def command_modules(command: str, pkg: str | os.PathLike | None = None) -> list[
     return sorted(m for m in closure if m in modules)
 
 
-def _data_files(pkg: Path, modules: dict, trees: dict, used: list[str]) -> list[Path]:
+def _data_files(pkg: Path, modules: dict, trees: dict, command: str) -> list[Path]:
     """The package data files (``ddm/resources.py``'s ``NAME = DATA / "file"`` constants) whose
-    name one of the ``used`` modules mentions."""
+    name ``ddm <command>``'s modules mention (of cli.py: the parts it runs)."""
     res = trees.get(f"{PACKAGE}.resources")
     if res is None:
         return []
@@ -180,7 +210,9 @@ def _data_files(pkg: Path, modules: dict, trees: dict, used: list[str]) -> list[
                 else:
                     folders[name] = pkg / v.right.value
     mentioned = _names(pkg, _stamp(pkg))
-    names = set().union(*(mentioned[m] for m in used if m != f"{PACKAGE}.resources"))
+    cli = f"{PACKAGE}.cli"
+    names = set().union(*(mentioned[m] for m in command_modules(command, pkg) if m not in (cli, f"{PACKAGE}.resources")))
+    names |= _mentions(ast.Module(body=_cli_parts(command, modules, trees), type_ignores=[]))
     return sorted(p for name, p in files.items() if name in names and p.is_file())
 
 
@@ -188,8 +220,7 @@ def command_files(command: str, pkg: str | os.PathLike | None = None) -> list[st
     """The files ``ddm <command>`` runs or reads from the package: its modules and data files,
     as paths relative to the package's parent folder (``ddm/sampling.py``), sorted."""
     root, modules, trees, _ = _load(pkg)
-    used = command_modules(command, root)
-    paths = [modules[m] for m in used] + _data_files(root, modules, trees, used)
+    paths = [modules[m] for m in command_modules(command, root)] + _data_files(root, modules, trees, command)
     return sorted(p.relative_to(root.parent).as_posix() for p in paths)
 
 
@@ -221,9 +252,12 @@ def _node_digests(pkg: Path, stamp: tuple) -> dict[str, dict[int, str]]:
 def _names(pkg: Path, stamp: tuple) -> dict[str, frozenset]:
     """Module -> every name it mentions (names, attributes, imported names)."""
     _, trees, _ = _graph(pkg, stamp)
-    return {m: frozenset(n.id if isinstance(n, ast.Name) else n.attr if isinstance(n, ast.Attribute) else n.name
-                         for n in ast.walk(t) if isinstance(n, (ast.Name, ast.Attribute, ast.alias)))
-            for m, t in trees.items()}
+    return {m: _mentions(t) for m, t in trees.items()}
+
+
+def _mentions(tree: ast.AST) -> frozenset:
+    return frozenset(n.id if isinstance(n, ast.Name) else n.attr if isinstance(n, ast.Attribute) else n.name
+                     for n in ast.walk(tree) if isinstance(n, (ast.Name, ast.Attribute, ast.alias)))
 
 
 def code_digest(command: str, pkg: str | os.PathLike | None = None) -> str:
@@ -242,7 +276,7 @@ def code_digest(command: str, pkg: str | os.PathLike | None = None) -> str:
         else:
             digests = list(nodes[m].values())
         h.update(f"{m}\0{''.join(digests)}\0".encode())
-    for p in _data_files(root, modules, trees, used):
+    for p in _data_files(root, modules, trees, command):
         h.update(f"{p.relative_to(root).as_posix()}\0".encode() + hashlib.sha256(p.read_bytes()).digest())
     return h.hexdigest()[:16]
 
