@@ -13,8 +13,10 @@
     ddm prepare-task / train-autoencoder / train-task / sample-task / evaluate-task / task-figure
                    the conditioned tasks of Tables 2 and 3 (`conditioned: true`; docs/conditioned.md)
 
-Every output is written atomically (temp file + rename). Options, params.yaml and input files
-are checked before any work, and an output folder is checked to be writable.
+Every output is written atomically (temp file + rename) and carries a sha256 of its payload
+(``ddm.io``: model, sample, data and task files, FID statistics, metric JSON). Options,
+params.yaml and input files are checked before any work (an input's checksum included), and an
+output folder is checked to be writable.
 
 Errors and exit codes (the same kind of error gives the same code in every subcommand):
 
@@ -25,7 +27,8 @@ Errors and exit codes (the same kind of error gives the same code in every subco
     2   usage, configuration or input error: a bad option value, a device this machine lacks,
         params.yaml (YAML syntax with its line, schema, a sampler or grid that does not fit its
         process), an input file that is missing, empty, truncated or not what the step expects
-        (format, shape, channels, resolution, dtype, JSON fields)
+        (format, shape, channels, resolution, dtype, JSON fields), or a product whose checksum
+        does not verify (changed after it was written: delete it, `snakemake all` rebuilds it)
    75   training preempted (SIGTERM / SIGUSR1): a checkpoint was written; run again to resume
 
 An expected error prints one line to stderr, ``ddm <subcommand>: <message>``, naming the thing,

@@ -343,14 +343,20 @@ _VERIFIERS = {".json": load_json, ".npz": load_npz, ".pt": load_torch}
 
 def verify_product(path: str | os.PathLike) -> str | None:
     """None if the product ``path`` verifies (its digest matches its payload) or is a kind that
-    carries no digest (png, pdf, tex, csv, a folder, ...); else the one-line refusal that its
-    reader would give (the file's name and the fix). For the pipeline's last check before
-    ``dvc commit`` records a product. A .json file is read without importing torch or numpy."""
-    verify = _VERIFIERS.get(Path(path).suffix)
-    if verify is None or Path(path).is_dir():
+    carries no digest (png, pdf, tex, csv, ...); else the one-line refusal that its reader would
+    give (the file's name and the fix). A folder (a DVC output such as results/models) is each
+    product in it, recursively in name order, skipping temporary files: the first refusal or None.
+    For the pipeline's last check before ``dvc commit`` records a product. A .json file is read
+    without importing torch or numpy; a .pt file imports torch."""
+    p = Path(path)
+    if p.is_dir():
+        files = (f for f in sorted(p.rglob("*")) if f.is_file() and not f.name.startswith(TMP_PREFIX))
+        return next((msg for f in files if (msg := verify_product(f))), None)
+    verify = _VERIFIERS.get(p.suffix)
+    if verify is None:
         return None
     try:
-        verify(path, "product", "snakemake all")
+        verify(p, "product", "snakemake all")
     except InputError as e:
         return str(e)
     return None

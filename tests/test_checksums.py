@@ -302,7 +302,7 @@ def test_verify_product(tmp_path):
     for name, text in (("f.png", b"\x89PNG"), ("t.tex", b"x"), ("c.csv", b"a,b\n"), ("r.pdf", b"%PDF")):
         (tmp_path / name).write_bytes(text)
         assert verify_product(tmp_path / name) is None, name  # kinds without a digest
-    assert verify_product(tmp_path) is None
+    assert verify_product(tmp_path) is None  # a folder: each product in it
     flip_torch(tmp_path / "s.pt", 4)
     flip_json(tmp_path / "m.json", "fid")
     flip_npz(tmp_path / "r.npz")
@@ -310,6 +310,7 @@ def test_verify_product(tmp_path):
         msg = verify_product(tmp_path / name)
         assert msg and str(tmp_path / name) in msg and "changed after it was written" in msg and REBUILD in msg
         assert "\n" not in msg
+    assert verify_product(tmp_path) == verify_product(tmp_path / "m.json")  # the first in name order
     (tmp_path / "e.json").write_text("{")
     assert "not valid JSON" in verify_product(tmp_path / "e.json")
     with pytest.raises(InputError, match="changed after it was written"):
