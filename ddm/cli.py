@@ -13,8 +13,10 @@
     ddm prepare-task / train-autoencoder / train-task / sample-task / evaluate-task / task-figure
                    the conditioned tasks of Tables 2 and 3 (`conditioned: true`; docs/conditioned.md)
 
-Every output is written atomically (temp file + rename). Options, params.yaml and input files
-are checked before any work, and an output folder is checked to be writable.
+Every output is written atomically (temp file + rename) and carries a sha256 of its payload
+(``ddm.io``: model, sample, data and task files, FID statistics, metric JSON). Options,
+params.yaml and input files are checked before any work (an input's checksum included), and an
+output folder is checked to be writable.
 
 Errors and exit codes (the same kind of error gives the same code in every subcommand):
 
@@ -25,7 +27,8 @@ Errors and exit codes (the same kind of error gives the same code in every subco
     2   usage, configuration or input error: a bad option value, a device this machine lacks,
         params.yaml (YAML syntax with its line, schema, a sampler or grid that does not fit its
         process), an input file that is missing, empty, truncated or not what the step expects
-        (format, shape, channels, resolution, dtype, JSON fields)
+        (format, shape, channels, resolution, dtype, JSON fields), or a product whose checksum
+        does not verify (changed after it was written: delete it, `snakemake all` rebuilds it)
    75   training preempted (SIGTERM / SIGUSR1): a checkpoint was written; run again to resume
 
 An expected error prints one line to stderr, ``ddm <subcommand>: <message>``, naming the thing,
@@ -37,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import os
 import sys
@@ -47,7 +49,7 @@ from pathlib import Path
 
 from ddm.resources import PUBLISHED_CSV  # standard library only: `ddm --help` stays fast
 # InputError: an option value or input file the command cannot use (exit code 2)
-from ddm.io import InputError, check_input_file as _input_file, load_torch as _torch_file  # torch inside
+from ddm.io import InputError, check_input_file as _input_file, load_json as _json_file, load_torch as _torch_file
 from ddm.modelfile import SEED_BLOCK, load_model, read_model, sample_seeds, save_model  # torch inside
 
 log = logging.getLogger("ddm")
@@ -202,6 +204,7 @@ _METRICS = {"preset": str, "ht": str, "table1_methods": [str], "?method_labels":
                                              "references": {str: _NUM}}}}, "datasets": {str: {
     "extractor": str, "reference": str, "results": {str: {str: _RESULT}}, "table1": {str: dict},
     "?solver_table": {"rows": [str], "labels": {str: str}, "columns": {str: {"best": object, "marker": object}}}}}}
+_CONVERGENCE = {"dataset": str, "method": str, "num_samples": int, "extractor": str, "rows": [dict]}
 _FIG3 = {"nfe": int, "num_samples": int, "curves": {str: {"t": [_NUM], "mse": [_NUM]}}}
 
 
@@ -239,15 +242,9 @@ def _shape_error(obj, spec, where: str = "") -> str | None:
 
 
 def _load_json(path, what: str, spec, maker: str) -> dict:
-    """A JSON file with the fields ``spec`` names (one line naming the first missing/wrong one)."""
-    p = _input_file(path, what)
-    try:
-        obj = json.loads(p.read_text())
-    except UnicodeDecodeError:
-        raise InputError(f"{what} {path} is not a text file: write it again with `{maker}`") from None
-    except json.JSONDecodeError as e:
-        raise InputError(f"{what} {path}:{e.lineno}:{e.colno}: not valid JSON ({e.msg}): "
-                         f"write it again with `{maker}`") from None
+    """A JSON file of ``maker`` with its checksum verified (``ddm.io.load_json``) and the fields
+    ``spec`` names (one line naming the first missing/wrong one)."""
+    obj = _json_file(path, what, maker)
     err = _shape_error(obj, spec)
     if err:
         raise InputError(f"{what} {path} is not a file of `{maker}`: {err}")
@@ -312,6 +309,8 @@ def _reference(path) -> None:
     _input_file(path, "FID reference file")
     try:
         load_reference_stats(path)
+    except InputError:  # its checksum does not verify: the refusal names the fix
+        raise
     except Exception:  # any failure to read means the file is unusable
         raise InputError(f"{path} is not a ddm FID reference statistics file: write it with `ddm refstats`") from None
 
@@ -517,7 +516,7 @@ def cmd_convergence_plot(args) -> None:
     from ddm.report import convergence_plot
 
     for p in args.inputs:
-        _input_file(p, "convergence file")
+        _load_json(p, "convergence file", _CONVERGENCE, "ddm convergence")
     _check_out(args.out)
     with _writing(args.out):
         convergence_plot([Path(p) for p in args.inputs], Path(args.out))

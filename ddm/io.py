@@ -1,8 +1,26 @@
 """Atomic file output: nothing is half-written (temp file beside the target, then os.replace);
 the one file checksum of the package (:func:`file_checksum`); and the checked reading of an
-input file (:func:`check_input_file`, :func:`load_torch`): a file that is missing, empty or
-unreadable is an :class:`InputError` (one line naming the file and the command that writes it;
-``ddm`` exits with code 2).
+input file (:func:`check_input_file`, :func:`load_torch`, :func:`load_json`, :func:`load_npz`): a
+file that is missing, empty or unreadable is an :class:`InputError` (one line naming the file and
+the command that writes it; ``ddm`` exits with code 2).
+
+Product checksums: every product (model, sample, data and task files, FID statistics, metric
+JSON) carries a sha256 digest of its payload, added by the one writer of its kind
+(:func:`save_torch`, :func:`save_json`, :func:`save_npz`) and verified by the one reader
+(:func:`load_torch`, :func:`load_json`, :func:`load_npz`; :func:`verify_product` for any file).
+The digest covers the payload's values, not the container's bytes (:func:`payload_digest`):
+
+* torch file: a dict payload gets the key ``"sha256"``, a digest of the rest of the dict; any
+  other payload (a tensor of images) is stored as ``{"payload": obj, "sha256": ...}`` and read
+  back as ``obj``. The digest walks the payload: dict keys sorted, lists and tuples in order,
+  tensors and arrays by dtype, shape and raw bytes, plain scalars and strings by type and repr.
+* .npz: the extra entry ``sha256``, the same walk over the other arrays (sorted by name).
+* JSON: the top-level key ``"sha256"``, the sha256 of the compact canonical JSON (sorted keys,
+  ``(",", ":")`` separators) of the rest of the object as it reads back.
+
+A file whose digest does not match, or that has none, changed after it was written (or an old
+ddm wrote it): the reader's :class:`InputError` names it and the fix (delete it, ``snakemake
+all`` rebuilds it). Only the digest field is added: every other value is written as before.
 
 Permissions: the temporary file (and folder, :func:`make_temp_dir`) is created with mode 0666
 (0777) and the process umask applied by the kernel, as ``open()`` / ``mkdir`` would; so the
@@ -18,16 +36,25 @@ import hashlib
 import json
 import os
 import secrets
+import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable, IO
 
-__all__ = ["atomic_write", "make_temp_dir", "save_torch", "save_json", "save_text", "file_checksum", "TMP_PREFIX",
-           "CHUNK", "InputError", "check_input_file", "load_torch", "utc_timestamp"]
+__all__ = ["atomic_write", "make_temp_dir", "save_torch", "save_json", "save_npz", "save_text", "file_checksum",
+           "TMP_PREFIX", "CHUNK", "InputError", "check_input_file", "load_torch", "load_json", "load_npz",
+           "payload_digest", "json_digest", "verify_product", "DIGEST_KEY", "REBUILD", "utc_timestamp"]
 
 #: Prefix of the temporary files (a writer killed mid-write may leave one; never a target).
 TMP_PREFIX = ".tmp-"
 #: Block size of file reads and copies (1 MiB).
 CHUNK = 1 << 20
+#: The key (torch dict, JSON object) or entry (.npz) of a product's payload digest.
+DIGEST_KEY = "sha256"
+#: Where a non-dict torch payload (a tensor of images) is stored beside the digest.
+_PAYLOAD_KEY = "payload"
+#: The fix for a product whose digest does not verify.
+REBUILD = "delete it and rerun: `snakemake all` rebuilds it"
 
 
 def _fsync_dir(d: Path) -> None:
@@ -80,17 +107,42 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
 
 
 def save_torch(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save(obj)`` to ``path`` atomically (torch is imported here: the rest of ddm.io,
-    e.g. for workflow/make_dvc_yaml.py, does not need it)."""
+    """``torch.save`` of ``obj`` with its payload digest (module docstring) to ``path``
+    atomically: a dict gets the key ``"sha256"``, anything else is stored as ``{"payload": obj,
+    "sha256": ...}``; :func:`load_torch` verifies the digest and returns ``obj``. torch is
+    imported here: the rest of ddm.io, e.g. for workflow/make_dvc_yaml.py, does not need it."""
     import torch
 
-    return atomic_write(path, lambda f: torch.save(obj, f))
+    if isinstance(obj, dict):
+        if DIGEST_KEY in obj or set(obj) == {_PAYLOAD_KEY}:
+            raise ValueError(f"save_torch: a dict payload cannot hold the key {DIGEST_KEY!r} or only "
+                             f"{_PAYLOAD_KEY!r} (reserved for the checksum)")
+        blob = {**obj, DIGEST_KEY: payload_digest(obj)}
+    else:
+        blob = {_PAYLOAD_KEY: obj, DIGEST_KEY: payload_digest(obj)}
+    return atomic_write(path, lambda f: torch.save(blob, f))
 
 
-def save_json(obj: Any, path: str | os.PathLike) -> Path:
-    """``obj`` as indented JSON with sorted keys (byte-stable) to ``path`` atomically."""
-    text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
+def save_json(obj: dict, path: str | os.PathLike) -> Path:
+    """``obj`` (a dict) as indented JSON with sorted keys (byte-stable) to ``path`` atomically,
+    with the top-level key ``"sha256"``: :func:`json_digest` of ``obj`` as it reads back."""
+    if not isinstance(obj, dict) or DIGEST_KEY in obj:
+        raise ValueError(f"save_json: the payload must be a dict without the key {DIGEST_KEY!r}")
+    digest = json_digest(json.loads(json.dumps(obj)))  # as a reader sees it (e.g. int keys -> str)
+    text = json.dumps({**obj, DIGEST_KEY: digest}, indent=2, sort_keys=True) + "\n"
     return atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def save_npz(path: str | os.PathLike, **arrays: Any) -> Path:
+    """``np.savez`` of ``arrays`` (name -> array) to ``path`` atomically, with the extra entry
+    ``sha256``: :func:`payload_digest` of the arrays (by name, dtype, shape and bytes)."""
+    import numpy as np
+
+    if DIGEST_KEY in arrays:
+        raise ValueError(f"save_npz: the entry name {DIGEST_KEY!r} is reserved for the checksum")
+    arrays = {k: np.asarray(v) for k, v in arrays.items()}
+    digest = np.asarray(payload_digest(arrays))
+    return atomic_write(path, lambda f: np.savez(f, **arrays, **{DIGEST_KEY: digest}))
 
 
 def save_text(text: str, path: str | os.PathLike) -> Path:
@@ -115,18 +167,84 @@ def check_input_file(path: str | os.PathLike, what: str) -> Path:
     return p
 
 
+def _checksum_error(path, what: str, stored: Any, actual: str) -> InputError | None:
+    """None if ``stored`` is the digest ``actual``; else the one-line refusal naming the file."""
+    if stored is None:
+        return InputError(f"{what} {path} carries no sha256 checksum: it changed after it was written (corrupt "
+                          f"or edited) or an older ddm wrote it; {REBUILD}")
+    if stored != actual:
+        return InputError(f"{what} {path} changed after it was written (corrupt or edited): its sha256 "
+                          f"checksum does not match its contents; {REBUILD}")
+    return None
+
+
 def load_torch(path: str | os.PathLike, what: str, maker: str) -> Any:
-    """The object in a torch file, loaded safely (tensors and plain containers only,
-    ``weights_only=True``) onto the CPU; InputError naming ``what`` and the command ``maker`` that
-    writes it for any file that cannot be read."""
+    """The payload of a torch file of :func:`save_torch`, loaded safely (tensors and plain
+    containers only, ``weights_only=True``) onto the CPU, its digest verified; InputError naming
+    ``what`` and the command ``maker`` that writes it for a file that cannot be read, and naming
+    the fix for one whose digest does not verify. A dict payload comes back without its
+    ``"sha256"`` key."""
     import torch
 
     p = check_input_file(path, what)
     try:
-        return torch.load(p, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. a raw pickle's protocol warning: the refusal says it all
+            warnings.simplefilter("ignore")
+            blob = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # any failure to read means the file is unusable; torch's text is not shown
         raise InputError(f"{what} {path} cannot be read ({type(e).__name__}: truncated, corrupt or not a "
                          f"file of `{maker}`): write it again with `{maker}`") from None
+    if not isinstance(blob, dict):
+        raise _checksum_error(path, what, None, "")
+    payload = {k: v for k, v in blob.items() if k != DIGEST_KEY}
+    if set(payload) == {_PAYLOAD_KEY}:
+        payload = payload[_PAYLOAD_KEY]
+    err = _checksum_error(path, what, blob.get(DIGEST_KEY), payload_digest(payload))
+    if err:
+        raise err
+    return payload
+
+
+def load_json(path: str | os.PathLike, what: str, maker: str) -> dict:
+    """The object of a JSON file of :func:`save_json`, its digest verified (without the key
+    ``"sha256"``); InputError naming ``what`` and ``maker`` for a file that is not a JSON object,
+    and naming the fix for one whose digest does not verify. Imports neither torch nor numpy."""
+    p = check_input_file(path, what)
+    try:
+        obj = json.loads(p.read_text())
+    except UnicodeDecodeError:
+        raise InputError(f"{what} {path} is not a text file: write it again with `{maker}`") from None
+    except json.JSONDecodeError as e:
+        raise InputError(f"{what} {path}:{e.lineno}:{e.colno}: not valid JSON ({e.msg}): "
+                         f"write it again with `{maker}`") from None
+    if not isinstance(obj, dict):
+        got = {list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(type(obj), "a number")
+        raise InputError(f"{what} {path} is not a file of `{maker}`: (top level): expected an object, got {got}")
+    rest = {k: v for k, v in obj.items() if k != DIGEST_KEY}
+    err = _checksum_error(path, what, obj.get(DIGEST_KEY), json_digest(rest))
+    if err:
+        raise err
+    return rest
+
+
+def load_npz(path: str | os.PathLike, what: str, maker: str) -> dict:
+    """The arrays (name -> array) of an .npz file of :func:`save_npz`, its digest verified
+    (without the ``sha256`` entry); InputError naming ``what`` and ``maker`` for a file that cannot
+    be read, and naming the fix for one whose digest does not verify. No pickles."""
+    import numpy as np
+
+    p = check_input_file(path, what)
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as e:  # any failure to read means the file is unusable
+        raise InputError(f"{what} {path} cannot be read ({type(e).__name__}: truncated, corrupt or not a "
+                         f"file of `{maker}`): write it again with `{maker}`") from None
+    stored = arrays.pop(DIGEST_KEY, None)
+    err = _checksum_error(path, what, None if stored is None else str(stored), payload_digest(arrays))
+    if err:
+        raise err
+    return arrays
 
 
 # -- checksums --------------------------------------------------------------------------------------
@@ -161,6 +279,87 @@ def file_checksum(path: str | os.PathLike, algo: str = "sha256", *, memo: bool =
         return _digest(p, algo)
     st = os.stat(p)
     return _digest_memo(p, algo, st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+# -- payload digests --------------------------------------------------------------------------------
+def _token(h, kind: str, text: str = "") -> None:
+    """One length-prefixed token: no two walks give the same byte stream."""
+    b = f"{kind}:{text}".encode()
+    h.update(len(b).to_bytes(8, "little"))
+    h.update(b)
+
+
+def _walk(h, obj: Any) -> None:
+    """Feed ``obj`` to ``h`` canonically (see :func:`payload_digest`)."""
+    torch, np = sys.modules.get("torch"), sys.modules.get("numpy")
+    if isinstance(obj, dict):
+        keys = sorted(obj, key=lambda k: (type(k).__name__, repr(k)))
+        _token(h, "dict", str(len(keys)))
+        for k in keys:
+            _walk(h, k)
+            _walk(h, obj[k])
+    elif isinstance(obj, (list, tuple)):
+        _token(h, type(obj).__name__, str(len(obj)))
+        for x in obj:
+            _walk(h, x)
+    elif obj is None or isinstance(obj, (bool, int, float, complex, str, bytes)):
+        _token(h, type(obj).__name__, repr(obj))
+    elif torch is not None and isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().resolve_conj().resolve_neg().contiguous()
+        _token(h, "tensor", f"{t.dtype}:{tuple(t.shape)}")
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy())
+    elif torch is not None and isinstance(obj, torch.dtype):
+        _token(h, "dtype", str(obj))
+    elif np is not None and isinstance(obj, np.ndarray) and obj.dtype != object:
+        a = np.ascontiguousarray(obj)
+        _token(h, "ndarray", f"{a.dtype.str}:{a.shape}")
+        h.update(a.reshape(-1).view(np.uint8))
+    elif np is not None and isinstance(obj, np.generic):
+        _walk(h, np.asarray(obj))
+    else:
+        raise TypeError(f"cannot checksum a {type(obj).__name__} (plain containers, scalars, tensors and "
+                        f"arrays only)")
+
+
+def payload_digest(obj: Any) -> str:
+    """sha256 (hex) of a torch or .npz payload by a canonical walk: dicts by sorted keys, lists
+    and tuples in order (the type named), tensors and numpy arrays by dtype, shape and raw bytes
+    (C order, on the CPU), None, bools, numbers, strings and bytes by type and ``repr``. Stable
+    across save and load; any changed value, dtype, shape or key changes it."""
+    h = hashlib.sha256()
+    _walk(h, obj)
+    return h.hexdigest()
+
+
+def json_digest(obj: Any) -> str:
+    """sha256 (hex) of the compact canonical JSON of ``obj`` (sorted keys, ``(",", ":")``)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+#: The readers of :func:`verify_product`, by file suffix; any other kind carries no digest.
+_VERIFIERS = {".json": load_json, ".npz": load_npz, ".pt": load_torch}
+
+
+def verify_product(path: str | os.PathLike) -> str | None:
+    """None if the product ``path`` verifies (its digest matches its payload) or is a kind that
+    carries no digest (png, pdf, tex, csv, ...); else the one-line refusal that its reader would
+    give (the file's name and the fix). A folder (a DVC output such as results/models) is each
+    product in it, recursively in name order, skipping temporary files: the first refusal or None.
+    For the pipeline's last check before ``dvc commit`` records a product. A .json file is read
+    without importing torch or numpy; a .pt file imports torch."""
+    p = Path(path)
+    if p.is_dir():
+        files = (f for f in sorted(p.rglob("*")) if f.is_file() and not f.name.startswith(TMP_PREFIX))
+        return next((msg for f in files if (msg := verify_product(f))), None)
+    verify = _VERIFIERS.get(p.suffix)
+    if verify is None:
+        return None
+    try:
+        verify(p, "product", "snakemake all")
+    except InputError as e:
+        return str(e)
+    return None
 
 
 def utc_timestamp(seconds: float | None = None) -> str:

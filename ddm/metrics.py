@@ -50,7 +50,7 @@ from torch_fidelity.metric_fid import (
 )
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
-from ddm.io import atomic_write, file_checksum
+from ddm.io import REBUILD, InputError, file_checksum, load_npz, load_torch, save_npz, save_torch
 from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 
 __all__ = [
@@ -280,7 +280,7 @@ def train_digits_classifier(
         "epochs": int(epochs),
         "feature_dim": DigitsClassifier.FEATURE_DIM,
     }
-    atomic_write(Path(out_path), lambda f: torch.save(ckpt, f))
+    save_torch(ckpt, Path(out_path))  # atomically, with its checksum (ddm.io)
     return test_acc
 
 
@@ -315,7 +315,11 @@ def load_digits_classifier(weights_path: str | os.PathLike) -> tuple[DigitsClass
     """Load a checkpoint written by :func:`train_digits_classifier`: (model in eval mode, metadata)."""
     if weights_path is None or not Path(weights_path).is_file():
         raise MissingWeightsError(_missing_digits_message(weights_path))
-    ckpt = torch.load(weights_path, map_location="cpu", weights_only=True)
+    try:  # its checksum verified; it is rebuilt with the extractor.json beside it
+        ckpt = load_torch(weights_path, "digits classifier file", "ddm extractor")
+    except InputError as e:
+        raise InputError(str(e).replace(REBUILD, f"delete it and {Path(weights_path).with_name('extractor.json')} "
+                                                 "and rerun: `snakemake all` rebuilds them")) from None
     if not isinstance(ckpt, dict) or ckpt.get("arch") != _DIGITS_ARCH:
         raise ValueError(f"{weights_path} is not a {_DIGITS_ARCH} checkpoint")
     model = DigitsClassifier()
@@ -483,24 +487,25 @@ def reference_stats(
         "torch_fidelity_version": torch_fidelity.__version__,
     }
     arrays = {k: np.asarray(v) for k, v in record.items()}
-    atomic_write(Path(out_path), lambda f: np.savez(f, mu=mu, sigma=sigma, **arrays))
+    save_npz(Path(out_path), mu=mu, sigma=sigma, **arrays)  # atomically, with its checksum (ddm.io)
     return {**record, "path": str(out_path)}
 
 
 def load_reference_stats(path: str | os.PathLike) -> dict:
-    """Read a reference statistics file written by :func:`reference_stats`."""
-    with np.load(path, allow_pickle=False) as z:
-        if "format" not in z.files or str(z["format"]) != _STATS_FORMAT:
-            raise ValueError(f"{path} is not a ddm FID reference statistics file")
-        return {
-            "mu": z["mu"],
-            "sigma": z["sigma"],
-            "extractor": str(z["extractor"]),
-            "feature_layer": str(z["feature_layer"]),
-            "weights_sha256": str(z["weights_sha256"]),
-            "num_samples": int(z["num_samples"]),
-            "torch_fidelity_version": str(z["torch_fidelity_version"]),
-        }
+    """Read a reference statistics file written by :func:`reference_stats`, its checksum
+    verified (``ddm.io.load_npz``: an ``InputError`` naming the file if it changed since)."""
+    z = load_npz(path, "FID reference file", "ddm refstats")
+    if "format" not in z or str(z["format"]) != _STATS_FORMAT:
+        raise ValueError(f"{path} is not a ddm FID reference statistics file")
+    return {
+        "mu": z["mu"],
+        "sigma": z["sigma"],
+        "extractor": str(z["extractor"]),
+        "feature_layer": str(z["feature_layer"]),
+        "weights_sha256": str(z["weights_sha256"]),
+        "num_samples": int(z["num_samples"]),
+        "torch_fidelity_version": str(z["torch_fidelity_version"]),
+    }
 
 
 def fid(

@@ -516,7 +516,9 @@ def tile(x: torch.Tensor, nrow: int, padding: int = 1, pad_value: float = 0) -> 
 def sample_grid(samples: Path, title: str, out: Path, n: int = 64) -> Path:
     """The first n samples of a sample file as an 8-wide grid."""
     plt = _pyplot()
-    x = torch.load(samples, weights_only=True)[:n]
+    from ddm.io import load_torch
+
+    x = load_torch(samples, "sample file", "ddm sample")[:n]  # its checksum verified
     grid = tile(x, nrow=8, padding=1, pad_value=255)
     fig = plt.figure(figsize=(4, 4))
     plt.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")

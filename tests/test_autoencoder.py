@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from ddm.io import load_torch
 from ddm import tasks
 from ddm.autoencoder import LOGVAR_INIT, AutoencoderObjective, KLAutoencoder, reconstruction_psnr
 from ddm.training import TrainConfig, load_checkpoint, train
@@ -96,6 +97,6 @@ def test_latent_task_trains_and_samples_at_5_nfe_in_pixel_shape(tmp_path, capsys
     assert (exp.cfg["channels"], exp.cfg["resolution"], net.cond_resolution) == (3, 4, 16)
     assert main(["sample-task", *common, "--method", "ddm", "--model", f["model.pt"], "--data", f["test.pt"],
                  "--autoencoder", f["ae.pt"], "--sets", "5:0", "--out-dir", f["samples"]]) == 0
-    x = torch.load(tmp_path / "samples" / "nfe5-r0.pt", weights_only=True)
+    x = load_torch(tmp_path / "samples" / "nfe5-r0.pt", "sample file", "ddm sample")
     test = load_split(f["test.pt"], "super_resolution", "test")
     assert x.dtype == torch.uint8 and x.shape == test["target"].shape == (4, 3, 16, 16)

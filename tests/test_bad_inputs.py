@@ -147,10 +147,15 @@ GOOD_METRICS = {"preset": "embedded", "ht": "constant", "table1_methods": ["ddm"
 
 
 def _write_json(work: Path) -> None:
-    def put(rel, obj):
+    from ddm.io import save_json
+
+    def put(rel, obj):  # an object as its writer writes it (with its checksum); text as it is
         p = work / rel
         p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(obj if isinstance(obj, str) else json.dumps(obj))
+        if isinstance(obj, dict):
+            save_json(obj, p)
+        else:
+            p.write_text(obj if isinstance(obj, str) else json.dumps(obj))
 
     put("fid/extractor.json", {"extractor": "digits-classifier", "weights": "fid/weights.pt"})
     put("fid/extractor_bad.json", {"extractor": "digits-classifier"})
@@ -370,7 +375,9 @@ def test_good_inputs_pass(work, tmp_path):
     out = tmp_path / "s.pt"
     r = run_cli(work, shlex.split(_swap(SAMPLE, "--out", str(out))))
     assert r.returncode == 0, r.stderr[-3000:]
-    x = torch.load(out, weights_only=True)
+    from ddm.io import load_torch
+
+    x = load_torch(out, "sample file", "ddm sample")
     assert x.dtype == torch.uint8 and tuple(x.shape) == (4, 1, 8, 8)
     for argv in (f"grid --samples {out} --out {tmp_path / 'g.png'}",
                  f"report --metrics reports/good.json --out {tmp_path / 't.tex'}",

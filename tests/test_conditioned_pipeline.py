@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from conftest import DELETE, merge_params, tiny_params, write_params
+from ddm.io import load_torch
 from ddm.config import ConfigError, TASKS, validate
 
 #: The (NFE, repeat) sample sets of the tiny conditioned block: Table 2 at 5 NFE x 2, Table 3 at 5 and 10.
@@ -31,7 +32,7 @@ METHODS = ("ddm", "ddpm")
 def _check_sets(root: Path, task: str, method: str, test: dict) -> None:
     """Every sample set of (task, method): uint8, one sample per test condition, and its metric file."""
     for nfe, rep in SETS:
-        x = torch.load(root / f"results/samples/tasks/{task}/{method}/nfe{nfe}-r{rep}.pt", weights_only=True)
+        x = load_torch(root / f"results/samples/tasks/{task}/{method}/nfe{nfe}-r{rep}.pt", "sample file", "ddm sample")
         assert x.dtype == torch.uint8 and x.shape == test["target"].shape, (task, method, x.shape)
         m = json.loads((root / f"results/metrics/tasks/{task}/{method}/nfe{nfe}-r{rep}.json").read_text())
         assert (m["metric"], m["nfe"], m["repeat"], m["num_samples"]) == (TASKS[task]["metric"], nfe, rep, len(x))
@@ -129,7 +130,7 @@ def test_latent_task_runs_through_its_autoencoder(tiny_run):
         exp, net = load_task_model(tiny_run / f"results/models/tasks/{task}/{method}.pt")
         assert (exp.cfg["channels"], exp.cfg["resolution"]) == (ae.z_channels, test["target"].shape[-1] // 4)
         assert net.cond_resolution == test["target"].shape[-1]
-        x = torch.load(tiny_run / f"results/samples/tasks/{task}/{method}/nfe5-r0.pt", weights_only=True)
+        x = load_torch(tiny_run / f"results/samples/tasks/{task}/{method}/nfe5-r0.pt", "sample file", "ddm sample")
         assert x.shape == test["target"].shape and x.dtype == torch.uint8
     full = json.loads((tiny_run / "reports/metrics.json").read_text())
     assert full["conditioned"]["tasks"][task]["latent"]["psnr"] == pytest.approx(psnr["psnr"])
@@ -147,7 +148,8 @@ def test_changing_the_condition_changes_the_output(tiny_run):
     split = load_split(tiny_run / "data/prepared/tasks/saliency/test.pt", "saliency", "test")
     seeds = sample_seeds(0, len(split["cond"]))
     a = sample_split(exp, net, split, 5, seeds)
-    assert torch.equal(a, torch.load(tiny_run / "results/samples/tasks/saliency/ddm/nfe5-r0.pt", weights_only=True))
+    written = load_torch(tiny_run / "results/samples/tasks/saliency/ddm/nfe5-r0.pt", "sample file", "ddm sample")
+    assert torch.equal(a, written)
     other = {**split, "cond": split["cond"].roll(1, dims=0)}  # each seed gets another condition
     b = sample_split(exp, net, other, 5, seeds)
     assert not torch.equal(a, b)

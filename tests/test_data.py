@@ -40,6 +40,7 @@ from ddm.data import (
     to_uint8,
 )
 from ddm.download import MARKER, DownloadError
+from ddm.io import load_torch
 
 
 # --------------------------------------------------------------------------- value ranges
@@ -354,7 +355,7 @@ def test_imagefolder_changes_rerun_prepare_and_what_depends_on_it(workdir_factor
     target = "data/prepared/imagefolder.pt"
     r = run_snakemake(work, "--cores", "1", target)
     assert r.returncode == 0, r.output[-4000:]
-    assert torch.load(work / target, weights_only=True).shape == (3, 3, 8, 8)
+    assert load_torch(work / target, "data", "test").shape == (3, 3, 8, 8)
     r = run_snakemake(work, "-n", target)
     assert r.returncode == 0 and "Nothing to be done" in r.output, r.output[-4000:]
 
@@ -379,7 +380,7 @@ def test_imagefolder_changes_rerun_prepare_and_what_depends_on_it(workdir_factor
     assert r.returncode != 0, r.output[-4000:]
     assert re.search(r"presets\.embedded\.imagefolder\.source: image folder not found: images; restore it",
                      r.output), r.output[-4000:]
-    assert torch.load(work / target, weights_only=True).shape[0] == 3  # the prepared images are kept
+    assert load_torch(work / target, "data", "test").shape[0] == 3  # the prepared images are kept
 
 
 @pytest.mark.slow

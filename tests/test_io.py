@@ -20,7 +20,7 @@ from PIL import Image
 
 from conftest import REPO, tool_env
 from ddm.data import download_dataset
-from ddm.io import TMP_PREFIX, atomic_write, file_checksum, make_temp_dir, save_json, save_text, save_torch
+from ddm.io import TMP_PREFIX, atomic_write, file_checksum, load_json, make_temp_dir, save_json, save_text, save_torch
 
 UMASKS = [0o022, 0o027]
 
@@ -58,7 +58,7 @@ def test_replacing_a_private_file_gives_the_umask_permissions(tmp_path, umask):
     os.chmod(target, 0o600)
     save_json({"y": 2}, target)
     assert mode(target) == 0o666 & ~umask
-    assert json.loads(target.read_text()) == {"y": 2}
+    assert load_json(target, "x", "test") == {"y": 2}
 
 
 def test_make_temp_dir_gets_the_umask_permissions(tmp_path, umask):

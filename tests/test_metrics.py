@@ -12,6 +12,7 @@ import torch_fidelity
 
 import ddm.metrics as M
 from ddm.data import to_uint8
+from ddm.io import load_npz, save_npz
 
 
 # ------------------------------------------------------------------------------------------
@@ -230,12 +231,11 @@ def test_mismatched_reference_is_refused(train_ref, tmp_path, digits):
     with pytest.raises(M.ReferenceMismatchError, match="sha256"):
         M.fid(digits["test"][0], ref_path, M.DIGITS_CLASSIFIER, other)
     # A record from another extractor.
-    with np.load(ref_path) as z:
-        arrays = dict(z)
+    arrays = load_npz(ref_path, "reference", "test")
     arrays["extractor"] = np.asarray(M.INCEPTION)
     arrays["feature_layer"] = np.asarray("2048")
     fake = tmp_path / "inception_ref.npz"
-    np.savez(fake, **arrays)
+    save_npz(fake, **arrays)  # as `ddm refstats` writes it (with its checksum)
     with pytest.raises(M.ReferenceMismatchError, match="inception-v3-compat"):
         M.fid(digits["test"][0], fake, M.DIGITS_CLASSIFIER, other)
 

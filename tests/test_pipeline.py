@@ -20,6 +20,7 @@ import yaml
 from scipy import stats as st
 
 from conftest import CORES, dry_run_jobs, dvc_env, run_ddm, run_snakemake, run_tool, tiny_params, write_params, merge_params
+from ddm.io import load_torch, save_npz
 from ddm.config import SCHEMA_PATH, load_params
 from ddm.report import METHOD_LABELS
 
@@ -87,7 +88,7 @@ def test_all_outputs_exist(tiny_run):
             json.loads(path.read_text())
     # sample files are what `ddm evaluate` expects: uint8 (N, 1, 8, 8)
     b = params["presets"][params["preset"]]["digits"]
-    x = torch.load(tiny_run / "results/samples/digits/ddm/nfe2-r0.pt", weights_only=True)
+    x = load_torch(tiny_run / "results/samples/digits/ddm/nfe2-r0.pt", "sample file", "ddm sample")
     assert x.dtype == torch.uint8 and tuple(x.shape) == (b["fid"]["num_samples"], 1, 8, 8)
     # atomic writes: no temp or partial file is left anywhere
     leftovers = [str(p.relative_to(tiny_run)) for top in ("data", "results", "reports")
@@ -260,7 +261,7 @@ def test_failing_rule_leaves_no_partial_output(tiny_run_copy):
     ref = run / "results/fid/digits/reference.npz"
     target = run / "results/metrics/digits/ddm/nfe2-r0.json"
     before = ref.stat()
-    np.savez(ref, mu=np.zeros(3))  # a valid .npz, but not a ddm reference statistics file
+    save_npz(ref, mu=np.zeros(3))  # a valid .npz with its checksum, but not a ddm reference statistics file
     os.utime(ref, ns=(before.st_atime_ns, before.st_mtime_ns))  # so only the missing target reruns
     target.unlink()
     others = {p: p.stat().st_mtime_ns for p in (run / "results/metrics").rglob("*.json")}
@@ -399,12 +400,12 @@ def test_sampler_change_applies_to_new_samples(tiny_run_copy):
 
     run = tiny_run_copy
     target = "results/samples/digits/ddm/nfe2-r0.pt"
-    old = torch.load(run / target, weights_only=True)
+    old = load_torch(run / target, "sample file", "ddm sample")
     params = merge_params(load_params(run / "params.yaml"), {"methods.ddm.sampler": "ddm_deterministic"})
     write_params(run, params)
     r = run_snakemake(run, "--cores", CORES, target, timeout=600)
     assert r.returncode == 0, r.output[-3000:]
-    new = torch.load(run / target, weights_only=True)
+    new = load_torch(run / target, "sample file", "ddm sample")
 
     exp, net = load_model(run / "results/models/digits/ddm.pt")
     exp.cfg["sampling"] = resolve(params, "digits", "ddm")["sampling"]

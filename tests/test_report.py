@@ -20,6 +20,7 @@ from scipy import stats as st
 
 from conftest import REPO, TINY_PARAMS, run_ddm
 from ddm.config import load_params
+from ddm.io import load_json, save_json
 from ddm.report import METHOD_LABELS, PUBLISHED_CSV, collect, metric_records, records_csv, render_tables
 
 PUBLISHED = PUBLISHED_CSV  # the package's published results (ddm/data/published.csv)
@@ -48,11 +49,11 @@ def write_metric_files(folder: Path, datasets=("digits",), fid=FID) -> list[Path
                 for r, v in enumerate(values):
                     p = folder / "results" / "metrics" / ds / m / f"nfe{nfe}-r{r}.json"
                     p.parent.mkdir(parents=True, exist_ok=True)
-                    p.write_text(json.dumps({
+                    save_json({  # as `ddm evaluate` writes it (with its checksum)
                         "dataset": ds, "method": m, "nfe": nfe, "repeat": r, "fid": v, "num_samples": 500,
                         "extractor": "digits-classifier", "reference": "reference_stats.npz (n=1797)",
                         "weights_sha256": "0" * 64,
-                    }))
+                    }, p)
                     paths.append(p)
     return paths
 
@@ -247,7 +248,7 @@ def test_cli_stats_and_report_byte_stable_across_processes(tmp_path, metric_file
     assert stats[0] == stats[1]
     assert stats[0][1] == records_csv(metric_records(metric_files)).encode()
     (tmp_path / "metrics.json").write_bytes(stats[0][0])
-    written = json.loads((tmp_path / "metrics.json").read_text())
+    written = load_json(tmp_path / "metrics.json", "metrics file", "ddm stats")  # checksum verified, and dropped
     prov = written.pop("provenance")  # tested below (test_provenance_*)
     assert written == json.loads(json.dumps(metrics))
     metrics = {**metrics, "provenance": prov}
@@ -566,8 +567,8 @@ def test_git_state_commit_and_dirty(tmp_path):
 
 def _stamp(files: list[Path], stamps: list[str]) -> None:
     for p, s in zip(files, stamps):
-        r = json.loads(p.read_text())
-        p.write_text(json.dumps({**r, "computed_at": s}))
+        r = load_json(p, "metric file", "ddm evaluate")
+        save_json({**r, "computed_at": s}, p)
 
 
 def test_provenance_dates_come_from_the_metric_files(metric_files, params, tmp_path):
