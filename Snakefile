@@ -3,14 +3,23 @@
 # with `conditioned: true` also the conditioned tasks of Tables 2 and 3 (workflow/rules/tasks.smk).
 #   snakemake all                   (workflow/profiles/default: local cores)
 #   snakemake --profile slurm all   (SLURM; see README "Running on a SLURM cluster")
+import os
+
 from snakemake.utils import min_version
 
-from ddm.config import ConfigError, read_yaml, validate as validate_params
+from ddm.config import ConfigError, validate as validate_params
+from ddm.yamlio import config_layers
 
 min_version("8.0")
 
-try:  # a YAML syntax error with its line number (Snakemake's own message has none)
-    read_yaml("params.yaml")
+# Each file of the config, read with its lines: params.yaml (unless --replace-workflow-config), each
+# --configfile, then --config. A YAML syntax error or a duplicate key names the file and the line, and
+# an error of the merged config names the file (and line) that set the value. (An empty or malformed
+# --configfile is refused by Snakemake's command line before this file runs.)
+_settings = workflow.config_settings
+try:
+    CONFIG_LAYERS = config_layers(None if _settings.replace_workflow_config else "params.yaml",
+                                  _settings.configfiles, _settings.config)
 except ConfigError as e:
     raise WorkflowError(str(e)) from None
 
@@ -18,11 +27,31 @@ configfile: "params.yaml"
 
 # ddm.config only: the schema (the package's ddm/data/params.schema.yaml, its lists of names filled
 # from the registries, so an h_t family or sampler registered outside the package validates) and the
-# checks beyond it (sampler/grid fit a process, ...), in the one-line messages `ddm` gives.
+# checks beyond it (sampler/grid fit a process, finite numbers, NFE and sample counts that fit in
+# memory, ...), in the one-line messages `ddm` gives.
 try:
-    validate_params(config)
+    validate_params(config, layers=tuple(CONFIG_LAYERS) if len(CONFIG_LAYERS) > 1 else ())
 except ConfigError as e:
     raise WorkflowError(str(e)) from None
+
+
+def unwritable_folder():
+    """The first folder a job writes below (results/, reports/, data/, logs/ and their folders that
+    are not links, as they exist) that this run cannot write to, or None."""
+    for top in ("results", "reports", "data", "logs"):
+        for folder, subfolders, _ in os.walk(top):
+            subfolders[:] = sorted(d for d in subfolders if not os.path.islink(os.path.join(folder, d)))
+            if not os.access(folder, os.W_OK | os.X_OK):
+                return folder
+    return None
+
+
+onstart:  # a real run with jobs to run, before the first: not a dry run
+    _folder = unwritable_folder()
+    if _folder:
+        raise WorkflowError(f"{_folder}/ is not writable (a read-only folder or file system), so the jobs that "
+                            f"write there would fail: make it writable (chmod -R u+w {_folder}, or mount it "
+                            "read-write), or run in a writable copy of the project")
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"

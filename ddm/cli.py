@@ -45,6 +45,7 @@ import os
 import sys
 import tempfile
 import traceback
+import warnings
 from pathlib import Path
 
 from ddm.resources import PUBLISHED_CSV  # standard library only: `ddm --help` stays fast
@@ -81,6 +82,30 @@ def _int_at_least(low: int, high: int | None = None):
 
     parse.__name__ = "integer"
     return parse
+
+
+def _nfe(text: str) -> int:
+    """argparse type: an NFE >= 1 whose time grid fits in this machine's memory (``ddm.limits``)."""
+    from ddm.limits import nfe_error
+    from ddm.yamlio import ConfigError
+
+    value = _int_at_least(1)(text)
+    try:
+        msg = nfe_error(value)
+    except ConfigError as e:  # DDM_MEMORY that is not a size
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if msg:
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _check_num_samples(n: int, cfg: dict) -> None:
+    """``--num-samples`` fits in this machine's memory as a sample set of the config's shape."""
+    from ddm.limits import samples_error
+
+    msg = samples_error(n, cfg["channels"], cfg["resolution"])
+    if msg:
+        raise InputError(f"--num-samples {n}: {msg}")
 
 
 def _device(name: str) -> str:
@@ -397,6 +422,7 @@ def cmd_sample(args) -> None:
     from ddm.config import resolve, resolved_hash
 
     cfg = resolve(_params(args), args.dataset, args.method)
+    _check_num_samples(args.num_samples, cfg)
     from ddm.data import to_uint8  # torch: once params.yaml passed
     from ddm.experiment import generate
     from ddm.io import save_torch
@@ -447,10 +473,40 @@ def cmd_evaluate(args) -> None:
     log.info("FID %.3f (%d samples, %s) -> %s", result["fid"], result["num_samples"], result["extractor"], args.out)
 
 
+def _check_metric_files(paths, params: dict, params_file: str) -> None:
+    """The metric files of ``ddm stats`` are results, each counted once: no file twice (by path or
+    by content), one file per (dataset, method, NFE, repeat), a method of the params file, and a
+    FID that is a finite number >= 0."""
+    import hashlib
+    import math
+
+    from ddm.config import all_methods
+
+    methods, seen = all_methods(params), {}
+    for i, p in enumerate(paths):
+        obj = _load_json(p, "metric file", _EVALUATION, "ddm evaluate")
+        key = tuple(obj[k] for k in ("dataset", "method", "nfe", "repeat"))
+        for kind, mark in (("path", os.path.realpath(p)), ("content", hashlib.sha256(Path(p).read_bytes()).digest()),
+                           ("set", key)):
+            j, first = seen.setdefault((kind, mark), (i, p))
+            if j == i:
+                continue
+            if kind == "set":
+                raise InputError(f"metric files {first} and {p} are both of {obj['dataset']}/{obj['method']} NFE "
+                                 f"{obj['nfe']} repeat {obj['repeat']}: a sample set counts once; remove the stale one")
+            same = "the same file" if kind == "path" else "identical"
+            raise InputError(f"metric files {first} and {p} are {same}: a sample set counts once; give each file once")
+        if obj["method"] not in methods:
+            raise InputError(f"metric file {p} is of method '{obj['method']}', which {params_file} does not define "
+                             f"(allowed: {', '.join(sorted(methods))}): leave the file out or add the method")
+        if not (math.isfinite(obj["fid"]) and obj["fid"] >= 0):
+            raise InputError(f"metric file {p}: fid {obj['fid']} is not a FID (a finite number >= 0): evaluate its "
+                             "sample set again with `ddm evaluate`")
+
+
 def cmd_stats(args) -> None:
     params = _params(args)
-    for p in args.inputs:
-        _load_json(p, "metric file", _EVALUATION, "ddm evaluate")
+    _check_metric_files(args.inputs, params, args.params)
     for p in args.task_metrics or []:  # the conditioned tasks (Tables 2 and 3)
         if _is_autoencoder_file(p):
             _load_json(p, "autoencoder metric file", _AUTOENCODER_METRIC, "ddm train-autoencoder")
@@ -539,7 +595,14 @@ def cmd_report(args) -> None:
     from ddm.io import save_text
     from ddm.report import render_tables
 
+    from ddm.report import nonfinite_cells
+
     metrics = _load_json(args.metrics, "metrics file", _METRICS, "ddm stats")
+    bad = nonfinite_cells(metrics)
+    if bad:
+        raise InputError(f"metrics file {args.metrics}: {bad[0]} is not a finite number"
+                         f"{f' (and {len(bad) - 1} more)' if len(bad) > 1 else ''}: a table cannot show it; "
+                         "make it again with `ddm stats` from finite FIDs")
     published = _published_csv(args.published)
     _check_out(args.out)
     text = render_tables(metrics, published)
@@ -889,7 +952,7 @@ def _add_steps(sub) -> None:
     s.add_argument("--device", **device)
     s = _add(sub, "sample", cmd_sample, "draw samples from a trained model", "dataset", "model", "out")
     s.add_argument("--method", required=True, help="a method of params.yaml (may be a solver variant)")
-    s.add_argument("--nfe", type=positive, required=True)
+    s.add_argument("--nfe", type=_nfe, required=True)
     s.add_argument("--repeat", type=count, default=0)
     s.add_argument("--num-samples", type=samples, required=True)
     s.add_argument("--batch-size", type=positive, default=500)
@@ -897,7 +960,7 @@ def _add_steps(sub) -> None:
     s.add_argument("--device", **device)
     s = _add(sub, "convergence", cmd_convergence, "FID against training step from a model's snapshots",
              "dataset", "method", "model", "reference", "extractor", "out")
-    s.add_argument("--nfe", type=positive, nargs="+", required=True)
+    s.add_argument("--nfe", type=_nfe, nargs="+", required=True)
     s.add_argument("--num-samples", type=samples, required=True)
     s.add_argument("--device", **device)
     s = _add(sub, "evaluate", cmd_evaluate, "FID of a sample file", "samples", "reference", "extractor",
@@ -906,7 +969,7 @@ def _add_steps(sub) -> None:
     s.add_argument("--repeat", type=count, required=True)
     s = _add(sub, "fig3", cmd_fig3, "Fig. 3: MSE of the predicted x0 against t", "out")
     s.add_argument("--models", nargs="+", required=True)
-    s.add_argument("--nfe", type=positive, default=100)
+    s.add_argument("--nfe", type=_nfe, default=100)
     s.add_argument("--num-samples", type=samples, default=64)
     s.add_argument("--device", **device)
 
@@ -966,11 +1029,17 @@ def _exit_code(e: BaseException) -> int | None:
     return EXIT_FAILURE if isinstance(e, (OutputError, OSError)) else None
 
 
-def _message(e: BaseException) -> list[str]:
-    """The lines of an expected error (one, or one per params.yaml error reported at once)."""
+def _message(e: BaseException, params: str | None = None) -> list[str]:
+    """The lines of an expected error (one, or one per params.yaml error reported at once); a
+    config error names the params file the command read (``params``: --params or $DDM_PARAMS)."""
     if isinstance(e, OSError) and e.errno is not None and e.strerror:
         return [f"{e.strerror}" + (f": {e.filename}" if e.filename else "")]
-    return str(e).strip().splitlines() or [type(e).__name__]
+    text = str(e).strip()
+    if params and type(e).__name__ == "ConfigError":
+        from ddm.yamlio import name_source
+
+        text = name_source(text, params)
+    return text.splitlines() or [type(e).__name__]
 
 
 def _set_threads() -> None:
@@ -986,10 +1055,18 @@ def _set_threads() -> None:
         os.environ["OMP_NUM_THREADS"] = threads
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A library's warning (e.g. ddm.data's skipped or linked image files) as one log line, as
+    the command's own warnings are; ``-v`` adds where it was raised."""
+    where = f" ({filename}:{lineno})" if log.isEnabledFor(logging.DEBUG) else ""
+    logging.getLogger("ddm").warning("%s%s", message, where)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    warnings.showwarning = _show_warning
     try:
         _set_threads()
         args.fn(args)
@@ -999,7 +1076,7 @@ def main(argv: list[str] | None = None) -> int:
             raise  # a bug: Python's traceback
         if args.verbose:
             traceback.print_exc()
-        for line in _message(e):
+        for line in _message(e, getattr(args, "params", None)):
             print(f"ddm {args.command}: {line}", file=sys.stderr)
         return code
     return 0

@@ -23,9 +23,11 @@ import yaml
 
 from ddm import snapshot
 from ddm.snapshot import fit_error
+from ddm.limits import size_errors
+from ddm.yamlio import PREFIX, ConfigError, ConfigLayer, name_source, nonfinite_lines, read_yaml, read_yaml_lines
 from ddm.resources import SCHEMA_PATH
 
-__all__ = ["ConfigError", "read_yaml", "load_params", "validate", "schema", "dataset_names", "all_methods", "resolve",
+__all__ = ["ConfigError", "ConfigLayer", "read_yaml", "read_yaml_lines", "load_params", "validate", "name_source", "schema", "dataset_names", "all_methods", "resolve",
            "resolved_hash", "model_of", "check_fit", "SCHEMA_PATH", "SCHEMA_ENUMS", "METHOD_DEFAULTS", "REPORT_KEYS",
            "TASKS", "TASK_HASH_KEYS", "LATENT_DEFAULTS", "conditioned_block", "task_names", "task_sets", "resolve_task",
            "inpainting_dataset", "latent_factor", "task_hash"]
@@ -87,10 +89,6 @@ LATENT_DEFAULTS = {"ch": 32, "ch_mult": [1, 2, 2], "num_blocks": 1, "z_channels"
                    "lr": 2.0e-3, "lr_min": 2.0e-4}
 
 
-class ConfigError(ValueError):
-    """params.yaml does not satisfy its schema, or names something that does not exist."""
-
-
 def schema() -> dict:
     """The params.yaml schema, read from the package (``ddm.resources.SCHEMA_PATH``), with the
     enums of :data:`SCHEMA_ENUMS` set to the names registered now."""
@@ -104,17 +102,44 @@ def schema() -> dict:
     return out
 
 
-def validate(params: Mapping) -> None:
-    """Validate against the schema; errors name the path and the allowed values."""
+def validate(params: Mapping, source: str | Path = "params.yaml", layers: tuple[ConfigLayer, ...] = ()) -> None:
+    """Validate against the schema and the checks beyond it (finite numbers, sampler fit, NFE and
+    sample counts that fit in memory, ...); errors name the path, the value and the allowed values,
+    and the file: ``source`` (params.yaml or the ``--params`` file), or with ``layers`` (Snakemake's
+    ``--configfile`` / ``--config`` over params.yaml) the layer that set the value, with its line."""
+    try:
+        nonfinite = nonfinite_lines(params)
+        if nonfinite:
+            raise ConfigError("\n".join(nonfinite))
+        _validate(params)
+        sizes = size_errors(params, conditioned_block(params), DATASET_CHANNELS, {t: v["channels"] for t, v in TASKS.items()})
+        if sizes:
+            raise ConfigError("\n".join(f"{PREFIX}{line}" for line in sizes))
+    except ConfigError as e:
+        raise ConfigError(name_source(str(e), source, layers)) from None
+
+
+def _is_integer(checker, value) -> bool:
+    """JSON Schema's integer without the floats it admits (1e30 is not a step count)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _validate(params: Mapping) -> None:
+    """The schema and the checks beyond it; each message starts with :data:`PREFIX`."""
     import jsonschema
 
     schema_ = schema()
-    validator = jsonschema.validators.validator_for(schema_)(schema_)
+    cls = jsonschema.validators.validator_for(schema_)
+    cls = jsonschema.validators.extend(cls, type_checker=cls.TYPE_CHECKER.redefine("integer", _is_integer))
+    validator = cls(schema_)
     errors = sorted(validator.iter_errors(params), key=lambda e: list(e.absolute_path))
     if errors:
-        lines = []
+        lines, seen = [], set()
         for e in errors:
             path = "/".join(str(p) for p in e.absolute_path) or "(top level)"
+            if path in seen and path != "(top level)":
+                continue  # one error per value (1e30 steps: not an integer, and not also above the maximum)
+            seen.add(path)
             allowed = ""
             if "enum" in e.schema:
                 allowed = f" (allowed: {', '.join(map(str, e.schema['enum']))})"
@@ -343,36 +368,15 @@ def check_fit(params: Mapping, method: str, cfg: Mapping) -> None:
         raise ConfigError(f"params.yaml: {_where(params, method)}{note}: {msg}")
 
 
-def read_yaml(path: str | Path = "params.yaml") -> Any:
-    """The parsed content of a YAML file; a missing or unreadable file or a syntax error is a
-    one-line ConfigError (a syntax error names its line and column)."""
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"no params file at {path}: run from the repository root or pass --params")
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read params file {path}: {getattr(e, 'strerror', None) or e}") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        context, start = getattr(e, "context", None), getattr(e, "context_mark", None)
-        if context and start and mark and start.line != mark.line:
-            context += f" that starts at line {start.line + 1}"
-        raise ConfigError(f"{where}: YAML syntax error: {problem}" + (f" ({context})" if context else "")) from None
-
-
 def load_params(path: str | Path = "params.yaml") -> dict:
-    """Read and validate params.yaml (every failure is a one-line ConfigError)."""
+    """Read and validate params.yaml or the file ``path`` (every failure is a one-line ConfigError
+    naming that file)."""
     params = read_yaml(path)
     if params is None:
         raise ConfigError(f"{path} is empty: it must hold the experiment config (see the shipped params.yaml)")
     if not isinstance(params, dict):
         raise ConfigError(f"{path} must hold a mapping; got {type(params).__name__}")
-    validate(params)
+    validate(params, source=path)
     return params
 
 

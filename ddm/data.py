@@ -36,7 +36,8 @@ Registered datasets (``DATASETS``):
     Any folder (``root``), searched recursively for ``.png``/``.jpg``/``.jpeg`` (any case) in
     sorted relative-path order; hidden files and other extensions are ignored. Folder symlinks
     are followed, but each real folder is entered once and each real file loaded once (a loop
-    such as ``ln -s . loop`` adds nothing). 16-bit images are scaled to 8 bits by value (the
+    such as ``ln -s . loop`` adds nothing); files reached through links that lead outside the
+    folder are loaded, and named in one ``UserWarning``. 16-bit images are scaled to 8 bits by value (the
     high byte: 32768 -> 128), grey and colour alike. Each image is
     converted to RGB (EXIF orientation applied, alpha dropped), its shorter side resized to
     ``resolution`` (default 64, bicubic) and centre-cropped. Files with an image extension
@@ -461,6 +462,8 @@ def _load_folder(
     errors = _decode_errors()
     out: list[np.ndarray] = []
     bad: list[str] = []
+    outside: list[str] = []
+    inside = Path(folder).resolve()
     for p in paths:
         if limit is not None and len(out) >= limit:
             break
@@ -473,11 +476,17 @@ def _load_folder(
                     f"on_error='skip' to skip unreadable files"
                 ) from e
             bad.append(f"{p} ({type(e).__name__}: {e})")
+            continue
+        if not p.resolve().is_relative_to(inside):
+            outside.append(f"{p} -> {p.resolve()}")
     if bad:
         shown = "; ".join(bad[:5]) + (f"; ... ({len(bad) - 5} more)" if len(bad) > 5 else "")
-        msg = f"skipped {len(bad)} unreadable image file(s) under {folder}: {shown}"
-        log.warning(msg)
-        warnings.warn(msg, UserWarning, stacklevel=3)
+        warnings.warn(f"skipped {len(bad)} unreadable image file(s) under {folder}: {shown}", UserWarning, stacklevel=3)
+    if outside:
+        shown = "; ".join(outside[:5]) + (f"; ... ({len(outside) - 5} more)" if len(outside) > 5 else "")
+        warnings.warn(f"included {len(outside)} image file(s) under {folder} that are links to files outside it: "
+                      f"{shown} (copy them into the folder, or remove the links, if they do not belong to the data "
+                      "set)", UserWarning, stacklevel=3)
     if not out:
         raise FileNotFoundError(
             f"no readable PNG/JPEG image under {folder} ({len(paths)} candidate file(s), "

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 import shutil
 import sys
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = ["PUBLISHED_CSV", "TABLES_TEMPLATE", "RECORD_COLUMNS", "metric_records", "records_csv", "read_records_csv",
            "summarize_records", "collect", "collect_conditioned", "render_tables", "task_figure", "fid_plot", "sample_grid", "fig3_plot", "convergence_plot", "format_params", "x0_mse_curve", "METHOD_LABELS",
-           "method_label"]
+           "method_label", "nonfinite_cells"]
 
 #: Table 1 labels of the methods this project trains, by their params.yaml names; a method's own
 #: ``label:`` in params.yaml comes first (:func:`method_label`), so a renamed or new entry keeps one.
@@ -268,10 +269,35 @@ def _env():
     )
 
 
+def nonfinite_cells(metrics: Mapping) -> list[str]:
+    """The paths (``datasets/digits/results/ddm/10/mean``) of the numbers of ``metrics`` that the
+    tables show (each result's values, mean and std; a task's references) and that are not finite:
+    NaN or infinity, which would render as ``nan`` in a table."""
+    def results(where: str, by_method) -> list[str]:
+        bad = []
+        for method, by_nfe in (by_method or {}).items():
+            for nfe, res in (by_nfe or {}).items():
+                cells = [("mean", res.get("mean")), ("std", res.get("std"))]
+                cells += [(f"values[{i}]", v) for i, v in enumerate(res.get("values") or [])]
+                bad += [f"{where}/{method}/{nfe}/{k}" for k, v in cells if isinstance(v, float) and not math.isfinite(v)]
+        return bad
+
+    bad = []
+    for ds, d in (metrics.get("datasets") or {}).items():
+        bad += results(f"datasets/{ds}/results", d.get("results"))
+    for task, t in ((metrics.get("conditioned") or {}).get("tasks") or {}).items():
+        bad += results(f"conditioned/tasks/{task}/results", t.get("results"))
+        bad += [f"conditioned/tasks/{task}/references/{k}" for k, v in (t.get("references") or {}).items()
+                if isinstance(v, float) and not math.isfinite(v)]
+    return bad
+
+
 def _cell(res: Mapping | None, marker: str | None = None, digits: int = 2) -> str:
     """``mean`` (``digits`` decimals) with Table 1's marker and `` $\\pm$ std`` (one decimal more)."""
     if res is None:
         return "--"
+    if not all(math.isfinite(v) for v in (res["mean"], res.get("std") or 0.0)):
+        raise ValueError(f"a table cell of mean {res['mean']} and std {res.get('std')} is not finite")
     text = f"{res['mean']:.{digits}f}"
     if marker == "significant":
         text = r"\textbf{" + text + r"}\sigmark"

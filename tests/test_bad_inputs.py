@@ -30,7 +30,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import make_workdir, run_snakemake, tiny_params, write_params
+from conftest import BIN, make_workdir, merge_params, run_snakemake, tiny_params, tool_env, write_params
 
 #: The exit codes documented in ddm/cli.py.
 USAGE, FAILURE = 2, 1
@@ -164,7 +164,15 @@ def _write_json(work: Path) -> None:
     put("metrics/no_fid.json", {k: v for k, v in GOOD_METRIC.items() if k != "fid"})
     put("metrics/fid_text.json", {**GOOD_METRIC, "fid": "twelve"})
     put("metrics/not_json.json", '{"dataset": "digits",\n "fid": 12.5,,\n}')
+    put("metrics/copy.json", (work / "metrics" / "good.json").read_text())  # the same bytes, another name
+    put("metrics/same_set.json", {**GOOD_METRIC, "fid": 14.0})  # digits/ddm NFE 2 repeat 0 again
+    put("metrics/ghost.json", {**GOOD_METRIC, "method": "ghost"})
+    put("metrics/negative.json", {**GOOD_METRIC, "repeat": 1, "fid": -5.0})
+    put("metrics/nan.json", json.dumps({**GOOD_METRIC, "repeat": 1, "fid": float("nan")}))  # NaN, as json writes it
     put("reports/good.json", GOOD_METRICS)
+    nan_mean = copy.deepcopy(GOOD_METRICS)
+    nan_mean["datasets"]["digits"]["results"]["ddm"]["2"]["mean"] = float("nan")
+    put("reports/nan_mean.json", json.dumps(nan_mean))
     put("reports/no_datasets.json", {k: v for k, v in GOOD_METRICS.items() if k != "datasets"})
     put("reports/list.json", [1, 2, 3])
     bad = copy.deepcopy(GOOD_METRICS)
@@ -189,6 +197,21 @@ def _write_params_variants(work: Path) -> None:
     folder["presets"]["embedded"] = {"imagefolder": {**base["presets"]["embedded"]["digits"],
                                                       "source": "no-such-folder"}}
     (cfg / "imagefolder.yaml").write_text(yaml.safe_dump(folder, sort_keys=False))
+    text = yaml.safe_dump(base, sort_keys=False)
+    assert text.splitlines()[1].startswith("ht: ")
+    (cfg / "duplicate.yaml").write_text(text + "ht: linear\n")  # line 2 and the last line
+    for name, overrides in PARAMS_VARIANTS.items():
+        (cfg / f"{name}.yaml").write_text(yaml.safe_dump(merge_params(base, overrides), sort_keys=False))
+
+
+#: Params files of values YAML and the schema's types admit but that cannot run: cfg/<name>.yaml.
+PARAMS_VARIANTS = {
+    "nan_lr": {"presets.embedded.digits.train.lr": float("nan")},
+    "inf_t_end": {"methods.ddpm.t_end": float("inf")},
+    "huge_nfe": {"presets.embedded.digits.nfe": [10 ** 12]},
+    "huge_num_samples": {"presets.embedded.digits.fid.num_samples": 10 ** 12},
+    "float_steps": {"presets.embedded.digits.train.steps": 1e30},
+}
 
 
 @pytest.fixture(scope="module")
@@ -319,6 +342,45 @@ CASES: dict[str, Case] = {
     "prepare-dataset-not-in-preset": Case("prepare --dataset cifar10 --out out/c.pt", USAGE, ("'cifar10'", "digits")),
     "extractor-dataset-not-in-preset": Case("extractor --dataset cifar10 --out out/e.json", USAGE, ("'cifar10'",)),
     "train-unknown-method": Case(_swap(TRAIN, "--method", "nosuch"), USAGE, ("'nosuch'",)),
+    # params values that pass YAML and the schema's types but cannot run; the file read is named
+    "params-duplicate-key": Case("prepare --dataset digits --out out/p.pt --params cfg/duplicate.yaml", USAGE,
+                                 ("cfg/duplicate.yaml:", "duplicate key 'ht'", "first at line 2")),
+    "params-nan-lr": Case("prepare --dataset digits --out out/p.pt --params cfg/nan_lr.yaml", USAGE,
+                          ("cfg/nan_lr.yaml: presets/embedded/digits/train/lr", "nan", "finite")),
+    "params-inf-t-end": Case(SAMPLE + " --params cfg/inf_t_end.yaml", USAGE,
+                             ("cfg/inf_t_end.yaml: methods/ddpm/t_end", "inf", "finite")),
+    "params-nfe-beyond-memory": Case("prepare --dataset digits --out out/p.pt --params cfg/huge_nfe.yaml", USAGE,
+                                     ("cfg/huge_nfe.yaml: presets/embedded/digits/nfe", "NFE 1000000000000",
+                                      "7.3 TiB", "2.0 TiB", "DDM_MEMORY")),
+    "params-num-samples-beyond-memory": Case(SAMPLE + " --params cfg/huge_num_samples.yaml", USAGE,
+                                             ("presets/embedded/digits/fid/num_samples", "1x8x8", "TiB")),
+    "params-steps-1e30": Case(TRAIN + " --params cfg/float_steps.yaml", USAGE,
+                              ("cfg/float_steps.yaml: presets/embedded/digits/train/steps", "1e+30", "integer")),
+    "params-file-named": Case(_swap(SAMPLE, "--method", "ddpm") + " --params cfg/misfit.yaml", USAGE,
+                              ("cfg/misfit.yaml: methods/ddpm", "sampler 'ddm'")),
+    "ddm-params-file-named": Case(_swap(SAMPLE, "--method", "ddpm"), USAGE, ("cfg/misfit.yaml: methods/ddpm",),
+                                  {"DDM_PARAMS": "cfg/misfit.yaml"}),
+    "nfe-beyond-memory": Case(_swap(SAMPLE, "--nfe", "1000000000000"), USAGE,
+                              ("--nfe", "NFE 1000000000000", "7.3 TiB", "this machine's")),
+    "num-samples-beyond-memory": Case(_swap(SAMPLE, "--num-samples", "1000000"), USAGE,
+                                      ("--num-samples 1000000", "1x8x8", "DDM_MEMORY=1M", "at most 1,820"),
+                                      {"DDM_MEMORY": "1M"}),
+    "ddm-memory-not-a-size": Case(SAMPLE, USAGE, ("DDM_MEMORY='lots'",), {"DDM_MEMORY": "lots"}),
+    # metric files that are not results, and a table cell that is not a number
+    "stats-same-file-twice": Case("stats --inputs metrics/good.json metrics/good.json --out out/m.json", USAGE,
+                                  ("metrics/good.json", "the same file")),
+    "stats-same-content": Case("stats --inputs metrics/good.json metrics/copy.json --out out/m.json", USAGE,
+                               ("metrics/good.json and metrics/copy.json", "identical")),
+    "stats-same-sample-set": Case("stats --inputs metrics/good.json metrics/same_set.json --out out/m.json", USAGE,
+                                  ("metrics/same_set.json", "digits/ddm NFE 2 repeat 0")),
+    "stats-method-not-in-params": Case("stats --inputs metrics/good.json metrics/ghost.json --out out/m.json",
+                                       USAGE, ("metrics/ghost.json", "'ghost'", "params.yaml", "ddpm")),
+    "stats-negative-fid": Case("stats --inputs metrics/good.json metrics/negative.json --out out/m.json", USAGE,
+                               ("metrics/negative.json", "fid -5.0")),
+    "stats-nan-fid": Case("stats --inputs metrics/good.json metrics/nan.json --out out/m.json", USAGE,
+                          ("metrics/nan.json", "fid nan")),
+    "report-nan-mean": Case("report --metrics reports/nan_mean.json --out out/t.tex", USAGE,
+                            ("reports/nan_mean.json", "datasets/digits/results/ddm/2/mean", "not a finite number")),
     # outputs
     "out-is-a-folder": Case(_swap(SAMPLE, "--out", "out"), USAGE, ("out", "not a regular file")),
     "out-is-a-device": Case(_swap(SAMPLE, "--out", "/dev/full"), USAGE, ("/dev/full", "not a regular file")),
@@ -453,6 +515,18 @@ SNAKEMAKE_CASES = {
     "override-misfit": ({"presets.embedded.digits.method_overrides.sde": {"sampler": "vp_em"}},
                         ("methods/sde", "method_overrides/sde", "sampler 'vp_em'", "process 've'", "ve_em")),
     "yaml-syntax": (None, ("params.yaml:4:", "YAML syntax", "starts at line 3")),
+    "duplicate-key": (None, ("params.yaml:", "duplicate key 'ht'", "first at line 2")),
+    "nan-lr": ({"presets.embedded.digits.train.lr": float("nan")},
+               ("params.yaml: presets/embedded/digits/train/lr", "nan", "finite")),
+    "nfe-beyond-memory": ({"presets.embedded.digits.nfe": [10 ** 12]},
+                          ("params.yaml: presets/embedded/digits/nfe", "NFE 1000000000000", "7.3 TiB", "2.0 TiB")),
+    "steps-1e30": ({"presets.embedded.digits.train.steps": 1e30},
+                   ("params.yaml: presets/embedded/digits/train/steps", "1e+30", "integer")),
+}
+#: The cases whose params.yaml is the tiny one with its text edited (not a parse of overrides).
+TEXT_EDITS = {
+    "yaml-syntax": lambda lines: lines[:2] + ["seed: [0"] + lines[3:],
+    "duplicate-key": lambda lines: lines + ["ht: linear"],
 }
 
 
@@ -461,15 +535,16 @@ SNAKEMAKE_CASES = {
 def test_config_errors_stop_snakemake_and_ddm_at_once(workdir_factory, case):
     overrides, needles = SNAKEMAKE_CASES[case]
     work = workdir_factory(overrides)
-    if overrides is None:
+    if case in TEXT_EDITS:
         text = (work / "params.yaml").read_text().splitlines()
-        (work / "params.yaml").write_text("\n".join(text[:2] + ["seed: [0"] + text[3:]) + "\n")
+        (work / "params.yaml").write_text("\n".join(TEXT_EDITS[case](text)) + "\n")
     before = snapshot(work)
     dry = run_snakemake(work, "-n", "all", timeout=180)
     msg = dry.output[dry.output.find("params.yaml"):]
     assert dry.returncode != 0, dry.output[-3000:]
     assert "Traceback" not in dry.output and "Failed validating" not in dry.output, dry.output[-3000:]
     assert len(dry.output.strip().splitlines()) <= 8, dry.output[-3000:]
+    assert "keep_last" not in dry.output, dry.output[-3000:]  # steps-1e30: the message names steps
     for needle in needles:
         assert needle in msg, f"{needle!r} not in the error of `snakemake -n`:\n{dry.output[-3000:]}"
     assert "Job stats" not in dry.output
@@ -498,3 +573,94 @@ def test_exit_codes_are_the_documented_ones():
     assert (cli.EXIT_FAILURE, cli.EXIT_USAGE, cli.EXIT_PREEMPTED) == (FAILURE, USAGE, PREEMPT_EXIT_CODE)
     for code in (FAILURE, USAGE, PREEMPT_EXIT_CODE):
         assert f"\n   {code:>2}   " in cli.__doc__, code
+
+
+# --------------------------------------------------------------------------- --configfile / --config
+CONFIGFILE_CASES = {
+    # (files under cfg/, Snakemake's arguments, what the message names)
+    "configfile-nfe-beyond-memory": ({"over.yaml": "presets:\n  embedded:\n    digits:\n      nfe: [1000000000000]\n"},
+                                     ["--configfile", "cfg/over.yaml"],
+                                     ("cfg/over.yaml:4: presets/embedded/digits/nfe", "NFE 1000000000000")),
+    "configfile-duplicate-key": ({"dup.yaml": "ht: linear\nseed: 1\nht: exp\n"}, ["--configfile", "cfg/dup.yaml"],
+                                 ("cfg/dup.yaml:3:", "duplicate key 'ht'", "first at line 1")),
+    "second-configfile-named": ({"a.yaml": "seed: 1\n", "b.yaml": "seed: 2\nht: cubic\n"},
+                                ["--configfile", "cfg/a.yaml", "cfg/b.yaml"], ("cfg/b.yaml:2: ht:", "'cubic'")),
+    "configfile-nan": ({"nan.yaml": "presets:\n  embedded:\n    digits:\n      train: {lr: .nan}\n"},
+                       ["--configfile", "cfg/nan.yaml"], ("cfg/nan.yaml:4: presets/embedded/digits/train/lr", "nan")),
+    "config-named": ({}, ["--config", "ht=cubic"], ("--config: ht:", "'cubic'")),
+    "params-yaml-named-beside-configfile": ({"a.yaml": "seed: 1\n"}, ["--configfile", "cfg/a.yaml", "--config",
+                                            "presets={'embedded': {'digits': {'nfe': [1000000000000]}}}"],
+                                            ("--config: presets/embedded/digits/nfe",)),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(CONFIGFILE_CASES))
+def test_configfile_errors_name_the_file_and_line(workdir_factory, case):
+    """`snakemake -n --configfile X` (and --config): a bad value is named with the file that set it
+    and its line, read with ddm.config's own reader (duplicate keys, NaN, NFE beyond memory)."""
+    files, args, needles = CONFIGFILE_CASES[case]
+    work = workdir_factory()
+    (work / "cfg").mkdir()
+    for name, text in files.items():
+        (work / "cfg" / name).write_text(text)
+    dry = run_snakemake(work, "-n", "all", *args, timeout=180)
+    assert dry.returncode != 0, dry.output[-3000:]
+    assert "Traceback" not in dry.output and "Job stats" not in dry.output, dry.output[-3000:]
+    for needle in needles:
+        assert needle in dry.output, f"{needle!r} not in the error of `snakemake -n`:\n{dry.output[-3000:]}"
+
+
+# --------------------------------------------------------------------------- image folders, output folders
+def test_imagefolder_links_outside_are_named_once(work, tmp_path):
+    """A link to an image outside the folder is loaded and named in one warning; a link to a file
+    that is no image (/etc/passwd) is skipped with one warning, printed once."""
+    from PIL import Image
+
+    folder, outside = tmp_path / "images", tmp_path / "elsewhere"
+    folder.mkdir()
+    outside.mkdir()
+    for i in range(2):
+        Image.new("RGB", (12, 12), (40 * i, 80, 120)).save(folder / f"{i}.png")
+    Image.new("RGB", (12, 12), (200, 10, 10)).save(outside / "far.png")
+    (folder / "far.png").symlink_to(outside / "far.png")
+    (folder / "passwd.png").symlink_to("/etc/passwd")
+    params = yaml.safe_load((work / "cfg" / "imagefolder.yaml").read_text())
+    params["presets"]["embedded"]["imagefolder"]["source"] = str(folder)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = tmp_path / "i.pt"
+    r = run_cli(work, ["prepare", "--dataset", "imagefolder", "--params", str(tmp_path / "params.yaml"),
+                       "--data-root", str(tmp_path / "data"), "--out", str(out)])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert torch.load(out, weights_only=True).shape[0] == 3
+    lines = r.stderr.splitlines()
+    assert len([ln for ln in lines if "passwd.png" in ln]) == 1 and r.stderr.count("unreadable") == 1, r.stderr
+    assert len([ln for ln in lines if "far.png" in ln]) == 1, r.stderr
+    assert r.stderr.count("links to files outside it") == 1 and f"far.png -> {outside / 'far.png'}" in r.stderr, r.stderr
+    assert "UserWarning" not in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+@pytest.mark.slow
+def test_read_only_results_folder_is_named_before_any_job(workdir_factory):
+    """A run whose results/ cannot be written stops before its first job with one message naming
+    the folder and the fix, not Snakemake's PermissionError of a job midway."""
+    work = workdir_factory()
+    results = work / "results"
+    results.mkdir()
+    cmd = [str(BIN / "snakemake"), "--cores", "1", "all"]
+    if os.geteuid() != 0:
+        results.chmod(0o555)
+        prefix = []
+    else:
+        prefix = _private_tmpfs("ro,size=64k", results)
+        if prefix is None:
+            pytest.skip("needs root and unshare/mount for a read-only mount, or a user other than root")
+    try:
+        r = subprocess.run([*prefix, *cmd], cwd=work, env=tool_env(), capture_output=True, text=True, timeout=300)
+    finally:
+        results.chmod(0o755)
+    output = r.stdout + r.stderr
+    assert r.returncode != 0, output[-3000:]
+    assert "results/ is not writable" in output and "chmod -R u+w results" in output, output[-3000:]
+    assert "PermissionError" not in output and "Traceback" not in output, output[-3000:]
+    assert "rule prepare" not in output and not (work / "data" / "prepared").exists(), output[-3000:]

@@ -88,7 +88,7 @@ def test_schema_is_the_one_the_pipeline_uses():
     assert SCHEMA_PATH == REPO / "ddm" / "data" / "params.schema.yaml"
     assert SCHEMA_PATH.is_file()
     snakefile = (REPO / "Snakefile").read_text()
-    assert "validate_params(config)" in snakefile
+    assert "validate_params(config, " in snakefile
     assert "SCHEMA_PATH" not in snakefile and not re.search(r"^\s*validate\(config", snakefile, flags=re.M)
 
 
@@ -475,3 +475,44 @@ def test_yaml_syntax_error_names_line_and_column(tmp_path):
         load_params(p)
     with pytest.raises(ConfigError, match="cannot read params file"):
         load_params(tmp_path)  # a folder
+
+
+def test_read_yaml_refuses_a_duplicate_key_with_both_lines(tmp_path):
+    """A key given twice in one mapping (YAML keeps the last one silently) names both lines and
+    where it is; a merge key (`<<: *anchor`) overridden by its own keys is no duplicate."""
+    from ddm.yamlio import read_yaml, read_yaml_lines
+
+    p = tmp_path / "p.yaml"
+    p.write_text("a: 1\nb:\n  c: 2\n  d: 3\n  c: 4\n")
+    with pytest.raises(ConfigError, match=r"p\.yaml:5: duplicate key 'c' in b \(first at line 3\)"):
+        read_yaml(p)
+    p.write_text("base: &base {x: 1, y: 2}\nuse:\n  <<: *base\n  x: 3\n")
+    data, lines = read_yaml_lines(p)
+    assert data["use"] == {"x": 3, "y": 2} and lines[("use", "x")] == 4
+
+
+def test_memory_bounds_come_from_ddm_memory_or_the_cap(monkeypatch):
+    from ddm import limits
+
+    monkeypatch.delenv("DDM_MEMORY", raising=False)
+    assert limits.memory_limit(here=False)[0] == limits.JOB_MEMORY_CAP
+    assert limits.memory_limit()[0] > 0
+    assert limits.nfe_error(1000) is None and "7.3 TiB" in limits.nfe_error(10 ** 12)
+    monkeypatch.setenv("DDM_MEMORY", "64GiB")
+    assert limits.memory_limit(here=False) == (64 << 30, "DDM_MEMORY=64GiB")
+    assert limits.samples_error(50000, 3, 256, here=False)  # 50,000 samples of 3x256x256: 82 GiB
+    monkeypatch.setenv("DDM_MEMORY", "lots")
+    with pytest.raises(ConfigError, match="DDM_MEMORY='lots'"):
+        limits.memory_limit()
+
+
+def test_errors_name_the_layer_that_set_the_value():
+    from ddm.yamlio import ConfigLayer, name_source
+
+    layers = (ConfigLayer("params.yaml", {"ht": "constant", "presets": {"p": {"d": {"nfe": [2]}}}},
+                          {("ht",): 2, ("presets", "p", "d", "nfe"): 30}),
+              ConfigLayer("x.yaml", {"presets": {"p": {"d": {"nfe": [10 ** 12]}}}}, {("presets", "p", "d", "nfe"): 4}),
+              ConfigLayer("--config", {"ht": "cubic"}, {}))
+    assert name_source("params.yaml: presets/p/d/nfe: too big", layers=layers) == "x.yaml:4: presets/p/d/nfe: too big"
+    assert name_source("params.yaml: ht: 'cubic'", layers=layers) == "--config: ht: 'cubic'"
+    assert name_source("params.yaml: seed: missing", "other.yaml") == "other.yaml: seed: missing"
