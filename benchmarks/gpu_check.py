@@ -20,7 +20,8 @@ import time
 import torch
 
 from ddm.config import load_params, resolve
-from ddm.experiment import build, generate
+from ddm.experiment import build
+from ddm.generate import generate
 from ddm.nets import count_parameters
 from ddm.training import Trainer, TrainConfig
 
@@ -143,7 +144,7 @@ def bare_step(exp, model, x0, dev, warm: int, timed: int, sync) -> float:
 
 
 def sampling_rate(exp, model, shape, nfe_batch: int, dev, sync) -> dict:
-    """Alg. 2 at NFE 10 (ddm.experiment.generate) against 10 bare network calls, same batch."""
+    """Alg. 2 at NFE 10 (ddm.generate.generate) against 10 bare network calls, same batch."""
     net = model().to(dev).eval()
     seeds = list(range(nfe_batch))
     ts, tb = [], []

@@ -24,7 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ddm.config import resolve  # noqa: E402
-from ddm.experiment import build, generate  # noqa: E402
+from ddm.experiment import build  # noqa: E402
+from ddm.generate import generate  # noqa: E402
 from ddm.nets import count_parameters  # noqa: E402
 from ddm.training import Trainer, TrainConfig  # noqa: E402
 

@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from ddm import metrics as M
-from ddm.baselines import VESDE, VPSDE, sample_ve_em, sample_vp_ancestral, sample_vp_em, sde_grid
+from ddm.baselines import VESDE, VPSDE
+from ddm.sde_samplers import sample_ve_em, sample_vp_ancestral, sample_vp_em, sde_grid
 from ddm.ceiling import PosteriorMeanDenoiser
 from ddm.data import load_dataset, to_model_range, to_uint8
 from ddm.process import DecoupledProcess

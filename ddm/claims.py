@@ -31,6 +31,8 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
 
+from ddm import resources
+
 __all__ = ["REPRODUCED", "NOT_REPRODUCED", "NOT_TESTED", "ALPHA", "CLOSE_RATIO", "FLAT_REL", "CLAIMS", "Claim",
            "verdict", "verdicts", "render_claims", "CLAIMS_TEMPLATE"]
 
@@ -61,8 +63,8 @@ NAMES = {DDM: "DDM", DDPM: "DDPM", SDE: "SDE", DDPM_X0: "DDPM + $x_0$ branch"}
 BEST_FAMILY = "constant"
 #: The conditioned tasks of Tables 2 and 3, in the paper's column order.
 TASKS = ("saliency", "super_resolution", "inpainting")
-#: The template of reports/claims.tex (ddm/templates).
-CLAIMS_TEMPLATE = "claims.tex.j2"
+#: The template of reports/claims.tex (ddm/templates), by file name.
+CLAIMS_TEMPLATE = resources.CLAIMS_TEMPLATE.name
 #: The unit of a t-test when its column names none: repeated sample sets of one trained network
 #: per method (the criteria say so; a column of training-seed replicates names its own ``unit``).
 SAMPLE_SETS = "sample sets"

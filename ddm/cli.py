@@ -48,10 +48,9 @@ import traceback
 import warnings
 from pathlib import Path
 
-from ddm.resources import PUBLISHED_CSV  # standard library only: `ddm --help` stays fast
 # InputError: an option value or input file the command cannot use (exit code 2)
 from ddm.io import InputError, check_input_file as _input_file, load_json as _json_file, load_torch as _torch_file
-from ddm.modelfile import SEED_BLOCK, load_model, read_model, sample_seeds, save_model  # torch inside
+from ddm.modelfile import SEED_BLOCK, read_model, sample_seeds, save_model  # torch inside
 
 log = logging.getLogger("ddm")
 
@@ -424,7 +423,8 @@ def cmd_sample(args) -> None:
     cfg = resolve(_params(args), args.dataset, args.method)
     _check_num_samples(args.num_samples, cfg)
     from ddm.data import to_uint8  # torch: once params.yaml passed
-    from ddm.experiment import generate
+    from ddm.experiment import load_model
+    from ddm.generate import generate
     from ddm.io import save_torch
 
     exp, net = load_model(args.model, _default_device(args))
@@ -519,6 +519,8 @@ def cmd_stats(args) -> None:
     from ddm.io import save_json, save_text
     from ddm.report import collect, metric_records, provenance, records_csv  # torch: once the checks passed
 
+    from ddm.experiment import load_model
+
     sizes: dict = {}
     for path in args.models or []:  # Table 1's Param column: parameters of each trained network
         exp, net = load_model(path)
@@ -542,7 +544,8 @@ def cmd_stats(args) -> None:
 
 
 def cmd_convergence(args) -> None:
-    from ddm.experiment import checkpoint_fids
+    from ddm.experiment import load_model
+    from ddm.generate import checkpoint_fids
     from ddm.io import save_json
     from ddm.metrics import fid
 
@@ -579,8 +582,12 @@ def cmd_convergence_plot(args) -> None:
 
 
 def _published_csv(path) -> Path:
+    """The published results file (default: the package's), checked for its columns."""
     import csv
 
+    from ddm.resources import PUBLISHED_CSV
+
+    path = PUBLISHED_CSV if path is None else path
     p = _input_file(path, "published results file")
     with open(p, newline="") as f:
         header = next(csv.reader(f), [])
@@ -668,8 +675,9 @@ def cmd_fig3_plot(args) -> None:
 
 
 def cmd_fig3(args) -> None:
+    from ddm.experiment import load_model
     from ddm.io import save_json
-    from ddm.report import x0_mse_curve
+    from ddm.generate import x0_mse_curve
 
     models = [(Path(path).stem, *load_model(path, _default_device(args))) for path in args.models]
     _check_out(args.out)
@@ -807,7 +815,8 @@ def cmd_sample_task(args) -> None:
     from ddm.config import task_hash
 
     cfg = _task_cfg(_params(args), args.task, args.method)
-    from ddm.conditioned import load_task_model, sample_split  # torch: once params.yaml passed
+    from ddm.conditioned import load_task_model  # torch: once params.yaml passed
+    from ddm.generate import sample_split
     from ddm.io import save_torch
 
     exp, net = load_task_model(args.model, _default_device(args))
@@ -987,8 +996,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--task-metrics", nargs="*", help="files of `ddm evaluate-task` (Tables 2 and 3): per sample "
                    "set, and each task's reference.json; and of `ddm train-autoencoder` (latent tasks)")
     s = _add(sub, "report", cmd_report, "reports/tables.tex from reports/metrics.json", "metrics", "out")
-    s.add_argument("--published", default=str(PUBLISHED_CSV),
-                   help="published results shown beside the measured ones (default: the package's %(default)s)")
+    s.add_argument("--published", help="published results shown beside the measured ones (default: the "
+                   "package's ddm/data/published.csv)")
     s.add_argument("--claims", help="also write a verdict per claim of the paper (LaTeX; reports/claims.tex)")
     s.add_argument("--fig3", nargs="*", default=[], help="Fig. 3's curves (results/metrics/<dataset>/fig3.json), "
                    "the evidence of its claim in --claims")

@@ -304,9 +304,9 @@ def cached_code_digests(pkg: str | os.PathLike | None = None, cache: str | os.Pa
         pass
     digests = code_digests(root)
     try:
-        from ddm.io import save_json
+        from ddm.io import save_text
 
-        save_json(digests, path)
+        save_text(json.dumps(digests, sort_keys=True), path)
     except OSError:
         pass
     return digests

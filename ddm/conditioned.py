@@ -12,7 +12,7 @@ workflow/rules/tasks.smk) are thin adapters over these functions:
   baseline's Eq. 4) wrapped in :class:`ddm.conditioning.ConditionedObjective`, and a
   :class:`ddm.conditioning.CondUNet` of the same backbone for every method. Its model files are
   those of ``ddm train`` (``ddm.modelfile``), read back by :func:`load_task_model`.
-* :func:`sample_split` draws one sample per test condition with per-sample seeds
+* :func:`ddm.generate.sample_split` draws one sample per test condition with per-sample seeds
   (``ddm.modelfile.sample_seeds``): every method sees the same conditions, masks and noise seeds.
 * :func:`task_metric` is Table 2's metric of a sample set (saliency MAE, super-resolution PSNR on Y
   with the scale as crop border, inpainting FID with the digits classifier against the digits'
@@ -32,7 +32,7 @@ Latent tasks (§5.1: "we translate the diffusion process into latent space for h
 (>256) image synthesis", a KL autoencoder of factor 4): a task with a ``latent`` block
 (``ddm.config.resolve_task``) trains its network on the scaled latents of its targets
 (:func:`training_data`, the autoencoder of ``ddm train-autoencoder``), the condition stays in
-pixel space (``CondUNet(cond_resolution=...)``), and :func:`sample_split` decodes the sampled
+pixel space (``CondUNet(cond_resolution=...)``), and :func:`ddm.generate.sample_split` decodes the sampled
 latents, so samples, metrics and figures are pixel images as for every other task. DDM and the
 DDPM baseline go through the same autoencoder.
 """
@@ -47,13 +47,13 @@ from torch import Tensor, nn
 
 from ddm.conditioning import ConditionedObjective, build_cond_unet, pack
 from ddm.config import TASKS
-from ddm.experiment import Experiment, build, generate
+from ddm.experiment import Experiment, build
 from ddm.io import InputError, load_torch
 from ddm.tasks import MODEL_FIELDS, model_tensors
 
 __all__ = ["TASK_FORMAT", "SPLITS", "INPAINTING_SPLIT_SEED", "TaskExperiment", "split_seed", "make_split",
            "dataset_examples", "load_split", "build_task", "load_task_model", "PackedSplit", "training_data",
-           "sample_split", "task_metric", "task_references"]
+           "task_metric", "task_references"]
 
 #: The ``format`` entry of a task file (``ddm prepare-task``).
 TASK_FORMAT = "ddm.task/2"  # 2: uint8 fields only; target and cond are made on reading
@@ -235,30 +235,6 @@ def training_data(cfg: Mapping, split: Mapping, autoencoder: nn.Module | None = 
             for i in range(0, len(split[MODEL_FIELDS[task][0]]), step)]
     z = torch.cat([encode_images(autoencoder, model_tensors(task, r)["target"], step) for r in rows])
     return PackedSplit(task, split, z, cfg["cond_resolution"] // cfg["resolution"])
-
-
-def sample_split(exp: TaskExperiment, net: nn.Module, split: Mapping, nfe: int, seeds: list[int], *,
-                 batch_size: int = 256, device: str | torch.device = "cpu",
-                 autoencoder: nn.Module | None = None) -> Tensor:
-    """uint8 samples (N, C, R, R) for Tables 2 and 3, sample i conditioned on ``split["cond"][i]``
-    with seed ``seeds[i]`` (the method's own sampler at ``nfe`` steps, §5.3). Inpainting with
-    ``paste_known`` (default; LaMa's evaluation): the known pixels of the input. A latent task
-    (§5.1) samples latents and decodes them with ``autoencoder`` (required for it)."""
-    from ddm.data import to_uint8
-
-    latent = "latent" in exp.cfg
-    if latent and autoencoder is None:
-        raise InputError(f"the {exp.cfg['task']} model samples latents: pass its autoencoder "
-                         "(--autoencoder, written by `ddm train-autoencoder`)")
-    x = generate(exp, net, nfe, seeds, batch_size=batch_size, device=device, cond=split["cond"])
-    if latent:
-        from ddm.autoencoder import decode_latents
-
-        x = decode_latents(autoencoder, x, batch_size)
-    out = to_uint8(x.clamp(-1, 1))
-    if exp.cfg["sampling"].get("paste_known"):
-        out = torch.where(split["mask"].bool(), out, split["image_uint8"])
-    return out
 
 
 def task_metric(task: str, samples: Tensor, split: Mapping, fid: Callable[[Tensor], dict] | None = None) -> float:

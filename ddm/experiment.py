@@ -1,8 +1,9 @@
 """From a resolved config (``ddm.config.resolve``) to library objects: the one place that maps
 params.yaml names onto the process table (``ddm.names.PROCESSES``: ``ddm.process``,
-``ddm.baselines``), the training objectives (``ddm.losses``), ``ddm.nets`` and the samplers and
-grids (``ddm.registry``). The CLI and the pipeline call only this (and ``ddm.modelfile`` for
-model files).
+``ddm.baselines``), the training objectives (``ddm.losses``) and ``ddm.nets``; and a model file's
+experiment and network (:func:`load_model`). Sampling from an experiment (its sampler and time
+grid, ``ddm.registry``) is ``ddm.generate``'s: training imports no sampler code, so a fixed
+sampler reruns the sample jobs and not the training (ddm.codedeps).
 
 A process knows the maths only (``ddm.process.Process``); what a params.yaml method entry makes
 of it is its :class:`Recipe` in :data:`RECIPES`: the process with the entry's options, its
@@ -14,22 +15,22 @@ its name by subclassing ``Process`` (``name = ...``) and its recipe here::
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, NamedTuple
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 
 from ddm.baselines import VESDE, VPSDE
-from ddm.conditioning import bind
+from ddm.io import InputError
 from ddm.losses import DDMObjective, VEObjective, VPObjective
+from ddm.modelfile import read_model
+from ddm.names import PROCESSES
 from ddm.nets import UNet
 from ddm.process import DecoupledProcess, Process
-from ddm.registry import PROCESSES, get_sampler, grid_options, make_grid
-from ddm.sampling import SampleRNG
 
 __all__ = ["Experiment", "Recipe", "RECIPES", "recipe", "build", "make_process", "make_objective", "out_channels",
-           "model_kwargs", "generate"]
+           "model_kwargs", "load_model"]
 
 
 @dataclass
@@ -45,16 +46,6 @@ class Experiment:
     @property
     def prior_std(self) -> float:
         return float(self.process.prior_std)
-
-    def grid(self, nfe: int) -> Tensor:
-        """The time grid of N = nfe steps, given the sampling options it names (``rho``, ``t_end``)
-        and, if it names it, the process (``ddm.registry.grid_options``)."""
-        s = self.cfg["sampling"]
-        return make_grid(s["grid"], nfe, **grid_options(s["grid"], {**s, "process": self.process}))
-
-    @property
-    def sampler(self) -> Callable[..., Tensor]:
-        return get_sampler(self.cfg["sampling"]["sampler"])
 
 
 class Recipe(NamedTuple):
@@ -149,41 +140,17 @@ def build(cfg: Mapping) -> Experiment:
     return Experiment(dict(cfg), process, make_objective(process, cfg["method"]), model_kwargs(cfg, process))
 
 
-@torch.no_grad()
-def generate(exp: Experiment, net: nn.Module, nfe: int, seeds: list[int], *, batch_size: int = 500,
-             device: str | torch.device = "cpu", callback=None, cond: Tensor | None = None) -> Tensor:
-    """Samples in the model's range, one per seed, in batches (pixels independent of batch size).
-    ``cond`` (one condition per seed, a conditioned network's): sample i sees ``cond[i]``
-    (``ddm.conditioning.bind``), so every method given the same seeds sees the same conditions."""
-    shape = (exp.cfg["channels"], exp.cfg["resolution"], exp.cfg["resolution"])
-    grid = exp.grid(nfe)
-    final = exp.cfg["sampling"].get("final_step", "paper")
-    options = {} if final == "paper" else {"final_step": final}  # only DDM and EM samplers have one
-    if cond is not None and len(cond) != len(seeds):
-        raise ValueError(f"{len(cond)} conditions for {len(seeds)} seeds: give one condition per sample")
-    out = []
-    for i in range(0, len(seeds), batch_size):
-        rng = SampleRNG(seeds[i : i + batch_size], device)
-        noise = exp.process.prior_sample(rng, shape)
-        model = net if cond is None else bind(net, cond[i : i + batch_size].to(device))
-        out.append(exp.sampler(model, exp.process, noise, grid, rng=rng, clip=exp.cfg["sampling"]["clip"],
-                               callback=callback, **options).cpu())
-    return torch.cat(out)
-
-
-def checkpoint_fids(exp: Experiment, model: nn.Module, snapshots, nfes: list[int], seeds: list[int],
-                    score: Callable[[Tensor], dict], *, batch_size: int = 500, device: str | torch.device = "cpu") -> list[dict]:
-    """FID against training step: the EMA weights of each ``(step, state_dict)`` snapshot
-    sampled at each NFE with the experiment's sampler and scored by ``score`` (uint8 samples ->
-    dict with ``fid``). Shows whether a model sits on its FID plateau (the embedded preset's
-    convergence figure)."""
-    from ddm.data import to_uint8
-
-    rows = []
-    for step, state in snapshots:
-        model.load_state_dict(state)
-        model.eval()
-        for nfe in nfes:
-            x = generate(exp, model, nfe, seeds, batch_size=batch_size, device=device)
-            rows.append({"step": int(step), "nfe": int(nfe), **score(to_uint8(x.clamp(-1, 1)))})
-    return rows
+def load_model(path: str | os.PathLike, device="cpu", *, blob: dict | None = None):
+    """(Experiment, EMA network in eval mode on ``device``) of a model file (``ddm.modelfile``);
+    InputError (one line) for any file that is not one. ``blob``: the file's dict, if :func:`read_model` read it
+    already."""
+    blob = read_model(path) if blob is None else blob
+    try:
+        exp = build(blob["cfg"])
+        net = UNet(**blob["model_kwargs"])
+        net.load_state_dict(blob["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise InputError(f"model file {path}: its config and weights do not make a model "
+                         f"({type(e).__name__}: {first}): train it again with `ddm train`") from None
+    return exp, net.to(device).eval()

@@ -2,7 +2,7 @@
 
 A sampling job holds its whole time grid (NFE + 1 float64 values, ``ddm.sampling``'s grids) and
 its whole sample set: float32 samples in the model's range, their clamped copy and the uint8 file
-(``ddm.experiment.generate``, ``ddm sample``): 4 + 4 + 1 bytes per pixel and channel. A count
+(``ddm.generate.generate``, ``ddm sample``): 4 + 4 + 1 bytes per pixel and channel. A count
 whose estimate exceeds the memory a job may use cannot run, and is refused before any work with
 the estimate and the limit:
 

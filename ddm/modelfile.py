@@ -16,7 +16,7 @@ sha256          the digest of all the entries above (``ddm.io.payload_digest``):
 ==============  ===============================================================================
 
 :func:`save_model` writes one (atomically), :func:`read_model` reads and checks one,
-:func:`load_model` makes the experiment and the network of one. A file that is not a model file
+:func:`ddm.experiment.load_model` makes the experiment and the network of one. A file that is not a model file
 is an ``ddm.io.InputError`` naming the file and ``ddm train``.
 
 Seeds (:func:`sample_seeds`): FID repeat r draws its samples with the seeds
@@ -34,7 +34,7 @@ from typing import Any
 
 from ddm.io import InputError, load_torch, save_torch
 
-__all__ = ["FORMAT", "SEED_BLOCK", "model_blob", "save_model", "read_model", "load_model", "sample_seeds"]
+__all__ = ["FORMAT", "SEED_BLOCK", "model_blob", "save_model", "read_model", "sample_seeds"]
 
 #: The ``format`` entry of a model file.
 FORMAT = "ddm.model/1"
@@ -72,25 +72,6 @@ def read_model(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(blob, dict) or blob.get("format") != FORMAT or not set(_REQUIRED) <= set(blob):
         raise InputError(f"model file {path} is not a model written by `ddm train` (format {FORMAT})")
     return blob
-
-
-def load_model(path: str | os.PathLike, device="cpu", *, blob: dict | None = None):
-    """(Experiment, EMA network in eval mode on ``device``) of a model file; InputError (one
-    line) for any file that is not one. ``blob``: the file's dict, if :func:`read_model` read it
-    already."""
-    from ddm.experiment import build
-    from ddm.nets import UNet
-
-    blob = read_model(path) if blob is None else blob
-    try:
-        exp = build(blob["cfg"])
-        net = UNet(**blob["model_kwargs"])
-        net.load_state_dict(blob["state_dict"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise InputError(f"model file {path}: its config and weights do not make a model "
-                         f"({type(e).__name__}: {first}): train it again with `ddm train`") from None
-    return exp, net.to(device).eval()
 
 
 def sample_seeds(repeat: int, num_samples: int) -> list[int]:

@@ -31,7 +31,7 @@ from typing import Any, Callable, Mapping
 
 from torch import Tensor
 
-from ddm import baselines, catalog, sampling
+from ddm import catalog, sampling, sde_samplers
 from ddm.catalog import kinds  # noqa: F401  (re-exported)
 from ddm.losses import WEIGHTINGS
 from ddm.names import GAUSSIAN, PROCESSES, Names, grid_table, sampler_table
@@ -43,8 +43,8 @@ __all__ = ["SAMPLERS", "GRIDS", "sampler", "grid", "get_sampler", "make_grid", "
 
 #: Every sampler and time grid by params.yaml name: the package's (``ddm.sampling``,
 #: ``ddm.baselines``), then any registered here.
-SAMPLERS: Names[Callable[..., Tensor]] = sampler_table(sampling.SAMPLERS, baselines.SAMPLERS)
-GRIDS: Names[Callable[..., Tensor]] = grid_table(sampling.GRIDS, baselines.GRIDS)
+SAMPLERS: Names[Callable[..., Tensor]] = sampler_table(sampling.SAMPLERS, sde_samplers.SAMPLERS)
+GRIDS: Names[Callable[..., Tensor]] = grid_table(sampling.GRIDS, sde_samplers.GRIDS)
 
 #: Decorators that register a sampler (``fits``, ``final_steps``, ``label``) or a time grid
 #: (``fits``, ``label``) by its params.yaml name; ``SAMPLERS.unregister(name)`` removes one.

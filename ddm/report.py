@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["PUBLISHED_CSV", "TABLES_TEMPLATE", "RECORD_COLUMNS", "metric_records", "records_csv", "read_records_csv",
-           "summarize_records", "collect", "collect_conditioned", "render_tables", "task_figure", "fid_plot", "sample_grid", "fig3_plot", "convergence_plot", "format_params", "x0_mse_curve", "METHOD_LABELS",
+           "summarize_records", "collect", "collect_conditioned", "render_tables", "task_figure", "fid_plot", "sample_grid", "fig3_plot", "convergence_plot", "format_params", "METHOD_LABELS",
            "method_label", "nonfinite_cells"]
 
 #: Table 1 labels of the methods this project trains, by their params.yaml names; a method's own
@@ -587,16 +587,6 @@ def task_figure(split: Mapping, samples: list[torch.Tensor], labels: list[str], 
 
 
 @torch.no_grad()
-def x0_mse_curve(exp, net, nfe: int, seeds: list[int]) -> dict:
-    """Fig. 3: MSE between the predicted x0 at each reverse step and the final sample."""
-    from ddm.experiment import generate
-
-    seen: list[tuple[float, torch.Tensor]] = []
-    final = generate(exp, net, nfe, seeds, batch_size=len(seeds),
-                     callback=lambda i, t, x, x0: seen.append((float(t[0]), x0.detach().cpu())))
-    return {"t": [t for t, _ in seen], "mse": [float((x0 - final).square().mean()) for _, x0 in seen]}
-
-
 def fig3_plot(fig3_json: Path, out: Path) -> Path:
     """Fig. 3 (left): MSE of the predicted x0 against reverse time, per model."""
     plt = _pyplot()

@@ -5,7 +5,8 @@ the LaTeX templates ship inside the package (``[tool.setuptools.package-data]`` 
 pyproject.toml: ``templates/*`` and ``data/*``), so a wheel installed outside the repository
 validates params.yaml and writes the tables without the repository's ``workflow/`` folder.
 
-One name per file; the modules that use them re-export them (``ddm.config.SCHEMA_PATH``,
+One name per file (ddm.codedeps finds the files a ``ddm`` subcommand reads by these names, and
+tests/test_codedeps.py checks that every data file has one); the modules that use them re-export them (``ddm.config.SCHEMA_PATH``,
 ``ddm.report.PUBLISHED_CSV``, ``ddm.report.TABLES_TEMPLATE``). This module imports nothing
 beyond the standard library, so the Snakefile and ``ddm --help`` may import it cheaply.
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 from importlib.resources import files
 
-__all__ = ["DATA", "SCHEMA_PATH", "PUBLISHED_CSV", "TEMPLATES", "TABLES_TEMPLATE"]
+__all__ = ["DATA", "SCHEMA_PATH", "PUBLISHED_CSV", "TEMPLATES", "TABLES_TEMPLATE", "CLAIMS_TEMPLATE"]
 
 #: ddm/data: the package's data files.
 DATA = files("ddm") / "data"
@@ -30,3 +31,5 @@ PUBLISHED_CSV = DATA / "published.csv"
 TEMPLATES = files("ddm") / "templates"
 #: reports/tables.tex's template (``ddm.report.render_tables``).
 TABLES_TEMPLATE = TEMPLATES / "tables.tex.j2"
+#: reports/claims.tex's template (``ddm.claims.render_claims``).
+CLAIMS_TEMPLATE = TEMPLATES / "claims.tex.j2"

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from ddm.baselines import VESDE, VPSDE, sample_ve_em, sample_vp_ancestral, sample_vp_em, sde_grid
+from ddm.baselines import VESDE, VPSDE
+from ddm.sde_samplers import sample_ve_em, sample_vp_ancestral, sample_vp_em, sde_grid
 from ddm.sampling import SampleRNG, uniform_grid
 from oracles import VPGaussianOracle
 

@@ -141,7 +141,8 @@ def test_latent_task_runs_through_its_autoencoder(tiny_run):
 
 
 def test_changing_the_condition_changes_the_output(tiny_run):
-    from ddm.conditioned import load_split, load_task_model, sample_split
+    from ddm.conditioned import load_split, load_task_model
+    from ddm.generate import sample_split
     from ddm.modelfile import sample_seeds
 
     exp, net = load_task_model(tiny_run / "results/models/tasks/saliency/ddm.pt")

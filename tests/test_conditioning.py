@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from ddm import tasks
-from ddm.baselines import VPSDE, sample_vp_em, sde_grid
+from ddm.baselines import VPSDE
+from ddm.sde_samplers import sample_vp_em, sde_grid
 from ddm.conditioning import (
     SWIN_B_URL, ConditionedObjective, CondUNet, bind, build_cond_unet, pack, position_embedding)
 from ddm.losses import DDMObjective, VPObjective

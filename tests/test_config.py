@@ -344,12 +344,12 @@ def test_solver_variant_naming_an_unknown_model(tiny):
 def test_fit_table_covers_every_sampler_grid_and_schema_name():
     """Every sampler and grid carries its fit (``fits``) where it is registered: the fit tables
     of ddm.registry are views of SAMPLERS and GRIDS, so no name can lack an entry."""
-    from ddm import baselines, sampling
+    from ddm import sampling, sde_samplers
     from ddm.names import GAUSSIAN, PROCESSES
     from ddm.registry import GRID_PROCESSES, GRIDS, SAMPLER_FINAL_STEPS, SAMPLER_PROCESSES, SAMPLERS
 
-    assert list(SAMPLERS) == [*sampling.SAMPLERS, *baselines.SAMPLERS] == METHOD_PROPS["sampler"]["enum"]
-    assert list(GRIDS) == [*sampling.GRIDS, *baselines.GRIDS] == METHOD_PROPS["grid"]["enum"]
+    assert list(SAMPLERS) == [*sampling.SAMPLERS, *sde_samplers.SAMPLERS] == METHOD_PROPS["sampler"]["enum"]
+    assert list(GRIDS) == [*sampling.GRIDS, *sde_samplers.GRIDS] == METHOD_PROPS["grid"]["enum"]
     assert set(SAMPLER_PROCESSES) == set(SAMPLERS) and set(GRID_PROCESSES) == set(GRIDS)
     kinds = set(PROCESSES) | set(GAUSSIAN)
     for name in SAMPLERS:

@@ -20,7 +20,8 @@ import pytest
 import torch
 
 from ddm.config import load_params, resolve
-from ddm.experiment import build, generate
+from ddm.experiment import build
+from ddm.generate import generate
 from ddm.training import TrainConfig, checkpoint_path, load_checkpoint, train
 from test_training import states_equal
 

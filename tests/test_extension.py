@@ -20,7 +20,8 @@ import yaml
 from conftest import REPO, merge_params, tiny_params
 from ddm import registry
 from ddm.config import ConfigError, resolve, validate
-from ddm.experiment import build, generate
+from ddm.experiment import build
+from ddm.generate import generate
 from ddm.process import FAMILIES, DecoupledProcess, HtFamily
 from ddm.report import collect, render_tables, solver_label
 from ddm.sampling import sample_ddm, uniform_grid

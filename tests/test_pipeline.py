@@ -393,10 +393,11 @@ def test_param_change_reruns_only_that_method(tiny_run_copy, case):
 def test_sampler_change_applies_to_new_samples(tiny_run_copy):
     """After a sampler change the sample files come from the new sampler (the model file is not
     the source of the sampling options): rerun one sample set and redo it here."""
-    from ddm.cli import load_model, sample_seeds
+    from ddm.cli import sample_seeds
+    from ddm.experiment import load_model
     from ddm.config import resolve
     from ddm.data import to_uint8
-    from ddm.experiment import generate
+    from ddm.generate import generate
 
     run = tiny_run_copy
     target = "results/samples/digits/ddm/nfe2-r0.pt"
@@ -420,7 +421,7 @@ def test_sampler_change_applies_to_new_samples(tiny_run_copy):
 def test_config_overrides_reach_the_jobs(tiny_run_copy):
     """`snakemake --config ht=linear` retrains the main DDM model with h_t = linear: the jobs' `ddm`
     commands read the merged config (DDM_PARAMS), not params.yaml, which still says constant."""
-    from ddm.cli import load_model
+    from ddm.experiment import load_model
 
     run = tiny_run_copy
     target = "results/models/digits/ddm.pt"

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from ddm.baselines import VPSDE, sde_grid
+from ddm.baselines import VPSDE
+from ddm.sde_samplers import sde_grid
 from ddm.process import DecoupledProcess
 from ddm.sampling import lambda_grid, polynomial_grid, sample_ddim, sample_dpmpp_2m, uniform_grid
 from oracles import GaussianOracle, VPGaussianOracle

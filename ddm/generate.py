@@ -1,0 +1,111 @@
+"""Sampling from an experiment (``ddm.experiment``): its sampler and time grid by their
+params.yaml names (``ddm.registry``), samples one per seed (Alg. 2 / Eq. 11 for DDM, the
+baselines' Euler-Maruyama, ...), FID against training step from a model's snapshots, and the
+conditioned tasks' samples of a test split (Tables 2 and 3), and Fig. 3's x0 MSE along the
+reverse steps.
+
+Apart from ``ddm.experiment`` so that training imports no sampler code (ddm.codedeps: a fixed
+sampler reruns the sample jobs, not the training).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from ddm.conditioning import bind
+from ddm.experiment import Experiment
+from ddm.io import InputError
+from ddm.registry import get_sampler, grid_options, make_grid
+from ddm.sampling import SampleRNG
+
+if TYPE_CHECKING:
+    from ddm.conditioned import TaskExperiment
+
+__all__ = ["time_grid", "sampler", "generate", "checkpoint_fids", "sample_split", "x0_mse_curve"]
+
+
+def time_grid(exp: Experiment, nfe: int) -> Tensor:
+    """The time grid of N = nfe steps, given the sampling options it names (``rho``, ``t_end``)
+    and, if it names it, the process (``ddm.registry.grid_options``)."""
+    s = exp.cfg["sampling"]
+    return make_grid(s["grid"], nfe, **grid_options(s["grid"], {**s, "process": exp.process}))
+
+
+def sampler(exp: Experiment) -> Callable[..., Tensor]:
+    """The experiment's sampler (``sampling.sampler`` of its config)."""
+    return get_sampler(exp.cfg["sampling"]["sampler"])
+
+
+@torch.no_grad()
+def generate(exp: Experiment, net: nn.Module, nfe: int, seeds: list[int], *, batch_size: int = 500,
+             device: str | torch.device = "cpu", callback=None, cond: Tensor | None = None) -> Tensor:
+    """Samples in the model's range, one per seed, in batches (pixels independent of batch size).
+    ``cond`` (one condition per seed, a conditioned network's): sample i sees ``cond[i]``
+    (``ddm.conditioning.bind``), so every method given the same seeds sees the same conditions."""
+    shape = (exp.cfg["channels"], exp.cfg["resolution"], exp.cfg["resolution"])
+    grid = time_grid(exp, nfe)
+    final = exp.cfg["sampling"].get("final_step", "paper")
+    options = {} if final == "paper" else {"final_step": final}  # only DDM and EM samplers have one
+    if cond is not None and len(cond) != len(seeds):
+        raise ValueError(f"{len(cond)} conditions for {len(seeds)} seeds: give one condition per sample")
+    out = []
+    for i in range(0, len(seeds), batch_size):
+        rng = SampleRNG(seeds[i : i + batch_size], device)
+        noise = exp.process.prior_sample(rng, shape)
+        model = net if cond is None else bind(net, cond[i : i + batch_size].to(device))
+        out.append(sampler(exp)(model, exp.process, noise, grid, rng=rng, clip=exp.cfg["sampling"]["clip"],
+                               callback=callback, **options).cpu())
+    return torch.cat(out)
+
+
+def checkpoint_fids(exp: Experiment, model: nn.Module, snapshots, nfes: list[int], seeds: list[int],
+                    score: Callable[[Tensor], dict], *, batch_size: int = 500, device: str | torch.device = "cpu") -> list[dict]:
+    """FID against training step: the EMA weights of each ``(step, state_dict)`` snapshot
+    sampled at each NFE with the experiment's sampler and scored by ``score`` (uint8 samples ->
+    dict with ``fid``). Shows whether a model sits on its FID plateau (the embedded preset's
+    convergence figure)."""
+    from ddm.data import to_uint8
+
+    rows = []
+    for step, state in snapshots:
+        model.load_state_dict(state)
+        model.eval()
+        for nfe in nfes:
+            x = generate(exp, model, nfe, seeds, batch_size=batch_size, device=device)
+            rows.append({"step": int(step), "nfe": int(nfe), **score(to_uint8(x.clamp(-1, 1)))})
+    return rows
+
+
+def sample_split(exp: "TaskExperiment", net: nn.Module, split: Mapping, nfe: int, seeds: list[int], *,
+                 batch_size: int = 256, device: str | torch.device = "cpu",
+                 autoencoder: nn.Module | None = None) -> Tensor:
+    """uint8 samples (N, C, R, R) for Tables 2 and 3, sample i conditioned on ``split["cond"][i]``
+    with seed ``seeds[i]`` (the method's own sampler at ``nfe`` steps, §5.3). Inpainting with
+    ``paste_known`` (default; LaMa's evaluation): the known pixels of the input. A latent task
+    (§5.1) samples latents and decodes them with ``autoencoder`` (required for it)."""
+    from ddm.data import to_uint8
+
+    latent = "latent" in exp.cfg
+    if latent and autoencoder is None:
+        raise InputError(f"the {exp.cfg['task']} model samples latents: pass its autoencoder "
+                         "(--autoencoder, written by `ddm train-autoencoder`)")
+    x = generate(exp, net, nfe, seeds, batch_size=batch_size, device=device, cond=split["cond"])
+    if latent:
+        from ddm.autoencoder import decode_latents
+
+        x = decode_latents(autoencoder, x, batch_size)
+    out = to_uint8(x.clamp(-1, 1))
+    if exp.cfg["sampling"].get("paste_known"):
+        out = torch.where(split["mask"].bool(), out, split["image_uint8"])
+    return out
+
+
+def x0_mse_curve(exp: Experiment, net: nn.Module, nfe: int, seeds: list[int]) -> dict:
+    """Fig. 3 (left): MSE between the predicted x0 at each reverse step and the final sample."""
+    seen: list[tuple[float, Tensor]] = []
+    final = generate(exp, net, nfe, seeds, batch_size=len(seeds),
+                     callback=lambda i, t, x, x0: seen.append((float(t[0]), x0.detach().cpu())))
+    return {"t": [t for t, _ in seen], "mse": [float((x0 - final).square().mean()) for _, x0 in seen]}
