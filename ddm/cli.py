@@ -49,7 +49,8 @@ import warnings
 from pathlib import Path
 
 # InputError: an option value or input file the command cannot use (exit code 2)
-from ddm.io import InputError, check_input_file as _input_file, load_json as _json_file, load_torch as _torch_file
+from ddm.contracts import check_reference, is_autoencoder_file, load_images, load_json  # the files' contracts
+from ddm.io import InputError, check_input_file as _input_file
 from ddm.modelfile import SEED_BLOCK, read_model, sample_seeds, save_model  # torch inside
 
 log = logging.getLogger("ddm")
@@ -128,29 +129,6 @@ def _device(name: str) -> str:
     return name
 
 
-def _load_images(path, what: str = "sample file", maker: str = "ddm sample", *, min_count: int = 1,
-                 channels: int | None = None, resolution: int | None = None):
-    """A uint8 image tensor (N, C, H, W) from a file of ``ddm prepare`` / ``ddm sample``."""
-    import torch
-
-    x = _torch_file(path, what, maker)
-    if not isinstance(x, torch.Tensor) or x.ndim != 4:
-        got = f"a tensor of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else f"a {type(x).__name__}"
-        raise InputError(f"{what} {path} holds {got}; expected uint8 images (N, C, H, W) written by `{maker}`")
-    if x.dtype != torch.uint8:
-        raise InputError(f"{what} {path} holds {x.dtype} images; expected torch.uint8 in [0, 255] "
-                         f"(as `{maker}` writes them)")
-    if x.shape[1] not in (1, 3) or (channels is not None and x.shape[1] != channels):
-        want = channels if channels is not None else "1 or 3"
-        raise InputError(f"{what} {path} has {x.shape[1]} channels; the dataset has {want}")
-    if resolution is not None and tuple(x.shape[2:]) != (resolution, resolution):
-        raise InputError(f"{what} {path} has images of {x.shape[2]}x{x.shape[3]}; "
-                         f"the dataset's resolution is {resolution}x{resolution}")
-    if x.shape[0] < min_count:
-        raise InputError(f"{what} {path} holds {x.shape[0]} images; at least {min_count} are needed")
-    return x
-
-
 def _check_out(path, what: str = "--out") -> Path:
     """Before any work: ``path`` can be written (a file, in a folder that is writable)."""
     p = Path(path)
@@ -214,67 +192,6 @@ def _dataset_block(params, dataset: str) -> dict:
     return params["presets"][params["preset"]][dataset]
 
 
-# -- JSON inputs: the fields each step reads ------------------------------------------------------
-_NUM = (int, float)
-_EXTRACTOR = {"extractor": str, "weights": str}
-_EVALUATION = {"dataset": str, "method": str, "nfe": int, "repeat": int, "fid": _NUM, "num_samples": int,
-               "extractor": str, "reference": str}
-_RESULT = {"values": [_NUM], "mean": _NUM, "std": (int, float, type(None)), "n": int, "num_samples": int}
-_ROW = {"method": str, "label": str}
-_METRICS = {"preset": str, "ht": str, "table1_methods": [str], "?method_labels": {str: str},
-            "?ablation_rows": {"?table4": [_ROW], "?table5": [{**_ROW, "group": str}]},
-            "?conditioned": {"methods": [str], "labels": {str: str}, "table2_nfe": [int], "table3_nfe": [int],
-                             "tasks": {str: {"metric": str, "results": {str: {str: _RESULT}}, "markers": dict,
-                                             "references": {str: _NUM}}}}, "datasets": {str: {
-    "extractor": str, "reference": str, "results": {str: {str: _RESULT}}, "table1": {str: dict},
-    "?solver_table": {"rows": [str], "labels": {str: str}, "columns": {str: {"best": object, "marker": object}}}}}}
-_CONVERGENCE = {"dataset": str, "method": str, "num_samples": int, "extractor": str, "rows": [dict]}
-_FIG3 = {"nfe": int, "num_samples": int, "curves": {str: {"t": [_NUM], "mse": [_NUM]}}}
-
-
-def _kind(x) -> str:
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
-        type(x), "a number" if isinstance(x, _NUM) else type(x).__name__)
-
-
-def _shape_error(obj, spec, where: str = "") -> str | None:
-    """Where ``obj`` departs from ``spec`` (dict of fields, '?' = optional; {str: X} = any keys;
-    [X] = list of X; a type or tuple of types), or None."""
-    at = where or "(top level)"
-    if isinstance(spec, dict):
-        if not isinstance(obj, dict):
-            return f"{at}: expected an object, got {_kind(obj)}"
-        items = ([(k, spec[str], False) for k in obj] if list(spec) == [str]
-                 else [(k.lstrip("?"), s, k.startswith("?")) for k, s in spec.items()])
-        for key, sub, optional in items:
-            if key not in obj:
-                if optional:
-                    continue
-                return f"{where + '/' if where else ''}{key}: missing"
-            err = _shape_error(obj[key], sub, f"{where}/{key}" if where else str(key))
-            if err:
-                return err
-        return None
-    if isinstance(spec, list):
-        if not isinstance(obj, list):
-            return f"{at}: expected a list, got {_kind(obj)}"
-        return next((e for i, x in enumerate(obj) if (e := _shape_error(x, spec[0], f"{where}[{i}]"))), None)
-    types = spec if isinstance(spec, tuple) else (spec,)
-    if (isinstance(obj, bool) and bool not in types and object not in types) or not isinstance(obj, types):
-        return f"{at}: expected {' or '.join(t.__name__ for t in types)}, got {_kind(obj)}"
-    return None
-
-
-def _load_json(path, what: str, spec, maker: str) -> dict:
-    """A JSON file of ``maker`` with its checksum verified (``ddm.io.load_json``) and the fields
-    ``spec`` names (one line naming the first missing/wrong one)."""
-    obj = _json_file(path, what, maker)
-    err = _shape_error(obj, spec)
-    if err:
-        raise InputError(f"{what} {path} is not a file of `{maker}`: {err}")
-    return obj
-
-
 # -- steps ----------------------------------------------------------------------------------------
 def cmd_prepare(args) -> None:
     from ddm.config import ConfigError
@@ -322,26 +239,9 @@ def cmd_extractor(args) -> None:
     log.info("FID extractor %s: %s", name, info)
 
 
-def _extractor(path) -> dict:
-    return _load_json(path, "FID extractor file", _EXTRACTOR, "ddm extractor")
-
-
-def _reference(path) -> None:
-    """A FID reference statistics file of ``ddm refstats`` (checked before any feature is computed)."""
-    from ddm.metrics import load_reference_stats
-
-    _input_file(path, "FID reference file")
-    try:
-        load_reference_stats(path)
-    except InputError:  # its checksum does not verify: the refusal names the fix
-        raise
-    except Exception:  # any failure to read means the file is unusable
-        raise InputError(f"{path} is not a ddm FID reference statistics file: write it with `ddm refstats`") from None
-
-
 def cmd_refstats(args) -> None:
-    ex = _extractor(args.extractor)
-    images = _load_images(args.data, "dataset file", "ddm prepare", min_count=2)
+    ex = load_json(args.extractor, "extractor")
+    images = load_images(args.data, "dataset file", "ddm prepare", min_count=2)
     _check_out(args.out)
     from ddm.metrics import reference_stats  # torch-fidelity: once the checks passed
 
@@ -366,7 +266,7 @@ def cmd_train(args) -> None:
 
     tcfg = _train_config(cfg, f"presets/{params['preset']}/{args.dataset}/train")
     exp = build(cfg)
-    images = _load_images(args.data, "dataset file", "ddm prepare", channels=cfg["channels"],
+    images = load_images(args.data, "dataset file", "ddm prepare", channels=cfg["channels"],
                           resolution=cfg["resolution"])
     if _fit(args, exp, cfg, tcfg, to_model_range(images), resolved_hash(cfg)):
         log.info("trained %s on %s -> %s (EMA weights)", args.method, args.dataset, args.out)
@@ -440,7 +340,7 @@ def cmd_sample(args) -> None:
         if not args.data:
             raise InputError(f"method '{args.method}' uses denoiser posterior_mean: pass its training images "
                              f"with --data (data/prepared/{args.dataset}.pt)")
-        images = _load_images(args.data, "dataset file", "ddm prepare", channels=cfg["channels"],
+        images = load_images(args.data, "dataset file", "ddm prepare", channels=cfg["channels"],
                               resolution=cfg["resolution"])
         net = PosteriorMeanDenoiser(to_model_range(images).to(_default_device(args)), exp.process)
     seeds = sample_seeds(args.repeat, args.num_samples)
@@ -457,10 +357,10 @@ def cmd_evaluate(args) -> None:
     block = _dataset_block(params, args.dataset)
     if args.method not in all_methods(params):
         raise ConfigError(f"unknown method '{args.method}' (allowed: {', '.join(sorted(all_methods(params)))})")
-    ex = _extractor(args.extractor)
-    samples = _load_images(args.samples, min_count=2, channels=DATASET_CHANNELS.get(args.dataset),
+    ex = load_json(args.extractor, "extractor")
+    samples = load_images(args.samples, min_count=2, channels=DATASET_CHANNELS.get(args.dataset),
                            resolution=block["resolution"])
-    _reference(args.reference)
+    check_reference(args.reference)
     _check_out(args.out)
     from ddm.io import save_json, utc_timestamp
     from ddm.metrics import fid  # torch-fidelity: once the checks passed
@@ -484,7 +384,7 @@ def _check_metric_files(paths, params: dict, params_file: str) -> None:
 
     methods, seen = all_methods(params), {}
     for i, p in enumerate(paths):
-        obj = _load_json(p, "metric file", _EVALUATION, "ddm evaluate")
+        obj = load_json(p, "evaluation")
         key = tuple(obj[k] for k in ("dataset", "method", "nfe", "repeat"))
         for kind, mark in (("path", os.path.realpath(p)), ("content", hashlib.sha256(Path(p).read_bytes()).digest()),
                            ("set", key)):
@@ -508,11 +408,10 @@ def cmd_stats(args) -> None:
     params = _params(args)
     _check_metric_files(args.inputs, params, args.params)
     for p in args.task_metrics or []:  # the conditioned tasks (Tables 2 and 3)
-        if _is_autoencoder_file(p):
-            _load_json(p, "autoencoder metric file", _AUTOENCODER_METRIC, "ddm train-autoencoder")
+        if is_autoencoder_file(p):
+            load_json(p, "autoencoder_metric")
             continue
-        spec = _TASK_REFERENCE if Path(p).name == "reference.json" else _TASK_METRIC
-        _load_json(p, "task metric file", spec, "ddm evaluate-task")
+        load_json(p, "task_reference" if Path(p).name == "reference.json" else "task_metric")
     _check_out(args.out)
     if args.csv:
         _check_out(args.csv, "--csv")
@@ -531,7 +430,7 @@ def cmd_stats(args) -> None:
         from ddm.report import collect_conditioned
 
         refs = [p for p in args.task_metrics if Path(p).name == "reference.json"]
-        aes = [p for p in args.task_metrics if _is_autoencoder_file(p)]
+        aes = [p for p in args.task_metrics if is_autoencoder_file(p)]
         metrics["conditioned"] = collect_conditioned([p for p in args.task_metrics if p not in refs + aes], refs,
                                                      params, autoencoder_paths=aes)
     # commit, params hash, dates, versions
@@ -559,8 +458,8 @@ def cmd_convergence(args) -> None:
     if not snaps:
         raise InputError(f"model file {args.model} holds no snapshots: list its method under the preset's "
                          f"`convergence: methods` in params.yaml and train it again")
-    ex = _extractor(args.extractor)
-    _reference(args.reference)
+    ex = load_json(args.extractor, "extractor")
+    check_reference(args.reference)
     _check_out(args.out)
     rows = checkpoint_fids(exp, net, [(s["step"], s["ema"]) for s in snaps], args.nfe,
                            sample_seeds(0, args.num_samples),
@@ -575,7 +474,7 @@ def cmd_convergence_plot(args) -> None:
     from ddm.report import convergence_plot
 
     for p in args.inputs:
-        _load_json(p, "convergence file", _CONVERGENCE, "ddm convergence")
+        load_json(p, "convergence")
     _check_out(args.out)
     with _writing(args.out):
         convergence_plot([Path(p) for p in args.inputs], Path(args.out))
@@ -604,7 +503,7 @@ def cmd_report(args) -> None:
 
     from ddm.report import nonfinite_cells
 
-    metrics = _load_json(args.metrics, "metrics file", _METRICS, "ddm stats")
+    metrics = load_json(args.metrics, "metrics")
     bad = nonfinite_cells(metrics)
     if bad:
         raise InputError(f"metrics file {args.metrics}: {bad[0]} is not a finite number"
@@ -616,7 +515,7 @@ def cmd_report(args) -> None:
     if args.claims:  # a verdict per claim of the paper (ddm.claims); Fig. 3's curves by dataset (folder name)
         from ddm.claims import render_claims
 
-        fig3 = {Path(f).parent.name: _load_json(f, "Fig. 3 curves file", _FIG3, "ddm fig3") for f in args.fig3}
+        fig3 = {Path(f).parent.name: load_json(f, "fig3") for f in args.fig3}
         _check_out(args.claims)
         claims = render_claims({**metrics, "fig3": fig3})
     with _writing(args.out):
@@ -629,7 +528,7 @@ def cmd_report(args) -> None:
 def cmd_report_pdf(args) -> None:
     from ddm.report import ReportError, build_report_pdf, no_latex_message
 
-    _load_json(args.metrics, "metrics file", _METRICS, "ddm stats")
+    load_json(args.metrics, "metrics")
     for path in (args.template, args.tables, *([args.claims] if args.claims else []), *args.figures):
         _input_file(path, "report input")
     _check_out(args.out)
@@ -647,7 +546,7 @@ def cmd_report_pdf(args) -> None:
 def cmd_figures(args) -> None:
     from ddm.report import fid_plot
 
-    metrics = _load_json(args.metrics, "metrics file", _METRICS, "ddm stats")
+    metrics = load_json(args.metrics, "metrics")
     if args.dataset not in metrics["datasets"]:
         raise InputError(f"metrics file {args.metrics} has no dataset '{args.dataset}' "
                          f"(it has: {', '.join(sorted(metrics['datasets'])) or 'none'})")
@@ -659,7 +558,7 @@ def cmd_figures(args) -> None:
 def cmd_grid(args) -> None:
     from ddm.report import sample_grid
 
-    _load_images(args.samples)
+    load_images(args.samples)
     _check_out(args.out)
     with _writing(args.out):
         sample_grid(Path(args.samples), args.title, Path(args.out))
@@ -668,7 +567,7 @@ def cmd_grid(args) -> None:
 def cmd_fig3_plot(args) -> None:
     from ddm.report import fig3_plot
 
-    _load_json(args.curves, "Fig. 3 curves file", _FIG3, "ddm fig3")
+    load_json(args.curves, "fig3")
     _check_out(args.out)
     with _writing(args.out):
         fig3_plot(Path(args.curves), Path(args.out))
@@ -687,19 +586,6 @@ def cmd_fig3(args) -> None:
 
 
 # -- conditioned tasks (Tables 2 and 3; ddm.conditioned) ---------------------------------------------
-_TASK_METRIC = {"task": str, "method": str, "nfe": int, "repeat": int, "metric": str, "value": _NUM,
-                "num_samples": int}
-_TASK_REFERENCE = {"task": str, "metric": str, "references": {str: _NUM}, "num_samples": int}
-#: The metric file of ``ddm train-autoencoder`` (a latent task's autoencoder, §5.1).
-_AUTOENCODER_METRIC = {"task": str, "psnr": _NUM, "factor": int, "z_channels": int, "num_samples": int}
-
-
-def _is_autoencoder_file(path) -> bool:
-    """A metric file of ``ddm train-autoencoder`` (§5.1's latent space): it lies in a folder
-    named ``autoencoder`` (results/models/autoencoder/<task>.json)."""
-    return Path(path).parent.name == "autoencoder"
-
-
 def _nfe_repeat(text: str) -> tuple[int, int]:
     """argparse type: a sample set ``NFE:REPEAT`` (e.g. 10:0)."""
     nfe, _, repeat = text.partition(":")
@@ -844,8 +730,8 @@ def _task_fid(args, cfg: dict):
         ds = cfg["data"].get("dataset") or "digits"
         raise InputError(f"task {args.task} is scored by FID: pass --reference and --extractor (its data set's "
                          f"results/fid/{ds}/reference.npz and extractor.json)")
-    ex = _extractor(args.extractor)
-    _reference(args.reference)
+    ex = load_json(args.extractor, "extractor")
+    check_reference(args.reference)
     from ddm.metrics import fid
 
     return lambda u8: fid(u8, args.reference, ex["extractor"], ex["weights"])
@@ -859,7 +745,7 @@ def cmd_evaluate_task(args) -> None:
     cfg = _task_cfg(_params(args), args.task)
     split = _split(args.data, cfg, "test")
     files = {(m, s): Path(args.samples_dir) / m / _set_file("", *s, "pt") for m in args.methods for s in args.sets}
-    samples = {k: _load_images(p, min_count=2) for k, p in files.items()}
+    samples = {k: load_images(p, min_count=2) for k, p in files.items()}
     fid = _task_fid(args, cfg)
     outs = {k: _check_out(Path(args.out_dir) / k[0] / _set_file("", *k[1], "json"), "--out-dir") for k in files}
     ref_out = _check_out(Path(args.out_dir) / "reference.json", "--out-dir")
@@ -882,7 +768,7 @@ def cmd_task_figure(args) -> None:
     split = _split(args.data, cfg, "test")
     if len(args.labels) != len(args.samples):
         raise InputError(f"{len(args.samples)} sample files but {len(args.labels)} labels: give one label per file")
-    samples = [_load_images(p) for p in args.samples]
+    samples = [load_images(p) for p in args.samples]
     _check_out(args.out)
     with _writing(args.out):
         task_figure(split, samples, args.labels, Path(args.out), n=args.rows)

@@ -314,7 +314,7 @@ CASES: dict[str, Case] = {
     "stats-metric-without-fid": Case("stats --inputs metrics/good.json metrics/no_fid.json --out out/existing.pt",
                                      USAGE, ("metrics/no_fid.json", "fid: missing", "ddm evaluate")),
     "stats-fid-is-text": Case("stats --inputs metrics/fid_text.json --out out/m.json", USAGE,
-                              ("metrics/fid_text.json", "fid: expected int or float, got a string")),
+                              ("metrics/fid_text.json", "fid: expected number, got a string")),
     "stats-not-json": Case("stats --inputs metrics/not_json.json --out out/m.json", USAGE,
                            ("metrics/not_json.json:2:", "not valid JSON")),
     "stats-missing-file": Case("stats --inputs metrics/nope.json --out out/m.json", USAGE,

@@ -1,0 +1,158 @@
+"""The files the pipeline's steps hand each other, declared once: what a reader may rely on.
+
+* JSON products (:data:`SCHEMAS`): JSON Schemas checked with jsonschema. :func:`load_json` reads
+  one with its checksum verified (``ddm.io.load_json``) and refuses, in one line naming the first
+  field that is missing or of the wrong type, a file that is not what its maker writes.
+* Image sets (a prepared dataset of ``ddm prepare``, a sample set of ``ddm sample``):
+  :func:`load_images`, a uint8 tensor (N, C, H, W) checked for channels, resolution and count.
+* FID reference statistics (``ddm refstats``): :func:`check_reference`.
+* Model files: ``ddm.modelfile``; task splits: ``ddm.conditioned.load_split``.
+
+Every refusal is a ``ddm.io.InputError`` (``ddm`` exits with code 2) naming the file and the
+command that writes it. Standard library and jsonschema only at import (torch inside
+:func:`load_images`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ddm.io import InputError, check_input_file, load_json as _json_file, load_torch
+
+__all__ = ["SCHEMAS", "MAKERS", "shape_error", "load_json", "load_images", "check_reference", "is_autoencoder_file"]
+
+NUM, INT, STR = {"type": "number"}, {"type": "integer"}, {"type": "string"}
+
+
+def _obj(required: dict, optional: dict | None = None) -> dict:
+    """An object with these required (and optional) fields; other fields are allowed."""
+    return {"type": "object", "required": list(required), "properties": {**required, **(optional or {})}}
+
+
+def _list(items: dict) -> dict:
+    return {"type": "array", "items": items}
+
+
+def _map(values: dict) -> dict:
+    return {"type": "object", "additionalProperties": values}
+
+
+_RESULT = _obj({"values": _list(NUM), "mean": NUM, "std": {"type": ["number", "null"]}, "n": INT, "num_samples": INT})
+_ROW = {"method": STR, "label": STR}
+_TASKS = _map(_obj({"metric": STR, "results": _map(_map(_RESULT)), "markers": {"type": "object"},
+                    "references": _map(NUM)}))
+_SOLVER_TABLE = _obj({"rows": _list(STR), "labels": _map(STR),
+                      "columns": _map(_obj({"best": {}, "marker": {}}))})
+_DATASET = _obj({"extractor": STR, "reference": STR, "results": _map(_map(_RESULT)), "table1": _map({"type": "object"})},
+                {"solver_table": _SOLVER_TABLE})
+
+#: kind -> JSON Schema of that JSON product.
+SCHEMAS: dict[str, dict] = {
+    "extractor": _obj({"extractor": STR, "weights": STR}),
+    "evaluation": _obj({"dataset": STR, "method": STR, "nfe": INT, "repeat": INT, "fid": NUM, "num_samples": INT,
+                        "extractor": STR, "reference": STR}),
+    "metrics": _obj({"preset": STR, "ht": STR, "table1_methods": _list(STR), "datasets": _map(_DATASET)},
+                    {"method_labels": _map(STR),
+                     "ablation_rows": _obj({}, {"table4": _list(_obj(_ROW)), "table5": _list(_obj({**_ROW, "group": STR}))}),
+                     "conditioned": _obj({"methods": _list(STR), "labels": _map(STR), "table2_nfe": _list(INT),
+                                          "table3_nfe": _list(INT), "tasks": _TASKS})}),
+    "convergence": _obj({"dataset": STR, "method": STR, "num_samples": INT, "extractor": STR,
+                         "rows": _list({"type": "object"})}),
+    "fig3": _obj({"nfe": INT, "num_samples": INT, "curves": _map(_obj({"t": _list(NUM), "mse": _list(NUM)}))}),
+    "task_metric": _obj({"task": STR, "method": STR, "nfe": INT, "repeat": INT, "metric": STR, "value": NUM,
+                         "num_samples": INT}),
+    "task_reference": _obj({"task": STR, "metric": STR, "references": _map(NUM), "num_samples": INT}),
+    # a latent task's autoencoder (§5.1)
+    "autoencoder_metric": _obj({"task": STR, "psnr": NUM, "factor": INT, "z_channels": INT, "num_samples": INT}),
+}
+
+#: kind -> (what the file is called in messages, the command that writes it).
+MAKERS: dict[str, tuple[str, str]] = {
+    "extractor": ("FID extractor file", "ddm extractor"),
+    "evaluation": ("metric file", "ddm evaluate"),
+    "metrics": ("metrics file", "ddm stats"),
+    "convergence": ("convergence file", "ddm convergence"),
+    "fig3": ("Fig. 3 curves file", "ddm fig3"),
+    "task_metric": ("task metric file", "ddm evaluate-task"),
+    "task_reference": ("task metric file", "ddm evaluate-task"),
+    "autoencoder_metric": ("autoencoder metric file", "ddm train-autoencoder"),
+}
+
+_KINDS = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}
+
+
+def _kind(x: Any) -> str:
+    return _KINDS.get(type(x), "a number" if isinstance(x, (int, float)) else type(x).__name__)
+
+
+def shape_error(obj: Any, kind: str) -> str | None:
+    """Where ``obj`` departs from ``SCHEMAS[kind]`` (the first error, by its place in the file:
+    ``field/sub: missing``, ``field: expected number, got a string``), or None."""
+    import jsonschema
+
+    errors = sorted(jsonschema.Draft202012Validator(SCHEMAS[kind]).iter_errors(obj),
+                    key=lambda e: [str(p) for p in e.absolute_path])
+    if not errors:
+        return None
+    e = errors[0]
+    where = "/".join(str(p) for p in e.absolute_path)
+    if e.validator == "required":
+        missing = next(k for k in e.validator_value if k not in e.instance)
+        return f"{where + '/' if where else ''}{missing}: missing"
+    want = e.validator_value if e.validator == "type" else e.message
+    want = " or ".join(want) if isinstance(want, list) else want
+    return f"{where or '(top level)'}: expected {want}, got {_kind(e.instance)}"
+
+
+def load_json(path, kind: str) -> dict:
+    """A JSON product of ``kind`` (:data:`SCHEMAS`) with its checksum verified; InputError naming
+    the first field that is not what its maker writes."""
+    what, maker = MAKERS[kind]
+    obj = _json_file(path, what, maker)
+    err = shape_error(obj, kind)
+    if err:
+        raise InputError(f"{what} {path} is not a file of `{maker}`: {err}")
+    return obj
+
+
+def is_autoencoder_file(path) -> bool:
+    """A metric file of ``ddm train-autoencoder`` (§5.1's latent space): it lies in a folder
+    named ``autoencoder`` (results/models/autoencoder/<task>.json)."""
+    return Path(path).parent.name == "autoencoder"
+
+
+def load_images(path, what: str = "sample file", maker: str = "ddm sample", *, min_count: int = 1,
+                channels: int | None = None, resolution: int | None = None):
+    """A uint8 image tensor (N, C, H, W) from a file of ``ddm prepare`` / ``ddm sample``."""
+    import torch
+
+    x = load_torch(path, what, maker)
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        got = f"a tensor of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else f"a {type(x).__name__}"
+        raise InputError(f"{what} {path} holds {got}; expected uint8 images (N, C, H, W) written by `{maker}`")
+    if x.dtype != torch.uint8:
+        raise InputError(f"{what} {path} holds {x.dtype} images; expected torch.uint8 in [0, 255] "
+                         f"(as `{maker}` writes them)")
+    if x.shape[1] not in (1, 3) or (channels is not None and x.shape[1] != channels):
+        want = channels if channels is not None else "1 or 3"
+        raise InputError(f"{what} {path} has {x.shape[1]} channels; the dataset has {want}")
+    if resolution is not None and tuple(x.shape[2:]) != (resolution, resolution):
+        raise InputError(f"{what} {path} has images of {x.shape[2]}x{x.shape[3]}; "
+                         f"the dataset's resolution is {resolution}x{resolution}")
+    if x.shape[0] < min_count:
+        raise InputError(f"{what} {path} holds {x.shape[0]} images; at least {min_count} are needed")
+    return x
+
+
+def check_reference(path) -> None:
+    """A FID reference statistics file of ``ddm refstats`` (checked before any feature is computed)."""
+    from ddm.metrics import load_reference_stats
+
+    check_input_file(path, "FID reference file")
+    try:
+        load_reference_stats(path)
+    except InputError:  # its checksum does not verify: the refusal names the fix
+        raise
+    except Exception:  # any failure to read means the file is unusable
+        raise InputError(f"{path} is not a ddm FID reference statistics file: write it with `ddm refstats`") from None
