@@ -242,7 +242,7 @@ def notes(rows: list[Row], table: dict, device: str) -> list[str]:
     out = [f"{name}: {table['devices'][name]['source']}" for name in ("cpu", "gpu")
            if any(r.device == name for r in rows)]
     w = table["wall"]
-    out.append(f"wall/job = {w['safety']} x estimate + {w['margin_min']} min, up to 10 min; allocs: of a "
+    out.append(f"wall/job = {w['safety']} x estimate + {w['margin_min']} min, rounded up to 10 min; allocs: of a "
                f"resumable (training) job's profile runtime, {w['lost_per_allocation_min']} min lost per allocation")
     if device != "gpu":
         return out
