@@ -1,0 +1,301 @@
+"""The plan before submitting: what the Snakemake graph of a configuration costs, per rule and in
+total (jobs, GPU-hours, CPU-hours, peak memory and disk, suggested wall time per job).
+
+  python -m ddm.plan [--config preset=paper ablations=True ...] [--device cpu|gpu] [--json FILE]
+
+Run at the repository root (or any folder with the Snakefile). The jobs are Snakemake's own: a
+forced dry run of the graph through its API (``--todo``: only the jobs a run would still do), so
+the counts equal ``snakemake -n --forceall``'s. Each job's cost is its work (FLOPs of the networks
+it runs, ddm.netcost) divided by the throughput table (ddm/data/throughput.yaml: measured on the
+CPU, a stated FLOP-based estimate for GPUs until one is measured) plus its start-up. The GPU rules
+are those the SLURM profile (slurm/config.yaml) gives a GPU; ``--device cpu`` plans every job on
+this CPU (the embedded preset's default). Wall times: safety x estimate + margin; training resumes
+after a time limit, so it asks for at most its profile ``runtime`` and needs ``allocations`` of it
+(``retries`` = allocations - 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import math
+import sys
+from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+
+import yaml
+
+TABLE = files("ddm") / "data" / "throughput.yaml"
+#: rules whose jobs resume from checkpoints after a time limit (USR1 -> checkpoint -> exit 75)
+RESUMABLE = ("train", "train_task", "train_autoencoder")
+
+
+def load_table(path=None) -> dict:
+    return yaml.safe_load(Path(path).read_text() if path else TABLE.read_text())
+
+
+# -- Snakemake's graph ---------------------------------------------------------------------------
+def parse_overrides(entries) -> dict:
+    """``--config k=v`` entries, typed as Snakemake types them."""
+    from snakemake.cli import parse_config
+
+    return parse_config(entries or [])
+
+
+def merged_config(workdir: Path, overrides: dict) -> dict:
+    from snakemake.utils import update_config
+
+    cfg = yaml.safe_load((Path(workdir) / "params.yaml").read_text())
+    update_config(cfg, copy.deepcopy(overrides))
+    return cfg
+
+
+def graph_jobs(workdir, overrides: dict, *, targets=("all",), forceall: bool = True) -> list[dict]:
+    """Every job of Snakemake's dry run for ``targets``: rule, wildcards, shell command, threads."""
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.enums import Quietness
+    from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, ResourceSettings
+    from snakemake_interface_logger_plugins.common import LogEvent
+
+    jobs = []
+
+    class Jobs(logging.Handler):
+        def emit(self, record):
+            if getattr(record, "event", None) == LogEvent.JOB_INFO:
+                jobs.append({"rule": record.rule_name, "wildcards": dict(record.wildcards or {}),
+                             "shell": record.shellcmd or "", "threads": record.threads})
+
+    handler = Jobs(logging.DEBUG)
+    logger = logging.getLogger("snakemake")
+    with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
+        logger.addHandler(handler)
+        try:
+            wf = api.workflow(resource_settings=ResourceSettings(cores=1),
+                              config_settings=ConfigSettings(config=overrides),
+                              snakefile=Path(workdir) / "Snakefile", workdir=Path(workdir))
+            wf.dag(DAGSettings(targets=set(targets), forceall=forceall)).execute_workflow(executor="dryrun")
+        finally:
+            logger.removeHandler(handler)
+    return jobs
+
+
+# -- the SLURM profile -------------------------------------------------------------------------
+def profile_resources(path="slurm/config.yaml") -> dict:
+    """``{rule: {runtime, gres, ...}, "__default__": {...}, "__retries__": n}`` of a profile."""
+    p = Path(path)
+    if not p.is_file():
+        return {}
+    prof = yaml.safe_load(p.read_text()) or {}
+    out = {r: dict(v or {}) for r, v in (prof.get("set-resources") or {}).items()}
+    out["__default__"] = dict(prof.get("default-resources") or {})
+    out["__retries__"] = int(prof.get("retries", 0) or 0)
+    rules = prof.get("preemptible-rules")
+    out["__preemptible__"] = (rules if isinstance(rules, list) else str(rules or "").split()) or []
+    out["__preemptible_retries__"] = prof.get("preemptible-retries")
+    return out
+
+
+def profile_runtime(profile: dict, rule: str) -> int | None:
+    r = profile.get(rule, {}).get("runtime", profile.get("__default__", {}).get("runtime"))
+    return int(r) if r is not None else None
+
+
+def profile_retries(profile: dict, rule: str) -> int:
+    """The retries a rule's jobs get: ``preemptible-retries`` for the profile's preemptible rules
+    (Snakemake's per-rule retries), else ``retries``."""
+    if rule in profile.get("__preemptible__", []) and profile.get("__preemptible_retries__") is not None:
+        return int(profile["__preemptible_retries__"])
+    return profile.get("__retries__", 0)
+
+
+def gpu_rules(profile: dict) -> set[str]:
+    """Rules whose SLURM jobs get a GPU: a `gres: gpu...` in the profile, and `train` (its GPUs
+    come from params.yaml through the rule)."""
+    return {"train"} | {r for r, v in profile.items() if not r.startswith("__") and "gpu" in str(v.get("gres", ""))}
+
+
+# -- costs ---------------------------------------------------------------------------------------
+@dataclass
+class Cost:
+    seconds: float = 0.0       # compute of one job, start-up excluded
+    startup: str = "light"     # kind of start-up (the table's startup_s)
+    work: str = ""             # kind of work (the table's flops_per_s), "" for none
+    flops: float = 0.0
+    mem_gb: float = 1.0        # host memory
+    gpu_mem_gb: float = 0.0    # GPU memory (upper bound: every intermediate tensor)
+    disk_gb: float = 0.0       # what the job writes
+    gpus: int = 1
+
+
+def seconds_of(cost: Cost, dev: dict) -> float:
+    rate = dev["flops_per_s"].get(cost.work) if cost.work else None
+    compute = cost.flops / rate / max(cost.gpus, 1) if rate else 0.0  # several GPUs: linear scaling assumed
+    return compute + cost.seconds + dev["startup_s"][cost.startup] + dev.get("snakemake_job_s", 0.0)
+
+
+
+
+@dataclass
+class Row:
+    """One rule of the plan."""
+    rule: str
+    device: str
+    jobs: int = 0
+    seconds: list = field(default_factory=list)   # estimate of each job (s)
+    gpus: int = 0
+    mem_gb: float = 0.0
+    gpu_mem_gb: float = 0.0
+    disk_gb: float = 0.0
+    runtime: int | None = None      # the profile's runtime (min)
+    wall_min: int = 0               # suggested wall time per job (min)
+    allocations: int = 1            # of the suggested wall time, for the longest job
+    retries: int = 0                # the profile's retries for this rule
+
+    @property
+    def device_hours(self) -> float:
+        return sum(self.seconds) * max(self.gpus, 1) / 3600
+
+
+def job_row_cost(job: dict, params: dict, dev: dict) -> tuple[float, Cost]:
+    from ddm.jobcost import RULES
+
+    if not job["shell"]:  # a target rule (all, phase_*): no process
+        return 0.0, Cost(gpus=0, mem_gb=0.0)
+    fn = RULES.get(job["rule"])
+    cost = Cost(**fn(params, job["wildcards"], job["shell"])) if fn else Cost(gpus=0)
+    return seconds_of(cost, dev), cost
+
+
+def suggested_wall(seconds: float, wall: dict) -> int:
+    """Minutes to ask for a job of ``seconds``: safety x estimate + margin, up to 10 minutes."""
+    minutes = wall["safety"] * seconds / 60 + wall["margin_min"]
+    return int(math.ceil(minutes / 10) * 10)
+
+
+def size_row(row: Row, wall: dict) -> None:
+    """Wall time and allocations of a rule's longest job; a resumable rule's job asks for its
+    profile runtime at most (or max_wall) and resumes in the next allocation."""
+    longest = max(row.seconds, default=0.0)
+    need = suggested_wall(longest, wall)
+    if row.rule in RESUMABLE and row.device == "gpu":
+        cap = min(row.runtime or wall["max_wall_min"], wall["max_wall_min"])
+        if need > cap:
+            useful = cap - wall["lost_per_allocation_min"]
+            row.allocations = int(math.ceil((wall["safety"] * longest / 60 + wall["margin_min"]) / useful))
+            need = cap
+    row.wall_min = need
+
+
+def make_plan(jobs: list[dict], params: dict, table: dict, profile: dict, device: str) -> list[Row]:
+    """Rows of the plan, one per rule, in the order of the graph (most expensive first)."""
+    gpu = gpu_rules(profile) if device == "gpu" else set()
+    rows: dict[str, Row] = {}
+    for job in jobs:
+        where = "gpu" if job["rule"] in gpu else "cpu"
+        secs, cost = job_row_cost(job, params, table["devices"][where])
+        row = rows.setdefault(job["rule"], Row(job["rule"], where, runtime=profile_runtime(profile, job["rule"]),
+                                               retries=profile_retries(profile, job["rule"])))
+        row.jobs += 1
+        row.seconds.append(secs)
+        row.gpus = max(row.gpus, cost.gpus if where == "gpu" else 0)
+        row.mem_gb = max(row.mem_gb, cost.mem_gb)
+        row.gpu_mem_gb = max(row.gpu_mem_gb, cost.gpu_mem_gb if where == "gpu" else 0.0)
+        row.disk_gb += cost.disk_gb
+    for row in rows.values():
+        size_row(row, table["wall"])
+    return sorted(rows.values(), key=lambda r: -r.device_hours)
+
+
+def _hours(h: float) -> str:
+    return f"{h:,.0f}" if h >= 100 else f"{h:,.2f}" if h < 1 else f"{h:,.1f}"
+
+
+def _minutes(m: float) -> str:
+    return f"{m / 60:,.1f} h" if m >= 120 else f"{m:,.0f} min" if m >= 1 else f"{m * 60:.0f} s"
+
+
+def format_plan(rows: list[Row], table: dict, device: str) -> str:
+    head = (f"{'rule':<18}{'jobs':>6}{'GPU-h':>10}{'CPU-h':>9}{'job (max)':>11}{'wall/job':>10}"
+            f"{'allocs':>7}{'profile':>9}{'mem GB':>8}{'GPU GB':>8}{'disk GB':>9}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        gpu_h = r.device_hours if r.device == "gpu" else 0.0
+        cpu_h = r.device_hours if r.device == "cpu" else 0.0
+        warn = " !" if r.runtime is not None and device == "gpu" and r.runtime < r.wall_min else ""
+        lines.append(f"{r.rule:<18}{r.jobs:>6}{_hours(gpu_h):>10}{_hours(cpu_h):>9}"
+                     f"{_minutes(max(r.seconds) / 60):>11}{_minutes(r.wall_min):>10}{r.allocations:>7}"
+                     f"{(_minutes(r.runtime) if r.runtime else '-'):>9}{r.mem_gb:>8.1f}{r.gpu_mem_gb:>8.1f}"
+                     f"{r.disk_gb:>9.1f}{warn}")
+    gpu_total = sum(r.device_hours for r in rows if r.device == "gpu")
+    cpu_total = sum(r.device_hours for r in rows if r.device == "cpu")
+    lines.append("-" * len(head))
+    lines.append(f"{'total':<18}{sum(r.jobs for r in rows):>6}{_hours(gpu_total):>10}{_hours(cpu_total):>9}"
+                 f"{'':>55}{sum(r.disk_gb for r in rows):>9.1f}")
+    return "\n".join(lines)
+
+
+def notes(rows: list[Row], table: dict, device: str) -> list[str]:
+    """The assumptions, and what the profile should change (runtime, retries, shard_size)."""
+    out = [f"{name}: {table['devices'][name]['source']}" for name in ("cpu", "gpu")
+           if any(r.device == name for r in rows)]
+    w = table["wall"]
+    out.append(f"wall/job = {w['safety']} x estimate + {w['margin_min']} min, rounded up to 10 min; allocs: of a "
+               f"resumable (training) job's profile runtime, {w['lost_per_allocation_min']} min lost per allocation")
+    if device != "gpu":
+        return out
+    for r in rows:
+        if r.runtime is not None and r.runtime < r.wall_min:
+            out.append(f"{r.rule}: the profile's runtime {r.runtime} min is below the suggested {r.wall_min} min")
+        if r.allocations > 1:
+            need = r.allocations - 1
+            ok = "enough" if r.retries >= need else "too few"
+            out.append(f"{r.rule}: {r.allocations} allocations of {r.wall_min} min per job -> retries >= {need} "
+                       f"(the profile gives {r.retries}: {ok}); or more GPUs per job (train.gpus, train.nodes)")
+        if r.rule not in RESUMABLE and r.wall_min > w["max_wall_min"]:
+            out.append(f"{r.rule}: a job needs {_minutes(r.wall_min)}, more than {_minutes(w['max_wall_min'])}, and "
+                       "cannot resume: split it (sample sets: a smaller shard_size)")
+    return out
+
+
+def plan(workdir=".", overrides: dict | None = None, *, device: str | None = None, profile="slurm/config.yaml",
+         table_path=None, forceall: bool = True, targets=("all",)) -> tuple[list[Row], dict]:
+    """The plan of a configuration: rows and the context (config, table, device)."""
+    overrides = overrides or {}
+    workdir = Path(workdir).resolve()
+    params = merged_config(workdir, overrides)
+    device = device or ("cpu" if params["preset"] == "embedded" else "gpu")
+    table = load_table(table_path)
+    jobs = graph_jobs(workdir, overrides, targets=targets, forceall=forceall)
+    prof = profile_resources(workdir / profile)
+    return make_plan(jobs, params, table, prof, device), {"params": params, "table": table, "device": device}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m ddm.plan", description=__doc__.split("\n")[0])
+    ap.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE", help="as snakemake --config")
+    ap.add_argument("--device", choices=("cpu", "gpu"),
+                    help="gpu: the profile's GPU rules on GPUs (default for preset=paper); cpu: every job here")
+    ap.add_argument("--profile", default="slurm/config.yaml", help="the SLURM profile to check (runtime, retries)")
+    ap.add_argument("--table", help="throughput table (default: the package's ddm/data/throughput.yaml)")
+    ap.add_argument("--todo", action="store_true", help="only the jobs a run would still do (no --forceall)")
+    ap.add_argument("--json", help="also write the rows as JSON here")
+    ap.add_argument("--directory", default=".", help="the folder holding the Snakefile")
+    args = ap.parse_args(argv)
+    rows, ctx = plan(args.directory, parse_overrides(args.config), device=args.device, profile=args.profile,
+                     table_path=args.table, forceall=not args.todo)
+    p = ctx["params"]
+    switches = ", ".join(f"{k}={p.get(k)}" for k in ("ablations", "solver_study", "long_nfe", "conditioned"))
+    print(f"plan: preset={p['preset']} ({switches}); device={ctx['device']}")
+    print(format_plan(rows, ctx["table"], ctx["device"]))
+    for line in notes(rows, ctx["table"], ctx["device"]):
+        print(f"  * {line}")
+    if args.json:
+        Path(args.json).write_text(json.dumps([{**r.__dict__, "device_hours": r.device_hours} for r in rows], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
