@@ -957,6 +957,15 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     logging.getLogger("ddm").warning("%s%s", message, where)
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children (user + system): what a job cost, which
+    a loaded machine inflates far less than the wall time (ddm.plan's estimates are checked on it)."""
+    import resource
+
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -965,6 +974,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _set_threads()
         args.fn(args)
+        log.info("ddm %s done: %.1f s CPU", args.command, _cpu_seconds())
     except Exception as e:
         code = _exit_code(e)
         if code is None:

@@ -1,10 +1,11 @@
 """The plan before submitting (`python -m ddm.plan`, ddm/plan.py): its jobs are Snakemake's own, its
-CPU estimates match the tiny run's job times, and the SLURM profile asks for at least the wall time
+CPU estimates match what the tiny run's jobs cost (their CPU time), and the SLURM profile asks for at least the wall time
 it suggests for the paper preset. Real Snakemake dry runs, no mocks."""
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -13,9 +14,6 @@ import pytest
 import yaml
 
 from conftest import REPO, _run, dry_run_jobs, make_workdir, run_snakemake
-
-sys.path.insert(0, str(REPO / "benchmarks"))
-from job_times import job_times  # noqa: E402
 
 SWITCHES = ("ablations=True", "solver_study=True", "long_nfe=True")
 
@@ -82,17 +80,30 @@ def test_paper_sample_shards_fit_the_profiles_wall_time(paper_rows):
     assert row["runtime"] >= row["wall_min"]
 
 
-def test_cpu_estimates_within_a_factor_2_of_the_tiny_runs_job_times(tiny_run_copy):
-    """The plan on this CPU (the throughput table's measured row) against the job times in the
-    tiny run's own Snakemake log, per rule (mean job time)."""
-    logs = sorted((tiny_run_copy / ".snakemake" / "log").glob("*.snakemake.log"))
-    measured, _ = job_times(max(logs, key=lambda p: p.stat().st_size).read_text().splitlines())
+def _cpu_times(run: Path) -> dict[str, list[float]]:
+    """rule -> the CPU seconds of each of its jobs in a finished run: each `ddm` job's log ends with
+    "ddm <subcommand> done: <s> s CPU" (ddm.cli), and workflow/phases.yaml maps rules to subcommands."""
+    phases = yaml.safe_load((REPO / "workflow" / "phases.yaml").read_text())
+    rule_of = {cmd: rule for p in phases.values() for rule, cmd in p["rules"].items()}
+    out: dict[str, list[float]] = {}
+    for log in sorted((run / "logs").rglob("*.log")):
+        for m in re.finditer(r"ddm (\S+) done: ([0-9.]+) s CPU", log.read_text(errors="replace")):
+            out.setdefault(rule_of[m.group(1)], []).append(float(m.group(2)))
+    return out
+
+
+def test_cpu_estimates_within_a_factor_2_of_the_tiny_runs_job_costs(tiny_run_copy):
+    """The plan on this CPU (the throughput table's measured row) against what the tiny run's jobs
+    cost, per rule (mean over its jobs). The cost is each job's CPU time (user + system, from its
+    log): the plan's per-job figure is the time of a one-thread job on an idle core, which is its
+    CPU time; the wall time of a job on a shared 2-core machine under test load is not (it was
+    measured up to 5x the CPU time here at load average 9-11)."""
+    measured = _cpu_times(tiny_run_copy)
+    assert {"train", "sample", "evaluate"} <= set(measured), sorted(measured)
     rows = {row["rule"]: row for row in run_plan(tiny_run_copy, "--device", "cpu")}
     ratios = {}
     for rule, secs in measured.items():
-        if not rows[rule]["seconds"] or max(rows[rule]["seconds"]) == 0:  # a target rule (all)
-            continue
         est = sum(rows[rule]["seconds"]) / rows[rule]["jobs"]
         ratios[rule] = (sum(secs) / len(secs)) / est
     off = {r: round(x, 2) for r, x in ratios.items() if not 0.5 <= x <= 2.0}
-    assert not off, f"measured / estimated job time outside [0.5, 2]: {off} (all: {ratios})"
+    assert not off, f"measured / estimated job cost outside [0.5, 2]: {off} (all: {ratios})"
