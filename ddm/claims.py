@@ -173,10 +173,10 @@ def _check_close(metrics: Mapping) -> list[Check]:
 
 # -- Tables 4 and 5 ---------------------------------------------------------------------------
 def _family_names() -> dict[str, str]:
-    """Table 4's row label -> its h_t family (ddm.catalog)."""
-    from ddm import catalog
+    """Table 4's row label -> its h_t family (the registries' snapshot, ddm.snapshot)."""
+    from ddm import snapshot
 
-    return {label: family for family, label in catalog.load()["labels"]["family"].items()}
+    return {label: family for family, label in snapshot.load()["labels"]["family"].items()}
 
 
 def _check_table4(metrics: Mapping) -> list[Check]:
