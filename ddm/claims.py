@@ -93,7 +93,7 @@ def verdict(oks: Iterable[bool | None]) -> str:
 
 # -- formatting -------------------------------------------------------------------------------
 def _esc(text: str) -> str:
-    from ddm.report import latex_escape
+    from ddm.report.labels import latex_escape
 
     return latex_escape(text)
 
@@ -173,10 +173,10 @@ def _check_close(metrics: Mapping) -> list[Check]:
 
 # -- Tables 4 and 5 ---------------------------------------------------------------------------
 def _family_names() -> dict[str, str]:
-    """Table 4's row label -> its h_t family (ddm.catalog)."""
-    from ddm import catalog
+    """Table 4's row label -> its h_t family (the registries' snapshot, ddm.snapshot)."""
+    from ddm import snapshot
 
-    return {label: family for family, label in catalog.load()["labels"]["family"].items()}
+    return {label: family for family, label in snapshot.load()["labels"]["family"].items()}
 
 
 def _check_table4(metrics: Mapping) -> list[Check]:
@@ -399,7 +399,7 @@ VERDICT_TEX = {REPRODUCED: r"\textbf{reproduced}", NOT_REPRODUCED: r"\textbf{not
 def render_claims(metrics: Mapping) -> str:
     """reports/claims.tex: the rows of :func:`verdicts` as one LaTeX table (ddm/templates/claims.tex.j2,
     the environment of reports/tables.tex: LaTeX-safe delimiters, StrictUndefined; byte-stable)."""
-    from ddm.report import _env
+    from ddm.report.tables import _env
 
     rows = [{**r, "verdict_tex": VERDICT_TEX[r["verdict"]]} for r in verdicts(metrics)]
     counts = {v: sum(r["verdict"] == v for r in rows) for v in (REPRODUCED, NOT_REPRODUCED, NOT_TESTED)}

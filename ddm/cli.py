@@ -416,7 +416,8 @@ def cmd_stats(args) -> None:
     if args.csv:
         _check_out(args.csv, "--csv")
     from ddm.io import save_json, save_text
-    from ddm.report import collect, metric_records, provenance, records_csv  # torch: once the checks passed
+    from ddm.report.collect import collect, metric_records, records_csv  # torch: once the checks passed
+    from ddm.report.provenance import provenance
 
     from ddm.experiment import load_model
 
@@ -427,7 +428,7 @@ def cmd_stats(args) -> None:
     records = metric_records([Path(p) for p in args.inputs])  # tidy table: one row per sample set
     metrics = collect(records, params, model_params=sizes)
     if args.task_metrics:
-        from ddm.report import collect_conditioned
+        from ddm.report.collect import collect_conditioned
 
         refs = [p for p in args.task_metrics if Path(p).name == "reference.json"]
         aes = [p for p in args.task_metrics if is_autoencoder_file(p)]
@@ -471,7 +472,7 @@ def cmd_convergence(args) -> None:
 
 
 def cmd_convergence_plot(args) -> None:
-    from ddm.report import convergence_plot
+    from ddm.report.figures import convergence_plot
 
     for p in args.inputs:
         load_json(p, "convergence")
@@ -499,9 +500,9 @@ def _published_csv(path) -> Path:
 
 def cmd_report(args) -> None:
     from ddm.io import save_text
-    from ddm.report import render_tables
+    from ddm.report.tables import render_tables
 
-    from ddm.report import nonfinite_cells
+    from ddm.report.tables import nonfinite_cells
 
     metrics = load_json(args.metrics, "metrics")
     bad = nonfinite_cells(metrics)
@@ -526,7 +527,7 @@ def cmd_report(args) -> None:
 
 
 def cmd_report_pdf(args) -> None:
-    from ddm.report import ReportError, build_report_pdf, no_latex_message
+    from ddm.report.pdf import ReportError, build_report_pdf, no_latex_message
 
     load_json(args.metrics, "metrics")
     for path in (args.template, args.tables, *([args.claims] if args.claims else []), *args.figures):
@@ -544,7 +545,7 @@ def cmd_report_pdf(args) -> None:
 
 
 def cmd_figures(args) -> None:
-    from ddm.report import fid_plot
+    from ddm.report.figures import fid_plot
 
     metrics = load_json(args.metrics, "metrics")
     if args.dataset not in metrics["datasets"]:
@@ -556,7 +557,7 @@ def cmd_figures(args) -> None:
 
 
 def cmd_grid(args) -> None:
-    from ddm.report import sample_grid
+    from ddm.report.figures import sample_grid
 
     load_images(args.samples)
     _check_out(args.out)
@@ -565,7 +566,7 @@ def cmd_grid(args) -> None:
 
 
 def cmd_fig3_plot(args) -> None:
-    from ddm.report import fig3_plot
+    from ddm.report.figures import fig3_plot
 
     load_json(args.curves, "fig3")
     _check_out(args.out)
@@ -762,7 +763,7 @@ def cmd_evaluate_task(args) -> None:
 
 
 def cmd_task_figure(args) -> None:
-    from ddm.report import task_figure
+    from ddm.report.figures import task_figure
 
     cfg = _task_cfg(_params(args), args.task)
     split = _split(args.data, cfg, "test")

@@ -6,9 +6,10 @@ pyproject.toml: ``templates/*`` and ``data/*``), so a wheel installed outside th
 validates params.yaml and writes the tables without the repository's ``workflow/`` folder.
 
 One name per file (ddm.codedeps finds the files a ``ddm`` subcommand reads by these names, and
-tests/test_codedeps.py checks that every data file has one); the modules that use them re-export them (``ddm.config.SCHEMA_PATH``,
-``ddm.report.PUBLISHED_CSV``, ``ddm.report.TABLES_TEMPLATE``). This module imports nothing
-beyond the standard library, so the Snakefile and ``ddm --help`` may import it cheaply.
+tests/test_codedeps.py checks that every data file has one); the modules that use them import them
+from here (``ddm.config.SCHEMA_PATH``; ``ddm.report.tables``: ``PUBLISHED_CSV``,
+``TABLES_TEMPLATE``). This module imports nothing beyond the standard library, so the Snakefile and
+``ddm --help`` may import it cheaply.
 
 The constants are :class:`importlib.resources.abc.Traversable`; for an installed folder (a
 wheel, an editable install, a checkout) that is a :class:`pathlib.Path` to the real file.
@@ -27,9 +28,9 @@ SCHEMA_PATH = DATA / "params.schema.yaml"
 #: Published results shown beside the measured ones in Table 1 (columns table, dataset, method,
 #: params, nfe, value, source); the default of ``ddm report --published``.
 PUBLISHED_CSV = DATA / "published.csv"
-#: ddm/templates: the jinja2 templates of ``ddm.report``.
+#: ddm/templates: the jinja2 templates of ``ddm.report.tables`` (and ``ddm.claims``).
 TEMPLATES = files("ddm") / "templates"
-#: reports/tables.tex's template (``ddm.report.render_tables``).
+#: reports/tables.tex's template (``ddm.report.tables.render_tables``).
 TABLES_TEMPLATE = TEMPLATES / "tables.tex.j2"
 #: reports/claims.tex's template (``ddm.claims.render_claims``).
 CLAIMS_TEMPLATE = TEMPLATES / "claims.tex.j2"

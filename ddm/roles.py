@@ -19,7 +19,7 @@ the main model in more than one setting, or in one without a label here, needs o
 DDM model is the first method of ``methods`` with ``process: ddm`` (Table 1's DDM row).
 
 ``table_rows`` is what ``ddm stats`` writes into reports/metrics.json (``ablation_rows``) and
-what ``ddm.report.render_tables`` lays out; the Snakefile computes it when it starts, so a role
+what ``ddm.report.tables.render_tables`` lays out; the Snakefile computes it when it starts, so a role
 that makes no row fails before any job runs.
 """
 

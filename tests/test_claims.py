@@ -3,7 +3,7 @@
 Each claim gets a fixture where it holds ("reproduced"), the same fixture with the ordering
 reversed ("not reproduced") and one without the table it needs ("not tested in this run"). The
 fixtures are reports/metrics.json as ``ddm stats`` writes it: values per sample set, their mean,
-std and n, and Table 1's / Table 2's t-test markers computed by ddm.report's own code."""
+std and n, and Table 1's / Table 2's t-test markers computed by ddm.report.collect's own code."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from conftest import REPO, TINY_PARAMS, run_ddm
 from ddm import claims
 from ddm.claims import NOT_REPRODUCED, NOT_TESTED, REPRODUCED, render_claims, verdicts
 from ddm.config import load_params
-from ddm.report import _markers
+from ddm.report.collect import _markers
 from ddm.roles import table_rows
 from ddm.stats import summarize
 
@@ -237,7 +237,7 @@ def test_ddm_report_writes_claims_tex(tmp_path):
 
 
 def test_the_report_shows_claims_on_its_first_page():
-    from ddm.report import render_report
+    from ddm.report.pdf import render_report
 
     metrics = make_metrics()
     tex = render_report(REPO / "reports" / "report.tex.j2", metrics, [], claims=True)

@@ -59,7 +59,7 @@ def test_reports_hold_tables_2_and_3(tiny_run):
     stamps = [json.loads(p.read_text())["computed_at"] for p in (tiny_run / "results/metrics/tasks").rglob("*.json")]
     assert full["provenance"]["computed_first"] <= min(stamps) and max(stamps) <= full["provenance"]["computed_last"]
     from ddm.config import load_params
-    from ddm.report import params_hash
+    from ddm.report.provenance import params_hash
 
     params = load_params(tiny_run / "params.yaml")
     pairs = [("digits", m) for m in params["methods"]]
@@ -86,7 +86,8 @@ def test_reports_hold_tables_2_and_3(tiny_run):
 def test_table2_marks_the_better_method_as_table1_does(tmp_path):
     """Both methods with three repeats: mean +- std, the t-test marker on the better mean (PSNR:
     the higher), the references and the paper's rows (the rendering of `ddm report`)."""
-    from ddm.report import collect_conditioned, render_tables
+    from ddm.report.collect import collect_conditioned
+    from ddm.report.tables import render_tables
 
     params = merge_params(tiny_params(), {"conditioned": True, "conditioned_presets.embedded.table2.repeats": 3})
     values = {("saliency", "ddm"): 0.05, ("saliency", "ddpm"): 0.40, ("super_resolution", "ddm"): 30.0,

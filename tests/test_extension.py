@@ -23,7 +23,8 @@ from ddm.config import ConfigError, resolve, validate
 from ddm.experiment import build
 from ddm.generate import generate
 from ddm.process import FAMILIES, DecoupledProcess, HtFamily
-from ddm.report import collect, render_tables, solver_label
+from ddm.report.collect import collect, solver_label
+from ddm.report.tables import render_tables
 from ddm.sampling import sample_ddm, uniform_grid
 from ddm.training import TrainConfig, ema_model, train
 from oracles import GaussianOracle

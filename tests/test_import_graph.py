@@ -28,10 +28,9 @@ MAX_FUNCTION_LINES = 80
 EXEMPT = {"ddm/training.py": "the Trainer"}
 #: Modules over MAX_MODULE_LINES today, with their line counts as ceilings: each may only shrink,
 #: and leaves this list once it is within the limit. Issue 24 removes them (cli.py: thin
-#: subcommands; report.py and data.py: folders of small modules; the rest split by job).
+#: subcommands; data.py: a folder of small modules, as ddm/report/; the rest split by job).
 OVER_THE_LIMIT = {
     "ddm/cli.py": 996,
-    "ddm/report.py": 873,
     "ddm/data.py": 845,
     "ddm/metrics.py": 636,
     "ddm/process.py": 543,

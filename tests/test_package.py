@@ -75,7 +75,7 @@ def run_installed(site: Path, cwd: Path, *args: str) -> subprocess.CompletedProc
 
 def test_wheel_holds_every_module_and_the_data_files(installed):
     names = set(zipfile.ZipFile(installed.wheel).namelist())
-    modules = {f"ddm/{p.name}" for p in (REPO / "ddm").glob("*.py")}
+    modules = {p.relative_to(REPO).as_posix() for p in (REPO / "ddm").rglob("*.py") if "__pycache__" not in p.parts}
     assert modules <= names, f"modules missing from the wheel: {sorted(modules - names)}"
     data = {f"ddm/{f}" for f in DATA_FILES}
     assert data <= names, f"package data missing from the wheel: {sorted(data - names)} (pyproject.toml package-data)"
@@ -84,7 +84,7 @@ def test_wheel_holds_every_module_and_the_data_files(installed):
 #: Run by the installed package: where ddm and its data files are, and that they load.
 CHECK = """
 import csv, json, yaml
-import ddm, ddm.cli, ddm.config, ddm.report
+import ddm, ddm.cli, ddm.config, ddm.report.tables
 from ddm.resources import PUBLISHED_CSV, SCHEMA_PATH, TABLES_TEMPLATE
 
 with PUBLISHED_CSV.open(newline="") as f:
@@ -93,12 +93,12 @@ parsed = ddm.cli.build_parser().parse_args(["report", "--metrics", "m.json", "--
 print(json.dumps({
     "ddm": ddm.__file__,
     "files": [str(p) for p in (SCHEMA_PATH, PUBLISHED_CSV, TABLES_TEMPLATE)],
-    "same_names": ddm.config.SCHEMA_PATH is SCHEMA_PATH and ddm.report.PUBLISHED_CSV is PUBLISHED_CSV,
+    "same_names": ddm.config.SCHEMA_PATH is SCHEMA_PATH and ddm.report.tables.PUBLISHED_CSV is PUBLISHED_CSV,
     "schema": yaml.safe_load(SCHEMA_PATH.read_text())["$schema"],
     "valid": sorted(ddm.config.load_params("params.yaml")["methods"]),
     "published_rows": len(rows),
     "published_columns": sorted(rows[0]),
-    "template": ddm.report._env().get_template(TABLES_TEMPLATE.name).name,
+    "template": ddm.report.tables._env().get_template(TABLES_TEMPLATE.name).name,
     "report_default": parsed.published,
 }))
 """
@@ -149,7 +149,7 @@ def _third_party_imports() -> dict[str, set[str]]:
     """Top-level name of every module ddm/ imports that is neither ddm nor the standard library
     (module level, in functions, and ``__import__("name")``) -> the files that import it."""
     found: dict[str, set[str]] = {}
-    for path in sorted((REPO / "ddm").glob("*.py")):
+    for path in sorted(p for p in (REPO / "ddm").rglob("*.py") if "__pycache__" not in p.parts):
         for node in ast.walk(ast.parse(path.read_text())):
             names = []
             if isinstance(node, ast.Import):
@@ -162,7 +162,7 @@ def _third_party_imports() -> dict[str, set[str]]:
             for name in names:
                 top = name.split(".")[0]
                 if top not in sys.stdlib_module_names and top not in ("ddm", "__future__"):
-                    found.setdefault(top, set()).add(path.name)
+                    found.setdefault(top, set()).add(path.relative_to(REPO / "ddm").as_posix())
     return found
 
 

@@ -1,5 +1,6 @@
-"""ddm.report: collect (mean +- std, Table 1 markers) and render_tables (LaTeX) on hand-written
-metric files with fixed FID values, checked against numpy / scipy.stats.ttest_ind (Welch)."""
+"""ddm.report: collect (mean +- std, Table 1 markers; ddm.report.collect) and render_tables (LaTeX;
+ddm.report.tables) on hand-written metric files with fixed FID values, checked against numpy /
+scipy.stats.ttest_ind (Welch)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,10 @@ from scipy import stats as st
 from conftest import REPO, TINY_PARAMS, run_ddm
 from ddm.config import load_params
 from ddm.io import load_json, save_json
-from ddm.report import METHOD_LABELS, PUBLISHED_CSV, collect, metric_records, records_csv, render_tables
+from ddm.report.collect import collect, metric_records, records_csv
+from ddm.report.labels import METHOD_LABELS
+from ddm.report.tables import render_tables
+from ddm.resources import PUBLISHED_CSV
 
 PUBLISHED = PUBLISHED_CSV  # the package's published results (ddm/data/published.csv)
 
@@ -145,7 +149,7 @@ def _odd_fid(seed: int = 3) -> dict:
 
 
 def test_metrics_csv_is_the_records_one_row_each(tmp_path):
-    from ddm.report import RECORD_COLUMNS, read_records_csv
+    from ddm.report.collect import RECORD_COLUMNS, read_records_csv
 
     files = write_metric_files(tmp_path, datasets=("digits", "cifar10"), fid=_odd_fid())
     _stamp(files[::2], ["2026-11-30T06:25:13Z"] * len(files[::2]))  # older files have no computed_at
@@ -194,7 +198,7 @@ def test_metrics_json_summaries_are_pandas_groupby_of_the_csv(tmp_path, params):
 
 
 def test_collect_takes_the_table_or_the_files(metric_files, params, metrics):
-    from ddm.report import read_records_csv, summarize_records
+    from ddm.report.collect import read_records_csv, summarize_records
 
     assert collect(metric_records(metric_files), params) == metrics
     csv_path = metric_files[0].parent / "metrics.csv"
@@ -291,7 +295,7 @@ def test_template_is_strict(metrics, monkeypatch):
     monkeypatch.setattr(jinja2.Template, "render", capture)
     good = render_tables(metrics, PUBLISHED)
     monkeypatch.undo()
-    from ddm.report import _env
+    from ddm.report.tables import _env
 
     tpl = _env().get_template("tables.tex.j2")
     assert tpl.render(**seen) == good
@@ -504,7 +508,7 @@ def test_tables_compile_with_pdflatex(tmp_path, params):
 
 # --------------------------------------------------------------------------- escaping
 def test_latex_escape_every_special():
-    from ddm.report import latex_escape
+    from ddm.report.labels import latex_escape
 
     assert latex_escape("a_b & 50% #1 $x$ {y} ~ ^ \\") == \
         r"a\_b \& 50\% \#1 \$x\$ \{y\} \textasciitilde{} \textasciicircum{} \textbackslash{}"
@@ -542,7 +546,7 @@ def _git(repo: Path, *args: str) -> str:
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 def test_git_state_commit_and_dirty(tmp_path):
-    from ddm.report import git_state
+    from ddm.report.provenance import git_state
 
     assert git_state(tmp_path) == {"commit": None, "dirty": None}  # not a repository
     repo = tmp_path / "repo"
@@ -572,7 +576,7 @@ def _stamp(files: list[Path], stamps: list[str]) -> None:
 
 
 def test_provenance_dates_come_from_the_metric_files(metric_files, params, tmp_path):
-    from ddm.report import package_versions, provenance
+    from ddm.report.provenance import package_versions, provenance
 
     stamps = [f"2026-11-{d:02d}T10:00:00Z" for d in range(1, len(metric_files) + 1)]
     _stamp(metric_files, stamps)
@@ -592,7 +596,7 @@ def test_provenance_dates_come_from_the_metric_files(metric_files, params, tmp_p
 
 
 def test_params_hash_follows_what_the_numbers_depend_on(params):
-    from ddm.report import params_hash
+    from ddm.report.provenance import params_hash
 
     pairs = [("digits", m) for m in params["methods"]]
     base = params_hash(params, pairs)
@@ -631,7 +635,7 @@ def test_tables_carry_the_provenance_line(metrics):
 
 # --------------------------------------------------------------------------- the PDF report
 def test_report_pages_from_figure_names():
-    from ddm.report import ReportError, report_pages
+    from ddm.report.pdf import ReportError, report_pages
 
     pages = report_pages(["f/fid_vs_nfe_digits.png", "f/samples_digits_ddm_x_nfe20.png", "f/samples_digits_ddm_x_nfe3.png",
                           "f/fig3_digits.png", "f/samples_digits_ddpm_nfe3.png"])
@@ -646,7 +650,7 @@ def test_report_pages_from_figure_names():
 
 
 def _report_inputs(folder: Path, metrics: dict) -> tuple[Path, Path, list[Path]]:
-    from ddm.report import fid_plot
+    from ddm.report.figures import fid_plot
 
     (folder / "metrics.json").write_text(json.dumps(metrics))
     (folder / "tables.tex").write_text(render_tables(metrics, PUBLISHED))
@@ -654,7 +658,7 @@ def _report_inputs(folder: Path, metrics: dict) -> tuple[Path, Path, list[Path]]
 
 
 def test_report_pdf_without_latex_is_a_placeholder(tmp_path, metrics):
-    from ddm.report import LATEX_PACKAGES, build_report_pdf
+    from ddm.report.pdf import LATEX_PACKAGES, build_report_pdf
 
     m, tables, figures = _report_inputs(tmp_path, {**metrics, "provenance": PROV})
     out = build_report_pdf(REPO / "reports" / "report.tex.j2", tables, m, figures, tmp_path / "report.pdf", None)
@@ -668,7 +672,7 @@ def test_report_pdf_without_latex_is_a_placeholder(tmp_path, metrics):
 
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed")
 def test_report_pdf_is_byte_stable_and_fails_clearly(tmp_path, metrics):
-    from ddm.report import ReportError, build_report_pdf, find_latex
+    from ddm.report.pdf import ReportError, build_report_pdf, find_latex
 
     m, tables, figures = _report_inputs(tmp_path, {**metrics, "provenance": PROV})
     template = REPO / "reports" / "report.tex.j2"
@@ -683,11 +687,11 @@ def test_report_pdf_is_byte_stable_and_fails_clearly(tmp_path, metrics):
 
 
 def test_tile_lays_out_images_as_torchvision_make_grid():
-    """ddm.report.tile (figure jobs do not import torchvision: seconds of start-up each) gives
+    """ddm.report.figures.tile (figure jobs do not import torchvision: seconds of start-up each) gives
     make_grid's layout: grey repeated to RGB, padding around and between, a short last row."""
     from torchvision.utils import make_grid
 
-    from ddm.report import tile
+    from ddm.report.figures import tile
 
     g = torch.Generator().manual_seed(0)
     for shape, nrow, padding, value in [((64, 1, 8, 8), 8, 1, 255), ((13, 3, 5, 7), 4, 2, 0), ((2, 1, 3, 3), 1, 0, 9)]:

@@ -24,7 +24,8 @@ import pytest
 from conftest import (BIN, CORES, copy_run, dvc_env, merge_params, run_ddm, run_snakemake, tiny_params, tool_env,
                       write_params)
 from ddm.config import load_params
-from ddm.report import LATEX_PACKAGES, package_versions, params_hash
+from ddm.report.pdf import LATEX_PACKAGES
+from ddm.report.provenance import package_versions, params_hash
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,8 @@ import torch
 
 from ddm.config import resolve
 from ddm.experiment import build
-from ddm.report import collect, format_params, render_tables
+from ddm.report.collect import collect
+from ddm.report.tables import format_params, render_tables
 
 REPO = Path(__file__).resolve().parents[1]
 

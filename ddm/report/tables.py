@@ -1,0 +1,259 @@
+"""The numbers of reports/metrics.json -> LaTeX: reports/tables.tex (Tables 1-5 and the fair-solver
+table; ``render_tables``) through the package's jinja2 templates (``_env``, which ``ddm.claims``
+and the PDF report use too): numbers are formatted in Python, the template uses LaTeX-safe
+delimiters and StrictUndefined (a missing number fails instead of leaving a blank cell), and the
+output is byte-stable (sorted keys, fixed decimals, no dates).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Mapping
+
+from ddm.report.labels import DATASET_LABELS, latex_escape, method_label
+from ddm.report.provenance import provenance_text
+from ddm.resources import PUBLISHED_CSV, TABLES_TEMPLATE
+
+__all__ = ["render_tables", "nonfinite_cells", "format_params", "TASK_COLUMNS", "REFERENCE_LABELS"]
+
+
+def _env():
+    """The jinja2 environment of the package's templates (ddm/templates: ``TABLES_TEMPLATE``'s
+    folder, loaded through the installed package, not the working directory), with LaTeX-safe
+    delimiters."""
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("ddm", "templates"),
+        block_start_string="((*", block_end_string="*))",
+        variable_start_string="(((", variable_end_string=")))",
+        comment_start_string="((#", comment_end_string="#))",
+        undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True, autoescape=False,
+    )
+
+
+def nonfinite_cells(metrics: Mapping) -> list[str]:
+    """The paths (``datasets/digits/results/ddm/10/mean``) of the numbers of ``metrics`` that the
+    tables show (each result's values, mean and std; a task's references) and that are not finite:
+    NaN or infinity, which would render as ``nan`` in a table."""
+    def results(where: str, by_method) -> list[str]:
+        bad = []
+        for method, by_nfe in (by_method or {}).items():
+            for nfe, res in (by_nfe or {}).items():
+                cells = [("mean", res.get("mean")), ("std", res.get("std"))]
+                cells += [(f"values[{i}]", v) for i, v in enumerate(res.get("values") or [])]
+                bad += [f"{where}/{method}/{nfe}/{k}" for k, v in cells if isinstance(v, float) and not math.isfinite(v)]
+        return bad
+
+    bad = []
+    for ds, d in (metrics.get("datasets") or {}).items():
+        bad += results(f"datasets/{ds}/results", d.get("results"))
+    for task, t in ((metrics.get("conditioned") or {}).get("tasks") or {}).items():
+        bad += results(f"conditioned/tasks/{task}/results", t.get("results"))
+        bad += [f"conditioned/tasks/{task}/references/{k}" for k, v in (t.get("references") or {}).items()
+                if isinstance(v, float) and not math.isfinite(v)]
+    return bad
+
+
+def _cell(res: Mapping | None, marker: str | None = None, digits: int = 2) -> str:
+    """``mean`` (``digits`` decimals) with Table 1's marker and `` $\\pm$ std`` (one decimal more)."""
+    if res is None:
+        return "--"
+    if not all(math.isfinite(v) for v in (res["mean"], res.get("std") or 0.0)):
+        raise ValueError(f"a table cell of mean {res['mean']} and std {res.get('std')} is not finite")
+    text = f"{res['mean']:.{digits}f}"
+    if marker == "significant":
+        text = r"\textbf{" + text + r"}\sigmark"
+    elif marker == "not_significant":
+        text = r"\textbf{" + text + r"}\nsmark"
+    if res.get("std") is not None:
+        text += rf" $\pm$ {res['std']:.{digits + 1}f}"
+    return text
+
+
+def _published(path) -> list[dict]:
+    """The rows of a published-results CSV (a path or ``PUBLISHED_CSV``, the package's own)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"published results CSV not found: {path} (the package's own is {PUBLISHED_CSV})")
+    with path.open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _fmt_int(n: int) -> str:
+    return f"{n:,}"
+
+
+def render_tables(metrics: Mapping, published_csv: Path = PUBLISHED_CSV) -> str:
+    """reports/tables.tex: Table 1 (measured, with markers; reported peers marked as such, from
+    ``published_csv``: by default the package's ``PUBLISHED_CSV``), Table 4 and Table 5 when
+    their ablations were run."""
+    published = _published(Path(published_csv) if isinstance(published_csv, str) else published_csv)
+    datasets = []
+    for ds, d in sorted(metrics["datasets"].items()):
+        res = d["results"]
+        t1_methods = [m for m in metrics["table1_methods"] if m in res]
+        nfes = sorted({int(n) for m in t1_methods for n in res[m]})
+        rows = []
+        for m in t1_methods:
+            cells = []
+            for n in nfes:
+                col = d["table1"].get(str(n), {})
+                marker = col.get("marker") if col.get("best") == m else None
+                cells.append(_cell(res[m].get(str(n)), marker))
+            size = d.get("params", {}).get(m)
+            rows.append({"label": method_label(m, metrics), "cells": cells,
+                         "params": format_params(size) if size else "--"})
+        reported = defaultdict(dict)
+        params_of = {}
+        for r in published:
+            if r["table"] == "1" and r["dataset"] == ds:
+                reported[r["method"]][int(r["nfe"])] = float(r["value"])
+                params_of[r["method"]] = r["params"]
+        reported_rows = [{"label": latex_escape(m), "params": latex_escape(params_of[m]) or "--",
+                          "cells": [f"{v[n]:.2f}" if n in v else "--" for n in nfes]} for m, v in reported.items()]
+        samples = {n: next(res[m][str(n)]["num_samples"] for m in t1_methods if str(n) in res[m]) for n in nfes}
+        repeats = {n: max(res[m][str(n)]["n"] for m in t1_methods if str(n) in res[m]) for n in nfes}
+        t4, t4_nfes, t5 = _ablation_tables(metrics, res)
+        solver = None
+        if "solver_table" in d:
+            st = d["solver_table"]
+            s_nfes = sorted(int(n) for n in st["columns"])
+            solver = {"nfes": s_nfes, "rows": [
+                {"label": st["labels"][m], "cells": [
+                    _cell(res[m].get(str(n)), st["columns"][str(n)]["marker"] if st["columns"][str(n)]["best"] == m else None)
+                    for n in s_nfes]} for m in st["rows"]]}
+        datasets.append({
+            "solver": solver,
+            "name": DATASET_LABELS.get(ds, ds), "nfes": nfes, "rows": rows, "reported": reported_rows,
+            "samples": ", ".join(f"NFE {n}: {_fmt_int(samples[n])} samples $\\times$ {repeats[n]}" for n in nfes),
+            "extractor": latex_escape(d["extractor"]), "reference": latex_escape(d["reference"]),
+            "samplers": "; ".join(d.get("samplers", {}).values()),
+            "table4": t4, "t4_nfes": t4_nfes, "table5": t5,
+        })
+    cond = metrics.get("conditioned")
+    return _env().get_template(TABLES_TEMPLATE.name).render(
+        datasets=datasets, preset=metrics["preset"], ht=metrics["ht"], provenance=provenance_text(metrics.get("provenance")),
+        table2=_table2(cond, published) if cond else None, table3=_table3(cond, published) if cond else None)
+
+
+def _ablation_tables(metrics: Mapping, res: Mapping) -> tuple[list[dict], list[int], list[dict]]:
+    """Table 4 (rows, NFE columns) and Table 5 (rows) of one dataset from metrics.json's
+    ``ablation_rows`` (``ddm.roles``): Table 4 has the measured rows; Table 5 all its rows
+    ("--" where not measured) once one of its ablations was measured; 10-step FID as the paper's."""
+    rows = metrics.get("ablation_rows", {})
+    t4_rows = [r for r in rows.get("table4", []) if r["method"] in res]
+    t4_nfes = sorted({n for r in t4_rows for n in _nfes(res, r["method"])})
+    t4 = [{"label": r["label"], "cells": [_cell(res[r["method"]].get(str(n))) for n in t4_nfes]} for r in t4_rows]
+    t5_rows = rows.get("table5", [])
+    measured = any(r["method"] in res for r in t5_rows if r["method"] not in metrics["table1_methods"])
+    t5 = [{"group": r["group"], "label": r["label"], "cell": _cell(res[r["method"]].get("10")) if r["method"] in res
+           else "--"} for r in t5_rows] if measured else []
+    return t4, t4_nfes, t5
+
+
+# -- conditioned generation (Tables 2 and 3) ------------------------------------------------
+#: Per task: its column title, metric label, decimals, and the paper's dataset (published.csv).
+TASK_COLUMNS = {
+    "saliency": {"title": "Saliency detection", "metric": r"MAE$\downarrow$", "digits": 4, "paper": "duts"},
+    "super_resolution": {"title": "Super-resolution", "metric": r"PSNR$\uparrow$", "digits": 2, "paper": "div2k"},
+    "inpainting": {"title": "Image inpainting", "metric": r"FID$\downarrow$", "digits": 2, "paper": "celebahq256"},
+}
+#: Labels of the trivial references (``ddm.conditioned.task_references``).
+REFERENCE_LABELS = {"all_background": "All background", "bicubic": "Bicubic", "mean_fill": "Mean-colour fill",
+                    "test_images": "Test images (real)"}
+
+
+def _task_order(cond: Mapping) -> list[str]:
+    """The measured tasks in the paper's column order (saliency, super-resolution, inpainting)."""
+    return [t for t in TASK_COLUMNS if t in cond["tasks"]]
+
+
+def _task_cell(cond: Mapping, task: str, method: str, nfe: int) -> str:
+    t = cond["tasks"][task]
+    column = t["markers"].get(str(nfe), {})
+    marker = column.get("marker") if column.get("best") == method else None
+    return _cell(t["results"].get(method, {}).get(str(nfe)), marker, TASK_COLUMNS[task]["digits"])
+
+
+def _reported(published: list[dict], table: str, task: str) -> list[tuple[str, int, float]]:
+    """(method, NFE, value) of the paper's rows of ``table`` on the task's dataset (published.csv)."""
+    ds = TASK_COLUMNS[task]["paper"]
+    return [(r["method"], int(r["nfe"]), float(r["value"])) for r in published if r["table"] == table and r["dataset"] == ds]
+
+
+def _table2(cond: Mapping, published: list[dict]) -> dict:
+    """Table 2: one (method, value) column pair per task; rows: the measured methods at Table 2's
+    NFEs, the trivial references, the paper's reported rows (its DDPM/DDM and the state of the art)."""
+    from itertools import zip_longest
+
+    tasks = _task_order(cond)
+    digits = {t: TASK_COLUMNS[t]["digits"] for t in tasks}
+    measured = [[(f"{cond['labels'][m]}-{n} step", _task_cell(cond, t, m, n)) for t in tasks]
+                for m in cond["methods"] for n in cond["table2_nfe"]]
+    refs = [[(REFERENCE_LABELS.get(k, latex_escape(k)), f"{v:.{digits[t]}f}")
+             for k, v in cond["tasks"][t]["references"].items()] for t in tasks]
+    reported = [[(latex_escape(m) + (f"-{n} step (paper)" if n else "") + r"\reported{}", f"{v:.{digits[t]}f}")
+                 for m, n, v in _reported(published, "2", t)] for t in tasks]
+    blank = ("", "")
+
+    def pad(columns):
+        return [list(row) for row in zip_longest(*columns, fillvalue=blank)]
+
+    return {"tasks": [{"title": TASK_COLUMNS[t]["title"], "metric": TASK_COLUMNS[t]["metric"]} for t in tasks],
+            "measured": measured, "references": pad(refs), "reported": pad(reported), "caption": _task_caption(cond)}
+
+
+def _table3(cond: Mapping, published: list[dict]) -> dict:
+    """Table 3: the measured methods (and the paper's DDPM/DDM rows) at Table 3's NFEs, per task."""
+    tasks, nfes = _task_order(cond), cond["table3_nfe"]
+    rows = [{"label": cond["labels"][m], "cells": [_task_cell(cond, t, m, n) for t in tasks for n in nfes]}
+            for m in cond["methods"]]
+    paper: dict = defaultdict(dict)
+    for t in tasks:
+        for m, n, v in _reported(published, "3", t):
+            paper[m][t, n] = f"{v:.{TASK_COLUMNS[t]['digits']}f}"
+    reported = [{"label": latex_escape(m) + r" (paper)\reported{}", "cells": [cells.get((t, n), "--") for t in tasks for n in nfes]}
+                for m, cells in paper.items() if {(t, n) for t in tasks for n in nfes} & set(cells)]
+    return {"tasks": [{"title": TASK_COLUMNS[t]["title"], "metric": TASK_COLUMNS[t]["metric"]} for t in tasks],
+            "nfes": nfes, "rows": rows, "reported": reported}
+
+
+def _task_caption(cond: Mapping) -> str:
+    """What the embedded tasks are and how they are scored, for Table 2's caption."""
+    parts = []
+    for task, t in ((k, cond["tasks"][k]) for k in _task_order(cond)):
+        n = next(iter(next(iter(t["results"].values())).values()))["num_samples"]
+        size = f"{t['size']}$\\times${t['size']}, " if t.get("size") else ""
+        parts.append({
+            "saliency": f"saliency detection MAE$\\downarrow$ (shapes and digits on textures, {size}{n} test images; "
+                        "stands in for DUTS)",
+            "super_resolution": f"$\\times${t.get('scale') or 4} super-resolution PSNR$\\uparrow$ (Y channel, "
+                                f"{t.get('scale') or 4}-pixel border cropped; photo patches, {size}{n} test patches; "
+                                "stands in for DIV2K)",
+            "inpainting": f"inpainting FID$\\downarrow$ (digits with LaMa-distributed holes, {size}{n} test digits, "
+                          "digits-classifier features against the training digits; stands in for CelebA-HQ)",
+        }[task])
+    return "; ".join(parts) + _latent_caption(cond)
+
+
+def _latent_caption(cond: Mapping) -> str:
+    """Table 2's caption sentence on the tasks that run in latent space (§5.1: a KL autoencoder of
+    factor 4, latent diffusion): factor, latent channels and test-split reconstruction PSNR."""
+    parts = [f"{TASK_COLUMNS[k]['title'].lower()} runs in the latent space of a KL-f{t['latent']['factor']} "
+             f"autoencoder ({t['latent']['z_channels']} latent channels), reconstruction PSNR "
+             f"{t['latent']['psnr']:.1f}~dB on the test split"
+             for k, t in ((k, cond["tasks"][k]) for k in _task_order(cond)) if t.get("latent")]
+    return ". Latent diffusion (as the paper's >256-pixel tasks): " + "; ".join(parts) if parts else ""
+
+
+def format_params(n: int) -> str:
+    """A parameter count as Table 1 writes it: 175M, 1.6M, 0.27M."""
+    m = n / 1e6
+    return f"{m:.0f}M" if m >= 10 else f"{m:.1f}M" if m >= 1 else f"{m:.2f}M"
+
+
+def _nfes(res: Mapping, method: str) -> list[int]:
+    return sorted(int(n) for n in res.get(method, {}))
