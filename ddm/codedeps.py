@@ -183,14 +183,15 @@ def _entry_modules(command: str, modules: dict, trees: dict) -> set[str]:
 def command_modules(command: str, pkg: str | os.PathLike | None = None) -> list[str]:
     """The package modules ``ddm <command>`` may run, sorted: ``ddm``, ``ddm.__main__``,
     ``ddm.cli`` (of which the digest counts only the parts the subcommand runs) and every module
-    those parts import, transitively."""
+    those parts import, transitively, with the ``__init__`` of each subpackage on the way."""
     _, modules, trees, edges = _load(pkg)
     closure, todo = {f"{PACKAGE}.cli", f"{PACKAGE}.__main__"}, [*_entry_modules(command, modules, trees), PACKAGE]
     while todo:
         m = todo.pop()
         if m not in closure:
             closure.add(m)
-            todo += edges[m]
+            parents = [".".join(m.split(".")[:i]) for i in range(1, m.count(".") + 1)]
+            todo += [*edges[m], *parents]  # importing ddm.a.b runs ddm/a/__init__.py first
     return sorted(m for m in closure if m in modules)
 
 

@@ -23,12 +23,14 @@ import logging
 import math
 import sys
 from dataclasses import dataclass, field
-from importlib.resources import files
 from pathlib import Path
 
 import yaml
 
-TABLE = files("ddm") / "data" / "throughput.yaml"
+from ddm.resources import THROUGHPUT
+
+#: The throughput table (ddm/data/throughput.yaml).
+TABLE = THROUGHPUT
 #: rules whose jobs resume from checkpoints after a time limit (USR1 -> checkpoint -> exit 75)
 RESUMABLE = ("train", "train_task", "train_autoencoder")
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from importlib.resources import files
 
-__all__ = ["DATA", "SCHEMA_PATH", "PUBLISHED_CSV", "TEMPLATES", "TABLES_TEMPLATE", "CLAIMS_TEMPLATE"]
+__all__ = ["DATA", "SCHEMA_PATH", "PUBLISHED_CSV", "THROUGHPUT", "TEMPLATES", "TABLES_TEMPLATE", "CLAIMS_TEMPLATE"]
 
 #: ddm/data: the package's data files.
 DATA = files("ddm") / "data"
@@ -28,6 +28,9 @@ SCHEMA_PATH = DATA / "params.schema.yaml"
 #: Published results shown beside the measured ones in Table 1 (columns table, dataset, method,
 #: params, nfe, value, source); the default of ``ddm report --published``.
 PUBLISHED_CSV = DATA / "published.csv"
+#: Throughput table of the plan before submitting (``python -m ddm.plan``): measured and estimated
+#: FLOP/s per device and kind of work.
+THROUGHPUT = DATA / "throughput.yaml"
 #: ddm/templates: the jinja2 templates of ``ddm.report.tables`` (and ``ddm.claims``).
 TEMPLATES = files("ddm") / "templates"
 #: reports/tables.tex's template (``ddm.report.tables.render_tables``).

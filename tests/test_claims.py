@@ -17,6 +17,7 @@ from conftest import REPO, TINY_PARAMS, run_ddm
 from ddm import claims
 from ddm.claims import NOT_REPRODUCED, NOT_TESTED, REPRODUCED, render_claims, verdicts
 from ddm.config import load_params
+from ddm.io import save_json
 from ddm.report.collect import _markers
 from ddm.roles import table_rows
 from ddm.stats import summarize
@@ -223,9 +224,8 @@ def test_ddm_report_writes_claims_tex(tmp_path):
     """Through the CLI: `ddm report --claims` from a metrics.json and a Fig. 3 curves file."""
     metrics = make_metrics()
     fig3 = metrics.pop("fig3")["digits"]
-    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
-    (tmp_path / "results" / "metrics" / "digits").mkdir(parents=True)
-    (tmp_path / "results" / "metrics" / "digits" / "fig3.json").write_text(json.dumps(fig3))
+    save_json(metrics, tmp_path / "metrics.json")  # products carry their checksum (ddm.io)
+    save_json(fig3, tmp_path / "results" / "metrics" / "digits" / "fig3.json")
     r = run_ddm(tmp_path, "report", "--metrics", "metrics.json", "--out", "tables.tex", "--claims", "claims.tex",
                 "--fig3", "results/metrics/digits/fig3.json")
     assert r.returncode == 0, r.output

@@ -72,6 +72,8 @@ def pkg(tmp_path) -> Path:
         "beta.py": ("from typing import TYPE_CHECKING\nfrom ddm import delta  # codedeps: names only\n"
                     "if TYPE_CHECKING:\n    from ddm.alpha import f\n\ndef g():\n    from ddm.gamma import h\n    return h()\n"),
         "delta.py": "NAMES = ['x']\n",
+        "sub/__init__.py": "X = 1\n",
+        "sub/leaf.py": "def leaf():\n    return 1\n",
         "gamma.py": "from ddm.resources import TEMPLATE\n\ndef h():\n    return TEMPLATE\n",
         "resources.py": 'from importlib.resources import files\nDATA = files("ddm") / "data"\nTEMPLATE = DATA / "t.txt"\n',
         "data/t.txt": "template v1\n",
@@ -84,6 +86,14 @@ def test_each_subcommand_runs_its_handlers_imports_transitively(pkg):
     # not counted: imports under `if TYPE_CHECKING:` (they never run) and lines marked names-only
     assert command_modules("b", pkg) == ["ddm", "ddm.beta", "ddm.cli", "ddm.gamma", "ddm.io", "ddm.resources"]
     assert "ddm/data/t.txt" in command_files("a", pkg)  # gamma names resources.TEMPLATE
+
+
+def test_a_subpackages_init_runs_with_its_modules(pkg):
+    cli = pkg / "cli.py"
+    cli.write_text(cli.read_text().replace("from .beta import g  # relative, function-level",
+                                           "from .beta import g  # relative, function-level\n    from ddm.sub.leaf import leaf"))
+    assert {"ddm.sub", "ddm.sub.leaf"} <= set(command_modules("b", pkg))
+    assert "ddm/sub/__init__.py" in command_files("b", pkg)
 
 
 def test_digest_ignores_docstrings_comments_and_blank_lines(pkg):
@@ -201,8 +211,11 @@ def test_a_code_change_reruns_the_jobs_that_run_it(tiny_run_copy):
 
 def test_every_package_data_file_has_a_name_in_resources():
     """ddm.codedeps finds the data files a subcommand reads by their ddm/resources.py names; a file
-    without one would be read by no digest, and its edits would rerun nothing."""
-    named = {f for c in commands(REPO / "ddm") for f in command_files(c, REPO / "ddm") if not f.endswith(".py")}
-    files = {p.relative_to(REPO).as_posix() for folder in ("data", "templates")
-             for p in (REPO / "ddm" / folder).rglob("*") if p.is_file()}
-    assert files <= named, f"no ddm/resources.py name, or no subcommand reads them: {sorted(files - named)}"
+    without one would be in no digest, and its edits would rerun nothing."""
+    import ddm.resources
+
+    named = {Path(str(getattr(ddm.resources, n))).resolve() for n in ddm.resources.__all__}
+    files = {p.resolve() for folder in ("data", "templates") for p in (REPO / "ddm" / folder).rglob("*") if p.is_file()}
+    assert files <= named, f"no ddm/resources.py name: {sorted(str(p) for p in files - named)}"
+    read = {f for c in commands(REPO / "ddm") for f in command_files(c, REPO / "ddm") if not f.endswith(".py")}
+    assert {"ddm/templates/tables.tex.j2", "ddm/templates/claims.tex.j2", "ddm/data/published.csv"} <= read

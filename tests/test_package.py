@@ -35,7 +35,8 @@ from conftest import REPO, TINY_PARAMS
 #: What a wheel of ddm is built from (pyproject.toml names README.md as the readme).
 SOURCES = ("pyproject.toml", "README.md", "ddm")
 #: The package's data files, relative to the package folder.
-DATA_FILES = ("data/params.schema.yaml", "data/published.csv", "templates/tables.tex.j2")
+DATA_FILES = ("data/params.schema.yaml", "data/published.csv", "data/throughput.yaml", "templates/tables.tex.j2",
+              "templates/claims.tex.j2")
 #: Seconds for one pip or ddm subprocess (a loaded 2-core machine).
 TIMEOUT = 600
 
@@ -99,7 +100,7 @@ print(json.dumps({
     "published_rows": len(rows),
     "published_columns": sorted(rows[0]),
     "template": ddm.report.tables._env().get_template(TABLES_TEMPLATE.name).name,
-    "report_default": parsed.published,
+    "report_default": str(ddm.cli._published_csv(parsed.published)),  # no --published: the package's
 }))
 """
 
