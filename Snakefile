@@ -35,17 +35,6 @@ except ConfigError as e:
     raise WorkflowError(str(e)) from None
 
 
-def unwritable_folder():
-    """The first folder a job writes below (results/, reports/, data/, logs/ and their folders that
-    are not links, as they exist) that this run cannot write to, or None."""
-    for top in ("results", "reports", "data", "logs"):
-        for folder, subfolders, _ in os.walk(top):
-            subfolders[:] = sorted(d for d in subfolders if not os.path.islink(os.path.join(folder, d)))
-            if not os.access(folder, os.W_OK | os.X_OK):
-                return folder
-    return None
-
-
 onstart:  # a real run with jobs to run, before the first: not a dry run
     _folder = unwritable_folder()
     if _folder:

@@ -12,6 +12,7 @@ tests/test_bad_inputs.py does); one case also runs the real ``ddm`` process.
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import re
 import shlex
@@ -323,3 +324,29 @@ def test_verify_product_reads_json_without_torch_or_numpy(tmp_path):
             "bad = [m for m in ('torch', 'numpy') if m in sys.modules]; assert not bad, bad")
     r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "m.json")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+# --------------------------------------------------------------------------- the pipeline's DVC record
+@pytest.mark.slow
+def test_a_corrupt_product_is_never_committed_to_dvc_lock(tiny_run_copy):
+    """A sample set corrupted after the run with its mtime kept: Snakemake sees nothing to redo,
+    but the end-of-run `dvc commit` (the Snakefile's onsuccess) refuses to record it, and
+    `dvc status` keeps saying that the sample folder changed."""
+    from conftest import run_tool
+
+    work = tiny_run_copy
+    if not (work / ".dvc").is_dir():
+        pytest.skip("git is not installed: the tiny run is not a DVC repository")
+    lock = (work / "dvc.lock").read_text()
+    bad = sorted((work / "results" / "samples").rglob("*.pt"))[0]
+    stat = bad.stat()
+    flip_torch(bad)
+    os.utime(bad, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    grid = sorted((work / "reports" / "figures").glob("samples_*.png"))[0]
+    grid.unlink()  # something to do, so that the run ends and its onsuccess runs
+    r = run_tool(work, "snakemake", "--cores", "2", "all")
+    assert grid.is_file()
+    assert "dvc.lock not updated: 1 product(s) do not verify" in r.output and bad.name in r.output, r.output[-3000:]
+    assert (work / "dvc.lock").read_text() == lock
+    status = run_tool(work, "dvc", "status", "sample").output
+    assert "results/samples" in status and "modified" in status, status

@@ -70,7 +70,7 @@ CODE = cached_code_digests(package_dir(), ".snakemake/ddm-code")
 
 
 def code_of(rule):
-    """The `code` param of a rule that runs `ddm`: the digest of the package modules its subcommand
+    """The `code` param of each rule that runs `ddm`, the digest of the package modules its subcommand
     imports (function-level imports too) and of the package data files they name; docstrings,
     comments and blank lines do not count. Snakemake reruns a job whose params changed, so a fixed
     sampler reruns the sample jobs and what reads their samples, and leaves the rest. DVC's view
@@ -78,8 +78,8 @@ def code_of(rule):
     try:
         return CODE[RULE_COMMANDS[rule]]
     except KeyError:
-        raise WorkflowError(f"rule {rule}: no `ddm` subcommand for it in workflow/phases.yaml (rules: "
-                            f"{{{rule}: <subcommand>}} under its phase) or no such subcommand in ddm/cli.py") from None
+        raise WorkflowError(f"no `ddm` subcommand for the rule {rule} in workflow/phases.yaml (map it under its "
+                            "phase's rules to its subcommand), or no such subcommand in ddm/cli.py") from None
 
 # Conditioned generation (Tables 2 and 3; workflow/rules/tasks.smk), when `conditioned: true`: the
 # tasks, the methods and the (NFE, repeat) sample sets of each (task, method). The rules are defined
@@ -412,3 +412,15 @@ def train_launcher(wc):
 def train_threads_per_process(wc, threads):
     """CPU threads of each training process: the job's threads shared by its K processes."""
     return max(1, threads // train_geometry(wc)[0])
+
+
+# -- before the run (the Snakefile's onstart) ----------------------------------------------
+def unwritable_folder():
+    """The first folder a job writes below (results/, reports/, data/, logs/ and their folders that
+    are not links, as they exist) that this run cannot write to, or None."""
+    for top in ("results", "reports", "data", "logs"):
+        for folder, subfolders, _ in os.walk(top):
+            subfolders[:] = sorted(d for d in subfolders if not os.path.islink(os.path.join(folder, d)))
+            if not os.access(folder, os.W_OK | os.X_OK):
+                return folder
+    return None
