@@ -49,6 +49,7 @@ from ddm.resources import PUBLISHED_CSV  # standard library only: `ddm --help` s
 # InputError: an option value or input file the command cannot use (exit code 2)
 from ddm.io import InputError, check_input_file as _input_file, load_torch as _torch_file  # torch inside
 from ddm.modelfile import SEED_BLOCK, load_model, read_model, sample_seeds, save_model  # torch inside
+from ddm.shards import SAMPLE_BATCH  # standard library only
 
 log = logging.getLogger("ddm")
 
@@ -103,11 +104,12 @@ def _device(name: str) -> str:
 
 
 def _load_images(path, what: str = "sample file", maker: str = "ddm sample", *, min_count: int = 1,
-                 channels: int | None = None, resolution: int | None = None):
-    """A uint8 image tensor (N, C, H, W) from a file of ``ddm prepare`` / ``ddm sample``."""
+                 channels: int | None = None, resolution: int | None = None, mmap: bool = False):
+    """A uint8 image tensor (N, C, H, W) from a file of ``ddm prepare`` / ``ddm sample``
+    (``mmap``: read from the file as it is used, for a data set larger than memory)."""
     import torch
 
-    x = _torch_file(path, what, maker)
+    x = _torch_file(path, what, maker, mmap=mmap)
     if not isinstance(x, torch.Tensor) or x.ndim != 4:
         got = f"a tensor of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else f"a {type(x).__name__}"
         raise InputError(f"{what} {path} holds {got}; expected uint8 images (N, C, H, W) written by `{maker}`")
@@ -318,7 +320,7 @@ def _reference(path) -> None:
 
 def cmd_refstats(args) -> None:
     ex = _extractor(args.extractor)
-    images = _load_images(args.data, "dataset file", "ddm prepare", min_count=2)
+    images = _load_images(args.data, "dataset file", "ddm prepare", min_count=2, mmap=True)  # streamed if large
     _check_out(args.out)
     from ddm.metrics import reference_stats  # torch-fidelity: once the checks passed
 
@@ -398,6 +400,7 @@ def cmd_sample(args) -> None:
     from ddm.config import resolve, resolved_hash
 
     cfg = resolve(_params(args), args.dataset, args.method)
+    bounds = _shard_bounds(args)
     from ddm.data import to_uint8  # torch: once params.yaml passed
     from ddm.experiment import generate
     from ddm.io import save_torch
@@ -418,11 +421,29 @@ def cmd_sample(args) -> None:
         images = _load_images(args.data, "dataset file", "ddm prepare", channels=cfg["channels"],
                               resolution=cfg["resolution"])
         net = PosteriorMeanDenoiser(to_model_range(images).to(_default_device(args)), exp.process)
-    seeds = sample_seeds(args.repeat, args.num_samples)
+    seeds = sample_seeds(args.repeat, args.num_samples)[slice(*bounds)]
     x = generate(exp, net, args.nfe, seeds, batch_size=args.batch_size, device=_default_device(args))
     with _writing(args.out):
         save_torch(to_uint8(x.clamp(-1, 1)), args.out)
     log.info("%d samples at NFE %d -> %s", len(seeds), args.nfe, args.out)
+
+
+def _shard_bounds(args) -> tuple[int, int]:
+    """[start, stop) of the samples this job draws: the whole set, or shard --shard of
+    --shard-size samples (ddm.shards: whole batches, so the shards merge to the one-job set)."""
+    from ddm.shards import shard_bounds, shard_size_error
+
+    if args.shard is None:
+        return 0, args.num_samples
+    if args.shard_size is None:
+        raise InputError(f"--shard {args.shard} needs --shard-size: pass the set's shard size (params.yaml shard_size)")
+    why = shard_size_error(args.shard_size, args.batch_size)
+    if why:
+        raise InputError(f"--shard-size {why} (--batch-size {args.batch_size})")
+    try:
+        return shard_bounds(args.shard, args.num_samples, args.shard_size)
+    except ValueError as e:
+        raise InputError(f"--{e}") from None
 
 
 def cmd_evaluate(args) -> None:
@@ -433,14 +454,23 @@ def cmd_evaluate(args) -> None:
     if args.method not in all_methods(params):
         raise ConfigError(f"unknown method '{args.method}' (allowed: {', '.join(sorted(all_methods(params)))})")
     ex = _extractor(args.extractor)
-    samples = _load_images(args.samples, min_count=2, channels=DATASET_CHANNELS.get(args.dataset),
-                           resolution=block["resolution"])
+    shape = {"channels": DATASET_CHANNELS.get(args.dataset), "resolution": block["resolution"]}
+    if len(args.samples) == 1:  # one file: the one-pass FID of its images
+        samples = _load_images(args.samples[0], min_count=2, **shape)
+    for path in args.samples:
+        _input_file(path, "sample file")
     _reference(args.reference)
     _check_out(args.out)
     from ddm.io import save_json, utc_timestamp
     from ddm.metrics import fid  # torch-fidelity: once the checks passed
 
-    result = fid(samples, args.reference, ex["extractor"], ex["weights"])
+    if len(args.samples) == 1:
+        result = fid(samples, args.reference, ex["extractor"], ex["weights"])
+    else:  # the shards of a set, one in memory at a time (ddm.fidstats)
+        from ddm.fidstats import streaming_fid
+
+        shards = (_load_images(path, **shape) for path in args.samples)
+        result = streaming_fid(shards, args.reference, ex["extractor"], ex["weights"])
     result.update({k: getattr(args, k) for k in ("dataset", "method", "nfe", "repeat")})
     result["computed_at"] = utc_timestamp()  # provenance: when this FID was computed (reports' date)
     with _writing(args.out):
@@ -883,7 +913,9 @@ def _add_steps(sub) -> None:
     s.add_argument("--nfe", type=positive, required=True)
     s.add_argument("--repeat", type=count, default=0)
     s.add_argument("--num-samples", type=samples, required=True)
-    s.add_argument("--batch-size", type=positive, default=500)
+    s.add_argument("--batch-size", type=positive, default=SAMPLE_BATCH)
+    s.add_argument("--shard", type=count, help="draw only shard K of the set: samples [K*S, (K+1)*S) (ddm.shards)")
+    s.add_argument("--shard-size", type=positive, help="S, the samples per shard (with --shard)")
     s.add_argument("--data", help="training images (for `denoiser: posterior_mean`, the sampler ceiling)")
     s.add_argument("--device", **device)
     s = _add(sub, "convergence", cmd_convergence, "FID against training step from a model's snapshots",
@@ -891,8 +923,9 @@ def _add_steps(sub) -> None:
     s.add_argument("--nfe", type=positive, nargs="+", required=True)
     s.add_argument("--num-samples", type=samples, required=True)
     s.add_argument("--device", **device)
-    s = _add(sub, "evaluate", cmd_evaluate, "FID of a sample file", "samples", "reference", "extractor",
-             "dataset", "method", "out")
+    s = _add(sub, "evaluate", cmd_evaluate, "FID of a sample set (one file, or its shards in order)", "reference",
+             "extractor", "dataset", "method", "out")
+    s.add_argument("--samples", nargs="+", required=True, help="the set's file, or its shard files (streamed)")
     s.add_argument("--nfe", type=positive, required=True)
     s.add_argument("--repeat", type=count, required=True)
     s = _add(sub, "fig3", cmd_fig3, "Fig. 3: MSE of the predicted x0 against t", "out")

@@ -24,6 +24,7 @@ import yaml
 from ddm import catalog
 from ddm.catalog import fit_error
 from ddm.resources import SCHEMA_PATH
+from ddm.shards import shard_size_error
 
 __all__ = ["ConfigError", "read_yaml", "load_params", "validate", "schema", "dataset_names", "all_methods", "resolve",
            "resolved_hash", "model_of", "check_fit", "SCHEMA_PATH", "SCHEMA_ENUMS", "METHOD_DEFAULTS", "REPORT_KEYS",
@@ -161,6 +162,9 @@ def validate(params: Mapping) -> None:
             if errors:
                 raise ConfigError(f"params.yaml: {where}/{name}: {errors[0].message}")
         _validate_convergence(params, ds, block, trained)
+        why = block.get("shard_size") is not None and shard_size_error(block["shard_size"])
+        if why:
+            raise ConfigError(f"params.yaml: presets/{params['preset']}/{ds}/shard_size: {why}")
     _validate_fit(params)
     _validate_denoisers(params, trained)
     _validate_conditioned(params, validator, schema_)

@@ -115,15 +115,16 @@ def check_input_file(path: str | os.PathLike, what: str) -> Path:
     return p
 
 
-def load_torch(path: str | os.PathLike, what: str, maker: str) -> Any:
+def load_torch(path: str | os.PathLike, what: str, maker: str, *, mmap: bool = False) -> Any:
     """The object in a torch file, loaded safely (tensors and plain containers only,
     ``weights_only=True``) onto the CPU; InputError naming ``what`` and the command ``maker`` that
-    writes it for any file that cannot be read."""
+    writes it for any file that cannot be read. ``mmap``: tensors read from the file as they are
+    used (a data set larger than memory, streamed by ``ddm refstats``)."""
     import torch
 
     p = check_input_file(path, what)
     try:
-        return torch.load(p, map_location="cpu", weights_only=True)
+        return torch.load(p, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # any failure to read means the file is unusable; torch's text is not shown
         raise InputError(f"{what} {path} cannot be read ({type(e).__name__}: truncated, corrupt or not a "
                          f"file of `{maker}`): write it again with `{maker}`") from None

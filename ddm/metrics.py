@@ -72,6 +72,7 @@ __all__ = [
     "frechet_distance",
     "reference_stats",
     "load_reference_stats",
+    "checked_reference",
     "fid",
     "rgb_to_y",
     "psnr",
@@ -471,15 +472,16 @@ def reference_stats(
     ``num_samples``, ``format`` and the torch-fidelity version. Returns that record (without
     mu/sigma) plus ``path``.
     """
+    from ddm.fidstats import reference_statistics  # a large data set: streamed in chunks
+
     weights = resolve_weights(extractor, weights_path)
-    feats = extract_features(images_uint8, extractor, weights, batch_size=batch_size, cuda=cuda)
-    mu, sigma = feature_statistics(feats)
+    mu, sigma, count = reference_statistics(images_uint8, extractor, weights, batch_size=batch_size, cuda=cuda)
     record = {
         "format": _STATS_FORMAT,
         "extractor": extractor,
         "feature_layer": FID_FEATURE_LAYER[extractor],
         "weights_sha256": file_checksum(weights, memo=True),
-        "num_samples": int(feats.shape[0]),
+        "num_samples": count,
         "torch_fidelity_version": torch_fidelity.__version__,
     }
     arrays = {k: np.asarray(v) for k, v in record.items()}
@@ -503,6 +505,26 @@ def load_reference_stats(path: str | os.PathLike) -> dict:
         }
 
 
+def checked_reference(ref_stats_path, extractor: str, weights_path) -> tuple[dict, Path, str]:
+    """(reference statistics, weights file, its sha256) once the reference is known to be made
+    with this extractor, feature layer and weights file; else :class:`ReferenceMismatchError`."""
+    weights = resolve_weights(extractor, weights_path)
+    ref = load_reference_stats(ref_stats_path)
+    digest = file_checksum(weights, memo=True)
+    if ref["extractor"] != extractor or ref["feature_layer"] != FID_FEATURE_LAYER[extractor]:
+        raise ReferenceMismatchError(
+            f"reference {ref_stats_path} was made with extractor {ref['extractor']!r} "
+            f"(layer {ref['feature_layer']}), samples use {extractor!r} "
+            f"(layer {FID_FEATURE_LAYER[extractor]})"
+        )
+    if ref["weights_sha256"] != digest:
+        raise ReferenceMismatchError(
+            f"reference {ref_stats_path} was made with weights sha256={ref['weights_sha256']}, "
+            f"but {weights} has sha256={digest}: recompute the reference statistics"
+        )
+    return ref, weights, digest
+
+
 def fid(
     samples_uint8,
     ref_stats_path: str | os.PathLike,
@@ -519,20 +541,7 @@ def fid(
     are missing. Returns ``{"fid", "num_samples", "extractor", "reference", "weights_sha256"}``;
     ``reference`` is ``"<stats file name> (n=<reference sample count>)"``.
     """
-    weights = resolve_weights(extractor, weights_path)
-    ref = load_reference_stats(ref_stats_path)
-    digest = file_checksum(weights, memo=True)
-    if ref["extractor"] != extractor or ref["feature_layer"] != FID_FEATURE_LAYER[extractor]:
-        raise ReferenceMismatchError(
-            f"reference {ref_stats_path} was made with extractor {ref['extractor']!r} "
-            f"(layer {ref['feature_layer']}), samples use {extractor!r} "
-            f"(layer {FID_FEATURE_LAYER[extractor]})"
-        )
-    if ref["weights_sha256"] != digest:
-        raise ReferenceMismatchError(
-            f"reference {ref_stats_path} was made with weights sha256={ref['weights_sha256']}, "
-            f"but {weights} has sha256={digest}: recompute the reference statistics"
-        )
+    ref, weights, digest = checked_reference(ref_stats_path, extractor, weights_path)
     feats = extract_features(samples_uint8, extractor, weights, batch_size=batch_size, cuda=cuda)
     mu, sigma = feature_statistics(feats)
     return {
