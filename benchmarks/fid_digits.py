@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ddm import metrics as M
+from ddm import fidstats
 from ddm.data import load_dataset
 
 
@@ -58,7 +59,7 @@ def main(argv=None) -> None:
         print(f"classifier training: {time.perf_counter() - t:.2f} s, test accuracy {acc:.4f}")
     ref = work / "digits_train_stats.npz"
     t = time.perf_counter()
-    M.reference_stats(train, M.DIGITS_CLASSIFIER, args.weights, ref, batch_size=args.batch_size)
+    fidstats.reference_stats(train, M.DIGITS_CLASSIFIER, args.weights, ref, batch_size=args.batch_size)
     print(f"reference stats ({len(train)} train images): {time.perf_counter() - t:.2f} s")
 
     samples = jittered_tiles(train, args.n, args.seed)

@@ -23,6 +23,7 @@ import torch
 import yaml
 
 from ddm import metrics as M
+from ddm import fidstats
 from ddm.config import resolve
 from ddm.data import load_dataset, to_model_range, to_uint8
 from ddm.experiment import build
@@ -72,7 +73,7 @@ def main(argv=None) -> None:
         M.train_digits_classifier(weights, seed=0)
     ref = work / "reference.npz"
     if not ref.exists():
-        M.reference_stats(images, M.DIGITS_CLASSIFIER, weights, ref)
+        fidstats.reference_stats(images, M.DIGITS_CLASSIFIER, weights, ref)
 
     exp = build(cfg)
     torch.manual_seed(cfg["train"]["seed"])

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from ddm import metrics as M
+from ddm import fidstats
 from ddm.baselines import VESDE, VPSDE
 from ddm.sde_samplers import sample_ve_em, sample_vp_ancestral, sample_vp_em, sde_grid
 from ddm.ceiling import PosteriorMeanDenoiser
@@ -46,7 +47,7 @@ def main(argv=None) -> None:
     train = load_dataset("digits", None, "train", resolution=8)
     weights, ref = work / "digits_classifier.pt", work / "reference.npz"
     M.train_digits_classifier(weights, seed=0)
-    M.reference_stats(train, M.DIGITS_CLASSIFIER, weights, ref)
+    fidstats.reference_stats(train, M.DIGITS_CLASSIFIER, weights, ref)
 
     def score(u8):
         return M.fid(u8, ref, M.DIGITS_CLASSIFIER, weights)["fid"]

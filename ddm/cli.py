@@ -49,9 +49,10 @@ import warnings
 from pathlib import Path
 
 # InputError: an option value or input file the command cannot use (exit code 2)
-from ddm.contracts import check_reference, is_autoencoder_file, load_images, load_json  # the files' contracts
+from ddm.contracts import check_metric_files, check_reference, is_autoencoder_file, load_images, load_json
 from ddm.io import InputError, check_input_file as _input_file
 from ddm.modelfile import SEED_BLOCK, read_model, sample_seeds, save_model  # torch inside
+from ddm.shards import SAMPLE_BATCH  # standard library only
 
 log = logging.getLogger("ddm")
 
@@ -97,15 +98,6 @@ def _nfe(text: str) -> int:
     if msg:
         raise argparse.ArgumentTypeError(msg)
     return value
-
-
-def _check_num_samples(n: int, cfg: dict) -> None:
-    """``--num-samples`` fits in this machine's memory as a sample set of the config's shape."""
-    from ddm.limits import samples_error
-
-    msg = samples_error(n, cfg["channels"], cfg["resolution"])
-    if msg:
-        raise InputError(f"--num-samples {n}: {msg}")
 
 
 def _device(name: str) -> str:
@@ -241,9 +233,9 @@ def cmd_extractor(args) -> None:
 
 def cmd_refstats(args) -> None:
     ex = load_json(args.extractor, "extractor")
-    images = load_images(args.data, "dataset file", "ddm prepare", min_count=2)
+    images = load_images(args.data, "dataset file", "ddm prepare", min_count=2, mmap=True)  # streamed if large
     _check_out(args.out)
-    from ddm.metrics import reference_stats  # torch-fidelity: once the checks passed
+    from ddm.fidstats import reference_stats  # torch-fidelity: once the checks passed
 
     with _writing(args.out):
         reference_stats(images, ex["extractor"], ex["weights"], args.out)
@@ -321,7 +313,11 @@ def cmd_sample(args) -> None:
     from ddm.config import resolve, resolved_hash
 
     cfg = resolve(_params(args), args.dataset, args.method)
-    _check_num_samples(args.num_samples, cfg)
+    from ddm.limits import samples_error  # the set fits in this machine's memory
+
+    if msg := samples_error(args.num_samples, cfg["channels"], cfg["resolution"]):
+        raise InputError(f"--num-samples {args.num_samples}: {msg}")
+    bounds = _shard_bounds(args)
     from ddm.data import to_uint8  # torch: once params.yaml passed
     from ddm.experiment import load_model
     from ddm.generate import generate
@@ -343,11 +339,29 @@ def cmd_sample(args) -> None:
         images = load_images(args.data, "dataset file", "ddm prepare", channels=cfg["channels"],
                               resolution=cfg["resolution"])
         net = PosteriorMeanDenoiser(to_model_range(images).to(_default_device(args)), exp.process)
-    seeds = sample_seeds(args.repeat, args.num_samples)
+    seeds = sample_seeds(args.repeat, args.num_samples)[slice(*bounds)]
     x = generate(exp, net, args.nfe, seeds, batch_size=args.batch_size, device=_default_device(args))
     with _writing(args.out):
         save_torch(to_uint8(x.clamp(-1, 1)), args.out)
     log.info("%d samples at NFE %d -> %s", len(seeds), args.nfe, args.out)
+
+
+def _shard_bounds(args) -> tuple[int, int]:
+    """[start, stop) of the samples this job draws: the whole set, or shard --shard of
+    --shard-size samples (ddm.shards: whole batches, so the shards merge to the one-job set)."""
+    from ddm.shards import shard_bounds, shard_size_error
+
+    if args.shard is None:
+        return 0, args.num_samples
+    if args.shard_size is None:
+        raise InputError(f"--shard {args.shard} needs --shard-size: pass the set's shard size (params.yaml shard_size)")
+    why = shard_size_error(args.shard_size, args.batch_size)
+    if why:
+        raise InputError(f"--shard-size {why} (--batch-size {args.batch_size})")
+    try:
+        return shard_bounds(args.shard, args.num_samples, args.shard_size)
+    except ValueError as e:
+        raise InputError(f"--{e}") from None
 
 
 def cmd_evaluate(args) -> None:
@@ -358,14 +372,23 @@ def cmd_evaluate(args) -> None:
     if args.method not in all_methods(params):
         raise ConfigError(f"unknown method '{args.method}' (allowed: {', '.join(sorted(all_methods(params)))})")
     ex = load_json(args.extractor, "extractor")
-    samples = load_images(args.samples, min_count=2, channels=DATASET_CHANNELS.get(args.dataset),
-                           resolution=block["resolution"])
+    shape = {"channels": DATASET_CHANNELS.get(args.dataset), "resolution": block["resolution"]}
+    if len(args.samples) == 1:  # one file: the one-pass FID of its images
+        samples = load_images(args.samples[0], min_count=2, **shape)
+    for path in args.samples:
+        _input_file(path, "sample file")
     check_reference(args.reference)
     _check_out(args.out)
     from ddm.io import save_json, utc_timestamp
     from ddm.metrics import fid  # torch-fidelity: once the checks passed
 
-    result = fid(samples, args.reference, ex["extractor"], ex["weights"])
+    if len(args.samples) == 1:
+        result = fid(samples, args.reference, ex["extractor"], ex["weights"])
+    else:  # the shards of a set, one in memory at a time (ddm.fidstats)
+        from ddm.fidstats import streaming_fid
+
+        shards = (load_images(path, **shape) for path in args.samples)
+        result = streaming_fid(shards, args.reference, ex["extractor"], ex["weights"])
     result.update({k: getattr(args, k) for k in ("dataset", "method", "nfe", "repeat")})
     result["computed_at"] = utc_timestamp()  # provenance: when this FID was computed (reports' date)
     with _writing(args.out):
@@ -373,40 +396,9 @@ def cmd_evaluate(args) -> None:
     log.info("FID %.3f (%d samples, %s) -> %s", result["fid"], result["num_samples"], result["extractor"], args.out)
 
 
-def _check_metric_files(paths, params: dict, params_file: str) -> None:
-    """The metric files of ``ddm stats`` are results, each counted once: no file twice (by path or
-    by content), one file per (dataset, method, NFE, repeat), a method of the params file, and a
-    FID that is a finite number >= 0."""
-    import hashlib
-    import math
-
-    from ddm.config import all_methods
-
-    methods, seen = all_methods(params), {}
-    for i, p in enumerate(paths):
-        obj = load_json(p, "evaluation")
-        key = tuple(obj[k] for k in ("dataset", "method", "nfe", "repeat"))
-        for kind, mark in (("path", os.path.realpath(p)), ("content", hashlib.sha256(Path(p).read_bytes()).digest()),
-                           ("set", key)):
-            j, first = seen.setdefault((kind, mark), (i, p))
-            if j == i:
-                continue
-            if kind == "set":
-                raise InputError(f"metric files {first} and {p} are both of {obj['dataset']}/{obj['method']} NFE "
-                                 f"{obj['nfe']} repeat {obj['repeat']}: a sample set counts once; remove the stale one")
-            same = "the same file" if kind == "path" else "identical"
-            raise InputError(f"metric files {first} and {p} are {same}: a sample set counts once; give each file once")
-        if obj["method"] not in methods:
-            raise InputError(f"metric file {p} is of method '{obj['method']}', which {params_file} does not define "
-                             f"(allowed: {', '.join(sorted(methods))}): leave the file out or add the method")
-        if not (math.isfinite(obj["fid"]) and obj["fid"] >= 0):
-            raise InputError(f"metric file {p}: fid {obj['fid']} is not a FID (a finite number >= 0): evaluate its "
-                             "sample set again with `ddm evaluate`")
-
-
 def cmd_stats(args) -> None:
     params = _params(args)
-    _check_metric_files(args.inputs, params, args.params)
+    check_metric_files(args.inputs, params, args.params)
     for p in args.task_metrics or []:  # the conditioned tasks (Tables 2 and 3)
         if is_autoencoder_file(p):
             load_json(p, "autoencoder_metric")
@@ -851,7 +843,9 @@ def _add_steps(sub) -> None:
     s.add_argument("--nfe", type=_nfe, required=True)
     s.add_argument("--repeat", type=count, default=0)
     s.add_argument("--num-samples", type=samples, required=True)
-    s.add_argument("--batch-size", type=positive, default=500)
+    s.add_argument("--batch-size", type=positive, default=SAMPLE_BATCH)
+    s.add_argument("--shard", type=count, help="draw only shard K of the set: samples [K*S, (K+1)*S) (ddm.shards)")
+    s.add_argument("--shard-size", type=positive, help="S, the samples per shard (with --shard)")
     s.add_argument("--data", help="training images (for `denoiser: posterior_mean`, the sampler ceiling)")
     s.add_argument("--device", **device)
     s = _add(sub, "convergence", cmd_convergence, "FID against training step from a model's snapshots",
@@ -859,8 +853,9 @@ def _add_steps(sub) -> None:
     s.add_argument("--nfe", type=_nfe, nargs="+", required=True)
     s.add_argument("--num-samples", type=samples, required=True)
     s.add_argument("--device", **device)
-    s = _add(sub, "evaluate", cmd_evaluate, "FID of a sample file", "samples", "reference", "extractor",
-             "dataset", "method", "out")
+    s = _add(sub, "evaluate", cmd_evaluate, "FID of a sample set (one file, or its shards in order)", "reference",
+             "extractor", "dataset", "method", "out")
+    s.add_argument("--samples", nargs="+", required=True, help="the set's file, or its shard files (streamed)")
     s.add_argument("--nfe", type=positive, required=True)
     s.add_argument("--repeat", type=count, required=True)
     s = _add(sub, "fig3", cmd_fig3, "Fig. 3: MSE of the predicted x0 against t", "out")

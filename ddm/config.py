@@ -26,6 +26,7 @@ from ddm.snapshot import fit_error
 from ddm.limits import size_errors
 from ddm.yamlio import PREFIX, ConfigError, ConfigLayer, name_source, nonfinite_lines, read_yaml, read_yaml_lines
 from ddm.resources import SCHEMA_PATH
+from ddm.shards import shard_size_error
 
 __all__ = ["ConfigError", "ConfigLayer", "read_yaml", "read_yaml_lines", "load_params", "validate", "name_source", "schema", "dataset_names", "all_methods", "resolve",
            "resolved_hash", "model_of", "check_fit", "SCHEMA_PATH", "SCHEMA_ENUMS", "METHOD_DEFAULTS", "REPORT_KEYS",
@@ -186,6 +187,9 @@ def _validate(params: Mapping) -> None:
             if errors:
                 raise ConfigError(f"params.yaml: {where}/{name}: {errors[0].message}")
         _validate_convergence(params, ds, block, trained)
+        why = block.get("shard_size") is not None and shard_size_error(block["shard_size"])
+        if why:
+            raise ConfigError(f"params.yaml: presets/{params['preset']}/{ds}/shard_size: {why}")
     _validate_fit(params)
     _validate_denoisers(params, trained)
     _validate_conditioned(params, validator, schema_)

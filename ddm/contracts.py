@@ -6,6 +6,7 @@
 * Image sets (a prepared dataset of ``ddm prepare``, a sample set of ``ddm sample``):
   :func:`load_images`, a uint8 tensor (N, C, H, W) checked for channels, resolution and count.
 * FID reference statistics (``ddm refstats``): :func:`check_reference`.
+* The metric files ``ddm stats`` reads are results, each counted once: :func:`check_metric_files`.
 * Model files: ``ddm.modelfile``; task splits: ``ddm.conditioned.load_split``.
 
 Every refusal is a ``ddm.io.InputError`` (``ddm`` exits with code 2) naming the file and the
@@ -20,7 +21,8 @@ from typing import Any
 
 from ddm.io import InputError, check_input_file, load_json as _json_file, load_torch
 
-__all__ = ["SCHEMAS", "MAKERS", "shape_error", "load_json", "load_images", "check_reference", "is_autoencoder_file"]
+__all__ = ["SCHEMAS", "MAKERS", "shape_error", "load_json", "load_images", "check_reference", "is_autoencoder_file",
+           "check_metric_files"]
 
 NUM, INT, STR = {"type": "number"}, {"type": "integer"}, {"type": "string"}
 
@@ -123,11 +125,12 @@ def is_autoencoder_file(path) -> bool:
 
 
 def load_images(path, what: str = "sample file", maker: str = "ddm sample", *, min_count: int = 1,
-                channels: int | None = None, resolution: int | None = None):
-    """A uint8 image tensor (N, C, H, W) from a file of ``ddm prepare`` / ``ddm sample``."""
+                channels: int | None = None, resolution: int | None = None, mmap: bool = False):
+    """A uint8 image tensor (N, C, H, W) from a file of ``ddm prepare`` / ``ddm sample``
+    (``mmap``: read from the file as it is used, for a data set larger than memory)."""
     import torch
 
-    x = load_torch(path, what, maker)
+    x = load_torch(path, what, maker, mmap=mmap)
     if not isinstance(x, torch.Tensor) or x.ndim != 4:
         got = f"a tensor of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else f"a {type(x).__name__}"
         raise InputError(f"{what} {path} holds {got}; expected uint8 images (N, C, H, W) written by `{maker}`")
@@ -156,3 +159,35 @@ def check_reference(path) -> None:
         raise
     except Exception:  # any failure to read means the file is unusable
         raise InputError(f"{path} is not a ddm FID reference statistics file: write it with `ddm refstats`") from None
+
+
+def check_metric_files(paths, params: dict, params_file: str) -> None:
+    """The metric files of ``ddm stats`` are results, each counted once: no file twice (by path or
+    by content), one file per (dataset, method, NFE, repeat), a method of the params file, and a
+    FID that is a finite number >= 0."""
+    import hashlib
+    import math
+    import os
+
+    from ddm.config import all_methods
+
+    methods, seen = all_methods(params), {}
+    for i, p in enumerate(paths):
+        obj = load_json(p, "evaluation")
+        key = tuple(obj[k] for k in ("dataset", "method", "nfe", "repeat"))
+        for kind, mark in (("path", os.path.realpath(p)), ("content", hashlib.sha256(Path(p).read_bytes()).digest()),
+                           ("set", key)):
+            j, first = seen.setdefault((kind, mark), (i, p))
+            if j == i:
+                continue
+            if kind == "set":
+                raise InputError(f"metric files {first} and {p} are both of {obj['dataset']}/{obj['method']} NFE "
+                                 f"{obj['nfe']} repeat {obj['repeat']}: a sample set counts once; remove the stale one")
+            same = "the same file" if kind == "path" else "identical"
+            raise InputError(f"metric files {first} and {p} are {same}: a sample set counts once; give each file once")
+        if obj["method"] not in methods:
+            raise InputError(f"metric file {p} is of method '{obj['method']}', which {params_file} does not define "
+                             f"(allowed: {', '.join(sorted(methods))}): leave the file out or add the method")
+        if not (math.isfinite(obj["fid"]) and obj["fid"] >= 0):
+            raise InputError(f"metric file {p}: fid {obj['fid']} is not a FID (a finite number >= 0): evaluate its "
+                             "sample set again with `ddm evaluate`")

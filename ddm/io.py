@@ -178,19 +178,20 @@ def _checksum_error(path, what: str, stored: Any, actual: str) -> InputError | N
     return None
 
 
-def load_torch(path: str | os.PathLike, what: str, maker: str) -> Any:
+def load_torch(path: str | os.PathLike, what: str, maker: str, *, mmap: bool = False) -> Any:
     """The payload of a torch file of :func:`save_torch`, loaded safely (tensors and plain
     containers only, ``weights_only=True``) onto the CPU, its digest verified; InputError naming
     ``what`` and the command ``maker`` that writes it for a file that cannot be read, and naming
     the fix for one whose digest does not verify. A dict payload comes back without its
-    ``"sha256"`` key."""
+    ``"sha256"`` key. ``mmap``: tensors read from the file as they are used (a data set larger
+    than memory, streamed by ``ddm refstats``; the digest reads it once, through the page cache)."""
     import torch
 
     p = check_input_file(path, what)
     try:
         with warnings.catch_warnings():  # e.g. a raw pickle's protocol warning: the refusal says it all
             warnings.simplefilter("ignore")
-            blob = torch.load(p, map_location="cpu", weights_only=True)
+            blob = torch.load(p, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # any failure to read means the file is unusable; torch's text is not shown
         raise InputError(f"{what} {path} cannot be read ({type(e).__name__}: truncated, corrupt or not a "
                          f"file of `{maker}`): write it again with `{maker}`") from None

@@ -24,7 +24,7 @@ Two extractors are supported, by name:
 
 torch-fidelity's own statistics cache is keyed by input name and extractor name only (not the
 weights file), so it is never used: reference statistics live in our own ``.npz``
-(:func:`reference_stats`), which records the extractor, the feature layer, the sha256 of the
+(``ddm.fidstats.reference_stats``), which records the extractor, the feature layer, the sha256 of the
 weights file and the sample count; :func:`fid` refuses to compare samples against a reference
 made with another extractor or other weights.
 """
@@ -50,7 +50,7 @@ from torch_fidelity.metric_fid import (
 )
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
-from ddm.io import REBUILD, InputError, file_checksum, load_npz, load_torch, save_npz, save_torch
+from ddm.io import REBUILD, InputError, file_checksum, load_npz, load_torch, save_torch
 from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 
 __all__ = [
@@ -70,8 +70,8 @@ __all__ = [
     "extract_features",
     "feature_statistics",
     "frechet_distance",
-    "reference_stats",
     "load_reference_stats",
+    "checked_reference",
     "fid",
     "rgb_to_y",
     "psnr",
@@ -460,39 +460,8 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     return float(out[KEY_METRIC_FID])
 
 
-def reference_stats(
-    images_uint8,
-    extractor: str,
-    weights_path: str | os.PathLike | None,
-    out_path: str | os.PathLike,
-    *,
-    batch_size: int = 500,
-    cuda: bool | None = None,
-) -> dict:
-    """Compute mu, sigma of the reference images and write them to ``out_path`` (.npz, atomic).
-
-    The file records: ``mu``, ``sigma``, ``extractor``, ``feature_layer``, ``weights_sha256``,
-    ``num_samples``, ``format`` and the torch-fidelity version. Returns that record (without
-    mu/sigma) plus ``path``.
-    """
-    weights = resolve_weights(extractor, weights_path)
-    feats = extract_features(images_uint8, extractor, weights, batch_size=batch_size, cuda=cuda)
-    mu, sigma = feature_statistics(feats)
-    record = {
-        "format": _STATS_FORMAT,
-        "extractor": extractor,
-        "feature_layer": FID_FEATURE_LAYER[extractor],
-        "weights_sha256": file_checksum(weights, memo=True),
-        "num_samples": int(feats.shape[0]),
-        "torch_fidelity_version": torch_fidelity.__version__,
-    }
-    arrays = {k: np.asarray(v) for k, v in record.items()}
-    save_npz(Path(out_path), mu=mu, sigma=sigma, **arrays)  # atomically, with its checksum (ddm.io)
-    return {**record, "path": str(out_path)}
-
-
 def load_reference_stats(path: str | os.PathLike) -> dict:
-    """Read a reference statistics file written by :func:`reference_stats`, its checksum
+    """Read a reference statistics file written by ``ddm.fidstats.reference_stats``, its checksum
     verified (``ddm.io.load_npz``: an ``InputError`` naming the file if it changed since)."""
     z = load_npz(path, "FID reference file", "ddm refstats")
     if "format" not in z or str(z["format"]) != _STATS_FORMAT:
@@ -506,6 +475,26 @@ def load_reference_stats(path: str | os.PathLike) -> dict:
         "num_samples": int(z["num_samples"]),
         "torch_fidelity_version": str(z["torch_fidelity_version"]),
     }
+
+
+def checked_reference(ref_stats_path, extractor: str, weights_path) -> tuple[dict, Path, str]:
+    """(reference statistics, weights file, its sha256) once the reference is known to be made
+    with this extractor, feature layer and weights file; else :class:`ReferenceMismatchError`."""
+    weights = resolve_weights(extractor, weights_path)
+    ref = load_reference_stats(ref_stats_path)
+    digest = file_checksum(weights, memo=True)
+    if ref["extractor"] != extractor or ref["feature_layer"] != FID_FEATURE_LAYER[extractor]:
+        raise ReferenceMismatchError(
+            f"reference {ref_stats_path} was made with extractor {ref['extractor']!r} "
+            f"(layer {ref['feature_layer']}), samples use {extractor!r} "
+            f"(layer {FID_FEATURE_LAYER[extractor]})"
+        )
+    if ref["weights_sha256"] != digest:
+        raise ReferenceMismatchError(
+            f"reference {ref_stats_path} was made with weights sha256={ref['weights_sha256']}, "
+            f"but {weights} has sha256={digest}: recompute the reference statistics"
+        )
+    return ref, weights, digest
 
 
 def fid(
@@ -524,20 +513,7 @@ def fid(
     are missing. Returns ``{"fid", "num_samples", "extractor", "reference", "weights_sha256"}``;
     ``reference`` is ``"<stats file name> (n=<reference sample count>)"``.
     """
-    weights = resolve_weights(extractor, weights_path)
-    ref = load_reference_stats(ref_stats_path)
-    digest = file_checksum(weights, memo=True)
-    if ref["extractor"] != extractor or ref["feature_layer"] != FID_FEATURE_LAYER[extractor]:
-        raise ReferenceMismatchError(
-            f"reference {ref_stats_path} was made with extractor {ref['extractor']!r} "
-            f"(layer {ref['feature_layer']}), samples use {extractor!r} "
-            f"(layer {FID_FEATURE_LAYER[extractor]})"
-        )
-    if ref["weights_sha256"] != digest:
-        raise ReferenceMismatchError(
-            f"reference {ref_stats_path} was made with weights sha256={ref['weights_sha256']}, "
-            f"but {weights} has sha256={digest}: recompute the reference statistics"
-        )
+    ref, weights, digest = checked_reference(ref_stats_path, extractor, weights_path)
     feats = extract_features(samples_uint8, extractor, weights, batch_size=batch_size, cuda=cuda)
     mu, sigma = feature_statistics(feats)
     return {

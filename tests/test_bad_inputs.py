@@ -31,6 +31,7 @@ import torch
 import yaml
 
 from conftest import BIN, make_workdir, merge_params, run_snakemake, tiny_params, tool_env, write_params
+from ddm.io import load_torch
 
 #: The exit codes documented in ddm/cli.py.
 USAGE, FAILURE = 2, 1
@@ -168,11 +169,11 @@ def _write_json(work: Path) -> None:
     put("metrics/same_set.json", {**GOOD_METRIC, "fid": 14.0})  # digits/ddm NFE 2 repeat 0 again
     put("metrics/ghost.json", {**GOOD_METRIC, "method": "ghost"})
     put("metrics/negative.json", {**GOOD_METRIC, "repeat": 1, "fid": -5.0})
-    put("metrics/nan.json", json.dumps({**GOOD_METRIC, "repeat": 1, "fid": float("nan")}))  # NaN, as json writes it
+    put("metrics/nan.json", {**GOOD_METRIC, "repeat": 1, "fid": float("nan")})  # NaN, as json writes it
     put("reports/good.json", GOOD_METRICS)
     nan_mean = copy.deepcopy(GOOD_METRICS)
     nan_mean["datasets"]["digits"]["results"]["ddm"]["2"]["mean"] = float("nan")
-    put("reports/nan_mean.json", json.dumps(nan_mean))
+    put("reports/nan_mean.json", nan_mean)
     put("reports/no_datasets.json", {k: v for k, v in GOOD_METRICS.items() if k != "datasets"})
     put("reports/list.json", [1, 2, 3])
     bad = copy.deepcopy(GOOD_METRICS)
@@ -632,7 +633,7 @@ def test_imagefolder_links_outside_are_named_once(work, tmp_path):
     r = run_cli(work, ["prepare", "--dataset", "imagefolder", "--params", str(tmp_path / "params.yaml"),
                        "--data-root", str(tmp_path / "data"), "--out", str(out)])
     assert r.returncode == 0, r.stderr[-3000:]
-    assert torch.load(out, weights_only=True).shape[0] == 3
+    assert load_torch(out, "dataset file", "ddm prepare").shape[0] == 3
     lines = r.stderr.splitlines()
     assert len([ln for ln in lines if "passwd.png" in ln]) == 1 and r.stderr.count("unreadable") == 1, r.stderr
     assert len([ln for ln in lines if "far.png" in ln]) == 1, r.stderr

@@ -157,6 +157,7 @@ def test_ceiling_refuses_a_non_gaussian_path():
 def digits_fid(tmp_path_factory):
     """FID of uint8 digits against the training split (digits classifier) and its floor."""
     from ddm import metrics as M
+    from ddm import fidstats
     from ddm.data import load_dataset
 
     work = tmp_path_factory.mktemp("ceiling")
@@ -165,7 +166,7 @@ def digits_fid(tmp_path_factory):
     weights = work / "digits_classifier.pt"
     M.train_digits_classifier(weights, seed=0)
     ref = work / "reference.npz"
-    M.reference_stats(train, M.DIGITS_CLASSIFIER, weights, ref)
+    fidstats.reference_stats(train, M.DIGITS_CLASSIFIER, weights, ref)
 
     def score(u8):
         return M.fid(u8, ref, M.DIGITS_CLASSIFIER, weights)["fid"]

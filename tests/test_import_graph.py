@@ -30,11 +30,11 @@ EXEMPT = {"ddm/training.py": "the Trainer"}
 #: and leaves this list once it is within the limit. Issue 24 removes them (cli.py: thin
 #: subcommands; data.py: a folder of small modules, as ddm/report/; the rest split by job).
 OVER_THE_LIMIT = {
-    "ddm/cli.py": 992,
-    "ddm/data.py": 654,
-    "ddm/metrics.py": 636,
+    "ddm/cli.py": 987,
+    "ddm/data.py": 655,
+    "ddm/metrics.py": 617,
     "ddm/process.py": 543,
-    "ddm/config.py": 531,  # +4: the refusals of NaN, duplicate keys and sizes beyond memory (issue 25)
+    "ddm/config.py": 535,  # +8: refusals of NaN, duplicate keys, sizes beyond memory (issue 25), shard_size (23)
     "ddm/nets.py": 502,
 }
 

@@ -11,6 +11,7 @@ import torch
 import torch_fidelity
 
 import ddm.metrics as M
+from ddm import fidstats
 from ddm.data import to_uint8
 from ddm.io import load_npz, save_npz
 
@@ -52,7 +53,7 @@ def classifier(tmp_path_factory, digits):
 @pytest.fixture(scope="session")
 def train_ref(tmp_path_factory, classifier, digits):
     path = tmp_path_factory.mktemp("ref") / "digits_train.npz"
-    rec = M.reference_stats(digits["train"][0], M.DIGITS_CLASSIFIER, classifier[0], path)
+    rec = fidstats.reference_stats(digits["train"][0], M.DIGITS_CLASSIFIER, classifier[0], path)
     return path, rec
 
 
@@ -162,7 +163,7 @@ def test_reference_stats_file_records_and_is_atomic(train_ref, classifier, digit
 
     monkeypatch.setattr(np, "savez", boom)
     with pytest.raises(OSError, match="disk full"):
-        M.reference_stats(digits["test"][0], M.DIGITS_CLASSIFIER, classifier[0], path)
+        fidstats.reference_stats(digits["test"][0], M.DIGITS_CLASSIFIER, classifier[0], path)
     assert path.read_bytes() == before
     assert sorted(os.listdir(path.parent)) == [path.name]
 
@@ -246,7 +247,7 @@ def test_missing_weights_raise_clear_errors(tmp_path, monkeypatch, digits, train
     with pytest.raises(M.MissingWeightsError, match="train_digits_classifier"):
         M.fid(x, train_ref[0], M.DIGITS_CLASSIFIER, missing)
     with pytest.raises(M.MissingWeightsError):
-        M.reference_stats(x, M.DIGITS_CLASSIFIER, None, tmp_path / "r.npz")
+        fidstats.reference_stats(x, M.DIGITS_CLASSIFIER, None, tmp_path / "r.npz")
     assert not (tmp_path / "r.npz").exists()
 
     # Inception: an empty torch hub cache and no explicit path -> error, no download, no fallback.
@@ -254,7 +255,7 @@ def test_missing_weights_raise_clear_errors(tmp_path, monkeypatch, digits, train
     expected = tmp_path / "torch_home" / "hub" / "checkpoints" / M.INCEPTION_WEIGHTS_FILENAME
     assert M.default_inception_weights_path() == expected
     with pytest.raises(M.MissingWeightsError) as e:
-        M.reference_stats(x, M.INCEPTION, None, tmp_path / "r.npz")
+        fidstats.reference_stats(x, M.INCEPTION, None, tmp_path / "r.npz")
     msg = str(e.value)
     assert "weights-inception-2015-12-05-6726825d.pth" in msg
     assert M.INCEPTION_WEIGHTS_URL in msg and M.INCEPTION_WEIGHTS_URL.startswith("https://github.com/")

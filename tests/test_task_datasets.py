@@ -18,6 +18,7 @@ from ddm import tasks
 from ddm.conditioned import dataset_examples, load_split, make_split
 from ddm.config import ConfigError, load_params, resolve_task, validate
 from ddm.data import download_dataset, to_model_range
+from ddm.io import save_torch
 from test_data import _png, _zip_folder
 
 
@@ -112,7 +113,7 @@ def test_task_files_hold_uint8_and_reading_makes_the_model_tensors(tmp_path):
         blob = make_split(task, "test", data)
         assert "target" not in blob and "cond" not in blob
         assert all(v.dtype == torch.uint8 for k, v in blob.items() if k.endswith("uint8"))
-        torch.save(blob, tmp_path / f"{task}.pt")
+        save_torch(blob, tmp_path / f"{task}.pt")  # as `ddm prepare-task` writes it (with its checksum)
         read = load_split(tmp_path / f"{task}.pt", task, "test", data)
         assert torch.equal(read["target"], want["target"]) and torch.equal(read["cond"], want["cond"]), task
 

@@ -14,6 +14,7 @@ from ddm.config import TASKS, inpainting_dataset, resolve_task, task_names, task
 from ddm.codedeps import cached_code_digests, package_dir
 from ddm.io import save_text
 from ddm.roles import fid_ablations, fig3_methods, table_rows
+from ddm.shards import set_shard_size, shard_count
 
 def _uses_conda():
     try:
@@ -97,6 +98,7 @@ wildcard_constraints:
     method="[a-z][a-z0-9_]*",
     nfe=r"\d+",
     repeat=r"\d+",
+    shard=r"\d+",
 
 
 def training_config(wc):
@@ -150,10 +152,34 @@ def convergence_files():
     return [f"results/convergence/{d}/{m}.json" for d in DATASETS for m in convergence_methods(d)]
 
 
-def num_samples(wc):
-    b = PRESET[wc.dataset]
-    long = int(wc.nfe) in b["nfe_long"] and int(wc.nfe) not in b["nfe"]
+def set_size(dataset, nfe):
+    """Samples of a (dataset, NFE) set: the FID count, or num_samples_long at an NFE of nfe_long only."""
+    b = PRESET[dataset]
+    long = int(nfe) in b["nfe_long"] and int(nfe) not in b["nfe"]
     return b["num_samples_long"] if long else b["fid"]["num_samples"]
+
+
+def num_samples(wc):
+    return set_size(wc.dataset, wc.nfe)
+
+
+def shard_size(wc):
+    """Samples per shard of the job's set (the preset's shard_size; ddm.shards)."""
+    return set_shard_size(PRESET[wc.dataset], set_size(wc.dataset, wc.nfe))
+
+
+def sample_set_files(dataset, method, nfe, repeat):
+    """The files of one sample set, in sample order: nfe{N}-r{R}.pt when it is one shard, else
+    nfe{N}-r{R}/shard{k}.pt for k = 0 .. ceil(num_samples / shard_size) - 1 (one job each)."""
+    n = set_size(dataset, nfe)
+    count = shard_count(n, set_shard_size(PRESET[dataset], n))
+    base = f"results/samples/{dataset}/{method}/nfe{nfe}-r{repeat}"
+    return [f"{base}.pt"] if count == 1 else [f"{base}/shard{k}.pt" for k in range(count)]
+
+
+def set_files(wc):
+    """The sample set files of the job's (dataset, method, nfe, repeat) wildcards."""
+    return sample_set_files(wc.dataset, wc.method, wc.nfe, wc.repeat)
 
 
 def metric_files():
@@ -246,7 +272,7 @@ def _phase_outputs(phase):
         return sorted(f"results/{kind}/{d}/{m}.{ext}" for d, m in trained
                       for kind, ext in (("models", "pt"), ("curves", "csv")))
     if phase == "sample":
-        return [f"results/samples/{d}/{m}/nfe{n}-r{r}.pt" for d, m, n, r in sample_jobs()]
+        return [f for d, m, n, r in sample_jobs() for f in sample_set_files(d, m, n, r)]  # every shard
     if phase == "evaluate":
         return metric_files() + fig3_files() + convergence_files()
     if phase == "stats":

@@ -88,7 +88,7 @@ rule fid_plot:
 
 rule sample_grid:
     input:
-        "results/samples/{dataset}/{method}/nfe{nfe}-r0.pt",
+        lambda wc: sample_set_files(wc.dataset, wc.method, wc.nfe, 0)[0],  # set 0, its first shard if sharded
     output:
         report("reports/figures/samples_{dataset}_{method}_nfe{nfe}.png", caption="../report/sample_grid.rst",
                category="Figures", subcategory="Samples",

@@ -1,4 +1,6 @@
 # Phase "sample" and phase "evaluate": one sample set per (dataset, method, NFE, repeat), its FID.
+# A set is one job (`sample`: nfe{N}-r{R}.pt), or with the preset's shard_size one job per shard
+# (`sample_shard`: nfe{N}-r{R}/shard{k}.pt; ddm/shards.py); `evaluate` streams the shards.
 
 
 rule sample:
@@ -25,9 +27,35 @@ rule sample:
         "--num-samples {params.num_samples} {params.data} --out {output} > {log} 2>&1"
 
 
+rule sample_shard:
+    input:
+        unpack(sample_inputs),
+    output:
+        "results/samples/{dataset}/{method}/nfe{nfe}-r{repeat}/shard{shard}.pt",
+    params:
+        ddm=DDM,
+        code=code_of("sample_shard"),
+        cfg=sampling_config,
+        num_samples=num_samples,
+        shard_size=shard_size,
+        data=lambda wc, input: f"--data {input.data}" if "data" in input.keys() else "",
+    log:
+        "logs/sample/{dataset}/{method}/nfe{nfe}-r{repeat}/shard{shard}.log",
+    threads: 1
+    resources:
+        gpus=1,
+    conda:
+        "../envs/ddm.yaml"
+    shell:
+        "DDM_THREADS={threads} {params.ddm} sample --dataset {wildcards.dataset} --method {wildcards.method} "
+        "--model {input.model} --nfe {wildcards.nfe} --repeat {wildcards.repeat} "
+        "--num-samples {params.num_samples} --shard {wildcards.shard} --shard-size {params.shard_size} "
+        "{params.data} --out {output} > {log} 2>&1"
+
+
 rule evaluate:
     input:
-        samples="results/samples/{dataset}/{method}/nfe{nfe}-r{repeat}.pt",
+        samples=set_files,  # the set's file, or its shards in order (read one at a time)
         reference="results/fid/{dataset}/reference.npz",
         extractor="results/fid/{dataset}/extractor.json",
     output:

@@ -1,0 +1,156 @@
+"""Sharded sample sets (ddm.shards) and the evaluate step that streams them (ddm.fidstats):
+a set made of 4 shard jobs of the real Snakemake graph equals the 1-job set byte for byte, its
+streamed FID equals the one-pass FID within 1e-6, and the evaluate step's peak memory does not
+grow with the number of shards."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import dry_run_jobs, make_workdir, run_ddm, run_snakemake, tool_env, write_params
+from ddm.config import ConfigError, validate
+from ddm.io import load_torch
+from ddm.shards import shard_bounds, shard_count, shard_size_error
+
+SHARDED = {"presets.embedded.digits.fid.num_samples": 1800, "presets.embedded.digits.shard_size": 500}
+METRIC = "results/metrics/digits/ddm/nfe2-r0.json"
+
+
+def test_shard_arithmetic():
+    assert shard_count(1800, 500) == 4 and shard_count(500, 500) == 1 and shard_count(70, 500) == 1
+    assert [shard_bounds(k, 1800, 500) for k in range(4)] == [(0, 500), (500, 1000), (1000, 1500), (1500, 1800)]
+    with pytest.raises(ValueError, match="has shards 0..3"):
+        shard_bounds(4, 1800, 500)
+    assert shard_size_error(500) is None and shard_size_error(100) is None and shard_size_error(1500) is None
+    assert "neither at most 500 nor a multiple of 500" in shard_size_error(700)
+
+
+def test_shard_size_that_splits_a_batch_is_refused():
+    from conftest import merge_params, tiny_params
+
+    with pytest.raises(ConfigError) as e:
+        validate(merge_params(tiny_params(), {"presets.embedded.digits.shard_size": 700}))
+    msg = str(e.value)
+    assert "\n" not in msg and "presets/embedded/digits/shard_size: 700" in msg and "use e.g. 500 or 1000" in msg
+
+
+def test_every_shard_is_a_job_and_a_product(tmp_path):
+    """`snakemake -n all`: one sample_shard job per shard of every set, none of `sample` for them;
+    phase_sample (the DVC stage's target, a part of `all`) names every shard."""
+    work = make_workdir(tmp_path, SHARDED)
+    r = run_snakemake(work, "-n", "--cores", "2", "all")
+    assert r.returncode == 0, r.output[-3000:]
+    jobs = dry_run_jobs(r.output)
+    shards = Counter((w["method"], w["nfe"], w["repeat"]) for rule, w in jobs if rule == "sample_shard")
+    assert shards == {(m, "2", str(rep)): 4 for m in ("ddm", "ddpm", "sde") for rep in (0, 1)}, shards
+    assert "sample" not in {rule for rule, _ in jobs}
+    r = run_snakemake(work, "-n", "--cores", "2", "phase_sample")
+    assert Counter(rule for rule, _ in dry_run_jobs(r.output))["sample_shard"] == 24, r.output[-3000:]
+
+
+@pytest.mark.slow
+def test_four_shards_equal_one_shard_through_snakemake(tmp_path):
+    """The same set, first one job, then (shard_size: 500) 4 shard jobs of 500, 500, 500, 300:
+    the shards, concatenated, are the one-job set byte for byte (the model is not retrained), and
+    the FID streamed over the 4 shards equals the one-pass FID of the one file within 1e-6."""
+    work = make_workdir(tmp_path, {"presets.embedded.digits.fid.num_samples": 1800, "conditioned": False})
+    r = run_snakemake(work, "--cores", "2", METRIC, timeout=900)
+    assert r.returncode == 0, r.output[-3000:]
+    whole = load_torch(work / "results/samples/digits/ddm/nfe2-r0.pt", "sample set", "ddm sample")
+    one = json.loads((work / METRIC).read_text())
+
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["presets"]["embedded"]["digits"]["shard_size"] = 500
+    write_params(work, params)
+    r = run_snakemake(work, "--cores", "2", METRIC, timeout=900)
+    assert r.returncode == 0, r.output[-3000:]
+    ran = Counter(rule for rule, _ in dry_run_jobs(r.output))
+    assert ran["sample_shard"] == 4 and ran["evaluate"] == 1 and not ran["train"], ran
+    files = [work / f"results/samples/digits/ddm/nfe2-r0/shard{k}.pt" for k in range(4)]
+    shards = [load_torch(f, "sample shard", "ddm sample") for f in files]
+    assert [len(x) for x in shards] == [500, 500, 500, 300]
+    assert torch.cat(shards).numpy().tobytes() == whole.numpy().tobytes()
+    streamed = json.loads((work / METRIC).read_text())
+    assert streamed["num_samples"] == one["num_samples"] == 1800
+    assert abs(streamed["fid"] - one["fid"]) < 1e-6, (streamed["fid"], one["fid"])
+
+
+# -- peak memory of the evaluate step ---------------------------------------------------------------
+#: The digits classifier's features replaced by 512 wide ones (a fixed linear map of the pixels,
+#: float64: 4 KiB a sample), so that a test-sized set shows in the peak RSS of `ddm evaluate`.
+_WIDE = textwrap.dedent("""
+    import torch, ddm.metrics as M
+    W = torch.randn(64, 512, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    def wide(images, extractor, weights_path, **kw):
+        x = torch.as_tensor(images)
+        return (x.reshape(len(x), -1)[:, :64].to(torch.float64) @ W).numpy()
+    M.extract_features = wide
+""")
+_EVALUATE = _WIDE + "import sys\nfrom ddm.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+_REFERENCE = _WIDE + ("from ddm.fidstats import reference_stats\n"
+                      "from ddm.io import load_torch\n"
+                      "reference_stats(load_torch('shard7.pt', 'shard', 'test'), M.DIGITS_CLASSIFIER, 'clf.pt', 'ref.npz')\n")
+
+
+def _peak_rss_mb(work: Path, samples: list[str]) -> float:
+    cmd = [sys.executable, "-c", _EVALUATE, "evaluate", "--samples", *samples, "--reference", "ref.npz", "--extractor",
+           "extractor.json", "--dataset", "digits", "--method", "ddm", "--nfe", "2", "--repeat", "0", "--out", "m.json"]
+    with open(work / "evaluate.log", "w") as log:
+        p = subprocess.Popen(cmd, cwd=work, env=tool_env(DDM_THREADS="1"), stdout=log, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(p.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, (work / "evaluate.log").read_text()[-2000:]
+    return usage.ru_maxrss / 1024
+
+
+@pytest.fixture(scope="module")
+def wide_set(tmp_path_factory):
+    """8 shards of 10,000 digits-sized samples (40 MB of wide features each), the first 2 and all
+    8 of them as one file each, and a reference of the wide features."""
+    import ddm.metrics as M
+    from ddm.io import save_json, save_torch
+
+    work = make_workdir(tmp_path_factory.mktemp("wide"))
+    M.train_digits_classifier(work / "clf.pt", seed=0, epochs=1, min_accuracy=0.0)
+    save_json({"extractor": M.DIGITS_CLASSIFIER, "weights": "clf.pt"}, work / "extractor.json")
+    g = torch.Generator().manual_seed(0)
+    shards = [torch.randint(0, 256, (10_000, 1, 8, 8), dtype=torch.uint8, generator=g) for _ in range(8)]
+    for k, x in enumerate(shards):
+        save_torch(x, work / f"shard{k}.pt")
+    save_torch(torch.cat(shards[:2]), work / "whole2.pt")
+    save_torch(torch.cat(shards), work / "whole8.pt")
+    r = subprocess.run([sys.executable, "-c", _REFERENCE], cwd=work, env=tool_env(), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return work
+
+
+@pytest.mark.slow
+def test_evaluate_peak_memory_does_not_grow_with_the_number_of_shards(wide_set):
+    """Peak RSS of `ddm evaluate` over 2 and over 8 shards of 10,000 samples: within 20 MB,
+    while the set grows by 240 MB of features. The measurement sees it: one file of the 8
+    shards (the one-pass FID of all its features) peaks over 150 MB above one of 2."""
+    two = _peak_rss_mb(wide_set, [f"shard{k}.pt" for k in range(2)])
+    eight = _peak_rss_mb(wide_set, [f"shard{k}.pt" for k in range(8)])
+    whole2 = _peak_rss_mb(wide_set, ["whole2.pt"])
+    whole8 = _peak_rss_mb(wide_set, ["whole8.pt"])
+    assert whole8 - whole2 > 150, (whole2, whole8)
+    assert eight - two < 20, (two, eight, whole2, whole8)
+    assert json.loads((wide_set / "m.json").read_text())["num_samples"] == 80_000
+
+
+@pytest.mark.parametrize("shard, size, said", [("0", "700", "--shard-size 700 is neither at most 500 nor a multiple"),
+                                              ("4", "20", "--shard 4: a set of 70 samples in shards of 20 has shards 0..3")])
+def test_sample_refuses_a_shard_before_any_work(tmp_path, shard, size, said):
+    work = make_workdir(tmp_path)
+    r = run_ddm(work, "sample", "--dataset", "digits", "--method", "ddm", "--model", "missing.pt", "--nfe", "2",
+                "--num-samples", "70", "--shard", shard, "--shard-size", size, "--out", "x.pt")
+    assert r.returncode == 2 and said in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
