@@ -237,8 +237,10 @@ def graph_problems(phases: dict, all_jobs: list[dict], target_jobs: list[dict]) 
 
 
 def everything_on(params: dict) -> dict:
-    """The tiny params with every top-level switch on (ablations, long NFE, solver study, ...)."""
-    return merge_params(params, {k: True for k, v in params.items() if isinstance(v, bool)})
+    """The tiny params with every top-level switch on (ablations, long NFE, solver study, ...),
+    and sets of 70 samples in 2 shards (sample_shard), those of 20 in one (sample)."""
+    on = merge_params(params, {k: True for k, v in params.items() if isinstance(v, bool)})
+    return merge_params(on, {"presets.embedded.digits.shard_size": 50})
 
 
 def untriggered(phases: dict, key: str, base: list[dict], changed: list[dict]) -> list[str]:
@@ -498,6 +500,7 @@ def test_params_that_change_a_phase_reach_its_stage(graph_of):
         if k != "presets" and isinstance(v, dict) and v and all(isinstance(e, dict) for e in v.values()):
             first = next(iter(v))
             cases.append((k, on, {k: {"zz_copy": {**v[first]}}}))
+    cases.append(("presets", tiny, {"presets.embedded.digits.shard_size": 50}))  # sets of 70 in 2 shards
     assert {"ablations", "methods"} <= {k for k, _, _ in cases}
     problems = []
     for key, base, change in cases:
