@@ -9,6 +9,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 old=$1 new=$2
 work=${3:-$(mktemp -d /tmp/ddm-side-by-side.XXXX)}
 shift 3 || shift $#
+extra=("$@")  # extra snakemake arguments, for both runs
 mkdir -p "$work"
 sm="$repo/.venv/bin/snakemake"
 
@@ -19,14 +20,14 @@ run() {  # run NAME COMMIT: a clean export of COMMIT, its own ddm (PYTHONPATH) a
   ( cd "$dir"
     export PYTHONPATH="$dir" DDM_CACHE_DIR="$dir/.cache"
     t0=$(date +%s.%N)
-    "$sm" --cores 1 all "$@" > snakemake.log 2>&1 || { echo "$1: snakemake failed (see $dir/snakemake.log)" >&2; exit 1; }
+    "$sm" --cores 1 all "${extra[@]}" > snakemake.log 2>&1 || { echo "$1: snakemake failed (see $dir/snakemake.log)" >&2; exit 1; }
     t1=$(date +%s.%N)
     echo "$t1 - $t0" | bc > cold_seconds )
 }
 
-run old "$old" "$@" &
+run old "$old" &
 p_old=$!
-run new "$new" "$@" &
+run new "$new" &
 p_new=$!
 wait "$p_old" && wait "$p_new"
 
