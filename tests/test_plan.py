@@ -1,10 +1,11 @@
 """The plan before submitting (`python -m ddm.plan`, ddm/plan.py): its jobs are Snakemake's own, its
-CPU estimates match the job times of a measured run of the embedded default, and the SLURM profile asks for at least the wall time
+CPU estimates match what real jobs of the embedded default cost (their CPU time), and the SLURM profile asks for at least the wall time
 it suggests for the paper preset. Real Snakemake dry runs, no mocks."""
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -79,28 +80,45 @@ def test_paper_sample_shards_fit_the_profiles_wall_time(paper_rows):
     assert row["runtime"] >= row["wall_min"]
 
 
-#: Job times of a measured cold run of the embedded default (benchmarks/side_by_side.sh: one core
-#: per run; the record names its commit, command and machine).
-RECORD = REPO / "benchmarks" / "embedded_job_times.json"
-#: Rules whose measured mean job is shorter than this are start-up (a few seconds of imports),
-#: which the plan states as one constant: they are left out of the per-rule check.
-MIN_SECONDS = 20.0
+#: The embedded default's digits network, trained for this many steps (of its 2,400): a job long
+#: enough that its work, not its start-up, is what the plan estimates, short enough for CI.
+STEPS = 300
 
 
-def test_cpu_estimates_within_a_factor_2_of_the_embedded_runs_job_times(tmp_path):
-    """The plan of the embedded default on this CPU (the throughput table's measured row) against
-    the job times of a measured cold run of it, per rule whose jobs do real work, and in total."""
-    record = json.loads(RECORD.read_text())
+def _cpu_seconds(work: Path) -> dict[str, float]:
+    """rule -> CPU seconds of its job in ``work`` (each `ddm` job's log ends "ddm <subcommand>
+    done: <s> s CPU"; workflow/phases.yaml maps rules to subcommands)."""
+    phases = yaml.safe_load((REPO / "workflow" / "phases.yaml").read_text())
+    rule_of = {cmd: rule for p in phases.values() for rule, cmd in p["rules"].items() if rule == cmd.replace("-", "_")}
+    out = {}
+    for log in sorted((work / "logs").rglob("*.log")):
+        for m in re.finditer(r"ddm (\S+) done: ([0-9.]+) s CPU", log.read_text(errors="replace")):
+            out[rule_of[m.group(1)]] = float(m.group(2))
+    return out
+
+
+@pytest.mark.slow
+def test_cpu_estimates_within_a_factor_2_of_an_embedded_jobs_cost(tmp_path):
+    """The plan on this CPU (the throughput table's measured row) against what real jobs of the
+    embedded default cost: its DDM network trained for STEPS steps, then one sample set of 500 at
+    NFE 10 and its FID. The cost is each job's CPU time (user + system, which `ddm` logs): the plan
+    estimates a one-thread job on an idle core, and a job's wall time on a shared machine under test
+    load is not that (measured up to 5x here at load average 9-11); its CPU time is."""
     work = make_workdir(tmp_path / "embedded")
-    (work / "params.yaml").write_text((REPO / "params.yaml").read_text())  # the embedded default itself
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params.update(methods={"ddm": params["methods"]["ddm"]}, long_nfe=False, conditioned=False,  # one job a rule
+                  solver_methods={m: e for m, e in params["solver_methods"].items() if e["model"] == "ddm"})
+    block = params["presets"]["embedded"]["digits"]
+    block["train"].update(steps=STEPS, ckpt_every=STEPS, keep_last=1)
+    block.update(nfe=[10], fid={**block["fid"], "repeats": 1}, convergence={**block["convergence"], "methods": ["ddm"]},
+                 method_overrides={})
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    targets = ["results/metrics/digits/ddm/nfe10-r0.json"]
+    r = run_snakemake(work, "--cores", "1", *targets, timeout=1800, env={"DDM_THREADS": "1"})
+    assert r.returncode == 0, r.output[-4000:]
+    measured = _cpu_seconds(work)
     rows = {row["rule"]: row for row in run_plan(work, "--device", "cpu")}
-    measured = record["jobs"]
-    assert {r: len(t) for r, t in measured.items()} == {r: rows[r]["jobs"] for r in measured}, \
-        "the record's jobs are not this graph's: measure again (benchmarks/side_by_side.sh)"
-    ratios = {rule: (sum(t) / len(t)) / (sum(rows[rule]["seconds"]) / rows[rule]["jobs"])
-              for rule, t in measured.items() if sum(t) / len(t) >= MIN_SECONDS}
-    assert {"train", "sample", "evaluate"} <= set(ratios), sorted(ratios)
-    total = sum(map(sum, measured.values())) / sum(sum(rows[r]["seconds"]) for r in measured)
-    off = {r: round(x, 2) for r, x in ratios.items() if not 0.5 <= x <= 2.0}
-    assert not off and 0.5 <= total <= 2.0, (f"measured / estimated job time outside [0.5, 2]: {off}, total "
-                                             f"{total:.2f} (all: {ratios}; record {record['commit']})")
+    assert all(rows[rule]["jobs"] == 1 for rule in ("train", "sample", "evaluate")), rows
+    ratios = {rule: measured[rule] / rows[rule]["seconds"][0] for rule in ("train", "sample", "evaluate")}
+    off = {rule: round(x, 2) for rule, x in ratios.items() if not 0.5 <= x <= 2.0}
+    assert not off, f"measured CPU / estimated job time outside [0.5, 2]: {off} (all: {ratios}, cpu: {measured})"
