@@ -197,7 +197,7 @@ def _check_table4(metrics: Mapping) -> list[Check]:
                 f"{_esc(families.get(r['label'], r['method']))} {_num(means[r['method']])}"
                 for r in measured if r["method"] in means)
             if best not in means:
-                out.append((None, text + f"; no FID of h_t = {BEST_FAMILY}"))
+                out.append((None, text + f"; no FID of $\\mathbf{{h}}_t$ = {_esc(BEST_FAMILY)}"))
             else:
                 out.append((means[best] <= min(means.values()), text))
     return out or _absent("Table 4 was not built (ablations off)")

@@ -244,3 +244,12 @@ def test_the_report_shows_claims_on_its_first_page():
     first_page = tex.split(r"\begin{document}")[1].split(r"\clearpage")[0]
     assert r"\input{claims.tex}" in first_page and first_page.index(r"\maketitle") < first_page.index("claims.tex")
     assert r"\input{claims.tex}" not in render_report(REPO / "reports" / "report.tex.j2", metrics, [])
+
+
+def test_every_evidence_text_is_latex_safe():
+    """No bare underscore outside math in claims.tex, whatever is missing (e.g. Table 4 without
+    its h_t = c row, which the every-switch report run meets)."""
+    for fid in (FID, {k: v for k, v in FID.items() if k != "ht_constant"}):
+        tex = render_claims(make_metrics(fid=fid))
+        text = re.sub(r"\$[^$]*\$", "", tex)
+        assert not re.search(r"(?<!\\)_", text), [ln for ln in text.splitlines() if re.search(r"(?<!\\)_", ln)][:3]
