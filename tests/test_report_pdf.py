@@ -144,16 +144,19 @@ def test_report_pdf_has_a_page_per_table_and_figure(full_run, tmp_path):
     assert len(grids) == len(load_params(work / "params.yaml")["methods"])
     figure_pages = len(grids) + len([f for f in figures if not f.startswith("samples_")])  # NFEs side by side
     n = pdf_pages(pdf)
-    assert n == 1 + len(captions(tex)) + figure_pages, "a title page, then one page per table and per figure"
     log = (work / "logs/report_pdf.log").read_text(errors="replace")
     assert not re.search(r"^!|LaTeX Error|Undefined control sequence", log, flags=re.M), log[-3000:]
     pages = [" ".join(pdf_text(pdf, i).split()) for i in range(1, n + 1)]
     assert full_run.commit[:12] in pages[0] and "Provenance: commit" in pages[0]
+    # the title page and the claim verdicts (one page or two), then one page per table and per figure
+    first = next(i for i, page in enumerate(pages) if "Unconditional generation on Digits" in page)
+    assert any("claims in this run" in page for page in pages[:first]) and first <= 2, (first, pages[:first])
+    assert n == first + len(captions(tex)) + figure_pages, (n, first)
     for i, want in enumerate(("Unconditional generation on Digits", "Choices of h", "Table 5", "fair-solver comparison")):
-        assert want in pages[1 + i] and "Provenance: commit" in pages[1 + i], f"page {2 + i} lacks {want!r}"
-    assert "Yun & Lin 100% net" in pages[1]
+        assert want in pages[first + i] and "Provenance: commit" in pages[first + i], f"page {first + 1 + i} lacks {want!r}"
+    assert "Yun & Lin 100% net" in pages[first]
     for want in ("FID against NFE on Digits", "Samples of DDM (ours) on Digits", "Fig. 3 (left)"):
-        assert sum(want in page for page in pages[5:]) == 1, f"no single figure page with {want!r}"
+        assert sum(want in page for page in pages[first + 4:]) == 1, f"no single figure page with {want!r}"
     # the README's picture of the first page: pdftoppm makes it
     if shutil.which("pdftoppm"):
         r = sh(work, "pdftoppm", "-png", "-r", "60", "-f", "1", "-l", "1", "-singlefile", str(pdf), str(tmp_path / "page1"))
@@ -172,7 +175,7 @@ def test_rebuilding_gives_the_same_bytes(full_run, tmp_path):
     figures = sorted(str(p.relative_to(work)) for p in (work / "reports/figures").glob("*.png"))
     r = run_ddm(work, "report-pdf", "--template", "reports/report.tex.j2", "--tables", "reports/tables.tex",
                 "--metrics", "reports/metrics.json", "--figures", *figures, "--latex", LATEX,
-                "--out", str(tmp_path / "report.pdf"))
+                "--claims", "reports/claims.tex", "--out", str(tmp_path / "report.pdf"))
     assert r.returncode == 0, r.output
     assert (tmp_path / "report.pdf").read_bytes() == (work / "reports/report.pdf").read_bytes()
 
