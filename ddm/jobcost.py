@@ -114,7 +114,7 @@ def fig3(p, wc, shell):
     return dict(flops=netcost.unet_cost(cfg).flops * 64 * nfe * len(models), work="sample", startup="torch", gpus=0)
 
 
-RULES = {"train": train, "sample": sample, "evaluate": evaluate, "refstats": refstats, "prepare": prepare,
+RULES = {"train": train, "sample": sample, "sample_shard": sample, "evaluate": evaluate, "refstats": refstats, "prepare": prepare,
          "extractor": extractor, "convergence": convergence, "fig3": fig3}
 
 
