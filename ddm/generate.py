@@ -103,6 +103,7 @@ def sample_split(exp: "TaskExperiment", net: nn.Module, split: Mapping, nfe: int
     return out
 
 
+@torch.no_grad()
 def x0_mse_curve(exp: Experiment, net: nn.Module, nfe: int, seeds: list[int]) -> dict:
     """Fig. 3 (left): MSE between the predicted x0 at each reverse step and the final sample."""
     seen: list[tuple[float, Tensor]] = []

@@ -33,6 +33,16 @@ def _save(fig, out: Path, **kw) -> Path:
     return out
 
 
+def _finish(fig, ax, out: Path, xlabel: str, ylabel: str, title: str, **title_kw) -> Path:
+    """Label the axes, title and legend of a line plot, and write it (``_save``)."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, **title_kw)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, out)
+
+
 def fid_plot(metrics: Mapping, dataset: str, out: Path) -> Path:
     """FID against NFE, one line per method, error bars = std over repeats."""
     plt = _pyplot()
@@ -45,12 +55,7 @@ def fid_plot(metrics: Mapping, dataset: str, out: Path) -> Path:
         ax.errorbar(xs, ys, yerr=err, marker="o", label=method_label(m, metrics, latex=False), capsize=2)
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("NFE")
-    ax.set_ylabel(f"FID ({d['extractor']})")
-    ax.set_title(f"{dataset}: FID against NFE")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return _save(fig, out)
+    return _finish(fig, ax, out, "NFE", f"FID ({d['extractor']})", f"{dataset}: FID against NFE")
 
 
 def tile(x: torch.Tensor, nrow: int, padding: int = 1, pad_value: float = 0) -> torch.Tensor:
@@ -117,7 +122,6 @@ def task_figure(split: Mapping, samples: list[torch.Tensor], labels: list[str], 
     return _save(fig, out, bbox_inches="tight")
 
 
-@torch.no_grad()
 def fig3_plot(fig3_json: Path, out: Path) -> Path:
     """Fig. 3 (left): MSE of the predicted x0 against reverse time, per model."""
     plt = _pyplot()
@@ -127,12 +131,8 @@ def fig3_plot(fig3_json: Path, out: Path) -> Path:
     for name, c in sorted(data["curves"].items()):
         ax.plot(c["t"], c["mse"], label=METHOD_LABELS.get(name, name))
     ax.invert_xaxis()
-    ax.set_xlabel("t (reverse time)")
-    ax.set_ylabel(r"MSE($\hat{x}_0$, final $x_0$)")
-    ax.set_title(f"Fig. 3: NFE {data['nfe']}, {data['num_samples']} samples")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return _save(fig, out)
+    return _finish(fig, ax, out, "t (reverse time)", r"MSE($\hat{x}_0$, final $x_0$)",
+                   f"Fig. 3: NFE {data['nfe']}, {data['num_samples']} samples")
 
 
 def convergence_plot(inputs: list[Path], out: Path) -> Path:
@@ -149,9 +149,5 @@ def convergence_plot(inputs: list[Path], out: Path) -> Path:
             rows = sorted((r["step"], r["fid"]) for r in data["rows"] if r["nfe"] == nfe)
             ax.plot(*zip(*rows), marker="o", label=f"{METHOD_LABELS.get(data['method'], data['method'])}, NFE {nfe}")
     ax.set_yscale("log")
-    ax.set_xlabel("training step (EMA weights)")
-    ax.set_ylabel("FID")
-    ax.set_title(f"FID against training step ({info.get('num_samples')} samples, {info.get('extractor')})", fontsize=8)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return _save(fig, out)
+    return _finish(fig, ax, out, "training step (EMA weights)", "FID",
+                   f"FID against training step ({info.get('num_samples')} samples, {info.get('extractor')})", fontsize=8)
