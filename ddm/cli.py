@@ -365,30 +365,28 @@ def _shard_bounds(args) -> tuple[int, int]:
 
 
 def cmd_evaluate(args) -> None:
-    from ddm.config import DATASET_CHANNELS, ConfigError, all_methods
+    from ddm.config import DATASET_CHANNELS
+    from ddm.replicates import check_method
 
     params = _params(args)
     block = _dataset_block(params, args.dataset)
-    if args.method not in all_methods(params):
-        raise ConfigError(f"unknown method '{args.method}' (allowed: {', '.join(sorted(all_methods(params)))})")
+    check_method(params, args.method)  # a method of params, or a training-seed replicate of one
     ex = load_json(args.extractor, "extractor")
     shape = {"channels": DATASET_CHANNELS.get(args.dataset), "resolution": block["resolution"]}
     if len(args.samples) == 1:  # one file: the one-pass FID of its images
         samples = load_images(args.samples[0], min_count=2, **shape)
     for path in args.samples:
         _input_file(path, "sample file")
-    check_reference(args.reference)
+    from ddm.kid import reference_features
+
+    ref_rows = reference_features(check_reference(args.reference), args.reference)  # KID's reference rows
     _check_out(args.out)
+    from ddm.fidstats import score_set  # torch-fidelity: once the checks passed
     from ddm.io import save_json, utc_timestamp
-    from ddm.metrics import fid  # torch-fidelity: once the checks passed
 
-    if len(args.samples) == 1:
-        result = fid(samples, args.reference, ex["extractor"], ex["weights"])
-    else:  # the shards of a set, one in memory at a time (ddm.fidstats)
-        from ddm.fidstats import streaming_fid
-
-        shards = (load_images(path, **shape) for path in args.samples)
-        result = streaming_fid(shards, args.reference, ex["extractor"], ex["weights"])
+    shards = (load_images(path, **shape) for path in args.samples)  # a set of shards: one in memory at a time
+    result = score_set(samples if len(args.samples) == 1 else shards, args.reference, ex["extractor"], ex["weights"],
+                       ref_rows)
     result.update({k: getattr(args, k) for k in ("dataset", "method", "nfe", "repeat")})
     result["computed_at"] = utc_timestamp()  # provenance: when this FID was computed (reports' date)
     with _writing(args.out):
@@ -408,9 +406,8 @@ def cmd_stats(args) -> None:
     if args.csv:
         _check_out(args.csv, "--csv")
     from ddm.io import save_json, save_text
-    from ddm.report.collect import collect, metric_records, records_csv  # torch: once the checks passed
+    from ddm.report.collect import add_plateau, collect, metric_records, records_csv  # torch: once checks passed
     from ddm.report.provenance import provenance
-
     from ddm.experiment import load_model
 
     sizes: dict = {}
@@ -419,6 +416,8 @@ def cmd_stats(args) -> None:
         sizes.setdefault(exp.cfg["dataset"], {})[Path(path).stem] = sum(q.numel() for q in net.parameters())
     records = metric_records([Path(p) for p in args.inputs])  # tidy table: one row per sample set
     metrics = collect(records, params, model_params=sizes)
+    if args.convergence is not None:  # is each Table 1 network on its plateau? (ddm.plateau)
+        add_plateau(metrics, args.convergence)
     if args.task_metrics:
         from ddm.report.collect import collect_conditioned
 
@@ -875,6 +874,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--inputs", nargs="+", required=True)
     s.add_argument("--models", nargs="*", help="trained model files (Table 1's Param column)")
     s.add_argument("--csv", help="also write the metric files as one table, a row per sample set (CSV)")
+    s.add_argument("--convergence", nargs="*", help="files of `ddm convergence`: the plateau check of each model")
     s.add_argument("--task-metrics", nargs="*", help="files of `ddm evaluate-task` (Tables 2 and 3): per sample "
                    "set, and each task's reference.json; and of `ddm train-autoencoder` (latent tasks)")
     s = _add(sub, "report", cmd_report, "reports/tables.tex from reports/metrics.json", "metrics", "out")

@@ -24,14 +24,15 @@ import yaml
 from ddm import snapshot
 from ddm.snapshot import fit_error
 from ddm.limits import size_errors
+from ddm.replicates import check_replicate, replicate_seed, split_replicate
 from ddm.yamlio import PREFIX, ConfigError, ConfigLayer, name_source, nonfinite_lines, read_yaml, read_yaml_lines
 from ddm.resources import SCHEMA_PATH
 from ddm.shards import shard_size_error
 
-__all__ = ["ConfigError", "ConfigLayer", "read_yaml", "read_yaml_lines", "load_params", "validate", "name_source", "schema", "dataset_names", "all_methods", "resolve",
-           "resolved_hash", "model_of", "check_fit", "SCHEMA_PATH", "SCHEMA_ENUMS", "METHOD_DEFAULTS", "REPORT_KEYS",
-           "TASKS", "TASK_HASH_KEYS", "LATENT_DEFAULTS", "conditioned_block", "task_names", "task_sets", "resolve_task",
-           "inpainting_dataset", "latent_factor", "task_hash"]
+__all__ = ["ConfigError", "ConfigLayer", "read_yaml", "read_yaml_lines", "load_params", "validate", "name_source", "schema",
+           "dataset_names", "all_methods", "resolve", "resolved_hash", "model_of", "check_fit", "SCHEMA_PATH", "SCHEMA_ENUMS",
+           "METHOD_DEFAULTS", "REPORT_KEYS", "TASKS", "TASK_HASH_KEYS", "LATENT_DEFAULTS", "conditioned_block",
+           "task_names", "task_sets", "resolve_task", "inpainting_dataset", "latent_factor", "task_hash"]
 
 #: Defaults of a method entry, per process (the paper's choices; options named in the README).
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -149,10 +150,8 @@ def _validate(params: Mapping) -> None:
             lines.append(f"params.yaml: {path}: {e.message}{allowed}")
         raise ConfigError("\n".join(lines))
     if params["preset"] not in params["presets"]:
-        raise ConfigError(
-            f"params.yaml: preset: '{params['preset']}' is not defined "
-            f"(allowed: {', '.join(sorted(params['presets']))})"
-        )
+        raise ConfigError(f"params.yaml: preset: '{params['preset']}' is not defined "
+                          f"(allowed: {', '.join(sorted(params['presets']))})")
     sections = ("methods", "ablation_methods", "solver_methods")
     for i, a in enumerate(sections):
         for b in sections[i + 1 :]:
@@ -162,26 +161,21 @@ def _validate(params: Mapping) -> None:
     trained = {**params["methods"], **params["ablation_methods"]}
     for name, entry in params["solver_methods"].items():
         if entry["model"] not in trained:
-            raise ConfigError(
-                f"params.yaml: solver_methods/{name}/model: '{entry['model']}' is not a trained method "
-                f"(allowed: {', '.join(sorted(trained))})"
-            )
+            raise ConfigError(f"params.yaml: solver_methods/{name}/model: '{entry['model']}' is not a trained method "
+                              f"(allowed: {', '.join(sorted(trained))})")
     method_keys = set(schema_["definitions"]["method"]["properties"])
     method_validator = validator.evolve(schema={**schema_["definitions"]["method"], "definitions": schema_["definitions"]})
     for ds, block in params["presets"][params["preset"]].items():
         where = f"presets/{params['preset']}/{ds}/method_overrides"
         unknown = set(block["method_overrides"]) - set(trained)
         if unknown:
-            raise ConfigError(
-                f"params.yaml: {where} names unknown methods {sorted(unknown)} "
-                f"(allowed: {', '.join(sorted(trained))})"
-            )
+            raise ConfigError(f"params.yaml: {where} names unknown methods {sorted(unknown)} "
+                              f"(allowed: {', '.join(sorted(trained))})")
         for name, override in block["method_overrides"].items():
             bad = set(override) - method_keys
             if bad:
-                raise ConfigError(
-                    f"params.yaml: {where}/{name}: unknown keys {sorted(bad)} (allowed: {', '.join(sorted(method_keys))})"
-                )
+                raise ConfigError(f"params.yaml: {where}/{name}: unknown keys {sorted(bad)} "
+                                  f"(allowed: {', '.join(sorted(method_keys))})")
             merged = {**trained[name], **override}
             errors = list(method_validator.iter_errors(merged))
             if errors:
@@ -238,7 +232,7 @@ def _check_latent(task: str, t: Mapping, where: str) -> int:
     """The size the task's network runs at (§5.1: the latent of a KL autoencoder of down-sampling
     factor f for a task with a ``latent`` block, size / f; else the task's size); a size that f
     does not divide (or that leaves no latent pixel) is a ConfigError naming the task and the fix."""
-    if "latent" not in t:
+    if t.get("latent") is None:  # absent, or null: pixel space
         return t["size"]
     latent = {**LATENT_DEFAULTS, **t["latent"]}
     size, factor = t["size"], latent_factor(latent)
@@ -407,6 +401,10 @@ def resolve(params: Mapping, dataset: str, method: str) -> dict:
     preset = params["presets"][params["preset"]]
     if dataset not in preset:
         raise ConfigError(f"dataset '{dataset}' is not in preset '{params['preset']}' (allowed: {', '.join(sorted(preset))})")
+    if split_replicate(method)[1]:  # a training-seed replicate (ddm.replicates): the method, its own seed
+        cfg = resolve(params, dataset, check_replicate(params, method))
+        cfg["train"]["seed"] = replicate_seed(params["seed"], split_replicate(method)[1])
+        return cfg
     methods = all_methods(params)
     if method not in methods:
         raise ConfigError(f"unknown method '{method}' (allowed: {', '.join(sorted(methods))})")
@@ -499,7 +497,7 @@ def resolve_task(params: Mapping, task: str, method: str) -> dict:
         "train": {**copy.deepcopy(block["train"]), **copy.deepcopy(t.get("train", {})), "seed": params["seed"]},
         **parts,
     }
-    if "latent" in t:
+    if t.get("latent") is not None:
         _latent_space(cfg, {**LATENT_DEFAULTS, **copy.deepcopy(t["latent"])})
     m, s = cfg["method"], cfg["sampling"]
     msg = fit_error(s["sampler"], s["grid"], m["process"], m.get("ht"), s.get("final_step", "paper"))

@@ -40,20 +40,25 @@ def _map(values: dict) -> dict:
     return {"type": "object", "additionalProperties": values}
 
 
-_RESULT = _obj({"values": _list(NUM), "mean": NUM, "std": {"type": ["number", "null"]}, "n": INT, "num_samples": INT})
+_SUMMARY = {"values": _list(NUM), "mean": NUM, "std": {"type": ["number", "null"]}}
+# with training-seed replicates (ddm.replicates): ``unit`` and the sample-set spread of network 0
+_RESULT = _obj({**_SUMMARY, "n": INT, "num_samples": INT},
+               {"kid": _obj(_SUMMARY), "unit": STR, "sample_sets": _obj({**_SUMMARY, "n": INT})})
 _ROW = {"method": STR, "label": STR}
 _TASKS = _map(_obj({"metric": STR, "results": _map(_map(_RESULT)), "markers": {"type": "object"},
                     "references": _map(NUM)}))
 _SOLVER_TABLE = _obj({"rows": _list(STR), "labels": _map(STR),
                       "columns": _map(_obj({"best": {}, "marker": {}}))})
 _DATASET = _obj({"extractor": STR, "reference": STR, "results": _map(_map(_RESULT)), "table1": _map({"type": "object"})},
-                {"solver_table": _SOLVER_TABLE})
+                {"solver_table": _SOLVER_TABLE,  # ddm.plateau: method -> verdict and its checks
+                 "plateau": _map(_obj({"verdict": {"enum": ["converged", "not converged", "not checked"]},
+                                       "checks": _list({"type": "object"})}))})
 
 #: kind -> JSON Schema of that JSON product.
 SCHEMAS: dict[str, dict] = {
     "extractor": _obj({"extractor": STR, "weights": STR}),
     "evaluation": _obj({"dataset": STR, "method": STR, "nfe": INT, "repeat": INT, "fid": NUM, "num_samples": INT,
-                        "extractor": STR, "reference": STR}),
+                        "extractor": STR, "reference": STR}, {"kid": NUM}),
     "metrics": _obj({"preset": STR, "ht": STR, "table1_methods": _list(STR), "datasets": _map(_DATASET)},
                     {"method_labels": _map(STR),
                      "ablation_rows": _obj({}, {"table4": _list(_obj(_ROW)), "table5": _list(_obj({**_ROW, "group": STR}))}),
@@ -148,13 +153,14 @@ def load_images(path, what: str = "sample file", maker: str = "ddm sample", *, m
     return x
 
 
-def check_reference(path) -> None:
-    """A FID reference statistics file of ``ddm refstats`` (checked before any feature is computed)."""
+def check_reference(path) -> dict:
+    """A FID reference statistics file of ``ddm refstats`` (checked before any feature is computed),
+    loaded (``ddm.metrics.load_reference_stats``)."""
     from ddm.metrics import load_reference_stats
 
     check_input_file(path, "FID reference file")
     try:
-        load_reference_stats(path)
+        return load_reference_stats(path)
     except InputError:  # its checksum does not verify: the refusal names the fix
         raise
     except Exception:  # any failure to read means the file is unusable
@@ -163,15 +169,16 @@ def check_reference(path) -> None:
 
 def check_metric_files(paths, params: dict, params_file: str) -> None:
     """The metric files of ``ddm stats`` are results, each counted once: no file twice (by path or
-    by content), one file per (dataset, method, NFE, repeat), a method of the params file, and a
-    FID that is a finite number >= 0."""
+    by content), one file per (dataset, method, NFE, repeat), a method of the params file (or a
+    training-seed replicate of one, ``ddm.replicates``), a FID that is a finite number >= 0 and a
+    finite KID where there is one; and a table's columns compare (``_check_counts``)."""
     import hashlib
     import math
     import os
 
-    from ddm.config import all_methods
+    from ddm.replicates import check_method
 
-    methods, seen = all_methods(params), {}
+    seen, tables = {}, {}
     for i, p in enumerate(paths):
         obj = load_json(p, "evaluation")
         key = tuple(obj[k] for k in ("dataset", "method", "nfe", "repeat"))
@@ -185,9 +192,34 @@ def check_metric_files(paths, params: dict, params_file: str) -> None:
                                  f"{obj['nfe']} repeat {obj['repeat']}: a sample set counts once; remove the stale one")
             same = "the same file" if kind == "path" else "identical"
             raise InputError(f"metric files {first} and {p} are {same}: a sample set counts once; give each file once")
-        if obj["method"] not in methods:
-            raise InputError(f"metric file {p} is of method '{obj['method']}', which {params_file} does not define "
-                             f"(allowed: {', '.join(sorted(methods))}): leave the file out or add the method")
+        try:
+            method = check_method(params, obj["method"])
+        except ValueError as e:
+            raise InputError(f"metric file {p}: {e}; {params_file} does not define it: leave the file out or add "
+                             "the method") from None
         if not (math.isfinite(obj["fid"]) and obj["fid"] >= 0):
             raise InputError(f"metric file {p}: fid {obj['fid']} is not a FID (a finite number >= 0): evaluate its "
                              "sample set again with `ddm evaluate`")
+        if "kid" in obj and not math.isfinite(obj["kid"]):
+            raise InputError(f"metric file {p}: kid {obj['kid']} is not finite: evaluate its sample set again with "
+                             "`ddm evaluate`")
+        table = next(t for t in ("methods", "ablation_methods", "solver_methods") if method in params[t])
+        tables.setdefault((obj["dataset"], table), []).append((p, obj))
+    for (dataset, table), files in tables.items():
+        _check_counts(dataset, table, files)
+
+
+#: What a section of params.yaml's methods is called in a refusal (the table its FIDs make).
+_TABLE_NAMES = {"methods": "Table 1", "ablation_methods": "the ablation tables", "solver_methods": "the solver table"}
+
+
+def _check_counts(dataset: str, table: str, files: list) -> None:
+    """The columns of a FID table compare only at one sample count (FID is biased upward at
+    small counts): a table whose files have several counts needs a KID in every file (``ddm.kid``;
+    unbiased, so comparable across counts). Else one line naming the counts and a file without KID."""
+    counts = sorted({obj["num_samples"] for _, obj in files})
+    no_kid = [p for p, obj in files if "kid" not in obj]
+    if len(counts) > 1 and no_kid:
+        raise InputError(f"{_TABLE_NAMES[table]} on {dataset}: its sample sets have {' and '.join(map(str, counts))} "
+                         f"samples, and {no_kid[0]} has no KID, so its FID columns do not compare: evaluate the sets "
+                         "again with `ddm evaluate` (which adds KID) or give every column the same num_samples")

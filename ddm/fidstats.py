@@ -22,7 +22,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-__all__ = ["CHUNK_BYTES", "FeatureMoments", "image_chunks", "moments_of_chunks", "streaming_fid",
+__all__ = ["CHUNK_BYTES", "FeatureMoments", "image_chunks", "moments_of_chunks", "streaming_fid", "score_set",
            "reference_statistics", "reference_stats"]
 
 #: Image bytes per chunk of a reference data set (uint8): a larger data set is streamed.
@@ -110,17 +110,37 @@ def streaming_fid(chunks: Iterable, ref_stats_path: str | os.PathLike, extractor
     }
 
 
+def score_set(images, ref_stats_path: str | os.PathLike, extractor: str, weights_path: str | os.PathLike | None,
+              reference_rows: np.ndarray) -> dict:
+    """The record of ``ddm evaluate``: FID and KID (``ddm.kid``, against ``reference_rows``) of a
+    sample set, given as one uint8 image tensor (the one-pass FID, ``ddm.metrics.fid``) or as an
+    iterable of shards (:func:`streaming_fid`). Features are kept for KID, never the pixels."""
+    from ddm.kid import kid
+    from ddm.metrics import fid
+
+    feats: list = []
+    if hasattr(images, "shape"):
+        result = fid(images, ref_stats_path, extractor, weights_path, on_features=feats.append)
+    else:
+        result = streaming_fid(images, ref_stats_path, extractor, weights_path, on_features=feats.append)
+    return {**result, **kid(feats, reference_rows)}
+
+
 def reference_statistics(images, extractor: str, weights_path: str | os.PathLike, *, batch_size: int = 500,
-                         cuda: bool | None = None, chunk_bytes: int = CHUNK_BYTES) -> tuple[np.ndarray, np.ndarray, int]:
+                         cuda: bool | None = None, chunk_bytes: int = CHUNK_BYTES,
+                         on_features: Callable[[np.ndarray], None] | None = None) -> tuple[np.ndarray, np.ndarray, int]:
     """(mu, sigma, n) of a reference data set: one pass when its images fit in ``chunk_bytes``
-    (torch-fidelity's statistics of all features), else streamed chunk by chunk."""
+    (torch-fidelity's statistics of all features), else streamed chunk by chunk; ``on_features``
+    sees the features in image order."""
     from ddm.metrics import extract_features, feature_statistics
 
     if len(images) * images[0].numel() * images.element_size() <= chunk_bytes:
         feats = extract_features(images, extractor, weights_path, batch_size=batch_size, cuda=cuda)
+        if on_features is not None:
+            on_features(feats)
         return (*feature_statistics(feats), int(feats.shape[0]))
     moments = moments_of_chunks(image_chunks(images, chunk_bytes), extractor, weights_path, batch_size=batch_size,
-                                cuda=cuda)
+                                cuda=cuda, on_features=on_features)
     return (*moments.statistics(), int(moments.count))
 
 
@@ -136,16 +156,19 @@ def reference_stats(
     """Compute mu, sigma of the reference images and write them to ``out_path`` (.npz, atomic).
 
     The file records: ``mu``, ``sigma``, ``extractor``, ``feature_layer``, ``weights_sha256``,
-    ``num_samples``, ``format`` and the torch-fidelity version. Returns that record (without
-    mu/sigma) plus ``path``.
+    ``num_samples``, ``format``, the torch-fidelity version and ``kid_features``: KID's reference
+    rows (``ddm.kid.RowSample``). Returns that record (without the arrays) plus ``path``.
     """
     import torch_fidelity
 
     from ddm.io import file_checksum, save_npz
+    from ddm.kid import RowSample
     from ddm.metrics import _STATS_FORMAT, FID_FEATURE_LAYER, resolve_weights
 
     weights = resolve_weights(extractor, weights_path)
-    mu, sigma, count = reference_statistics(images_uint8, extractor, weights, batch_size=batch_size, cuda=cuda)
+    rows = RowSample(len(images_uint8))
+    mu, sigma, count = reference_statistics(images_uint8, extractor, weights, batch_size=batch_size, cuda=cuda,
+                                            on_features=rows.add)
     record = {
         "format": _STATS_FORMAT,
         "extractor": extractor,
@@ -155,5 +178,5 @@ def reference_stats(
         "torch_fidelity_version": torch_fidelity.__version__,
     }
     arrays = {k: np.asarray(v) for k, v in record.items()}
-    save_npz(Path(out_path), mu=mu, sigma=sigma, **arrays)  # atomically, with its checksum (ddm.io)
+    save_npz(Path(out_path), mu=mu, sigma=sigma, kid_features=rows.features(), **arrays)  # atomically, with its checksum (ddm.io)
     return {**record, "path": str(out_path)}

@@ -474,6 +474,7 @@ def load_reference_stats(path: str | os.PathLike) -> dict:
         "weights_sha256": str(z["weights_sha256"]),
         "num_samples": int(z["num_samples"]),
         "torch_fidelity_version": str(z["torch_fidelity_version"]),
+        **({"kid_features": z["kid_features"]} if "kid_features" in z else {}),  # KID's reference rows (ddm.kid)
     }
 
 
@@ -484,16 +485,11 @@ def checked_reference(ref_stats_path, extractor: str, weights_path) -> tuple[dic
     ref = load_reference_stats(ref_stats_path)
     digest = file_checksum(weights, memo=True)
     if ref["extractor"] != extractor or ref["feature_layer"] != FID_FEATURE_LAYER[extractor]:
-        raise ReferenceMismatchError(
-            f"reference {ref_stats_path} was made with extractor {ref['extractor']!r} "
-            f"(layer {ref['feature_layer']}), samples use {extractor!r} "
-            f"(layer {FID_FEATURE_LAYER[extractor]})"
-        )
+        raise ReferenceMismatchError(f"reference {ref_stats_path} was made with extractor {ref['extractor']!r} (layer "
+                                     f"{ref['feature_layer']}), samples use {extractor!r} (layer {FID_FEATURE_LAYER[extractor]})")
     if ref["weights_sha256"] != digest:
-        raise ReferenceMismatchError(
-            f"reference {ref_stats_path} was made with weights sha256={ref['weights_sha256']}, "
-            f"but {weights} has sha256={digest}: recompute the reference statistics"
-        )
+        raise ReferenceMismatchError(f"reference {ref_stats_path} was made with weights sha256={ref['weights_sha256']}, "
+                                     f"but {weights} has sha256={digest}: recompute the reference statistics")
     return ref, weights, digest
 
 
@@ -505,8 +501,10 @@ def fid(
     batch_size: int = 500,
     *,
     cuda: bool | None = None,
+    on_features=None,
 ) -> dict:
-    """FID of uint8 samples (N,C,H,W), C in {1,3}, against reference statistics.
+    """FID of uint8 samples (N,C,H,W), C in {1,3}, against reference statistics (``on_features``,
+    if given, is called with the samples' features: KID, ``ddm.kid``).
 
     Raises :class:`ReferenceMismatchError` when the reference was made with another extractor,
     feature layer or weights file (by sha256), and :class:`MissingWeightsError` when the weights
@@ -515,6 +513,8 @@ def fid(
     """
     ref, weights, digest = checked_reference(ref_stats_path, extractor, weights_path)
     feats = extract_features(samples_uint8, extractor, weights, batch_size=batch_size, cuda=cuda)
+    if on_features is not None:
+        on_features(feats)
     mu, sigma = feature_statistics(feats)
     return {
         "fid": frechet_distance(mu, sigma, ref["mu"], ref["sigma"]),

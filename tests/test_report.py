@@ -205,7 +205,7 @@ def test_collect_takes_the_table_or_the_files(metric_files, params, metrics):
     csv_path.write_text(records_csv(metric_records(metric_files)))
     assert collect(read_records_csv(csv_path), params) == metrics
     summary = summarize_records(metric_records(metric_files))
-    assert list(summary.columns) == ["values", "mean", "std", "n", "num_samples"]
+    assert list(summary.columns) == ["values", "mean", "std", "n", "num_samples", "kid"]
     assert summary.index.names == ["dataset", "method", "nfe"] and summary.index.is_monotonic_increasing
 
 

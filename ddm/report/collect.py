@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Iterable, Mapping
 
 from ddm.config import all_methods, model_of
 from ddm.registry import GRIDS, SAMPLERS
+from ddm.replicates import replicate_count, replicated_methods, split_replicate
 from ddm.report.labels import latex_escape
 from ddm.roles import table_rows
 from ddm.stats import mark_best, summarize
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["RECORD_COLUMNS", "RECORD_KEYS", "GROUP_KEYS", "metric_records", "records_csv", "read_records_csv",
-           "summarize_records", "collect", "collect_conditioned", "solver_label", "FINAL_STEP_LABELS",
+           "summarize_records", "collect", "add_plateau", "collect_conditioned", "solver_label", "FINAL_STEP_LABELS",
            "TASK_METHOD_LABELS"]
 
 
@@ -50,12 +51,12 @@ def solver_label(params: Mapping, method: str) -> str:
 #: reports/metrics.csv (``ddm stats --csv``): the tidy table of the metric files, one row per
 #: sample set, these columns in this order (a field a file lacks, such as the ``computed_at`` of an
 #: older ``ddm evaluate``, is an empty cell).
-RECORD_COLUMNS = ("dataset", "method", "nfe", "repeat", "fid", "num_samples", "extractor", "reference",
+RECORD_COLUMNS = ("dataset", "method", "nfe", "repeat", "fid", "kid", "num_samples", "extractor", "reference",
                   "weights_sha256", "computed_at")
 #: The columns that name a sample set (the table's sort order), and those of a group of repeats.
 RECORD_KEYS = ("dataset", "method", "nfe", "repeat")
 GROUP_KEYS = ("dataset", "method", "nfe")
-_RECORD_DTYPES = {"nfe": "int64", "repeat": "int64", "fid": "float64", "num_samples": "int64"}
+_RECORD_DTYPES = {"nfe": "int64", "repeat": "int64", "fid": "float64", "kid": "float64", "num_samples": "int64"}
 
 
 def metric_records(paths: Iterable[Path]) -> pd.DataFrame:
@@ -77,7 +78,8 @@ def records_csv(records: pd.DataFrame) -> str:
     """reports/metrics.csv's text: RECORD_COLUMNS in that order, rows sorted by RECORD_KEYS, no
     index, FIDs as ``repr`` (the shortest text that reads back as the same float), "\\n" lines."""
     table = records.loc[:, list(RECORD_COLUMNS)].sort_values(list(RECORD_KEYS), kind="stable")
-    table = table.assign(fid=table["fid"].map(float.__repr__))
+    table = table.assign(fid=table["fid"].map(float.__repr__),
+                         kid=table["kid"].map(lambda v: "" if v != v else float.__repr__(v)))  # NaN: no KID
     return table.to_csv(index=False, lineterminator="\n")
 
 
@@ -93,13 +95,22 @@ def read_records_csv(path: str | Path) -> pd.DataFrame:
 def summarize_records(records: pd.DataFrame) -> pd.DataFrame:
     """Per (dataset, method, NFE) of ``metric_records``, sorted: the FIDs in repeat order
     (``values``), their ``mean``, ``std`` (ddof 1; NaN for one repeat), ``n`` and the first
-    repeat's ``num_samples``. Mean and std are ``ddm.stats.summarize``'s (numpy), not pandas'
-    own group reductions, which sum in another order and can differ in the last bit."""
+    repeat's ``num_samples``; ``kid``: the KIDs' ``{"values", "mean", "std"}`` (None where a
+    file has no KID). Mean and std are ``ddm.stats.summarize``'s (numpy), not pandas' own group
+    reductions, which sum in another order and can differ in the last bit."""
     table = records.sort_values(list(RECORD_KEYS), kind="stable")
-    fid = table.groupby(list(GROUP_KEYS), sort=True)["fid"]
-    return fid.agg(values=lambda s: s.tolist(), mean=lambda s: summarize(s)["mean"],
-                   std=lambda s: summarize(s)["std"], n="size").join(
-        table.groupby(list(GROUP_KEYS), sort=True)["num_samples"].first())
+    groups = table.groupby(list(GROUP_KEYS), sort=True)
+    return groups["fid"].agg(values=lambda s: s.tolist(), mean=lambda s: summarize(s)["mean"],
+                             std=lambda s: summarize(s)["std"], n="size").join(
+        groups["num_samples"].first()).join(groups["kid"].agg(kid=_kid_summary))
+
+
+def _kid_summary(kids: pd.Series) -> dict | None:
+    """The KIDs of a group: values, mean and std (None for one value); None if a file has none."""
+    if kids.isna().any():
+        return None
+    s = summarize(kids)
+    return {"values": kids.tolist(), "mean": s["mean"], "std": s["std"] if s["n"] > 1 else None}
 
 
 def _markers(results: Mapping, rows: list[str], lower_is_better: bool = True) -> dict:
@@ -109,6 +120,9 @@ def _markers(results: Mapping, rows: list[str], lower_is_better: bool = True) ->
         group = {m: results[m][str(nfe)]["values"] for m in rows if str(nfe) in results[m]}
         mb = mark_best(group, lower_is_better=lower_is_better)
         columns[str(nfe)] = {k: mb[k] for k in ("best", "second", "marker", "p", "t", "test", "reason")}
+        units = {results[m][str(nfe)].get("unit") for m in group} - {None}
+        if units:  # the t-test's unit when it is not the sample sets (ddm.replicates: training seeds)
+            columns[str(nfe)]["unit"] = " / ".join(sorted(units))
     return columns
 
 
@@ -128,6 +142,28 @@ def _solver_table(params: Mapping, results: Mapping) -> dict | None:
             "columns": _markers(trimmed, trained)}
 
 
+def _training_seeds(by_dataset: dict, records: pd.DataFrame, params: Mapping) -> None:
+    """With ``replicates: K`` > 1 (ddm.replicates): each replicated method's result becomes the K
+    networks' values, network k scored on its own sample set (repeat k), with their mean, std and
+    n; the spread of network 0's repeated sample sets moves to ``sample_sets`` (reported beside
+    it: it understates the variance, which the training seeds show)."""
+    K = replicate_count(params)
+    rows = records.assign(base=records["method"].map(lambda m: split_replicate(m)[0]),
+                          k=records["method"].map(lambda m: split_replicate(m)[1]))
+    rows = rows[(rows["k"] == rows["repeat"]) & (rows["k"] < K) & rows["base"].isin(replicated_methods(params))]
+    for (ds, m, nfe), group in rows.groupby(["dataset", "base", "nfe"], sort=True):
+        entry = by_dataset[ds][m].get(str(nfe))
+        if entry is None or group["k"].max() == 0:
+            continue  # no replicate measured here (or not its method's own sets): the sample sets stay
+        values = group.sort_values("k")["fid"].tolist()
+        s = summarize(values)
+        sets = {k: entry[k] for k in ("values", "mean", "std", "n")}
+        entry.update(values=values, mean=s["mean"], std=s["std"] if s["n"] > 1 else None, n=s["n"],
+                     unit="training seeds", sample_sets=sets)
+        if "kid" in entry:
+            entry["kid"] = _kid_summary(group.sort_values("k")["kid"])
+
+
 def collect(paths: Iterable[Path] | pd.DataFrame, params: Mapping, model_params: Mapping | None = None) -> dict:
     """Per-sample-set FID files (``ddm evaluate``; or their table, ``metric_records``) -> mean +-
     std per (dataset, method, NFE) (``summarize_records``) and Table 1's markers per column (best
@@ -139,11 +175,19 @@ def collect(paths: Iterable[Path] | pd.DataFrame, params: Mapping, model_params:
     records = paths if isinstance(paths, pd.DataFrame) else metric_records(paths)
     # a dataset's extractor and reference: those of its first file in sorted path order
     info = records.sort_index(kind="stable").groupby("dataset", sort=True)[["extractor", "reference"]].first()
+    replicate = records["method"].map(lambda m: split_replicate(m)[1])
     by_dataset: dict = defaultdict(lambda: defaultdict(dict))
-    for (ds, m, nfe), s in summarize_records(records).to_dict("index").items():
+    for (ds, m, nfe), s in summarize_records(records[replicate == 0]).to_dict("index").items():
         by_dataset[ds][m][str(nfe)] = {"values": s["values"], "mean": s["mean"], "n": s["n"],
                                        "std": s["std"] if s["n"] > 1 else None, "num_samples": s["num_samples"]}
-    out = {"preset": params["preset"], "ht": params["ht"], "table1_methods": list(params["methods"]),
+        if s["kid"] is not None:
+            by_dataset[ds][m][str(nfe)]["kid"] = s["kid"]
+    if replicate_count(params) > 1:
+        _training_seeds(by_dataset, records, params)
+    preset = params["presets"][params["preset"]]
+    run = {"name": params.get("run", "quick"), "replicates": replicate_count(params),  # Table 1's caption
+           "train_steps": {ds: preset[ds]["train"]["steps"] for ds in sorted(preset)}}
+    out = {"preset": params["preset"], "ht": params["ht"], "table1_methods": list(params["methods"]), "run": run,
            "ablation_rows": table_rows(params), "datasets": {}}
     own = {m: e["label"] for m, e in params["methods"].items() if e.get("label")}
     if own:
@@ -159,6 +203,21 @@ def collect(paths: Iterable[Path] | pd.DataFrame, params: Mapping, model_params:
             entry["solver_table"] = solver
         out["datasets"][ds] = entry
     return out
+
+
+def add_plateau(metrics: dict, convergence_paths: Iterable[Path]) -> None:
+    """Each dataset's ``plateau`` (``ddm.plateau.plateau_check``: is each Table 1 network on its
+    plateau?) from the convergence records of ``ddm convergence``, their checksums verified; a
+    Table 1 method without a record is ``not checked``."""
+    from ddm.contracts import load_json
+    from ddm.plateau import CRITERION, NOT_CHECKED, plateau_check
+
+    records = [load_json(p, "convergence") for p in sorted(Path(p) for p in convergence_paths)]
+    for ds, d in metrics["datasets"].items():
+        found = plateau_check([r for r in records if r["dataset"] == ds], d["results"])
+        d["plateau"] = {m: found.get(m, {"verdict": NOT_CHECKED, "checks": [], "reason": "no convergence record"})
+                        for m in metrics["table1_methods"] if m in d["results"]}
+    metrics["plateau_criterion"] = CRITERION
 
 
 # -- conditioned generation (Tables 2 and 3) ------------------------------------------------

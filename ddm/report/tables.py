@@ -74,6 +74,55 @@ def _cell(res: Mapping | None, marker: str | None = None, digits: int = 2) -> st
     return text
 
 
+def _kid_power(kids: list[float]) -> int:
+    """The power of ten a table's KIDs are shown at (x 10^power), a multiple of 3 that puts the
+    largest in [1, 1000): 10^3 for Inception-scale KIDs (0.001-0.1), other features as they come."""
+    top = max(kids, default=0.0)
+    return 0 if top <= 0 else -3 * math.floor(math.log10(top) / 3)
+
+
+def _kid_cell(res: Mapping | None, power: int) -> str:
+    """A KID cell, x 10^power: mean (2 decimals) and `` $\\pm$ std`` (3) over the cell's values."""
+    kid = (res or {}).get("kid")
+    if not kid:
+        return "--"
+    f = 10.0 ** power
+    return _cell({"mean": f * kid["mean"], "std": None if kid.get("std") is None else f * kid["std"]})
+
+
+def _run_caption(metrics: Mapping, d: Mapping, methods: list[str]) -> dict:
+    """What Table 1's caption says of the run: quick or converged (its training budget, its
+    training seeds), what the std is over, the sample-set std beside the training-seed std, and
+    which networks are not on their plateau (``ddm.plateau``)."""
+    run = metrics.get("run") or {}
+    k = run.get("replicates", 1)
+    steps = ", ".join(f"{_fmt_int(v)}" for v in sorted(set((run.get("train_steps") or {}).values())))
+    budget = f"{steps} training steps per network" if steps else "its training budget"
+    if run.get("name", "quick") == "quick":
+        text = (f"A quick run ({budget}, {k} training seed{'s' if k > 1 else ''}): the numbers to cite come from "
+                "the converged run (README, ``The converged run'').")
+    else:
+        text = f"The converged run ({budget}, {k} training seeds per method)."
+    seeds = [c["n"] for m in methods for c in d["results"][m].values() if c.get("unit") == "training seeds"]
+    unit = (f"{max(seeds)} independently trained networks (training seeds), each scored on its own sample set" if seeds
+            else "repeated sample sets of one trained network per method, which understates the variance of retraining")
+    spread = ""
+    if seeds:
+        res = d["results"]
+        parts = [f"{method_label(m, metrics)} {res[m][n]['sample_sets']['std']:.3f}" for m in methods
+                 for n in sorted(res[m], key=int)[:1] if (res[m][n].get("sample_sets") or {}).get("std") is not None]
+        spread = ("Std over the sample sets of one network (the first NFE): " + ", ".join(parts) + ".") if parts else ""
+    plateau = d.get("plateau") or {}
+    stale = [method_label(m, metrics) for m in methods if plateau.get(m, {}).get("verdict") == "not converged"]
+    unchecked = [method_label(m, metrics) for m in methods if plateau.get(m, {}).get("verdict") == "not checked"]
+    verdict = ""
+    if plateau:
+        verdict = (f"Not converged (the FIDs of its last two checkpoints differ by more than the sample-set std): "
+                   f"{', '.join(stale)}." if stale else "" if unchecked else "Every network is on its plateau.")
+        verdict += f" Plateau not checked (no convergence record): {', '.join(unchecked)}." if unchecked else ""
+    return {"text": text, "unit": unit, "spread": spread, "plateau": verdict.strip()}
+
+
 def _published(path) -> list[dict]:
     """The rows of a published-results CSV (a path or ``PUBLISHED_CSV``, the package's own)."""
     if not path.is_file():
@@ -116,6 +165,10 @@ def render_tables(metrics: Mapping, published_csv: Path = PUBLISHED_CSV) -> str:
                           "cells": [f"{v[n]:.2f}" if n in v else "--" for n in nfes]} for m, v in reported.items()]
         samples = {n: next(res[m][str(n)]["num_samples"] for m in t1_methods if str(n) in res[m]) for n in nfes}
         repeats = {n: max(res[m][str(n)]["n"] for m in t1_methods if str(n) in res[m]) for n in nfes}
+        kids = [abs(c["kid"]["mean"]) for m in t1_methods for c in res[m].values() if c.get("kid")]
+        power = _kid_power(kids)
+        kid_rows = [{"label": method_label(m, metrics), "cells": [_kid_cell(res[m].get(str(n)), power) for n in nfes]}
+                    for m in t1_methods] if kids else []
         t4, t4_nfes, t5 = _ablation_tables(metrics, res)
         solver = None
         if "solver_table" in d:
@@ -129,6 +182,9 @@ def render_tables(metrics: Mapping, published_csv: Path = PUBLISHED_CSV) -> str:
             "solver": solver,
             "name": DATASET_LABELS.get(ds, ds), "nfes": nfes, "rows": rows, "reported": reported_rows,
             "samples": ", ".join(f"NFE {n}: {_fmt_int(samples[n])} samples $\\times$ {repeats[n]}" for n in nfes),
+            "kid_rows": kid_rows, "kid_scale": f" ($\\times 10^{{{power}}}$)" if power else "",
+            "unequal": len(set(samples.values())) > 1,
+            "run": _run_caption(metrics, d, t1_methods),
             "extractor": latex_escape(d["extractor"]), "reference": latex_escape(d["reference"]),
             "samplers": "; ".join(d.get("samplers", {}).values()),
             "table4": t4, "t4_nfes": t4_nfes, "table5": t5,

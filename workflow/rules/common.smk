@@ -13,6 +13,7 @@ from ddm.config import ConfigError, dataset_names, model_of, read_yaml, resolve 
 from ddm.config import TASKS, inpainting_dataset, resolve_task, task_names, task_sets
 from ddm.codedeps import cached_code_digests, package_dir
 from ddm.io import save_text
+from ddm.replicates import replicate_count, replicate_name, replicated_methods
 from ddm.roles import fid_ablations, fig3_methods, table_rows
 from ddm.shards import set_shard_size, shard_count
 
@@ -95,7 +96,7 @@ TASK_RULE_METHODS = list(config.get("conditioned_methods") or {}) or ["ddm"]
 wildcard_constraints:
     dataset="[a-z0-9]+",
     task="|".join(TASKS),
-    method="[a-z][a-z0-9_]*",
+    method="[a-z][a-z0-9_]*(-s[1-9][0-9]*)?",  # a method of params.yaml, or a training-seed replicate (ddm.replicates)
     nfe=r"\d+",
     repeat=r"\d+",
     shard=r"\d+",
@@ -127,7 +128,19 @@ def sample_jobs():
             models = {model_of(config, m) for m in SOLVERS}
             jobs += [(ds, m, n, r) for m in SOLVERS + sorted(models)
                      for n in b["solver_nfe"] for r in range(b["fid"]["repeats"])]
+        jobs += replicate_jobs(ds, b)
     return sorted(set(jobs))
+
+
+def replicate_jobs(ds, b):
+    """The sample sets of the training-seed replicates k = 1 .. K-1 (`replicates: K`; ddm.replicates):
+    model `<method>-s<k>` samples repeat k's seeds at each NFE its method has in the tables
+    (Table 1's, and a Table 5 row's ablation_nfe), one set per network."""
+    jobs = []
+    for m in [m for m in replicated_methods(config) if m in TABLE1 + ABLATIONS]:
+        nfes = (b["nfe"] + (b["nfe_long"] if config["long_nfe"] else [])) if m in TABLE1 else b["ablation_nfe"]
+        jobs += [(ds, replicate_name(m, k), n, k) for k in range(1, replicate_count(config)) for n in nfes]
+    return jobs
 
 
 def model_file(wc):

@@ -30,6 +30,7 @@ rule stats:
         metrics=metric_files(),
         models=[f"results/models/{d}/{m}.pt" for d in DATASETS for m in TABLE1],  # the Param column
         tasks=task_metric_files(),  # Tables 2 and 3 (`conditioned: true`; workflow/rules/tasks.smk)
+        convergence=convergence_files(),  # the plateau check of each Table 1 network (ddm.plateau)
     output:
         json=report("reports/metrics.json", caption="../report/metrics.rst", category="Tables"),
         csv="reports/metrics.csv",  # the metric files as one table, a row per sample set
@@ -38,6 +39,7 @@ rule stats:
         code=code_of("stats"),
         table1=TABLE1,
         ht=config["ht"],
+        run=lambda wc: json.dumps({"run": config.get("run", "quick"), "replicates": config.get("replicates", 1)}),
         rows=lambda wc: TABLE_ROWS,  # the rows of Tables 4 and 5 that metrics.json records (ddm.roles)
         tasks=lambda wc, input: f"--task-metrics {' '.join(map(shlex.quote, input.tasks))}" if input.tasks else "",
     log:
@@ -46,7 +48,7 @@ rule stats:
         "../envs/ddm.yaml"
     shell:
         "{params.ddm} stats --inputs {input.metrics} --models {input.models} --out {output.json} --csv {output.csv}"
-        " {params.tasks} > {log} 2>&1"
+        " --convergence {input.convergence} {params.tasks} > {log} 2>&1"
 
 
 rule report:
