@@ -21,7 +21,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from ddm import snapshot
+from ddm import plugins, snapshot
 from ddm.snapshot import fit_error
 from ddm.limits import size_errors
 from ddm.yamlio import PREFIX, ConfigError, ConfigLayer, name_source, nonfinite_lines, read_yaml, read_yaml_lines
@@ -59,10 +59,12 @@ SCHEMA_ENUMS: dict[str, tuple[str, ...]] = {
     "sampler": ("definitions", "method", "properties", "sampler"),
     "grid": ("definitions", "method", "properties", "grid"),
     "final_step": ("definitions", "method", "properties", "final_step"),
+    "dataset": ("properties", "presets", "additionalProperties", "propertyNames"),
+    "extractor": ("definitions", "dataset", "properties", "fid", "properties", "extractor"),
 }
 
-#: The channel count of each dataset as the pipeline loads it.
-DATASET_CHANNELS = {"digits": 1, "cifar10": 3, "celebahq256": 3, "imagefolder": 3}
+#: The channel count of each dataset as the pipeline loads it (``ddm.data.DatasetSpec.channels``, live).
+DATASET_CHANNELS = snapshot.dataset_facts("channels")
 
 #: The conditioned tasks of Tables 2 and 3 (§5.1; ``ddm.tasks``): target channels, condition
 #: channels, the metric of Table 2 and whether higher is better.
@@ -149,10 +151,8 @@ def _validate(params: Mapping) -> None:
             lines.append(f"params.yaml: {path}: {e.message}{allowed}")
         raise ConfigError("\n".join(lines))
     if params["preset"] not in params["presets"]:
-        raise ConfigError(
-            f"params.yaml: preset: '{params['preset']}' is not defined "
-            f"(allowed: {', '.join(sorted(params['presets']))})"
-        )
+        raise ConfigError(f"params.yaml: preset: '{params['preset']}' is not defined "
+                          f"(allowed: {', '.join(sorted(params['presets']))})")
     sections = ("methods", "ablation_methods", "solver_methods")
     for i, a in enumerate(sections):
         for b in sections[i + 1 :]:
@@ -172,10 +172,8 @@ def _validate(params: Mapping) -> None:
         where = f"presets/{params['preset']}/{ds}/method_overrides"
         unknown = set(block["method_overrides"]) - set(trained)
         if unknown:
-            raise ConfigError(
-                f"params.yaml: {where} names unknown methods {sorted(unknown)} "
-                f"(allowed: {', '.join(sorted(trained))})"
-            )
+            raise ConfigError(f"params.yaml: {where} names unknown methods {sorted(unknown)} "
+                              f"(allowed: {', '.join(sorted(trained))})")
         for name, override in block["method_overrides"].items():
             bad = set(override) - method_keys
             if bad:
@@ -380,6 +378,7 @@ def load_params(path: str | Path = "params.yaml") -> dict:
         raise ConfigError(f"{path} is empty: it must hold the experiment config (see the shipped params.yaml)")
     if not isinstance(params, dict):
         raise ConfigError(f"{path} must hold a mapping; got {type(params).__name__}")
+    plugins.load(params.get("plugins"), Path(path).resolve().parent, str(path))  # before validation (ddm.plugins)
     validate(params, source=path)
     return params
 
