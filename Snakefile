@@ -8,6 +8,7 @@ import os
 from snakemake.utils import min_version
 
 from ddm.config import ConfigError, validate as validate_params
+from ddm.plugins import load as load_plugins
 from ddm.yamlio import config_layers
 
 min_version("8.0")
@@ -29,7 +30,11 @@ configfile: "params.yaml"
 # from the registries, so an h_t family or sampler registered outside the package validates) and the
 # checks beyond it (sampler/grid fit a process, finite numbers, NFE and sample counts that fit in
 # memory, ...), in the one-line messages `ddm` gives.
+# First the plug-ins (`plugins:`, ddm/plugins.py): their families, samplers, datasets, ... then validate.
+# File entries become absolute paths, which the jobs read from their params file wherever it lies.
 try:
+    if config.get("plugins"):
+        config["plugins"] = load_plugins(config["plugins"], os.getcwd(), "params.yaml")
     validate_params(config, layers=tuple(CONFIG_LAYERS) if len(CONFIG_LAYERS) > 1 else ())
 except ConfigError as e:
     raise WorkflowError(str(e)) from None

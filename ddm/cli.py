@@ -52,6 +52,7 @@ from pathlib import Path
 from ddm.contracts import check_metric_files, check_reference, is_autoencoder_file, load_images, load_json
 from ddm.io import InputError, check_input_file as _input_file
 from ddm.modelfile import SEED_BLOCK, read_model, sample_seeds, save_model  # torch inside
+from ddm.plugins import load_from as load_plugins  # standard library and PyYAML only
 from ddm.shards import SAMPLE_BATCH  # standard library only
 
 log = logging.getLogger("ddm")
@@ -132,9 +133,9 @@ def _check_out(path, what: str = "--out") -> Path:
     if not parent.is_dir():
         raise InputError(f"{what} {path}: {parent} is not a folder")
     if parent != p.parent:  # the folders will be made: the nearest existing one must be writable
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise OutputError(f"cannot write {path}: folder {parent} is not writable")
-        return p
+        if os.access(parent, os.W_OK | os.X_OK):
+            return p
+        raise OutputError(f"cannot write {path}: folder {parent} is not writable")
     try:  # a real probe: a read-only mount is writable by os.access's account for root
         fd, probe = tempfile.mkstemp(prefix=".tmp-probe-", dir=parent)
         os.close(fd)
@@ -148,12 +149,10 @@ def _os_error(e: BaseException | None) -> OSError | None:
     """The OS error (with an errno) behind ``e``: torch.save reports a full disk as a
     RuntimeError raised while its zip writer closes, with the OSError as its context."""
     seen = set()
-    while e is not None and id(e) not in seen:
-        if isinstance(e, OSError) and e.errno is not None:
-            return e
+    while e is not None and id(e) not in seen and not (isinstance(e, OSError) and e.errno is not None):
         seen.add(id(e))
         e = e.__cause__ or e.__context__
-    return None
+    return e if isinstance(e, OSError) and e.errno is not None else None
 
 
 @contextlib.contextmanager
@@ -193,14 +192,14 @@ def cmd_prepare(args) -> None:
     params = _params(args)
     block = _dataset_block(params, args.dataset)
     _check_out(args.out)
-    options = {"resolution": block["resolution"]} if "resolution" in DATASETS[args.dataset].options else {}
-    root = args.data_root
-    if args.dataset == "imagefolder":  # the user's own folder, named by `source`
+    spec, root = DATASETS[args.dataset], args.data_root
+    options = {"resolution": block["resolution"]} if "resolution" in spec.options else {}
+    if spec.folder_source:  # the user's own folder (imagefolder and its variants), named by `source`
         root = block.get("source")
         if not root:
-            raise ConfigError(f"params.yaml: presets/{params['preset']}/imagefolder/source: not set "
-                              "(set it to a folder of images)")
-    elif DATASETS[args.dataset].resources:
+            raise ConfigError(f"params.yaml: presets/{params['preset']}/{args.dataset}/source: not set (set it to a "
+                              "folder of images)")
+    elif spec.resources:
         download_dataset(args.dataset, args.data_root, source=block.get("source"))
     images = load_dataset(args.dataset, root, "train", **options)
     with _writing(args.out):
@@ -900,7 +899,7 @@ def build_parser() -> argparse.ArgumentParser:
 #: Expected errors of the library -> exit code, looked up in ``sys.modules`` (a module that was
 #: never imported raised nothing, and an early failure does not import torch to classify itself).
 _EXPECTED = {
-    ("ddm.config", "ConfigError"): EXIT_USAGE,
+    ("ddm.yamlio", "ConfigError"): EXIT_USAGE,  # ddm.config's (params.yaml, its plug-ins)
     ("ddm.metrics", "ReferenceMismatchError"): EXIT_USAGE,
     ("ddm.download", "DownloadError"): EXIT_FAILURE,
     ("ddm.metrics", "MissingWeightsError"): EXIT_FAILURE,
@@ -969,6 +968,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = _show_warning
     try:
         _set_threads()
+        load_plugins(args.params)  # params.yaml's plug-ins (ddm.plugins), also for a subcommand that reads no params
         args.fn(args)
         log.info("ddm %s done: %.1f s CPU", args.command, _cpu_seconds())
     except Exception as e:

@@ -21,7 +21,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from ddm import snapshot
+from ddm import plugins, snapshot
 from ddm.snapshot import fit_error
 from ddm.limits import size_errors
 from ddm.replicates import check_replicate, replicate_seed, split_replicate
@@ -60,10 +60,12 @@ SCHEMA_ENUMS: dict[str, tuple[str, ...]] = {
     "sampler": ("definitions", "method", "properties", "sampler"),
     "grid": ("definitions", "method", "properties", "grid"),
     "final_step": ("definitions", "method", "properties", "final_step"),
+    "dataset": ("properties", "presets", "additionalProperties", "propertyNames"),
+    "extractor": ("definitions", "dataset", "properties", "fid", "properties", "extractor"),
 }
 
-#: The channel count of each dataset as the pipeline loads it.
-DATASET_CHANNELS = {"digits": 1, "cifar10": 3, "celebahq256": 3, "imagefolder": 3}
+#: The channel count of each dataset as the pipeline loads it (``ddm.data.DatasetSpec.channels``, live).
+DATASET_CHANNELS = snapshot.dataset_facts("channels")
 
 #: The conditioned tasks of Tables 2 and 3 (§5.1; ``ddm.tasks``): target channels, condition
 #: channels, the metric of Table 2 and whether higher is better.
@@ -374,6 +376,7 @@ def load_params(path: str | Path = "params.yaml") -> dict:
         raise ConfigError(f"{path} is empty: it must hold the experiment config (see the shipped params.yaml)")
     if not isinstance(params, dict):
         raise ConfigError(f"{path} must hold a mapping; got {type(params).__name__}")
+    plugins.load(params.get("plugins"), Path(path).resolve().parent, str(path))  # before validation (ddm.plugins)
     validate(params, source=path)
     return params
 

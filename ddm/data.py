@@ -78,6 +78,7 @@ __all__ = [
     "DATASETS",
     "DatasetSpec",
     "Resource",
+    "register_dataset",
     "default_root",
     "download_dataset",
     "image_folder_digest",
@@ -138,6 +139,12 @@ class Resource:
 
 @dataclass(frozen=True)
 class DatasetSpec:
+    """One dataset, its facts in one place: ``loader(root, split, **options)`` reads a split;
+    ``channels`` (as the pipeline loads it; None: no ``presets`` dataset, e.g. a task's data) and
+    ``label`` (its name in the report) reach params.yaml's checks and the tables through
+    ``ddm.registry.snapshot``, its resolution is ``options["resolution"]``; ``folder_source``: the
+    params.yaml ``source`` is the image folder it reads (``imagefolder`` and its variants)."""
+
     name: str
     description: str
     splits: tuple[str, ...]
@@ -145,9 +152,20 @@ class DatasetSpec:
     options: dict[str, Any] = field(default_factory=dict)
     resources: tuple[Resource, ...] = ()
     needs_source: bool = False
+    channels: int | None = None
+    label: str | None = None
+    folder_source: bool = False
 
     def dir(self, root: Path) -> Path:
         return Path(root) / self.name
+
+
+def register_dataset(spec: DatasetSpec) -> DatasetSpec:
+    """Add a dataset to :data:`DATASETS` (a plug-in's own, ``ddm.plugins``); a name given twice is refused."""
+    if spec.name in DATASETS:
+        raise ValueError(f"dataset '{spec.name}' is already registered")
+    DATASETS[spec.name] = spec
+    return spec
 
 
 def default_root() -> Path:
@@ -413,64 +431,30 @@ def _load_duts(
 DIV2K_BASE = "https://data.vision.ee.ethz.ch/cvl/DIV2K/"
 DUTS_BASE = "http://saliencydetection.net/duts/download/"
 
-DATASETS: dict[str, DatasetSpec] = {
-    spec.name: spec
-    for spec in [
-        DatasetSpec(
-            "digits",
-            "scikit-learn handwritten digits, 8x8 grey, embedded (no download)",
-            ("train", "test"),
-            _load_digits,
-            {"resolution": 8},
-        ),
-        DatasetSpec(
-            "cifar10",
-            "CIFAR-10, 32x32 RGB, official python-version tarball",
-            ("train", "test"),
-            _load_cifar10,
-            {"download": False},
-            (Resource(Path(CIFAR10_URL).name, CIFAR10_URL, f"sha256:{CIFAR10_SHA256}", "", CIFAR10_FOLDER),),
-        ),
-        DatasetSpec(
-            "celebahq256",
-            "CelebA-HQ at 256x256; no stable public URL: supply it with download_dataset(source=...)",
-            ("train",),
-            _load_celebahq,
-            {"resolution": 256, "limit": None, "on_error": "skip"},
-            (Resource(None, None, None, "", None),),
-            needs_source=True,
-        ),
-        DatasetSpec(
-            "div2k",
-            "DIV2K high-resolution images (train: 800, test = official validation: 100)",
-            ("train", "test"),
-            _load_div2k,
-            {"resolution": 256, "limit": None, "on_error": "skip", "resize": False, "download": False},
-            (
-                Resource("DIV2K_train_HR.zip", DIV2K_BASE + "DIV2K_train_HR.zip", None, "train", "DIV2K_train_HR"),
-                Resource("DIV2K_valid_HR.zip", DIV2K_BASE + "DIV2K_valid_HR.zip", None, "test", "DIV2K_valid_HR"),
-            ),
-        ),
-        DatasetSpec(
-            "duts",
-            "DUTS saliency detection: (images, masks); train = DUTS-TR, test = DUTS-TE",
-            ("train", "test"),
-            _load_duts,
-            {"resolution": 256, "limit": None, "on_error": "skip", "download": False},
-            (
-                Resource("DUTS-TR.zip", DUTS_BASE + "DUTS-TR.zip", None, "train", "DUTS-TR"),
-                Resource("DUTS-TE.zip", DUTS_BASE + "DUTS-TE.zip", None, "test", "DUTS-TE"),
-            ),
-        ),
-        DatasetSpec(
-            "imagefolder",
-            "any folder of PNG/JPEG images (root = the folder)",
-            ("train",),
-            _load_imagefolder,
-            {"resolution": 64, "limit": None, "on_error": "skip"},
-        ),
-    ]
-}
+DATASETS: dict[str, DatasetSpec] = {}
+for _spec in (
+    DatasetSpec("digits", "scikit-learn handwritten digits, 8x8 grey, embedded (no download)", ("train", "test"),
+                _load_digits, {"resolution": 8}, channels=1, label="Digits (8$\\times$8)"),
+    DatasetSpec("cifar10", "CIFAR-10, 32x32 RGB, official python-version tarball", ("train", "test"), _load_cifar10,
+                {"download": False},
+                (Resource(Path(CIFAR10_URL).name, CIFAR10_URL, f"sha256:{CIFAR10_SHA256}", "", CIFAR10_FOLDER),),
+                channels=3, label="CIFAR-10"),
+    DatasetSpec("celebahq256", "CelebA-HQ at 256x256; no stable public URL: supply it with download_dataset(source=...)",
+                ("train",), _load_celebahq, {"resolution": 256, "limit": None, "on_error": "skip"},
+                (Resource(None, None, None, "", None),), needs_source=True, channels=3, label="CelebA-HQ-256"),
+    DatasetSpec("div2k", "DIV2K high-resolution images (train: 800, test = official validation: 100)",
+                ("train", "test"), _load_div2k,
+                {"resolution": 256, "limit": None, "on_error": "skip", "resize": False, "download": False},
+                (Resource("DIV2K_train_HR.zip", DIV2K_BASE + "DIV2K_train_HR.zip", None, "train", "DIV2K_train_HR"),
+                 Resource("DIV2K_valid_HR.zip", DIV2K_BASE + "DIV2K_valid_HR.zip", None, "test", "DIV2K_valid_HR"))),
+    DatasetSpec("duts", "DUTS saliency detection: (images, masks); train = DUTS-TR, test = DUTS-TE", ("train", "test"),
+                _load_duts, {"resolution": 256, "limit": None, "on_error": "skip", "download": False},
+                (Resource("DUTS-TR.zip", DUTS_BASE + "DUTS-TR.zip", None, "train", "DUTS-TR"),
+                 Resource("DUTS-TE.zip", DUTS_BASE + "DUTS-TE.zip", None, "test", "DUTS-TE"))),
+    DatasetSpec("imagefolder", "any folder of PNG/JPEG images (root = the folder)", ("train",), _load_imagefolder,
+                {"resolution": 64, "limit": None, "on_error": "skip"}, channels=3, folder_source=True),
+):
+    register_dataset(_spec)
 
 
 def _get_spec(name: str) -> DatasetSpec:
@@ -505,7 +489,7 @@ def load_dataset(
             f"unknown option(s) {', '.join(unknown)} for dataset {name!r}; valid options "
             f"(with defaults): {valid}"
         )
-    if name == "imagefolder":
+    if spec.folder_source:
         path = Path(root).expanduser() if root is not None else None
     else:
         path = Path(root).expanduser() if root is not None else default_root()

@@ -51,39 +51,33 @@ from torch_fidelity.metric_fid import (
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
 from ddm.io import REBUILD, InputError, file_checksum, load_npz, load_torch, save_torch
+from ddm.names import EXTRACTORS
 from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 
-__all__ = [
-    "INCEPTION",
-    "DIGITS_CLASSIFIER",
-    "INCEPTION_WEIGHTS_FILENAME",
-    "INCEPTION_WEIGHTS_URL",
-    "MissingWeightsError",
-    "ReferenceMismatchError",
-    "DigitsClassifier",
-    "DigitsClassifierFeatureExtractor",
-    "train_digits_classifier",
-    "load_digits_classifier",
-    "default_inception_weights_path",
-    "fetch_inception_weights",
-    "resolve_weights",
-    "extract_features",
-    "feature_statistics",
-    "frechet_distance",
-    "load_reference_stats",
-    "checked_reference",
-    "fid",
-    "rgb_to_y",
-    "psnr",
-    "mae",
-]
+__all__ = ["INCEPTION", "DIGITS_CLASSIFIER", "INCEPTION_WEIGHTS_FILENAME", "INCEPTION_WEIGHTS_URL",
+           "register_extractor", "MissingWeightsError", "ReferenceMismatchError", "DigitsClassifier",
+           "DigitsClassifierFeatureExtractor", "train_digits_classifier", "load_digits_classifier",
+           "default_inception_weights_path", "fetch_inception_weights", "resolve_weights", "extract_features",
+           "feature_statistics", "frechet_distance", "load_reference_stats", "checked_reference", "fid",
+           "rgb_to_y", "psnr", "mae"]
 
 INCEPTION = "inception-v3-compat"
 DIGITS_CLASSIFIER = "digits-classifier"
 INCEPTION_WEIGHTS_URL = URL_INCEPTION_V3
 INCEPTION_WEIGHTS_FILENAME = URL_INCEPTION_V3.rsplit("/", 1)[-1]
-#: The feature layer used for FID, per extractor (torch-fidelity's names).
-FID_FEATURE_LAYER = {INCEPTION: "2048", DIGITS_CLASSIFIER: "64"}
+#: The feature layer used for FID, per extractor (torch-fidelity's names): ``ddm.names.EXTRACTORS``.
+FID_FEATURE_LAYER = EXTRACTORS
+
+
+def register_extractor(name: str, layer: str, *, label: str | None = None):
+    """Class decorator: a torch-fidelity feature extractor (``FeatureExtractorBase``; built as
+    ``cls(name, features_list, feature_extractor_weights_path=...)``) as the FID extractor ``name``
+    of params.yaml, FID on its feature ``layer``; its weights are the file ``fid: weights:`` names."""
+    def add(cls):
+        EXTRACTORS.register(name, label=label)(layer)  # refuses a name given twice
+        torch_fidelity.register_feature_extractor(name, cls)
+        return cls
+    return add
 
 _DIGITS_ARCH = "ddm-digits-cnn-v1"
 _STATS_FORMAT = "ddm-fid-reference-v1"
@@ -157,11 +151,12 @@ def resolve_weights(extractor: str, weights_path: str | os.PathLike | None) -> P
         if not path.is_file():
             raise MissingWeightsError(_missing_inception_message(path))
         return path
-    if extractor == DIGITS_CLASSIFIER:
-        if weights_path is None or not Path(weights_path).is_file():
-            raise MissingWeightsError(_missing_digits_message(weights_path))
-        return Path(weights_path)
-    raise ValueError(f"unknown FID extractor {extractor!r}; known: {INCEPTION!r}, {DIGITS_CLASSIFIER!r}")
+    if extractor not in EXTRACTORS:
+        raise ValueError(f"unknown FID extractor {extractor!r}; known: {', '.join(map(repr, EXTRACTORS))}")
+    if weights_path is None or not Path(weights_path).is_file():
+        raise MissingWeightsError(_missing_digits_message(weights_path) if extractor == DIGITS_CLASSIFIER else
+                                  f"FID extractor {extractor!r}: weights file not found: {weights_path} (set fid: weights)")
+    return Path(weights_path)
 
 
 def _missing_digits_message(weights_path) -> str:

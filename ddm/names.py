@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterator, Mapping, TypeVar
 
-__all__ = ["Names", "sampler_table", "grid_table", "PROCESSES", "GAUSSIAN"]
+__all__ = ["Names", "sampler_table", "grid_table", "PROCESSES", "GAUSSIAN", "EXTRACTORS"]
 
 T = TypeVar("T")
 
@@ -112,6 +112,13 @@ class Names(Mapping[str, T]):
 #: ``ddm.process.Process`` subclass that sets ``name`` registers itself where it is defined; the
 #: table is complete once ``ddm.baselines`` is imported (``ddm.registry`` imports it).
 PROCESSES: Names[type] = Names("process")
+#: The FID feature extractors of params.yaml (``fid: extractor:``) by name -> the feature layer FID
+#: uses (torch-fidelity's name); torch-fidelity's own registry holds the extractor classes. The
+#: package's two are here (torch-fidelity's InceptionV3, ``ddm.metrics``' digits classifier); one of
+#: a plug-in registers with ``ddm.metrics.register_extractor``.
+EXTRACTORS: Names[str] = Names("extractor")
+EXTRACTORS.register("digits-classifier", label="FID (digits classifier)")("64")
+EXTRACTORS.register("inception-v3-compat", label="FID (InceptionV3)")("2048")
 #: Every Gaussian path x_t = alpha_t x0 + sigma_t eps ("ddm/constant": DDM with h_t = c, Eq. 7).
 GAUSSIAN = ("ddm/constant", "vp", "ve")
 

@@ -27,7 +27,9 @@ from pathlib import Path
 
 import yaml
 
+from ddm import plugins
 from ddm.resources import THROUGHPUT
+from ddm.yamlio import ConfigError
 
 #: The throughput table (ddm/data/throughput.yaml).
 TABLE = THROUGHPUT
@@ -268,6 +270,7 @@ def plan(workdir=".", overrides: dict | None = None, *, device: str | None = Non
     overrides = overrides or {}
     workdir = Path(workdir).resolve()
     params = merged_config(workdir, overrides)
+    plugins.load(params.get("plugins"), workdir)  # before the graph, as every job (ddm.plugins)
     device = device or ("cpu" if params["preset"] == "embedded" else "gpu")
     table = load_table(table_path)
     jobs = graph_jobs(workdir, overrides, targets=targets, forceall=forceall)
@@ -286,8 +289,12 @@ def main(argv=None) -> int:
     ap.add_argument("--json", help="also write the rows as JSON here")
     ap.add_argument("--directory", default=".", help="the folder holding the Snakefile")
     args = ap.parse_args(argv)
-    rows, ctx = plan(args.directory, parse_overrides(args.config), device=args.device, profile=args.profile,
-                     table_path=args.table, forceall=not args.todo)
+    try:
+        rows, ctx = plan(args.directory, parse_overrides(args.config), device=args.device, profile=args.profile,
+                         table_path=args.table, forceall=not args.todo)
+    except ConfigError as e:  # e.g. a plug-in that cannot be imported: one line, exit 2 (as `ddm`)
+        print(f"python -m ddm.plan: {e}", file=sys.stderr)
+        return 2
     p = ctx["params"]
     switches = ", ".join(f"{k}={p.get(k)}" for k in ("ablations", "solver_study", "long_nfe", "conditioned"))
     print(f"plan: preset={p['preset']} ({switches}); device={ctx['device']}")

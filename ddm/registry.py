@@ -34,7 +34,7 @@ from torch import Tensor
 from ddm import catalog, sampling, sde_samplers
 from ddm.catalog import kinds  # noqa: F401  (re-exported)
 from ddm.losses import WEIGHTINGS
-from ddm.names import GAUSSIAN, PROCESSES, Names, grid_table, sampler_table
+from ddm.names import EXTRACTORS, GAUSSIAN, PROCESSES, Names, grid_table, sampler_table
 from ddm.process import FAMILIES
 
 __all__ = ["SAMPLERS", "GRIDS", "sampler", "grid", "get_sampler", "make_grid", "grid_options", "PROCESSES",
@@ -77,24 +77,36 @@ def grid_options(name: str, available: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in available.items() if k in params and k != "n"}
 
 
+def _datasets() -> dict[str, Any]:
+    """The datasets a preset may name (``ddm.data.DATASETS``: those with ``channels``), each with
+    its channels, resolution and report label: the facts of the one registered object."""
+    from ddm.data import DATASETS  # codedeps: names only (what params.yaml may name, and their facts)
+
+    return {k: {"channels": s.channels, "resolution": s.options.get("resolution"), "label": s.label}
+            for k, s in DATASETS.items() if s.channels is not None}
+
+
 def schema_enums() -> dict[str, list[str]]:
     """The names of each registry, as the params.yaml schema's enums (``ddm.config``): h_t
-    families (Table 4), samplers, grids, final steps, weightings (Table 5) and processes."""
+    families (Table 4), samplers, grids, final steps, weightings (Table 5), processes, the datasets
+    of a preset (``ddm.data``) and the FID extractors (``ddm.names.EXTRACTORS``)."""
     steps = [s for name in SAMPLERS for s in SAMPLER_FINAL_STEPS[name]]
     return {"family": list(FAMILIES), "ht": ["main", *FAMILIES], "sampler": list(SAMPLERS), "grid": list(GRIDS),
-            "final_step": list(dict.fromkeys(steps)), "weighting": list(WEIGHTINGS), "process": list(PROCESSES)}
+            "final_step": list(dict.fromkeys(steps)), "weighting": list(WEIGHTINGS), "process": list(PROCESSES),
+            "dataset": list(_datasets()), "extractor": list(EXTRACTORS)}
 
 
 def snapshot() -> dict[str, Any]:
     """The registries as plain data (``ddm.snapshot`` and ``ddm.catalog``, which read params.yaml's
     names from it without importing torch): the schema's enums, which processes each sampler and grid fits, each
-    sampler's final steps, and the labels of the h_t families and weightings."""
+    sampler's final steps, the labels of the h_t families and weightings, and the datasets' facts."""
     return {"enums": schema_enums(),
             "fits": {"sampler": {k: list(v) for k, v in SAMPLER_PROCESSES.items()},
                      "grid": {k: list(v) for k, v in GRID_PROCESSES.items()}},
             "final_steps": {k: list(v) for k, v in SAMPLER_FINAL_STEPS.items()},
             "labels": {"family": {k: cls.label for k, cls in FAMILIES.items()},
-                       "weighting": {k: WEIGHTINGS.info(k)["label"] for k in WEIGHTINGS}}}
+                       "weighting": {k: WEIGHTINGS.info(k)["label"] for k in WEIGHTINGS}},
+            "datasets": _datasets()}
 
 
 def samplers_for(process: str, ht: str | None = None) -> list[str]:

@@ -7,19 +7,34 @@ registered only while a test that asks for them runs; the fixtures remove them a
 other test sees the package's own registries. With them registered, the one entry validates
 (ddm.config fills the schema's lists of names from the registries), trains, samples and, for the
 family, makes a row of Table 4 (its ``role``, its family's ``label``).
+
+Plug-ins (ddm/plugins.py, issue 24): the same family and sampler, an FID extractor and a dataset in a
+file of the user's own (``PLUGIN``) named by ``plugins:`` in params.yaml go through the real
+Snakemake graph with no file under ddm/ edited; a plug-in that cannot be imported is one line and
+exit code 2; a plug-in is imported once per process.
 """
 
 from __future__ import annotations
 
+import copy
+import json
+import math
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
 
-from conftest import REPO, merge_params, tiny_params
+from conftest import REPO, merge_params, run_ddm, run_snakemake, tiny_params, write_params
 from ddm import registry
 from ddm.config import ConfigError, resolve, validate
+from ddm.contracts import load_images
 from ddm.experiment import build
 from ddm.generate import generate
 from ddm.process import FAMILIES, DecoupledProcess, HtFamily
@@ -33,45 +48,56 @@ from test_report import FID, write_metric_files
 MU = 0.7  # a point mass: the oracle's network is exact, so a sampler must return MU exactly
 
 
+#: The code of the family and of the sampler, as a user writes them (the plug-in file ``PLUGIN`` below
+#: and README "Extending"): the class is all the code a new family needs, the function all a sampler needs.
+FAMILY = '''\
+class CubicFamily(HtFamily):
+    """h_t = c t^3, H_t = c t^4 / 4; x0 + H_1 = 0 gives c = -4 x0 (App. B)."""
+
+    name = "cubic"
+    label = r"$\\mathbf{c}t^3$"  # its row of Table 4
+    n_params = 1
+    n_free = 0
+
+    def H(self, phi, t):
+        return phi * self._t(t, phi) ** 4 / 4
+
+    def solve(self, x0, z=None):
+        self._check_free(x0, z)
+        return -4 * x0
+'''
+SAMPLER = '''\
+@registry.sampler("ddm_mean", fits=("ddm",), label="Eq. 11 mean, no noise")
+@torch.no_grad()
+def sample_ddm_mean(net, process, noise, grid, *, rng=None, clip=None, callback=None):
+    """Alg. 2 without its noise: each step moves x to the mean of Eq. 11."""
+    x = noise
+    for i in range(grid.numel() - 1):
+        t, t_next = grid[i].to(x).expand(len(x)), grid[i + 1].to(x).expand(len(x))
+        phi, eps = net(x, t)
+        x, _ = process.posterior(x, t, t_next, phi, eps)
+    return x
+'''
+
+
+def _define(code: str, name: str):
+    """Run ``code`` (FAMILY or SAMPLER) here, as a plug-in module would; the object it defines."""
+    namespace = {"HtFamily": HtFamily, "registry": registry, "torch": torch}
+    exec(compile(code, f"<{name}>", "exec"), namespace)
+    return namespace[name]
+
+
 @pytest.fixture
 def cubic():
-    """h_t = c t^3 (README "Extending": the class is all the code a new family needs)."""
-
-    class CubicFamily(HtFamily):
-        """h_t = c t^3, H_t = c t^4 / 4; x0 + H_1 = 0 gives c = -4 x0 (App. B)."""
-
-        name = "cubic"
-        label = r"$\mathbf{c}t^3$"  # its row of Table 4
-        n_params = 1
-        n_free = 0
-
-        def H(self, phi, t):
-            return phi * self._t(t, phi) ** 4 / 4
-
-        def solve(self, x0, z=None):
-            self._check_free(x0, z)
-            return -4 * x0
-
-    yield CubicFamily
+    """h_t = c t^3, registered while the test runs."""
+    yield _define(FAMILY, "CubicFamily")
     del FAMILIES["cubic"]
 
 
 @pytest.fixture
 def ddm_mean():
-    """The sampler ``ddm_mean`` (README "Extending": the function is all the code it needs)."""
-
-    @registry.sampler("ddm_mean", fits=("ddm",), label="Eq. 11 mean, no noise")
-    @torch.no_grad()
-    def sample_ddm_mean(net, process, noise, grid, *, rng=None, clip=None, callback=None):
-        """Alg. 2 without its noise: each step moves x to the mean of Eq. 11."""
-        x = noise
-        for i in range(grid.numel() - 1):
-            t, t_next = grid[i].to(x).expand(len(x)), grid[i + 1].to(x).expand(len(x))
-            phi, eps = net(x, t)
-            x, _ = process.posterior(x, t, t_next, phi, eps)
-        return x
-
-    yield sample_ddm_mean
+    """The sampler ``ddm_mean``, registered while the test runs."""
+    yield _define(SAMPLER, "sample_ddm_mean")
     registry.SAMPLERS.unregister("ddm_mean")
 
 
@@ -164,16 +190,172 @@ def test_registration_refuses_clashes_and_misspelt_options():
 
 
 def test_the_readme_shows_this_code():
-    """README "Extending" shows the class, the function and the two entries of this file."""
+    """README "Extending" shows the plug-in file of this file's PLUGIN (its family and its sampler)
+    and the params.yaml entries that use it (PLUGIN_ENTRIES, the metric and the dataset aside)."""
     readme = (REPO / "README.md").read_text()
     section = readme[readme.index("\n## Extending\n"):readme.index("\n## Layout\n")]
-    source = [ln.strip() for ln in open(__file__).read().splitlines() if ln.strip()]
+    source = [ln.strip() for ln in PLUGIN.splitlines() if ln.strip()]
     code = re.findall(r"```python\n(.*?)```", section, flags=re.S)
-    assert len(code) == 2
-    for block in code:  # line for line (indentation aside), imports aside
-        lines = [ln.strip() for ln in block.splitlines() if ln.strip() and not ln.startswith(("import", "from"))]
-        start = source.index(lines[0])
-        assert source[start:start + len(lines)] == lines, block
+    assert len(code) == 1
+    lines = [ln.strip() for ln in code[0].splitlines()
+             if ln.strip() and not ln.startswith(("import", "from", "#"))]  # imports and the file's name aside
+    start = source.index(lines[0])
+    assert source[start:start + len(lines)] == lines, code[0]
     entries = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", section, flags=re.S)]
-    assert entries == [{"ablation_methods": {"ht_cubic": HT_CUBIC["ablation_methods.ht_cubic"]}},
-                       {"solver_methods": {"ddm_mean": DDM_MEAN["solver_methods.ddm_mean"]}}]
+    assert entries == [PLUGIN_ENTRIES]
+
+
+# --------------------------------------------------------------------------- plug-ins (ddm/plugins.py)
+#: A plug-in file of a user's own (README "Extending"): an h_t family, a sampler, an FID extractor
+#: (the metric) and a dataset (an image folder variant), with no file under ddm/ edited. The tests
+#: below write it into their workdir, and only the Snakemake run and its jobs import it (this
+#: process keeps the package's own registries).
+PLUGIN = '''\
+"""My plug-in (params.yaml: plugins: [my_plugin.py]): a family, a sampler, a metric, a dataset."""
+
+import dataclasses
+
+import torch
+from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+
+from ddm import registry
+from ddm.data import DATASETS, register_dataset
+from ddm.metrics import register_extractor
+from ddm.process import HtFamily
+
+
+''' + FAMILY + "\n\n" + SAMPLER + '''
+
+@register_extractor("pixels", "16", label="FID (pixel projections)")
+class PixelFeatures(FeatureExtractorBase):
+    """FID features: 16 projections of the grey pixels (the weights file holds the 64 x 16 matrix)."""
+
+    def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
+        super().__init__(name, features_list)
+        self.proj = torch.load(feature_extractor_weights_path).double()
+
+    @staticmethod
+    def get_provided_features_list():
+        return ("16",)
+
+    @staticmethod
+    def get_default_feature_layer_for_metric(metric):
+        return "16"
+
+    @staticmethod
+    def can_be_compiled():
+        return False
+
+    @staticmethod
+    def get_dummy_input_for_compile():
+        return torch.zeros(1, 3, 8, 8, dtype=torch.uint8)
+
+    def forward(self, x):
+        return (x[:, 0].flatten(1).double() / 255 @ self.proj.to(x.device),)
+
+
+def load_grey(root, split, **options):
+    """An image folder's images in grey (one channel)."""
+    rgb = DATASETS["imagefolder"].loader(root, split, **options)
+    return rgb.float().mean(1, keepdim=True).round().to(torch.uint8)
+
+
+register_dataset(dataclasses.replace(
+    DATASETS["imagefolder"], name="greyfolder", description="a folder of images, in grey", loader=load_grey,
+    options={"resolution": 8, "limit": None, "on_error": "skip"}, channels=1, label="Grey folder"))
+'''
+
+#: The params.yaml entries that use the plug-in (merged into the tiny params).
+PLUGIN_ENTRIES = {
+    "plugins": ["my_plugin.py"],
+    "ablation_methods": {"ht_cubic": {"process": "ddm", "ht": "cubic", "role": "table4", "sampler": "ddm",
+                                      "grid": "uniform"}},
+    "solver_methods": {"ddm_mean": {"model": "ddm", "sampler": "ddm_mean", "grid": "uniform"}},
+}
+
+
+def _plugin_workdir(workdir_factory) -> Path:
+    """A workdir whose params.yaml runs only the plug-in's things on the plug-in's dataset, with the
+    fewest jobs: Table 1 of DDM alone, the Table 4 row of h_t = c t^3, the sampler's row of the solver
+    table; FID by the plug-in's extractor; no conditioned tasks, no long NFE, no convergence figure."""
+    work = workdir_factory()
+    (work / "my_plugin.py").write_text(PLUGIN)
+    images = work / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(24):  # blobs of grey on black: something a network can learn in a few steps
+        img = np.zeros((8, 8, 3), np.uint8)
+        y, x = rng.integers(1, 6, size=2)
+        img[y:y + 3, x:x + 3] = rng.integers(128, 256)
+        Image.fromarray(img).save(images / f"{i:02d}.png")
+    torch.save(torch.randn(64, 16, generator=torch.Generator().manual_seed(0)), work / "pixels.pt")
+    params = tiny_params()
+    block = {k: v for k, v in params["presets"]["embedded"]["digits"].items() if k != "convergence"}
+    block.update(source=str(images), method_overrides={},
+                 fid={"extractor": "pixels", "weights": str(work / "pixels.pt"), "num_samples": 20, "repeats": 2})
+    params.update(copy.deepcopy(PLUGIN_ENTRIES), conditioned=False, long_nfe=False, ablations=True,
+                  solver_study=True, methods={"ddm": params["methods"]["ddm"]},
+                  presets={"embedded": {"greyfolder": block}})
+    write_params(work, params)
+    return work
+
+
+@pytest.mark.slow
+def test_a_plugin_file_adds_a_family_sampler_metric_and_dataset(workdir_factory):
+    """Issue 24's "Done when": from one plug-in file outside ddm/ and one params.yaml entry each, an
+    h_t family, a sampler, a metric and a dataset go through the real Snakemake graph on the tiny
+    configuration: validate, prepare, train, sample, FID by the plug-in's extractor, a Table 4 row."""
+    work = _plugin_workdir(workdir_factory)
+    r = run_snakemake(work, "--cores", "2", "all", timeout=900)
+    assert r.returncode == 0, r.output[-6000:]
+    images = load_images(work / "data/prepared/greyfolder.pt", "dataset file", "ddm prepare")
+    assert tuple(images.shape) == (24, 1, 8, 8)  # the plug-in's dataset: grey, at its resolution
+    for method in ("ddm", "ht_cubic"):
+        assert (work / f"results/models/greyfolder/{method}.pt").is_file()
+    metrics = json.loads((work / "reports/metrics.json").read_text())
+    text = json.dumps(metrics)
+    assert '"pixels"' in text and "ddm_mean" in text and "ht_cubic" in text
+    samples = list((work / "results/samples/greyfolder/ddm_mean").rglob("*.pt"))
+    assert samples, "the plug-in sampler's samples"
+    fids = [json.loads(p.read_text()) for p in (work / "results/metrics/greyfolder/ddm_mean").rglob("*.json")]
+    assert fids and all(f["extractor"] == "pixels" and math.isfinite(f["fid"]) for f in fids)
+    tex = (work / "reports/tables.tex").read_text()
+    assert r"$\mathbf{c}t^3$ &" in tex and "Grey folder" in tex  # the Table 4 row; the dataset's label
+    print(f"plug-in run: {r.elapsed:.0f} s")
+
+
+def test_a_broken_plugin_is_one_line_and_exit_2(workdir_factory):
+    """A plug-in that cannot be imported: `ddm` says so in one line (the entry, the file, the error,
+    the fix) with exit code 2; Snakemake refuses to start with the same line."""
+    work = workdir_factory({"plugins": ["broken.py"]})
+    (work / "broken.py").write_text("raise RuntimeError('no GPU here')\n")
+    r = run_ddm(work, "extractor", "--dataset", "digits", "--out", "x.json")
+    assert r.returncode == 2, r.output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("ddm extractor: ") and "plugins: 'broken.py'" in lines[0]
+    assert str(work / "broken.py") in lines[0] and "RuntimeError: no GPU here" in lines[0]
+    assert "remove it from plugins" in lines[0] and not (work / "x.json").exists()
+    s = run_snakemake(work, "-n", "all")
+    assert s.returncode != 0 and lines[0].removeprefix("ddm extractor: ") in s.output, s.output[-3000:]
+    missing = run_ddm(workdir_factory({"plugins": ["nowhere.py", "no_such_module_xyz"]}), "extractor",
+                      "--dataset", "digits", "--out", "x.json")
+    assert missing.returncode == 2 and "plugins: 'nowhere.py'" in missing.stderr and "no such file" in missing.stderr
+
+
+def test_a_plugin_is_imported_once_per_process(tmp_path):
+    """Loading the same plug-in twice (the CLI, then load_params; a relative and an absolute path)
+    runs it once, so nothing registers twice; its file joins every subcommand's code digest."""
+    counter = tmp_path / "count.py"
+    counter.write_text("import builtins\nbuiltins.ddm_test_count = getattr(builtins, 'ddm_test_count', 0) + 1\n")
+    code = ("import builtins, sys; from ddm import plugins\n"
+            f"a = plugins.load(['count.py'], {str(tmp_path)!r})\n"
+            f"b = plugins.load([{str(counter)!r}], '/')\n"
+            "assert a == b and builtins.ddm_test_count == 1, (a, b)\n"
+            "d = plugins.with_code({'sample': '0' * 16}); assert d['sample'] != '0' * 16 and len(d['sample']) == 16\n"
+            f"assert plugins.files() == [plugins.Path({str(counter)!r}).resolve()]\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ,
+                       "PYTHONPATH": str(REPO)})
+    assert r.returncode == 0, r.stderr
+    from ddm import plugins
+    assert plugins.with_code({"sample": "abc"}) == {"sample": "abc"}  # no plug-in: the digests are the package's

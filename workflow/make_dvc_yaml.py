@@ -21,7 +21,8 @@ Per stage:
   deps    the phase's deps; the package files its rules' `ddm` subcommands run (code_deps:
           ddm.codedeps, the same files whose digest is each rule's `code` param in the Snakefile,
           so `dvc status` and `snakemake -n` agree on what a code change makes stale); the workflow
-          files every phase runs (CODE_DEPS); the stage that runs `prepare` also depends on every
+          files every phase runs (CODE_DEPS); the plug-in files of params.yaml (plugin_deps, as
+          the rules' `code` params); the stage that runs `prepare` also depends on every
           local `source` of params.yaml's presets (source_deps).
   params  the params.yaml keys the phase reads (block list: `${...}` in a one-line list is invalid).
   outs    the phase's outs, all `persist: true`: DVC deletes a stage's outputs before running it
@@ -48,6 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the checkout's own package (ddm.io, ddm.codedeps: standard library only)
 from ddm.codedeps import command_files  # noqa: E402
 from ddm.io import save_text  # noqa: E402
+from ddm.plugins import absolute, is_file_entry  # noqa: E402
 PHASES = ROOT / "workflow" / "phases.yaml"
 DVC_YAML = ROOT / "dvc.yaml"
 PARAMS = ROOT / "params.yaml"
@@ -166,13 +168,27 @@ def source_deps(params_path: Path = PARAMS) -> list[str]:
     return sorted(found)
 
 
+def plugin_deps(params_path: Path = PARAMS) -> list[str]:
+    """The plug-in files of params.yaml (``plugins:`` entries that name a ``.py`` file, relative to
+    its folder; ddm.plugins), as paths relative to the repository root where they lie below it,
+    sorted: every stage depends on them, as every rule's `code` param does. Module entries (on
+    PYTHONPATH) are not deps."""
+    params = yaml.safe_load(params_path.read_text()) if params_path.exists() else None
+    entries = (params or {}).get("plugins") or [] if isinstance(params, dict) else []
+    found = set()
+    for entry in absolute([e for e in entries if isinstance(e, str) and is_file_entry(e)], params_path.parent):
+        path = Path(entry)
+        found.add(path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else str(path))
+    return sorted(found)
+
+
 def code_deps(phase: dict) -> list[str]:
     """The package files (``ddm/...``) the phase's rules run: the modules their ``ddm`` subcommands
     import and the package data files those name (:func:`ddm.codedeps.command_files`), sorted."""
     return sorted({f for command in phase["rules"].values() for f in command_files(command, ROOT / "ddm")})
 
 
-def render(phases: dict, sources: list[str] = ()) -> str:
+def render(phases: dict, sources: list[str] = (), plugins: list[str] = ()) -> str:
     lines = [HEADER.rstrip("\n"), "stages:"]
     for name, p in phases.items():
         metrics = list(p.get("metrics", []))
@@ -183,7 +199,7 @@ def render(phases: dict, sources: list[str] = ()) -> str:
         lines.append(f"    cmd: {SNAKEMAKE} --cores all {_scalar('phase_' + name)} ${ARGS_VAR}")
         lines.append("    deps:")
         extra = list(sources) if "prepare" in p["rules"] else []
-        lines += [f"      - {_scalar(d)}" for d in _dedup([*p["deps"], *extra, *code_deps(p), *CODE_DEPS])]
+        lines += [f"      - {_scalar(d)}" for d in _dedup([*p["deps"], *extra, *code_deps(p), *plugins, *CODE_DEPS])]
         if p["params"]:
             lines.append("    params:")
             lines += [f"      - {_scalar(k)}" for k in _dedup(p["params"])]
@@ -227,7 +243,7 @@ def main(argv=None) -> int:
                     help="params.yaml whose local dataset sources become deps (default: %(default)s)")
     args = ap.parse_args(argv)
 
-    text = render(load_phases(args.phases), source_deps(args.params))
+    text = render(load_phases(args.phases), source_deps(args.params), plugin_deps(args.params))
     if args.check:
         current = args.out.read_text() if args.out.exists() else ""
         if current != text:

@@ -1,11 +1,13 @@
 """What the report calls things, shared by its tables, figures and PDF: the methods' and datasets'
-labels and :func:`latex_escape` (plain text as LaTeX). Standard library only, so that a figure job
-reads its labels without the tables' or the statistics' code.
+labels and :func:`latex_escape` (plain text as LaTeX). Standard library and the torch-free
+``ddm.snapshot`` only, so that a figure job reads its labels without the tables' or the statistics' code.
 """
 
 from __future__ import annotations
 
 from typing import Mapping
+
+from ddm.snapshot import dataset_facts
 
 __all__ = ["METHOD_LABELS", "method_label", "DATASET_LABELS", "latex_escape"]
 
@@ -23,7 +25,8 @@ def method_label(method: str, metrics: Mapping | None = None, *, latex: bool = T
     return own or METHOD_LABELS.get(method) or (latex_escape(method) if latex else method)
 
 
-DATASET_LABELS = {"digits": "Digits (8$\\times$8)", "cifar10": "CIFAR-10", "celebahq256": "CelebA-HQ-256"}
+#: Each dataset's label in the report (``ddm.data.DatasetSpec.label``, live: a plug-in's dataset has its own).
+DATASET_LABELS = dataset_facts("label")
 
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",

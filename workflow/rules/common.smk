@@ -12,6 +12,7 @@ import yaml
 from ddm.config import ConfigError, dataset_names, model_of, read_yaml, resolve  # config validated in the Snakefile
 from ddm.config import TASKS, inpainting_dataset, resolve_task, task_names, task_sets
 from ddm.codedeps import cached_code_digests, package_dir
+from ddm.plugins import with_code
 from ddm.io import save_text
 from ddm.replicates import replicate_count, replicate_name, replicated_methods
 from ddm.roles import fid_ablations, fig3_methods, table_rows
@@ -67,8 +68,9 @@ with open(workflow.source_path("../phases.yaml")) as _f:
 #: rule -> the `ddm` subcommand it runs (workflow/phases.yaml)
 RULE_COMMANDS = {rule: command for p in PHASES.values() for rule, command in p["rules"].items()}
 #: subcommand -> digest of the package code it runs (ddm.codedeps), of the package the jobs'
-#: `python -m ddm` imports here (./ddm when the working directory holds one)
-CODE = cached_code_digests(package_dir(), ".snakemake/ddm-code")
+#: `python -m ddm` imports here (./ddm when the working directory holds one), and of the plug-in files
+#: (ddm.plugins: a changed plug-in reruns every job)
+CODE = with_code(cached_code_digests(package_dir(), ".snakemake/ddm-code"))
 
 
 def code_of(rule):
