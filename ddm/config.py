@@ -22,7 +22,6 @@ from typing import Any, Mapping
 import yaml
 
 from ddm import plugins, snapshot
-from ddm.snapshot import fit_error
 from ddm.limits import size_errors
 from ddm.replicates import check_replicate, replicate_seed, split_replicate
 from ddm.yamlio import PREFIX, ConfigError, ConfigLayer, name_source, nonfinite_lines, read_yaml, read_yaml_lines
@@ -340,7 +339,7 @@ def _validate_fit(params: Mapping) -> None:
                 continue
             model = trained[entry["model"]] if section == "solver_methods" else entry
             ht = model.get("ht", "main")
-            msg = fit_error(entry["sampler"], entry["grid"], model["process"], None if ht == "main" else ht,
+            msg = snapshot.fit_error(entry["sampler"], entry["grid"], model["process"], None if ht == "main" else ht,
                             entry.get("final_step", "paper"))
             if msg:
                 lines.append(f"params.yaml: {_where(params, name)}: {msg}")
@@ -360,7 +359,7 @@ def _where(params: Mapping, method: str) -> str:
 def check_fit(params: Mapping, method: str, cfg: Mapping) -> None:
     """Raise ConfigError if the resolved sampler or grid of ``method`` does not fit its process."""
     m, s = cfg["method"], cfg["sampling"]
-    msg = fit_error(s["sampler"], s["grid"], m["process"], m.get("ht"), s.get("final_step", "paper"))
+    msg = snapshot.fit_error(s["sampler"], s["grid"], m["process"], m.get("ht"), s.get("final_step", "paper"))
     if msg:
         override = params["presets"][params["preset"]][cfg["dataset"]]["method_overrides"].get(method, {})
         note = (f" (with presets/{params['preset']}/{cfg['dataset']}/method_overrides/{method})"
@@ -503,7 +502,7 @@ def resolve_task(params: Mapping, task: str, method: str) -> dict:
     if t.get("latent") is not None:
         _latent_space(cfg, {**LATENT_DEFAULTS, **copy.deepcopy(t["latent"])})
     m, s = cfg["method"], cfg["sampling"]
-    msg = fit_error(s["sampler"], s["grid"], m["process"], m.get("ht"), s.get("final_step", "paper"))
+    msg = snapshot.fit_error(s["sampler"], s["grid"], m["process"], m.get("ht"), s.get("final_step", "paper"))
     if msg:
         raise ConfigError(f"params.yaml: conditioned_methods/{method}: {msg}")
     return cfg
