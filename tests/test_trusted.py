@@ -238,3 +238,25 @@ def test_the_tiny_run_trains_k_distinct_networks_and_tests_over_them(tiny_run):
     assert "2 independently trained networks (training seeds)" in tex and r"KID$\downarrow$" in tex
     assert "ddm-s1" not in tex  # a replicate is no row of its own
     assert set(d["plateau"]) == {"ddm", "ddpm", "sde"} and d["plateau"]["sde"]["verdict"] == NOT_CHECKED
+
+
+# -- the converged run's overlay -------------------------------------------------------------------
+def test_the_converged_overlay_plans_k_seeds_a_plateau_check_and_pixel_space_sr(tmp_path):
+    """runs/converged.yaml over the shipped params.yaml: a dry run of the real graph plans 3
+    networks per Table 1 method, a convergence record for each of the three models, and
+    super-resolution in pixel space (no autoencoder); the tiny run keeps the latent path."""
+    import shutil
+
+    from conftest import REPO, dry_run_jobs, make_workdir, run_snakemake
+
+    work = make_workdir(tmp_path, extra=("runs",))
+    shutil.copy2(REPO / "params.yaml", work / "params.yaml")
+    r = run_snakemake(work, "-n", "--cores", "2", "all", "--configfile", "runs/converged.yaml")
+    assert r.returncode == 0, r.stderr[-3000:]
+    jobs = dry_run_jobs(r.stdout)
+    trained = sorted(w["method"] for rule, w in jobs if rule == "train")
+    assert trained == sorted(f"{m}{s}" for m in ("ddm", "ddpm", "sde") for s in ("", "-s1", "-s2"))
+    assert sorted(w["method"] for rule, w in jobs if rule == "convergence") == ["ddm", "ddpm", "sde"]
+    assert not [w for rule, w in jobs if rule == "train_autoencoder"]
+    assert ("train_autoencoder", {"task": "super_resolution"}) in dry_run_jobs(
+        run_snakemake(make_workdir(tmp_path / "tiny"), "-n", "--cores", "2", "all").stdout)
