@@ -114,16 +114,17 @@ def score_set(images, ref_stats_path: str | os.PathLike, extractor: str, weights
               reference_rows: np.ndarray) -> dict:
     """The record of ``ddm evaluate``: FID and KID (``ddm.kid``, against ``reference_rows``) of a
     sample set, given as one uint8 image tensor (the one-pass FID, ``ddm.metrics.fid``) or as an
-    iterable of shards (:func:`streaming_fid`). Features are kept for KID, never the pixels."""
-    from ddm.kid import kid
+    iterable of shards (:func:`streaming_fid`). Features are kept for KID, never the pixels: at most
+    ``ddm.kid.REFERENCE_ROWS`` rows (``ddm.kid.Reservoir``), so memory does not grow with the shards."""
+    from ddm.kid import Reservoir, kid
     from ddm.metrics import fid
 
-    feats: list = []
+    rows = Reservoir()  # at most ddm.kid.REFERENCE_ROWS feature rows, whatever the set's size
     if hasattr(images, "shape"):
-        result = fid(images, ref_stats_path, extractor, weights_path, on_features=feats.append)
+        result = fid(images, ref_stats_path, extractor, weights_path, on_features=rows.add)
     else:
-        result = streaming_fid(images, ref_stats_path, extractor, weights_path, on_features=feats.append)
-    return {**result, **kid(feats, reference_rows)}
+        result = streaming_fid(images, ref_stats_path, extractor, weights_path, on_features=rows.add)
+    return {**result, **kid(rows.features(), reference_rows)}
 
 
 def reference_statistics(images, extractor: str, weights_path: str | os.PathLike, *, batch_size: int = 500,

@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["KID_SUBSETS", "KID_SUBSET_SIZE", "KID_SEED", "REFERENCE_ROWS", "RowSample", "kid", "reference_features"]
+__all__ = ["KID_SUBSETS", "KID_SUBSET_SIZE", "KID_SEED", "REFERENCE_ROWS", "RowSample", "Reservoir", "kid",
+           "reference_features"]
 
 #: torch-fidelity's defaults: 100 subsets of 1,000 rows (fewer when a side has fewer rows).
 KID_SUBSETS = 100
@@ -57,6 +58,34 @@ class RowSample:
         if self.seen != self.total:
             raise ValueError(f"{self.seen} feature rows arrived, {self.total} were announced")
         return np.concatenate(self.rows) if self.rows else np.zeros((0, 0), np.float32)
+
+
+class Reservoir:
+    """At most ``limit`` feature rows of a stream of chunks of unknown total length: all of them
+    while they fit, then a uniform random subset (reservoir sampling, Vitter's Algorithm R, with a
+    fixed seed: the same stream keeps the same rows). A random subset of an i.i.d. sample is an
+    i.i.d. sample, so KID stays unbiased, and ``ddm evaluate`` holds at most ``limit`` rows of a
+    sample set's features however many shards it streams. Rows are kept as float32."""
+
+    def __init__(self, limit: int = REFERENCE_ROWS, seed: int = KID_SEED):
+        self.limit, self.seen, self.rng = int(limit), 0, np.random.default_rng(seed)
+        self.rows: np.ndarray | None = None
+
+    def add(self, features) -> None:
+        f = np.asarray(features, dtype=np.float32)
+        if self.rows is None:
+            self.rows = np.empty((0, f.shape[1]), np.float32)
+        room = max(0, self.limit - len(self.rows))
+        if room:
+            self.rows = np.concatenate([self.rows, f[:room]])
+        for i, row in enumerate(f[room:], start=self.seen + room):  # row i of the stream (0-based)
+            j = int(self.rng.integers(0, i + 1))
+            if j < self.limit:  # kept with probability limit / (i + 1), in place of a uniform kept row
+                self.rows[j] = row
+        self.seen += len(f)
+
+    def features(self) -> np.ndarray:
+        return self.rows if self.rows is not None else np.zeros((0, 0), np.float32)
 
 
 def kid(features, reference_features) -> dict[str, Any]:

@@ -208,15 +208,23 @@ def test_a_model_that_is_not_converged_is_named_in_the_caption(params, tmp_path)
     assert "Plateau not checked (no convergence record): SDE (" in tex
 
 
-# -- through the real graph: the shared tiny run (replicates: 2) -----------------------------------
-def test_the_tiny_run_trains_k_distinct_networks_and_tests_over_them(tiny_run):
+# -- through the real graph: the shared tiny run, then replicates: 2 ---------------------------------
+def test_two_seeds_train_two_distinct_networks_and_the_t_test_is_over_them(tiny_run_copy):
+    """`snakemake all --config replicates=2` after the tiny run trains a second network per Table 1
+    method (and samples and scores it), leaves the first as it was, and Table 1 is over both."""
     import json
 
     import torch
 
+    from conftest import dry_run_jobs, run_snakemake
     from ddm.contracts import load_json
     from ddm.modelfile import read_model
 
+    tiny_run = tiny_run_copy
+    plan = dry_run_jobs(run_snakemake(tiny_run, "-n", "--cores", "2", "all", "--config", "replicates=2").stdout)
+    assert sorted(w["method"] for rule, w in plan if rule == "train") == ["ddm-s1", "ddpm-s1", "sde-s1"]
+    r = run_snakemake(tiny_run, "--cores", "2", "all", "--config", "replicates=2", timeout=1200)
+    assert r.returncode == 0, r.stderr[-3000:]
     metrics = load_json(tiny_run / "reports/metrics.json", "metrics")
     d = metrics["datasets"]["digits"]
     assert metrics["run"]["replicates"] == 2
