@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from ddm import metrics as M
 from ddm import fidstats
-from ddm.data import load_dataset
+from ddm.datasets import load_dataset
 
 
 def jittered_tiles(x: torch.Tensor, n: int, seed: int) -> torch.Tensor:

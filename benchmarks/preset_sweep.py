@@ -25,7 +25,7 @@ import yaml
 from ddm import metrics as M
 from ddm import fidstats
 from ddm.config import resolve
-from ddm.data import load_dataset, to_model_range, to_uint8
+from ddm.datasets import load_dataset, to_model_range, to_uint8
 from ddm.experiment import build
 from ddm.generate import generate
 from ddm.training import TrainConfig, _list_checkpoints, ema_model, train

@@ -21,7 +21,7 @@ from ddm import fidstats
 from ddm.baselines import VESDE, VPSDE
 from ddm.sde_samplers import sample_ve_em, sample_vp_ancestral, sample_vp_em, sde_grid
 from ddm.ceiling import PosteriorMeanDenoiser
-from ddm.data import load_dataset, to_model_range, to_uint8
+from ddm.datasets import load_dataset, to_model_range, to_uint8
 from ddm.process import DecoupledProcess
 from ddm.sampling import (SampleRNG, lambda_grid, polynomial_grid, sample_ddim, sample_ddm, sample_dpmpp_2m,
                           uniform_grid)

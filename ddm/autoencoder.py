@@ -203,7 +203,7 @@ class AutoencoderObjective:
 def reconstruction_psnr(autoencoder: KLAutoencoder, images: Tensor, batch_size: int = 256) -> float:
     """Mean PSNR (dB, RGB, no crop, :func:`ddm.metrics.psnr` on uint8) of ``decode(encode(x))``
     against ``x`` for model-range images (N, C, H, W) in [-1, 1]."""
-    from ddm.data import to_uint8
+    from ddm.datasets import to_uint8
     from ddm.metrics import psnr
 
     rec = torch.cat([autoencoder.decode(autoencoder.encode(images[i:i + batch_size]))

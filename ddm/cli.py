@@ -186,7 +186,7 @@ def _dataset_block(params, dataset: str) -> dict:
 # -- steps ----------------------------------------------------------------------------------------
 def cmd_prepare(args) -> None:
     from ddm.config import ConfigError
-    from ddm.data import DATASETS, download_dataset, load_dataset
+    from ddm.datasets import DATASETS, download_dataset, load_dataset
     from ddm.io import save_torch
 
     params = _params(args)
@@ -252,7 +252,7 @@ def cmd_train(args) -> None:
 
     params = _params(args)
     cfg = resolve(params, args.dataset, args.method)
-    from ddm.data import to_model_range  # torch: once params.yaml passed (a config error stays fast)
+    from ddm.datasets import to_model_range  # torch: once params.yaml passed (a config error stays fast)
     from ddm.experiment import build
 
     tcfg = _train_config(cfg, f"presets/{params['preset']}/{args.dataset}/train")
@@ -317,7 +317,7 @@ def cmd_sample(args) -> None:
     if msg := samples_error(args.num_samples, cfg["channels"], cfg["resolution"]):
         raise InputError(f"--num-samples {args.num_samples}: {msg}")
     bounds = _shard_bounds(args)
-    from ddm.data import to_uint8  # torch: once params.yaml passed
+    from ddm.datasets import to_uint8  # torch: once params.yaml passed
     from ddm.experiment import load_model
     from ddm.generate import generate
     from ddm.io import save_torch
@@ -330,7 +330,7 @@ def cmd_sample(args) -> None:
     exp.cfg["sampling"] = cfg["sampling"]  # sampling options come from params.yaml, not the model file
     if cfg["sampling"]["denoiser"] == "posterior_mean":  # the sampler ceiling: no network error
         from ddm.ceiling import PosteriorMeanDenoiser
-        from ddm.data import to_model_range
+        from ddm.datasets import to_model_range
 
         if not args.data:
             raise InputError(f"method '{args.method}' uses denoiser posterior_mean: pass its training images "
@@ -612,7 +612,7 @@ def cmd_prepare_task(args) -> None:
     outs = {"train": _check_out(args.train, "--train"), "test": _check_out(args.test, "--test")}
     dataset = cfg["data"].get("dataset")
     if dataset:  # the paper's data set (§5.1): fetched (or unpacked from `source`) once, then read
-        from ddm.data import DATASETS, download_dataset
+        from ddm.datasets import DATASETS, download_dataset
 
         if DATASETS[dataset].resources:
             download_dataset(dataset, args.data_root, source=cfg["data"].get("source"))
@@ -946,7 +946,7 @@ def _set_threads() -> None:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """A library's warning (e.g. ddm.data's skipped or linked image files) as one log line, as
+    """A library's warning (e.g. ddm.datasets' skipped or linked image files) as one log line, as
     the command's own warnings are; ``-v`` adds where it was raised."""
     where = f" ({filename}:{lineno})" if log.isEnabledFor(logging.DEBUG) else ""
     logging.getLogger("ddm").warning("%s%s", message, where)

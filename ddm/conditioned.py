@@ -101,14 +101,14 @@ INPAINTING_SPLIT_SEED = 0
 
 
 def dataset_examples(task: str, split: str, data: Mapping, root=None) -> dict:
-    """A split of a task from the paper's data set (``ddm.data``; §5.1): super-resolution on DIV2K
+    """A split of a task from the paper's data set (``ddm.datasets``; §5.1): super-resolution on DIV2K
     (a ``size`` centre crop of each HR image at native scale; train = DIV2K_train_HR, test =
     DIV2K_valid_HR), saliency on DUTS (images and masks resized to ``size``; DUTS-TR / DUTS-TE),
     inpainting on CelebA-HQ (all images at ``size``, split by a fixed permutation into the first
     ``n_train`` and the next ``n_test``) or digits. ``n_train`` / ``n_test`` limit the examples
     (null: all). The examples are those of ``ddm.tasks``' ``*_examples`` functions."""
     from ddm import tasks
-    from ddm.data import load_dataset
+    from ddm.datasets import load_dataset
 
     name, size = data["dataset"], data["size"]
     if name not in TASKS[task]["datasets"]:

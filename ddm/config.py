@@ -63,7 +63,7 @@ SCHEMA_ENUMS: dict[str, tuple[str, ...]] = {
     "extractor": ("definitions", "dataset", "properties", "fid", "properties", "extractor"),
 }
 
-#: The channel count of each dataset as the pipeline loads it (``ddm.data.DatasetSpec.channels``, live).
+#: The channel count of each dataset as the pipeline loads it (``ddm.datasets.DatasetSpec.channels``, live).
 DATASET_CHANNELS = snapshot.dataset_facts("channels")
 
 #: The conditioned tasks of Tables 2 and 3 (§5.1; ``ddm.tasks``): target channels, condition

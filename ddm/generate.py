@@ -67,7 +67,7 @@ def checkpoint_fids(exp: Experiment, model: nn.Module, snapshots, nfes: list[int
     sampled at each NFE with the experiment's sampler and scored by ``score`` (uint8 samples ->
     dict with ``fid``). Shows whether a model sits on its FID plateau (the embedded preset's
     convergence figure)."""
-    from ddm.data import to_uint8
+    from ddm.datasets import to_uint8
 
     rows = []
     for step, state in snapshots:
@@ -86,7 +86,7 @@ def sample_split(exp: "TaskExperiment", net: nn.Module, split: Mapping, nfe: int
     with seed ``seeds[i]`` (the method's own sampler at ``nfe`` steps, §5.3). Inpainting with
     ``paste_known`` (default; LaMa's evaluation): the known pixels of the input. A latent task
     (§5.1) samples latents and decodes them with ``autoencoder`` (required for it)."""
-    from ddm.data import to_uint8
+    from ddm.datasets import to_uint8
 
     latent = "latent" in exp.cfg
     if latent and autoencoder is None:

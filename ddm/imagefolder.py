@@ -1,5 +1,5 @@
 """Folders of images (PNG/JPEG), the readers behind the ``imagefolder`` dataset and the
-folder-based sources of ``ddm.data`` (CelebA-HQ, DIV2K, DUTS): the files of a folder in a stable
+folder-based sources of ``ddm.datasets`` (CelebA-HQ, DIV2K, DUTS): the files of a folder in a stable
 order, each real file once (:func:`image_folder_manifest`, summarised by :func:`image_folder_digest`:
 the pipeline's prepare job reruns when it changes), and the decoding of each image to uint8
 (N, C, R, R) with a clear error or warning for a file that cannot be read.

@@ -206,8 +206,8 @@ class DigitsClassifier(nn.Module):
 
 
 def _default_digits_split(split: str):
-    # Lazy: ddm.data is written alongside this module.
-    from ddm.data import load_dataset, load_digits_labels
+    # Lazy: ddm.datasets is written alongside this module.
+    from ddm.datasets import load_dataset, load_digits_labels
 
     return load_dataset("digits", None, split), load_digits_labels(split)
 
@@ -243,7 +243,7 @@ def train_digits_classifier(
     """Train the digits classifier (CPU, deterministic for a seed) and save it to ``out_path``.
 
     ``train`` / ``test`` are ``(images uint8 (N,1,8,8), labels (N,))``; by default they are the
-    digits train and test splits of ``ddm.data``. AdamW with a one-cycle (cosine) learning rate,
+    digits train and test splits of ``ddm.datasets``. AdamW with a one-cycle (cosine) learning rate,
     random +-1 pixel shifts as augmentation; trained on one CPU thread (restored afterwards). The checkpoint (written atomically) holds the state dict, the test
     accuracy and the training settings. Returns the test accuracy; raises RuntimeError if it is
     below ``min_accuracy`` (the checkpoint is then not written).
@@ -387,7 +387,7 @@ class _UInt8Images(Dataset):
         if x.dtype != torch.uint8:
             raise TypeError(
                 f"FID inputs must be uint8 images in [0, 255], got {x.dtype}: convert model-range images in [-1, 1] "
-                f"with ddm.data.to_uint8"
+                f"with ddm.datasets.to_uint8"
             )
         if x.ndim == 3:
             x = x[:, None]

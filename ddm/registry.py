@@ -78,9 +78,9 @@ def grid_options(name: str, available: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _datasets() -> dict[str, Any]:
-    """The datasets a preset may name (``ddm.data.DATASETS``: those with ``channels``), each with
+    """The datasets a preset may name (``ddm.datasets.DATASETS``: those with ``channels``), each with
     its channels, resolution and report label: the facts of the one registered object."""
-    from ddm.data import DATASETS  # codedeps: names only (what params.yaml may name, and their facts)
+    from ddm.datasets import DATASETS  # codedeps: names only (what params.yaml may name, and their facts)
 
     return {k: {"channels": s.channels, "resolution": s.options.get("resolution"), "label": s.label}
             for k, s in DATASETS.items() if s.channels is not None}
@@ -89,7 +89,7 @@ def _datasets() -> dict[str, Any]:
 def schema_enums() -> dict[str, list[str]]:
     """The names of each registry, as the params.yaml schema's enums (``ddm.config``): h_t
     families (Table 4), samplers, grids, final steps, weightings (Table 5), processes, the datasets
-    of a preset (``ddm.data``) and the FID extractors (``ddm.names.EXTRACTORS``)."""
+    of a preset (``ddm.datasets``) and the FID extractors (``ddm.names.EXTRACTORS``)."""
     steps = [s for name in SAMPLERS for s in SAMPLER_FINAL_STEPS[name]]
     return {"family": list(FAMILIES), "ht": ["main", *FAMILIES], "sampler": list(SAMPLERS), "grid": list(GRIDS),
             "final_step": list(dict.fromkeys(steps)), "weighting": list(WEIGHTINGS), "process": list(PROCESSES),

@@ -50,7 +50,7 @@ def load() -> dict[str, Any]:
 
 class _Facts(Mapping[str, Any]):
     """dataset -> one fact of it (``channels``, ``resolution``, ``label``), live: read from
-    :func:`load`'s ``datasets`` at each access, so a dataset a plug-in registers is seen (ddm.data)."""
+    :func:`load`'s ``datasets`` at each access, so a dataset a plug-in registers is seen (ddm.datasets)."""
 
     def __init__(self, key: str):
         self.key = key

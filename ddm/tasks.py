@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ddm.data import to_model_range
+from ddm.datasets import to_model_range
 
 __all__ = [
     "SR_TRAIN_PHOTOS",
@@ -276,7 +276,7 @@ def saliency_task(split: str = "train", n: int = 256, size: int = 32, seed: int 
     random colour, pasted on a random crop of a tinted texture half). ``target`` is the object's
     mask (N, 1, R, R) in {-1, 1}, ``cond`` the composite; also ``image_uint8`` and
     ``mask_uint8`` (0/255, what :func:`ddm.metrics.mae` compares)."""
-    from ddm.data import load_dataset
+    from ddm.datasets import load_dataset
 
     _check_split(split)
     _check_size(size, 4, "size")
@@ -388,7 +388,7 @@ def inpainting_task(split: str = "train", n: int | None = None, size: int = 8,
     :func:`inpainting_masks` of ``seed``. ``target`` is the digit, ``cond`` the masked digit
     (holes at 0, mid-grey) and the mask (holes 1, known -1): 2 channels. Also ``image_uint8``,
     ``mask`` (0/1 uint8), ``mean`` (the training digits' mean, for :func:`mean_fill`)."""
-    from ddm.data import load_dataset
+    from ddm.datasets import load_dataset
 
     _check_split(split)
     _check_size(size, 1, "size")

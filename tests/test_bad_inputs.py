@@ -219,7 +219,7 @@ PARAMS_VARIANTS = {
 def work(tmp_path_factory) -> Path:
     """A workdir with the tiny params and every good and bad file the cases name."""
     from ddm.config import load_params
-    from ddm.data import DATASETS, load_dataset
+    from ddm.datasets import DATASETS, load_dataset
     from ddm.io import save_torch
 
     work = make_workdir(tmp_path_factory.mktemp("bad-inputs"))

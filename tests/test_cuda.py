@@ -123,7 +123,7 @@ def test_cuda_sampling_does_not_depend_on_batch_size():
 
 def test_fid_features_on_the_gpu_match_the_cpu(tmp_path):
     from ddm import metrics as M
-    from ddm.data import load_dataset
+    from ddm.datasets import load_dataset
 
     weights = tmp_path / "digits_classifier.pt"
     M.train_digits_classifier(weights, seed=0)

@@ -1,4 +1,4 @@
-"""ddm.data: registry, digits, CIFAR-10 batches, image folders, CelebA-HQ/DIV2K/DUTS layouts.
+"""ddm.datasets: registry, digits, CIFAR-10 batches, image folders, CelebA-HQ/DIV2K/DUTS layouts.
 
 Everything runs on data built here in the real on-disk formats (pickled CIFAR batches, PNG/JPEG
 folders, zip archives named as the official ones); nothing is mocked.
@@ -26,7 +26,7 @@ import yaml
 from PIL import Image
 
 from conftest import BIN, DELETE, REPO, run_snakemake, tiny_params, tool_env
-from ddm.data import (
+from ddm.datasets import (
     DATASETS,
     DIGITS_SPLIT_SEED,
     DIGITS_TEST_SIZE,

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 
-from ddm.data import download_dataset, load_cifar10_labels, load_dataset
+from ddm.datasets import download_dataset, load_cifar10_labels, load_dataset
 from ddm.download import MARKER, DownloadError, extract, fetch, parse_checksum
 
 N_PER_BATCH = 3

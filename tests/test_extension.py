@@ -219,7 +219,7 @@ import torch
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 
 from ddm import registry
-from ddm.data import DATASETS, register_dataset
+from ddm.datasets import DATASETS, register_dataset
 from ddm.metrics import register_extractor
 from ddm.process import HtFamily
 

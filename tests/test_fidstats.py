@@ -7,7 +7,7 @@ import torch
 
 import ddm.metrics as M
 from ddm import fidstats
-from ddm.data import load_dataset
+from ddm.datasets import load_dataset
 from ddm.fidstats import FeatureMoments, image_chunks, reference_statistics, streaming_fid
 
 

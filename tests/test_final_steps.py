@@ -158,7 +158,7 @@ def digits_fid(tmp_path_factory):
     """FID of uint8 digits against the training split (digits classifier) and its floor."""
     from ddm import metrics as M
     from ddm import fidstats
-    from ddm.data import load_dataset
+    from ddm.datasets import load_dataset
 
     work = tmp_path_factory.mktemp("ceiling")
     train = load_dataset("digits", None, "train", resolution=8)
@@ -188,7 +188,7 @@ CEILING_SAMPLERS = {
 def test_every_sampler_with_the_ceiling_lands_near_the_floor(digits_fid, name):
     """With no network error, each sampler at NFE 50 is within a small factor of the floor
     (FID of the test split against the training split)."""
-    from ddm.data import to_model_range, to_uint8
+    from ddm.datasets import to_model_range, to_uint8
 
     train, score, floor = digits_fid
     proc, sampler, grid = CEILING_SAMPLERS[name]

@@ -2,7 +2,7 @@
 
 Every place that writes through a temporary name is checked under two umasks: ddm.io's writers
 (atomic_write, save_torch, save_json, save_text, make_temp_dir), the folder copy of a dataset
-source (ddm.data.download_dataset) and the dvc.yaml generator (workflow/make_dvc_yaml.py).
+source (ddm.datasets.download_dataset) and the dvc.yaml generator (workflow/make_dvc_yaml.py).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from conftest import REPO, tool_env
-from ddm.data import download_dataset
+from ddm.datasets import download_dataset
 from ddm.io import TMP_PREFIX, atomic_write, file_checksum, load_json, make_temp_dir, save_json, save_text, save_torch
 
 UMASKS = [0o022, 0o027]

@@ -12,7 +12,7 @@ import torch_fidelity
 
 import ddm.metrics as M
 from ddm import fidstats
-from ddm.data import to_uint8
+from ddm.datasets import to_uint8
 from ddm.io import load_npz, save_npz
 
 
@@ -22,11 +22,11 @@ from ddm.io import load_npz, save_npz
 
 
 def _digits(split):
-    """Digits split from ddm.data; until that module exists, straight from scikit-learn."""
+    """Digits split from ddm.datasets; until that module exists, straight from scikit-learn."""
     try:
-        from ddm.data import load_dataset, load_digits_labels
+        from ddm.datasets import load_dataset, load_digits_labels
     except ModuleNotFoundError as e:
-        if e.name not in ("ddm.data",):
+        if e.name not in ("ddm.datasets",):
             raise
         from sklearn.datasets import load_digits
 

@@ -396,7 +396,7 @@ def test_sampler_change_applies_to_new_samples(tiny_run_copy):
     from ddm.cli import sample_seeds
     from ddm.experiment import load_model
     from ddm.config import resolve
-    from ddm.data import to_uint8
+    from ddm.datasets import to_uint8
     from ddm.generate import generate
 
     run = tiny_run_copy

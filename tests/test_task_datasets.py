@@ -1,5 +1,5 @@
 """The conditioned tasks on the paper's data sets (§5.1, Table 6; params.yaml's conditioned preset
-`paper`): DIV2K super-resolution, DUTS saliency and CelebA-HQ inpainting, read through ddm.data from
+`paper`): DIV2K super-resolution, DUTS saliency and CelebA-HQ inpainting, read through ddm.datasets from
 small stand-in folders laid out as the official archives are, by `ddm prepare-task` as the pipeline
 runs it (download step from `source:`, then the split), and the paper preset's graph.
 """
@@ -17,7 +17,7 @@ from conftest import REPO, dry_run_jobs, make_workdir, run_ddm, run_snakemake, t
 from ddm import tasks
 from ddm.conditioned import dataset_examples, load_split, make_split
 from ddm.config import ConfigError, load_params, resolve_task, validate
-from ddm.data import download_dataset, to_model_range
+from ddm.datasets import download_dataset, to_model_range
 from ddm.io import save_torch
 from test_data import _png, _zip_folder
 

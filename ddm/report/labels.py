@@ -25,7 +25,7 @@ def method_label(method: str, metrics: Mapping | None = None, *, latex: bool = T
     return own or METHOD_LABELS.get(method) or (latex_escape(method) if latex else method)
 
 
-#: Each dataset's label in the report (``ddm.data.DatasetSpec.label``, live: a plug-in's dataset has its own).
+#: Each dataset's label in the report (``ddm.datasets.DatasetSpec.label``, live: a plug-in's dataset has its own).
 DATASET_LABELS = dataset_facts("label")
 
 

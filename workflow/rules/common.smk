@@ -402,7 +402,7 @@ def record_in_dvc():
 # -- data (workflow/rules/data.smk) ---------------------------------------------------------
 def source_images(wc):
     """What prepare reads of an `imagefolder` dataset's `source` folder, as a param: the digest of
-    its image files (relative path, size, mtime; ddm.data.image_folder_digest), so an added,
+    its image files (relative path, size, mtime; ddm.datasets.image_folder_digest), so an added,
     removed or changed image reruns prepare and everything downstream. Other datasets: "".
     A source that is not a folder: "" when nothing was prepared yet (the prepare job then fails
     with the loader's message); else an error before any job runs, so that a folder that is
@@ -416,7 +416,7 @@ def source_images(wc):
             return ""
         raise WorkflowError(f"presets.{config['preset']}.{wc.dataset}.source: image folder not found: {source}; "
                             f"restore it or set source to a folder of PNG/JPEG images ({prepared} is kept)")
-    from ddm.data import image_folder_digest  # imports torch: only when an image folder is used
+    from ddm.datasets import image_folder_digest  # imports torch: only when an image folder is used
 
     return image_folder_digest(source)
 
