@@ -338,8 +338,8 @@ CLAIMS: tuple[Claim, ...] = (
           "(CIFAR-10: 13.92 and 8.92 against DDPM's 296.84 and 140.68 and the SDE's 425.67 and 250.29).",
           f"At NFE {' and '.join(map(str, TABLE1_NFES))}, on every dataset: DDM has the lowest mean FID of "
           f"Table 1's trained methods, and Table 1's two-sided t-test against the second best gives "
-          f"$p < {ALPHA:g}$ (over independently trained networks where the run has training seeds, else over "
-          f"sample sets of one trained network per method; each row names its unit).",
+          f"$p < {ALPHA:g}$ (over training seeds where the run has them, else over sample sets; each row names "
+          f"its unit).",
           _check_table1),
     Claim("table1-close-to-long", "Table 1",
           "DDM at NFE 10 comes close to its own NFE 1000 (CIFAR-10: 13.92 against 2.40, ratio 5.8; "

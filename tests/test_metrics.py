@@ -220,7 +220,7 @@ def test_fid_accepts_three_channel_and_rejects_float(train_ref, classifier, digi
     one = M.fid(x, ref_path, M.DIGITS_CLASSIFIER, classifier[0])["fid"]
     three = M.fid(x.expand(-1, 3, -1, -1).clone(), ref_path, M.DIGITS_CLASSIFIER, classifier[0])["fid"]
     assert one == three
-    with pytest.raises(TypeError, match=r"uint8.*ddm\.data\.to_uint8"):
+    with pytest.raises(TypeError, match=r"uint8.*ddm\.datasets\.to_uint8"):
         M.fid(x.float(), ref_path, M.DIGITS_CLASSIFIER, classifier[0])
     assert torch.equal(to_uint8(x.float() / 127.5 - 1.0), x)  # the fix the error names
 

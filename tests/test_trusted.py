@@ -115,21 +115,21 @@ def test_one_seed_says_so_and_is_the_run_without_replicates(tmp_path):
 
 # -- KID ----------------------------------------------------------------------------------------
 def test_kid_is_unbiased_at_small_counts_where_fid_is_not():
-    """Two samples of one Gaussian: the FID of 50 samples is far above that of 1,000 (its bias);
+    """Two samples of one Gaussian: the FID of 50 samples is far above that of 300 (its bias);
     KID's mean over draws stays at zero within its own spread at both counts."""
     rng = np.random.default_rng(0)
-    ref = rng.normal(size=(2000, 16))
+    ref = rng.normal(size=(1000, 16))
     ref_stats = feature_statistics(ref)
     out = {}
-    for n in (50, 1000):
+    for n in (50, 300):
         fids, kids = [], []
-        for _ in range(8):
+        for _ in range(6):
             x = rng.normal(size=(n, 16))
             fids.append(frechet_distance(*feature_statistics(x), *ref_stats))
             kids.append(kid(x, ref)["kid"])
         out[n] = (np.mean(fids), np.mean(kids), np.std(kids) / math.sqrt(len(kids)))
-    assert out[50][0] > 5 * out[1000][0]  # FID's small-count bias
-    for n in (50, 1000):
+    assert out[50][0] > 4 * out[300][0]  # FID's small-count bias
+    for n in (50, 300):
         assert abs(out[n][1]) < 4 * out[n][2] + 1e-3, out
 
 
