@@ -96,7 +96,7 @@ def render_report(template: Path, metrics: Mapping, pages: list[dict], claims: b
     return env.get_template(Path(template).name).render(
         preset=latex_escape(metrics["preset"]), ht=latex_escape(metrics["ht"]), pages=pages,
         provenance=text["caption"] if text else "Provenance: not recorded (reports/metrics.json has none).", claims=claims,
-        date=(prov or {}).get("computed_last") or "date unknown",
+        date=(prov or {}).get("computed_last") or "date unknown", run=(metrics.get("run") or {}).get("name", "quick"),
         datasets=[DATASET_LABELS.get(d, latex_escape(d)) for d in sorted(metrics["datasets"])])
 
 
