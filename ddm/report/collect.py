@@ -148,8 +148,7 @@ def _training_seeds(by_dataset: dict, records: pd.DataFrame, params: Mapping) ->
     n; the spread of network 0's repeated sample sets moves to ``sample_sets`` (reported beside
     it: it understates the variance, which the training seeds show)."""
     K = replicate_count(params)
-    rows = records.assign(base=records["method"].map(lambda m: split_replicate(m)[0]),
-                          k=records["method"].map(lambda m: split_replicate(m)[1]))
+    rows = records  # with the columns base and k (collect: the method and replicate of each model name)
     rows = rows[(rows["k"] == rows["repeat"]) & (rows["k"] < K) & rows["base"].isin(replicated_methods(params))]
     for (ds, m, nfe), group in rows.groupby(["dataset", "base", "nfe"], sort=True):
         entry = by_dataset[ds][m].get(str(nfe))
@@ -175,9 +174,10 @@ def collect(paths: Iterable[Path] | pd.DataFrame, params: Mapping, model_params:
     records = paths if isinstance(paths, pd.DataFrame) else metric_records(paths)
     # a dataset's extractor and reference: those of its first file in sorted path order
     info = records.sort_index(kind="stable").groupby("dataset", sort=True)[["extractor", "reference"]].first()
-    replicate = records["method"].map(lambda m: split_replicate(m)[1])
+    split = records["method"].map(split_replicate)  # model name -> (method, replicate k): ddm.replicates
+    records = records.assign(base=split.str[0], k=split.str[1])
     by_dataset: dict = defaultdict(lambda: defaultdict(dict))
-    for (ds, m, nfe), s in summarize_records(records[replicate == 0]).to_dict("index").items():
+    for (ds, m, nfe), s in summarize_records(records[records["k"] == 0]).to_dict("index").items():
         by_dataset[ds][m][str(nfe)] = {"values": s["values"], "mean": s["mean"], "n": s["n"],
                                        "std": s["std"] if s["n"] > 1 else None, "num_samples": s["num_samples"]}
         if s["kid"] is not None:
