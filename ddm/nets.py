@@ -66,7 +66,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ddm.process import as_batch_t
+from ddm.times import as_batch_t
 
 __all__ = ["UNet", "build_unet", "count_parameters", "HEAD_TYPES", "num_groups"]
 

@@ -11,7 +11,8 @@ import torch
 from ddm.baselines import VESDE, VPSDE
 from ddm.sde_samplers import sample_ve_em, sample_vp_ancestral, sample_vp_em, sde_grid
 from ddm.ceiling import PosteriorMeanDenoiser
-from ddm.process import DecoupledProcess, expand_t
+from ddm.process import DecoupledProcess
+from ddm.times import expand_t
 from ddm.sampling import (SampleRNG, polynomial_grid, sample_ddim, sample_ddm, sample_ddm_deterministic,
                           sample_dpmpp_2m, uniform_grid)
 from oracles import GaussianOracle, VPGaussianOracle
