@@ -9,7 +9,7 @@ through ``a`` and ``b`` in order, and what is registered on it is its own, so ``
 joins ``ddm.sampling``'s and ``ddm.baselines``' tables without editing either. Every view of a
 table is live: a name registered later (a test, a user's module) is seen everywhere at once.
 
-The h_t families (Table 4) register themselves as subclasses of ``ddm.process.HtFamily``, the
+The h_t families (Table 4) register themselves as subclasses of ``ddm.families.HtFamily``, the
 forward processes as subclasses of ``ddm.process.Process`` (in :data:`PROCESSES`).
 This module imports nothing from ddm, so every module may import it.
 """
