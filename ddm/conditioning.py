@@ -18,7 +18,7 @@ What is here:
   three tasks). The block sits after a level's residual blocks, before its upsampling
   (``UNet.forward(level_hook=...)``).
 * Condition encoders: ``encoder="conv"`` (default; trained from scratch, works offline) is
-  :class:`ddm.nets.CondEncoder`, a down-sampling conv encoder like the U-Net's encoder (§B.2),
+  :class:`ddm.unet_layers.CondEncoder`, a down-sampling conv encoder like the U-Net's encoder (§B.2),
   one feature map per U-Net level; ``encoder="swin_b"`` is torchvision's Swin-B with ImageNet
   weights read from a local file (:func:`load_swin_b`), its four stages resized and projected to
   the U-Net's levels.
@@ -45,7 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ddm.nets import CondEncoder, UNet, num_groups
+from ddm.nets import UNet
+from ddm.unet_layers import CondEncoder, num_groups
 
 __all__ = [
     "ENCODERS",

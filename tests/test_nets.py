@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ddm.nets import HEAD_TYPES, UNet, build_unet, count_parameters, num_groups
+from ddm.nets import HEAD_TYPES, UNet, build_unet, count_parameters
+from ddm.unet_layers import num_groups
 
 R = 8
 CH = 16
