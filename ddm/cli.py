@@ -902,7 +902,7 @@ _EXPECTED = {
     ("ddm.yamlio", "ConfigError"): EXIT_USAGE,  # ddm.config's (params.yaml, its plug-ins)
     ("ddm.metrics", "ReferenceMismatchError"): EXIT_USAGE,
     ("ddm.download", "DownloadError"): EXIT_FAILURE,
-    ("ddm.metrics", "MissingWeightsError"): EXIT_FAILURE,
+    ("ddm.io", "MissingWeightsError"): EXIT_FAILURE,
     ("ddm.training", "CheckpointError"): EXIT_FAILURE,
     ("ddm.training", "NonFiniteLoss"): EXIT_FAILURE,
 }

@@ -89,10 +89,10 @@ def _missing_swin_message(path: Path) -> str:
 def load_swin_b(weights_path: str | os.PathLike | None = None) -> nn.Module:
     """torchvision's Swin-B (Liu et al., 2021; the paper's condition encoder, §B.2) with the
     ImageNet weights of a local file (default :func:`default_swin_b_weights`). A missing file
-    raises :class:`ddm.metrics.MissingWeightsError` naming the file and where to get it."""
+    raises :class:`ddm.io.MissingWeightsError` naming the file and where to get it."""
     from torchvision.models import swin_b
 
-    from ddm.metrics import MissingWeightsError
+    from ddm.io import MissingWeightsError
 
     path = Path(weights_path) if weights_path is not None else default_swin_b_weights()
     if not path.is_file():

@@ -12,7 +12,7 @@ Two extractors are supported, by name:
     torch-fidelity's own InceptionV3 (the "FID" of the literature; CIFAR-10, CelebA-HQ). Its
     weights come from an explicit ``weights_path`` or from the torch hub cache,
     ``$TORCH_HOME/hub/checkpoints/weights-inception-2015-12-05-6726825d.pth``. When neither
-    exists a :class:`MissingWeightsError` names the file, the URL torch-fidelity fetches it from
+    exists a ``ddm.io.MissingWeightsError`` names the file, the URL torch-fidelity fetches it from
     and the command that fetches it on a connected machine (:func:`fetch_inception_weights`).
     There is never a quiet fallback to another extractor.
 
@@ -50,12 +50,12 @@ from torch_fidelity.metric_fid import (
 )
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
-from ddm.io import REBUILD, InputError, file_checksum, load_npz, load_torch, save_torch
+from ddm.io import REBUILD, InputError, MissingWeightsError, file_checksum, load_npz, load_torch, save_torch
 from ddm.names import EXTRACTORS
 from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 
 __all__ = ["INCEPTION", "DIGITS_CLASSIFIER", "INCEPTION_WEIGHTS_FILENAME", "INCEPTION_WEIGHTS_URL",
-           "register_extractor", "MissingWeightsError", "ReferenceMismatchError", "DigitsClassifier",
+           "register_extractor", "ReferenceMismatchError", "DigitsClassifier",
            "DigitsClassifierFeatureExtractor", "train_digits_classifier", "load_digits_classifier",
            "default_inception_weights_path", "fetch_inception_weights", "resolve_weights", "extract_features",
            "feature_statistics", "frechet_distance", "load_reference_stats", "checked_reference", "fid",
@@ -81,10 +81,6 @@ def register_extractor(name: str, layer: str, *, label: str | None = None):
 
 _DIGITS_ARCH = "ddm-digits-cnn-v1"
 _STATS_FORMAT = "ddm-fid-reference-v1"
-
-
-class MissingWeightsError(FileNotFoundError):
-    """The weights of a feature extractor are not on disk (and will not be downloaded quietly)."""
 
 
 class ReferenceMismatchError(ValueError):

@@ -13,7 +13,7 @@ import torch_fidelity
 import ddm.metrics as M
 from ddm import fidstats
 from ddm.datasets import to_uint8
-from ddm.io import load_npz, save_npz
+from ddm.io import MissingWeightsError, load_npz, save_npz
 
 
 # ------------------------------------------------------------------------------------------
@@ -244,9 +244,9 @@ def test_mismatched_reference_is_refused(train_ref, tmp_path, digits):
 def test_missing_weights_raise_clear_errors(tmp_path, monkeypatch, digits, train_ref):
     x = digits["test"][0]
     missing = tmp_path / "nope.pt"
-    with pytest.raises(M.MissingWeightsError, match="train_digits_classifier"):
+    with pytest.raises(MissingWeightsError, match="train_digits_classifier"):
         M.fid(x, train_ref[0], M.DIGITS_CLASSIFIER, missing)
-    with pytest.raises(M.MissingWeightsError):
+    with pytest.raises(MissingWeightsError):
         fidstats.reference_stats(x, M.DIGITS_CLASSIFIER, None, tmp_path / "r.npz")
     assert not (tmp_path / "r.npz").exists()
 
@@ -254,13 +254,13 @@ def test_missing_weights_raise_clear_errors(tmp_path, monkeypatch, digits, train
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     expected = tmp_path / "torch_home" / "hub" / "checkpoints" / M.INCEPTION_WEIGHTS_FILENAME
     assert M.default_inception_weights_path() == expected
-    with pytest.raises(M.MissingWeightsError) as e:
+    with pytest.raises(MissingWeightsError) as e:
         fidstats.reference_stats(x, M.INCEPTION, None, tmp_path / "r.npz")
     msg = str(e.value)
     assert "weights-inception-2015-12-05-6726825d.pth" in msg
     assert M.INCEPTION_WEIGHTS_URL in msg and M.INCEPTION_WEIGHTS_URL.startswith("https://github.com/")
     assert "fetch_inception_weights" in msg and str(expected) in msg
-    with pytest.raises(M.MissingWeightsError, match="6726825d"):
+    with pytest.raises(MissingWeightsError, match="6726825d"):
         M.extract_features(x, M.INCEPTION, tmp_path / "elsewhere.pth")
     assert not expected.exists()
 
