@@ -114,7 +114,7 @@ class Names(Mapping[str, T]):
 PROCESSES: Names[type] = Names("process")
 #: The FID feature extractors of params.yaml (``fid: extractor:``) by name -> the feature layer FID
 #: uses (torch-fidelity's name); torch-fidelity's own registry holds the extractor classes. The
-#: package's two are here (torch-fidelity's InceptionV3, ``ddm.metrics``' digits classifier); one of
+#: package's two are here (torch-fidelity's InceptionV3, ``ddm.digits_classifier``); one of
 #: a plug-in registers with ``ddm.metrics.register_extractor``.
 EXTRACTORS: Names[str] = Names("extractor")
 EXTRACTORS.register("digits-classifier", label="FID (digits classifier)")("64")
