@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from ddm import metrics as M
 from ddm import fidstats
 from ddm.datasets import load_dataset
+from ddm.digits_classifier import DIGITS_CLASSIFIER, train_digits_classifier
 
 
 def jittered_tiles(x: torch.Tensor, n: int, seed: int) -> torch.Tensor:
@@ -55,27 +56,27 @@ def main(argv=None) -> None:
     if args.weights is None:
         args.weights = work / "digits_classifier.pt"
         t = time.perf_counter()
-        acc = M.train_digits_classifier(args.weights, seed=args.seed)
+        acc = train_digits_classifier(args.weights, seed=args.seed)
         print(f"classifier training: {time.perf_counter() - t:.2f} s, test accuracy {acc:.4f}")
     ref = work / "digits_train_stats.npz"
     t = time.perf_counter()
-    fidstats.reference_stats(train, M.DIGITS_CLASSIFIER, args.weights, ref, batch_size=args.batch_size)
+    fidstats.reference_stats(train, DIGITS_CLASSIFIER, args.weights, ref, batch_size=args.batch_size)
     print(f"reference stats ({len(train)} train images): {time.perf_counter() - t:.2f} s")
 
     samples = jittered_tiles(train, args.n, args.seed)
     g = torch.Generator().manual_seed(args.seed + 1)
     noise = torch.randint(0, 256, (args.n, 1, 8, 8), dtype=torch.uint8, generator=g)
 
-    M.extract_features(samples[:100], M.DIGITS_CLASSIFIER, args.weights)  # warm-up
+    M.extract_features(samples[:100], DIGITS_CLASSIFIER, args.weights)  # warm-up
     t = time.perf_counter()
-    feats = M.extract_features(samples, M.DIGITS_CLASSIFIER, args.weights, batch_size=args.batch_size)
+    feats = M.extract_features(samples, DIGITS_CLASSIFIER, args.weights, batch_size=args.batch_size)
     dt = time.perf_counter() - t
     print(f"feature extraction: {len(samples)} images in {dt:.2f} s = {len(samples) / dt:,.0f} images/s "
           f"(features {feats.shape[1]}-d, batch {args.batch_size})")
 
     for name, x in (("jittered train tiles", samples), ("uniform noise", noise)):
         t = time.perf_counter()
-        r = M.fid(x, ref, M.DIGITS_CLASSIFIER, args.weights, batch_size=args.batch_size)
+        r = M.fid(x, ref, DIGITS_CLASSIFIER, args.weights, batch_size=args.batch_size)
         dt = time.perf_counter() - t
         print(f"FID end to end, {name}: {r['fid']:.3f} (n={r['num_samples']}, ref {r['reference']}) "
               f"in {dt:.2f} s")

@@ -64,7 +64,7 @@ def sample_rate(cfg: dict, n: int = 500, nfe: int = 10) -> float:
 
 def feature_rate(name: str, n: int) -> float:
     if name == "digits-classifier":
-        from ddm.metrics import DigitsClassifier
+        from ddm.digits_classifier import DigitsClassifier
 
         net, x = DigitsClassifier().eval(), torch.rand(n, 1, 8, 8) * 255
         fn = net.embed

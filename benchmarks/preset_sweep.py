@@ -26,6 +26,7 @@ from ddm import metrics as M
 from ddm import fidstats
 from ddm.config import resolve
 from ddm.datasets import load_dataset, to_model_range, to_uint8
+from ddm.digits_classifier import DIGITS_CLASSIFIER, train_digits_classifier
 from ddm.experiment import build
 from ddm.generate import generate
 from ddm.training import TrainConfig, _list_checkpoints, ema_model, train
@@ -70,10 +71,10 @@ def main(argv=None) -> None:
     images = load_dataset("digits", None, "train", resolution=8)
     weights = work / "digits_classifier.pt"
     if not weights.exists():
-        M.train_digits_classifier(weights, seed=0)
+        train_digits_classifier(weights, seed=0)
     ref = work / "reference.npz"
     if not ref.exists():
-        fidstats.reference_stats(images, M.DIGITS_CLASSIFIER, weights, ref)
+        fidstats.reference_stats(images, DIGITS_CLASSIFIER, weights, ref)
 
     exp = build(cfg)
     torch.manual_seed(cfg["train"]["seed"])
@@ -92,7 +93,7 @@ def main(argv=None) -> None:
                 for final in finals:
                     exp.cfg["sampling"]["final_step"] = final
                     x = generate(exp, model, nfe, list(range(1_000_000, 1_000_000 + a.num_samples)))
-                    r = M.fid(to_uint8(x.clamp(-1, 1)), ref, M.DIGITS_CLASSIFIER, weights)
+                    r = M.fid(to_uint8(x.clamp(-1, 1)), ref, DIGITS_CLASSIFIER, weights)
                     row = {"method": a.method, "step": step, "nfe": nfe, "final_step": final, "fid": r["fid"],
                            "num_samples": a.num_samples, "train": cfg["train"], "model": cfg["model"],
                            "params": n_params, "train_seconds": round(train_s, 1)}

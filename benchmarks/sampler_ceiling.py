@@ -22,6 +22,7 @@ from ddm.baselines import VESDE, VPSDE
 from ddm.sde_samplers import sample_ve_em, sample_vp_ancestral, sample_vp_em, sde_grid
 from ddm.ceiling import PosteriorMeanDenoiser
 from ddm.datasets import load_dataset, to_model_range, to_uint8
+from ddm.digits_classifier import DIGITS_CLASSIFIER, train_digits_classifier
 from ddm.process import DecoupledProcess
 from ddm.sampling import (SampleRNG, lambda_grid, polynomial_grid, sample_ddim, sample_ddm, sample_dpmpp_2m,
                           uniform_grid)
@@ -46,11 +47,11 @@ def main(argv=None) -> None:
     work = Path(tempfile.mkdtemp(prefix="ddm-ceiling-"))
     train = load_dataset("digits", None, "train", resolution=8)
     weights, ref = work / "digits_classifier.pt", work / "reference.npz"
-    M.train_digits_classifier(weights, seed=0)
-    fidstats.reference_stats(train, M.DIGITS_CLASSIFIER, weights, ref)
+    train_digits_classifier(weights, seed=0)
+    fidstats.reference_stats(train, DIGITS_CLASSIFIER, weights, ref)
 
     def score(u8):
-        return M.fid(u8, ref, M.DIGITS_CLASSIFIER, weights)["fid"]
+        return M.fid(u8, ref, DIGITS_CLASSIFIER, weights)["fid"]
 
     floor = score(load_dataset("digits", None, "test", resolution=8))
     print(f"floor (test split vs train split): {floor:.2f}")

@@ -1,7 +1,7 @@
 """Decoupled Diffusion Models (Huang et al., "Image to Zero and Zero to Noise").
 
-The library: the decoupled forward process and its h_t families (``ddm.process``), the
-two-decoder U-Net (``ddm.nets``), the training objectives (``ddm.losses``), the samplers
+The library: the decoupled forward process (``ddm.process``) and its h_t families (``ddm.families``),
+the two-decoder U-Net (``ddm.nets``), the training objectives (``ddm.losses``), the samplers
 (``ddm.sampling``), the baselines (``ddm.baselines``), data, metrics, statistics and tables.
 """
 

@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from ddm.nets import Downsample, Upsample, num_groups
+from ddm.unet_layers import Downsample, Upsample, num_groups
 
 __all__ = ["KLAutoencoder", "AutoencoderObjective", "reconstruction_psnr", "LOGVAR_INIT", "AUTOENCODER_FORMAT",
            "build_autoencoder", "fit_autoencoder", "save_autoencoder", "load_autoencoder", "encode_images",

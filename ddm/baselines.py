@@ -32,7 +32,8 @@ from typing import Callable, Mapping
 import torch
 from torch import Tensor
 
-from ddm.process import Process, expand_t
+from ddm.process import Process
+from ddm.times import expand_t
 
 __all__ = ["GaussianSDE", "VPSDE", "VESDE"]
 

@@ -18,8 +18,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ddm.process import DecoupledProcess, expand_t
+from ddm.process import DecoupledProcess
 from ddm.sampling import alpha_sigma
+from ddm.times import expand_t
 
 __all__ = ["PosteriorMeanDenoiser"]
 

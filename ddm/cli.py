@@ -212,14 +212,14 @@ def cmd_extractor(args) -> None:
     fid_cfg = _dataset_block(params, args.dataset)["fid"]
     name = fid_cfg["extractor"]
     out = _check_out(args.out)
-    from ddm import metrics  # torch-fidelity: imported once the checks passed (errors stay fast)
+    from ddm import digits_classifier, metrics  # torch-fidelity: imported once the checks passed (errors stay fast)
     from ddm.io import file_checksum, save_json
 
-    if name == metrics.DIGITS_CLASSIFIER:
+    if name == digits_classifier.DIGITS_CLASSIFIER:
         weights = out.with_name("digits_classifier.pt")
         _check_out(weights, "the classifier's weights file")
         with _writing(weights):
-            acc = metrics.train_digits_classifier(weights, seed=params["seed"])
+            acc = digits_classifier.train_digits_classifier(weights, seed=params["seed"])
         info = {"extractor": name, "weights": str(weights), "test_accuracy": acc}
     else:
         weights = metrics.resolve_weights(name, fid_cfg.get("weights"))  # clear error if missing
@@ -902,7 +902,7 @@ _EXPECTED = {
     ("ddm.yamlio", "ConfigError"): EXIT_USAGE,  # ddm.config's (params.yaml, its plug-ins)
     ("ddm.metrics", "ReferenceMismatchError"): EXIT_USAGE,
     ("ddm.download", "DownloadError"): EXIT_FAILURE,
-    ("ddm.metrics", "MissingWeightsError"): EXIT_FAILURE,
+    ("ddm.io", "MissingWeightsError"): EXIT_FAILURE,
     ("ddm.training", "CheckpointError"): EXIT_FAILURE,
     ("ddm.training", "NonFiniteLoss"): EXIT_FAILURE,
 }

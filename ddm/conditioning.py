@@ -18,7 +18,7 @@ What is here:
   three tasks). The block sits after a level's residual blocks, before its upsampling
   (``UNet.forward(level_hook=...)``).
 * Condition encoders: ``encoder="conv"`` (default; trained from scratch, works offline) is
-  :class:`ddm.nets.CondEncoder`, a down-sampling conv encoder like the U-Net's encoder (§B.2),
+  :class:`ddm.unet_layers.CondEncoder`, a down-sampling conv encoder like the U-Net's encoder (§B.2),
   one feature map per U-Net level; ``encoder="swin_b"`` is torchvision's Swin-B with ImageNet
   weights read from a local file (:func:`load_swin_b`), its four stages resized and projected to
   the U-Net's levels.
@@ -45,7 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ddm.nets import CondEncoder, UNet, num_groups
+from ddm.nets import UNet
+from ddm.unet_layers import CondEncoder, num_groups
 
 __all__ = [
     "ENCODERS",
@@ -88,10 +89,10 @@ def _missing_swin_message(path: Path) -> str:
 def load_swin_b(weights_path: str | os.PathLike | None = None) -> nn.Module:
     """torchvision's Swin-B (Liu et al., 2021; the paper's condition encoder, §B.2) with the
     ImageNet weights of a local file (default :func:`default_swin_b_weights`). A missing file
-    raises :class:`ddm.metrics.MissingWeightsError` naming the file and where to get it."""
+    raises :class:`ddm.io.MissingWeightsError` naming the file and where to get it."""
     from torchvision.models import swin_b
 
-    from ddm.metrics import MissingWeightsError
+    from ddm.io import MissingWeightsError
 
     path = Path(weights_path) if weights_path is not None else default_swin_b_weights()
     if not path.is_file():

@@ -2,7 +2,9 @@
 the one file checksum of the package (:func:`file_checksum`); and the checked reading of an
 input file (:func:`check_input_file`, :func:`load_torch`, :func:`load_json`, :func:`load_npz`): a
 file that is missing, empty or unreadable is an :class:`InputError` (one line naming the file and
-the command that writes it; ``ddm`` exits with code 2).
+the command that writes it; ``ddm`` exits with code 2). The weights file of a pretrained network
+(an FID extractor's: ``ddm.metrics``, ``ddm.digits_classifier``; the Swin-B condition encoder's) that
+is not on disk is a :class:`MissingWeightsError` (exit code 1), never downloaded quietly.
 
 Product checksums: every product (model, sample, data and task files, FID statistics, metric
 JSON) carries a sha256 digest of its payload, added by the one writer of its kind
@@ -42,8 +44,8 @@ from pathlib import Path
 from typing import Any, Callable, IO
 
 __all__ = ["atomic_write", "make_temp_dir", "save_torch", "save_json", "save_npz", "save_text", "file_checksum",
-           "TMP_PREFIX", "CHUNK", "InputError", "check_input_file", "load_torch", "load_json", "load_npz",
-           "payload_digest", "json_digest", "verify_product", "DIGEST_KEY", "REBUILD", "utc_timestamp"]
+           "TMP_PREFIX", "CHUNK", "InputError", "MissingWeightsError", "check_input_file", "load_torch", "load_json",
+           "load_npz", "payload_digest", "json_digest", "verify_product", "DIGEST_KEY", "REBUILD", "utc_timestamp"]
 
 #: Prefix of the temporary files (a writer killed mid-write may leave one; never a target).
 TMP_PREFIX = ".tmp-"
@@ -153,6 +155,10 @@ def save_text(text: str, path: str | os.PathLike) -> Path:
 # -- input files ------------------------------------------------------------------------------------
 class InputError(ValueError):
     """An option value or input file a step cannot use (``ddm``: exit code 2)."""
+
+
+class MissingWeightsError(FileNotFoundError):
+    """The weights of a feature extractor are not on disk (and will not be downloaded quietly)."""
 
 
 def check_input_file(path: str | os.PathLike, what: str) -> Path:

@@ -9,7 +9,7 @@ through ``a`` and ``b`` in order, and what is registered on it is its own, so ``
 joins ``ddm.sampling``'s and ``ddm.baselines``' tables without editing either. Every view of a
 table is live: a name registered later (a test, a user's module) is seen everywhere at once.
 
-The h_t families (Table 4) register themselves as subclasses of ``ddm.process.HtFamily``, the
+The h_t families (Table 4) register themselves as subclasses of ``ddm.families.HtFamily``, the
 forward processes as subclasses of ``ddm.process.Process`` (in :data:`PROCESSES`).
 This module imports nothing from ddm, so every module may import it.
 """
@@ -114,7 +114,7 @@ class Names(Mapping[str, T]):
 PROCESSES: Names[type] = Names("process")
 #: The FID feature extractors of params.yaml (``fid: extractor:``) by name -> the feature layer FID
 #: uses (torch-fidelity's name); torch-fidelity's own registry holds the extractor classes. The
-#: package's two are here (torch-fidelity's InceptionV3, ``ddm.metrics``' digits classifier); one of
+#: package's two are here (torch-fidelity's InceptionV3, ``ddm.digits_classifier``); one of
 #: a plug-in registers with ``ddm.metrics.register_extractor``.
 EXTRACTORS: Names[str] = Names("extractor")
 EXTRACTORS.register("digits-classifier", label="FID (digits classifier)")("64")

@@ -121,7 +121,7 @@ def extractor_cost(name: str) -> NetCost:
     """The FID feature extractor: the digits classifier (8x8 grey) or Inception-v3 at 299 px
     (torchvision's architecture, the shape of torch-fidelity's inception-v3-compat)."""
     if name == "digits-classifier":
-        from ddm.metrics import DigitsClassifier
+        from ddm.digits_classifier import DigitsClassifier
 
         with torch.device("meta"):
             net = DigitsClassifier()

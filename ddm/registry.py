@@ -33,9 +33,9 @@ from torch import Tensor
 
 from ddm import catalog, sampling, sde_samplers
 from ddm.catalog import kinds  # noqa: F401  (re-exported)
+from ddm.families import FAMILIES
 from ddm.losses import WEIGHTINGS
 from ddm.names import EXTRACTORS, GAUSSIAN, PROCESSES, Names, grid_table, sampler_table
-from ddm.process import FAMILIES
 
 __all__ = ["SAMPLERS", "GRIDS", "sampler", "grid", "get_sampler", "make_grid", "grid_options", "PROCESSES",
            "GAUSSIAN", "SAMPLER_PROCESSES", "GRID_PROCESSES", "SAMPLER_FINAL_STEPS", "kinds", "samplers_for",

@@ -3,7 +3,7 @@
 ======= ==========================================================================================
 role    the method is
 ======= ==========================================================================================
-table4  a row of Table 4 (choices of h_t), labelled with its h_t family's ``label`` (ddm.process, read
+table4  a row of Table 4 (choices of h_t), labelled with its h_t family's ``label`` (ddm.families, read
         through ddm.snapshot)
 table5  a row of Table 5 (hyperparameter, architecture, loss type), labelled with the one setting in
         which it was trained differently from the main DDM model (a weighting's ``label``, ddm.losses.WEIGHTINGS, or

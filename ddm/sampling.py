@@ -34,7 +34,8 @@ import torch
 from torch import Tensor
 
 from ddm.names import GAUSSIAN, Names, grid_table, sampler_table
-from ddm.process import DecoupledProcess, expand_t
+from ddm.process import DecoupledProcess
+from ddm.times import expand_t
 
 __all__ = [
     "SampleRNG",

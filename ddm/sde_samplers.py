@@ -18,8 +18,8 @@ from torch import Tensor
 
 from ddm.baselines import GaussianSDE, VESDE, VPSDE
 from ddm.names import Names, grid_table, sampler_table
-from ddm.process import expand_t
 from ddm.sampling import FINAL_STEPS, SampleRNG, Callback, check_final_step, check_grid, _check_n, _times
+from ddm.times import expand_t
 
 __all__ = ["sde_grid", "sample_vp_em", "sample_vp_ancestral", "sample_ve_em", "SAMPLERS", "GRIDS"]
 

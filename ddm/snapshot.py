@@ -2,7 +2,7 @@
 :func:`load` gives the snapshot of the registries (``ddm.registry.snapshot``)
 
 * live, when torch is already imported: a program that defined a family or sampler of its own
-  (it imported ddm.process or ddm.registry to do so) sees it at once;
+  (it imported ddm.families or ddm.registry to do so) sees it at once;
 * otherwise the one cached by ``ddm.catalog`` (written from the live registries the first time,
   which imports torch once; see ``ddm.catalog`` for the cache file and what a snapshot holds).
 

@@ -18,7 +18,7 @@ import math
 import torch
 
 from ddm.baselines import VPSDE
-from ddm.process import HtFamily, SinFamily
+from ddm.families import HtFamily, SinFamily
 
 
 def _probe_solve(family: HtFamily) -> torch.Tensor:

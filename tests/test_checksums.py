@@ -103,8 +103,8 @@ def _ddm(work: Path, argv: str) -> None:
 @pytest.fixture(scope="module")
 def work(tmp_path_factory) -> Path:
     """A workdir with one good product of each kind, each written by its writer."""
-    from ddm import metrics as M
     from ddm.config import load_params, resolve
+    from ddm.digits_classifier import DIGITS_CLASSIFIER, train_digits_classifier
     from ddm.experiment import build
     from ddm.io import file_checksum
     from ddm.modelfile import save_model
@@ -117,8 +117,8 @@ def work(tmp_path_factory) -> Path:
     _ddm(work, "sample --dataset digits --method ddm --model models/ddm.pt --nfe 2 --num-samples 8 "
                "--out samples/ddm.pt")
     weights = work / "fid" / "digits_classifier.pt"  # `ddm extractor`'s two files, trained briefly
-    acc = M.train_digits_classifier(weights, seed=0, epochs=2, min_accuracy=0)
-    save_json({"extractor": M.DIGITS_CLASSIFIER, "weights": "fid/digits_classifier.pt", "test_accuracy": acc,
+    acc = train_digits_classifier(weights, seed=0, epochs=2, min_accuracy=0)
+    save_json({"extractor": DIGITS_CLASSIFIER, "weights": "fid/digits_classifier.pt", "test_accuracy": acc,
                "weights_sha256": file_checksum(weights)}, work / "fid" / "extractor.json")
     _ddm(work, "refstats --data data/prepared/digits.pt --extractor fid/extractor.json --out fid/reference.npz")
     _ddm(work, "evaluate --samples samples/ddm.pt --reference fid/reference.npz --extractor fid/extractor.json "
@@ -129,7 +129,7 @@ def work(tmp_path_factory) -> Path:
                "num_samples": 4, "computed_at": "2026-01-01T00:00:00Z"}, work / "tasks" / "nfe5-r0.json")
     save_json({"nfe": 2, "num_samples": 4, "curves": {"ddm": {"t": [1.0, 0.5], "mse": [0.5, 0.25]}}},
               work / "curves" / "fig3.json")
-    save_json({"dataset": "digits", "method": "ddm", "num_samples": 20, "extractor": M.DIGITS_CLASSIFIER,
+    save_json({"dataset": "digits", "method": "ddm", "num_samples": 20, "extractor": DIGITS_CLASSIFIER,
                "rows": [{"step": 2, "nfe": 2, "fid": 31.5}]}, work / "curves" / "convergence.json")
     (work / "out").mkdir()
     return work

@@ -12,8 +12,8 @@ from ddm.baselines import VPSDE
 from ddm.sde_samplers import sample_vp_em, sde_grid
 from ddm.conditioning import (
     SWIN_B_URL, ConditionedObjective, CondUNet, bind, build_cond_unet, pack, position_embedding)
+from ddm.io import MissingWeightsError
 from ddm.losses import DDMObjective, VPObjective
-from ddm.metrics import MissingWeightsError
 from ddm.process import DecoupledProcess
 from ddm.sampling import SampleRNG, sample_ddm, uniform_grid
 from ddm.training import TrainConfig, load_checkpoint, train

@@ -124,12 +124,13 @@ def test_cuda_sampling_does_not_depend_on_batch_size():
 def test_fid_features_on_the_gpu_match_the_cpu(tmp_path):
     from ddm import metrics as M
     from ddm.datasets import load_dataset
+    from ddm.digits_classifier import DIGITS_CLASSIFIER, train_digits_classifier
 
     weights = tmp_path / "digits_classifier.pt"
-    M.train_digits_classifier(weights, seed=0)
+    train_digits_classifier(weights, seed=0)
     x = load_dataset("digits", None, "test")[:300]
-    cpu = M.extract_features(x, M.DIGITS_CLASSIFIER, weights, cuda=False)
-    gpu = M.extract_features(x, M.DIGITS_CLASSIFIER, weights, cuda=True)
+    cpu = M.extract_features(x, DIGITS_CLASSIFIER, weights, cuda=False)
+    gpu = M.extract_features(x, DIGITS_CLASSIFIER, weights, cuda=True)
     assert abs(gpu - cpu).max() < 1e-3 * max(1.0, abs(cpu).max())
 
 

@@ -36,8 +36,9 @@ from ddm import registry
 from ddm.config import ConfigError, resolve, validate
 from ddm.contracts import load_images
 from ddm.experiment import build
+from ddm.families import FAMILIES, HtFamily
 from ddm.generate import generate
-from ddm.process import FAMILIES, DecoupledProcess, HtFamily
+from ddm.process import DecoupledProcess
 from ddm.report.collect import collect, solver_label
 from ddm.report.tables import render_tables
 from ddm.sampling import sample_ddm, uniform_grid
@@ -220,8 +221,8 @@ from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 
 from ddm import registry
 from ddm.datasets import DATASETS, register_dataset
+from ddm.families import HtFamily
 from ddm.metrics import register_extractor
-from ddm.process import HtFamily
 
 
 ''' + FAMILY + "\n\n" + SAMPLER + '''

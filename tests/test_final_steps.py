@@ -11,7 +11,8 @@ import torch
 from ddm.baselines import VESDE, VPSDE
 from ddm.sde_samplers import sample_ve_em, sample_vp_ancestral, sample_vp_em, sde_grid
 from ddm.ceiling import PosteriorMeanDenoiser
-from ddm.process import DecoupledProcess, expand_t
+from ddm.process import DecoupledProcess
+from ddm.times import expand_t
 from ddm.sampling import (SampleRNG, polynomial_grid, sample_ddim, sample_ddm, sample_ddm_deterministic,
                           sample_dpmpp_2m, uniform_grid)
 from oracles import GaussianOracle, VPGaussianOracle
@@ -159,17 +160,18 @@ def digits_fid(tmp_path_factory):
     from ddm import metrics as M
     from ddm import fidstats
     from ddm.datasets import load_dataset
+    from ddm.digits_classifier import DIGITS_CLASSIFIER, train_digits_classifier
 
     work = tmp_path_factory.mktemp("ceiling")
     train = load_dataset("digits", None, "train", resolution=8)
     test = load_dataset("digits", None, "test", resolution=8)
     weights = work / "digits_classifier.pt"
-    M.train_digits_classifier(weights, seed=0)
+    train_digits_classifier(weights, seed=0)
     ref = work / "reference.npz"
-    fidstats.reference_stats(train, M.DIGITS_CLASSIFIER, weights, ref)
+    fidstats.reference_stats(train, DIGITS_CLASSIFIER, weights, ref)
 
     def score(u8):
-        return M.fid(u8, ref, M.DIGITS_CLASSIFIER, weights)["fid"]
+        return M.fid(u8, ref, DIGITS_CLASSIFIER, weights)["fid"]
 
     return train, score, score(test)
 

@@ -13,7 +13,9 @@ import torch_fidelity
 import ddm.metrics as M
 from ddm import fidstats
 from ddm.datasets import to_uint8
-from ddm.io import load_npz, save_npz
+from ddm.digits_classifier import (DIGITS_CLASSIFIER, DigitsClassifierFeatureExtractor, load_digits_classifier,
+                                     train_digits_classifier)
+from ddm.io import MissingWeightsError, load_npz, save_npz
 
 
 # ------------------------------------------------------------------------------------------
@@ -46,14 +48,14 @@ def digits():
 @pytest.fixture(scope="session")
 def classifier(tmp_path_factory, digits):
     path = tmp_path_factory.mktemp("clf") / "digits_classifier.pt"
-    acc = M.train_digits_classifier(path, seed=0, train=digits["train"], test=digits["test"])
+    acc = train_digits_classifier(path, seed=0, train=digits["train"], test=digits["test"])
     return path, acc
 
 
 @pytest.fixture(scope="session")
 def train_ref(tmp_path_factory, classifier, digits):
     path = tmp_path_factory.mktemp("ref") / "digits_train.npz"
-    rec = fidstats.reference_stats(digits["train"][0], M.DIGITS_CLASSIFIER, classifier[0], path)
+    rec = fidstats.reference_stats(digits["train"][0], DIGITS_CLASSIFIER, classifier[0], path)
     return path, rec
 
 
@@ -73,25 +75,25 @@ def _scipy_fid(f1, f2):
 def test_classifier_accuracy(classifier):
     path, acc = classifier
     assert acc >= 0.95
-    model, meta = M.load_digits_classifier(path)
+    model, meta = load_digits_classifier(path)
     assert meta["test_accuracy"] == acc and meta["feature_dim"] == 64
     print(f"digits classifier test accuracy: {acc:.4f}")
 
 
 def test_classifier_training_is_deterministic(tmp_path, digits):
     kw = dict(seed=3, epochs=2, train=digits["train"], test=digits["test"], min_accuracy=0.0)
-    M.train_digits_classifier(tmp_path / "a.pt", **kw)
-    M.train_digits_classifier(tmp_path / "b.pt", **kw)
-    a, _ = M.load_digits_classifier(tmp_path / "a.pt")
-    b, _ = M.load_digits_classifier(tmp_path / "b.pt")
+    train_digits_classifier(tmp_path / "a.pt", **kw)
+    train_digits_classifier(tmp_path / "b.pt", **kw)
+    a, _ = load_digits_classifier(tmp_path / "a.pt")
+    b, _ = load_digits_classifier(tmp_path / "b.pt")
     for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
         assert ka == kb and torch.equal(va, vb)
 
 
 def test_extractor_is_registered_and_checks_input(classifier):
-    assert M.DIGITS_CLASSIFIER in torch_fidelity.registry.FEATURE_EXTRACTORS_REGISTRY
-    fe = M.DigitsClassifierFeatureExtractor(
-        M.DIGITS_CLASSIFIER, ["64", "logits"], feature_extractor_weights_path=str(classifier[0])
+    assert DIGITS_CLASSIFIER in torch_fidelity.registry.FEATURE_EXTRACTORS_REGISTRY
+    fe = DigitsClassifierFeatureExtractor(
+        DIGITS_CLASSIFIER, ["64", "logits"], feature_extractor_weights_path=str(classifier[0])
     )
     x = torch.randint(0, 256, (5, 3, 8, 8), dtype=torch.uint8)
     f64, logits = fe(x)
@@ -148,7 +150,7 @@ def test_frechet_gaussian_closed_form_from_samples():
 def test_reference_stats_file_records_and_is_atomic(train_ref, classifier, digits, monkeypatch):
     path, rec = train_ref
     ref = M.load_reference_stats(path)
-    assert ref["extractor"] == M.DIGITS_CLASSIFIER and ref["feature_layer"] == "64"
+    assert ref["extractor"] == DIGITS_CLASSIFIER and ref["feature_layer"] == "64"
     assert ref["weights_sha256"] == hashlib.sha256(classifier[0].read_bytes()).hexdigest()
     assert ref["num_samples"] == len(digits["train"][0]) == rec["num_samples"]
     assert ref["mu"].shape == (64,) and ref["sigma"].shape == (64, 64)
@@ -163,7 +165,7 @@ def test_reference_stats_file_records_and_is_atomic(train_ref, classifier, digit
 
     monkeypatch.setattr(np, "savez", boom)
     with pytest.raises(OSError, match="disk full"):
-        fidstats.reference_stats(digits["test"][0], M.DIGITS_CLASSIFIER, classifier[0], path)
+        fidstats.reference_stats(digits["test"][0], DIGITS_CLASSIFIER, classifier[0], path)
     assert path.read_bytes() == before
     assert sorted(os.listdir(path.parent)) == [path.name]
 
@@ -171,14 +173,14 @@ def test_reference_stats_file_records_and_is_atomic(train_ref, classifier, digit
 def test_fid_self_test_noise(train_ref, classifier, digits):
     ref_path, _ = train_ref
     w = classifier[0]
-    same = M.fid(digits["train"][0], ref_path, M.DIGITS_CLASSIFIER, w)
+    same = M.fid(digits["train"][0], ref_path, DIGITS_CLASSIFIER, w)
     assert set(same) == {"fid", "num_samples", "extractor", "reference", "weights_sha256"}
     assert abs(same["fid"]) < 1e-6
     assert same["reference"] == f"{ref_path.name} (n={len(digits['train'][0])})"
-    test = M.fid(digits["test"][0], ref_path, M.DIGITS_CLASSIFIER, w)
+    test = M.fid(digits["test"][0], ref_path, DIGITS_CLASSIFIER, w)
     gen = torch.Generator().manual_seed(0)
     noise = torch.randint(0, 256, (len(digits["test"][0]), 1, 8, 8), dtype=torch.uint8, generator=gen)
-    noisy = M.fid(noise, ref_path, M.DIGITS_CLASSIFIER, w)
+    noisy = M.fid(noise, ref_path, DIGITS_CLASSIFIER, w)
     print(f"digits FID test-vs-train {test['fid']:.3f}, noise-vs-train {noisy['fid']:.3f}")
     assert test["num_samples"] == len(digits["test"][0])
     assert 0 < test["fid"] < 0.2 * noisy["fid"]
@@ -189,10 +191,10 @@ def test_fid_equals_direct_scipy_and_calculate_metrics(train_ref, classifier, di
     ref_path, _ = train_ref
     w = classifier[0]
     xtr, xte = digits["train"][0], digits["test"][0]
-    got = M.fid(xte, ref_path, M.DIGITS_CLASSIFIER, w, batch_size=37)["fid"]
+    got = M.fid(xte, ref_path, DIGITS_CLASSIFIER, w, batch_size=37)["fid"]
 
     # Our own features with the same model, our own statistics, scipy's sqrtm.
-    model, _ = M.load_digits_classifier(w)
+    model, _ = load_digits_classifier(w)
     model = model.double()
     with torch.no_grad():
         f_tr = model.embed(xtr.to(torch.float64)).numpy()
@@ -204,7 +206,7 @@ def test_fid_equals_direct_scipy_and_calculate_metrics(train_ref, classifier, di
         input1=M._UInt8Images(xte),
         input2=M._UInt8Images(xtr),
         fid=True,
-        feature_extractor=M.DIGITS_CLASSIFIER,
+        feature_extractor=DIGITS_CLASSIFIER,
         feature_extractor_weights_path=str(w),
         cuda=False,
         cache=False,
@@ -217,20 +219,20 @@ def test_fid_equals_direct_scipy_and_calculate_metrics(train_ref, classifier, di
 def test_fid_accepts_three_channel_and_rejects_float(train_ref, classifier, digits):
     ref_path, _ = train_ref
     x = digits["test"][0]
-    one = M.fid(x, ref_path, M.DIGITS_CLASSIFIER, classifier[0])["fid"]
-    three = M.fid(x.expand(-1, 3, -1, -1).clone(), ref_path, M.DIGITS_CLASSIFIER, classifier[0])["fid"]
+    one = M.fid(x, ref_path, DIGITS_CLASSIFIER, classifier[0])["fid"]
+    three = M.fid(x.expand(-1, 3, -1, -1).clone(), ref_path, DIGITS_CLASSIFIER, classifier[0])["fid"]
     assert one == three
     with pytest.raises(TypeError, match=r"uint8.*ddm\.datasets\.to_uint8"):
-        M.fid(x.float(), ref_path, M.DIGITS_CLASSIFIER, classifier[0])
+        M.fid(x.float(), ref_path, DIGITS_CLASSIFIER, classifier[0])
     assert torch.equal(to_uint8(x.float() / 127.5 - 1.0), x)  # the fix the error names
 
 
 def test_mismatched_reference_is_refused(train_ref, tmp_path, digits):
     ref_path, _ = train_ref
     other = tmp_path / "other.pt"
-    M.train_digits_classifier(other, seed=1, epochs=1, train=digits["train"], test=digits["test"], min_accuracy=0)
+    train_digits_classifier(other, seed=1, epochs=1, train=digits["train"], test=digits["test"], min_accuracy=0)
     with pytest.raises(M.ReferenceMismatchError, match="sha256"):
-        M.fid(digits["test"][0], ref_path, M.DIGITS_CLASSIFIER, other)
+        M.fid(digits["test"][0], ref_path, DIGITS_CLASSIFIER, other)
     # A record from another extractor.
     arrays = load_npz(ref_path, "reference", "test")
     arrays["extractor"] = np.asarray(M.INCEPTION)
@@ -238,29 +240,29 @@ def test_mismatched_reference_is_refused(train_ref, tmp_path, digits):
     fake = tmp_path / "inception_ref.npz"
     save_npz(fake, **arrays)  # as `ddm refstats` writes it (with its checksum)
     with pytest.raises(M.ReferenceMismatchError, match="inception-v3-compat"):
-        M.fid(digits["test"][0], fake, M.DIGITS_CLASSIFIER, other)
+        M.fid(digits["test"][0], fake, DIGITS_CLASSIFIER, other)
 
 
 def test_missing_weights_raise_clear_errors(tmp_path, monkeypatch, digits, train_ref):
     x = digits["test"][0]
     missing = tmp_path / "nope.pt"
-    with pytest.raises(M.MissingWeightsError, match="train_digits_classifier"):
-        M.fid(x, train_ref[0], M.DIGITS_CLASSIFIER, missing)
-    with pytest.raises(M.MissingWeightsError):
-        fidstats.reference_stats(x, M.DIGITS_CLASSIFIER, None, tmp_path / "r.npz")
+    with pytest.raises(MissingWeightsError, match="train_digits_classifier"):
+        M.fid(x, train_ref[0], DIGITS_CLASSIFIER, missing)
+    with pytest.raises(MissingWeightsError):
+        fidstats.reference_stats(x, DIGITS_CLASSIFIER, None, tmp_path / "r.npz")
     assert not (tmp_path / "r.npz").exists()
 
     # Inception: an empty torch hub cache and no explicit path -> error, no download, no fallback.
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     expected = tmp_path / "torch_home" / "hub" / "checkpoints" / M.INCEPTION_WEIGHTS_FILENAME
     assert M.default_inception_weights_path() == expected
-    with pytest.raises(M.MissingWeightsError) as e:
+    with pytest.raises(MissingWeightsError) as e:
         fidstats.reference_stats(x, M.INCEPTION, None, tmp_path / "r.npz")
     msg = str(e.value)
     assert "weights-inception-2015-12-05-6726825d.pth" in msg
     assert M.INCEPTION_WEIGHTS_URL in msg and M.INCEPTION_WEIGHTS_URL.startswith("https://github.com/")
     assert "fetch_inception_weights" in msg and str(expected) in msg
-    with pytest.raises(M.MissingWeightsError, match="6726825d"):
+    with pytest.raises(MissingWeightsError, match="6726825d"):
         M.extract_features(x, M.INCEPTION, tmp_path / "elsewhere.pth")
     assert not expected.exists()
 

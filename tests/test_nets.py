@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ddm.nets import HEAD_TYPES, UNet, build_unet, count_parameters, num_groups
+from ddm.nets import HEAD_TYPES, UNet, build_unet, count_parameters
+from ddm.unet_layers import num_groups
 
 R = 8
 CH = 16
@@ -219,13 +220,13 @@ def test_forward_shape_errors():
         net(x, torch.zeros(3))
     with pytest.raises(ValueError, match=r"expected t of shape \(2,\).*got \(2, 1\)"):
         net(x, torch.zeros(2, 1))
-    for bad in ("0.5", None, True):  # ddm.process.as_batch_t: the one time check of nets and process
+    for bad in ("0.5", None, True):  # ddm.times.as_batch_t: the one time check of nets and process
         with pytest.raises(ValueError, match=r"t must be a number or a tensor of shape \(2,\), got "):
             net(x, bad)
 
 
 def test_t_as_float32_on_the_input_device():
-    from ddm.process import as_batch_t
+    from ddm.times import as_batch_t
 
     t = as_batch_t(torch.tensor([0.5, 0.25], dtype=torch.float64), 2, device="cpu", dtype=torch.float32)
     assert t.dtype == torch.float32 and t.tolist() == [0.5, 0.25]

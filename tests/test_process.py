@@ -5,11 +5,12 @@ import math
 import pytest
 import torch
 
-from ddm.process import FAMILIES, DecoupledProcess, SinFamily, get_family
+from ddm.families import FAMILIES, SinFamily, get_family
+from ddm.process import DecoupledProcess
 
 ALL = sorted(FAMILIES)
 
-# h_t of Table 4, written independently of ddm.process, as functions of the phi maps.
+# h_t of Table 4, written independently of ddm.families, as functions of the phi maps.
 TABLE4_h = {
     "constant": lambda p, t: p[0],
     "linear": lambda p, t: p[0] * t + p[1],

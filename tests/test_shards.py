@@ -107,9 +107,10 @@ _EVALUATE = _WIDE + textwrap.dedent("""
     from ddm.cli import main
     sys.exit(main(sys.argv[1:]))
 """)
-_REFERENCE = _WIDE + ("from ddm.fidstats import reference_stats\n"
+_REFERENCE = _WIDE + ("from ddm.digits_classifier import DIGITS_CLASSIFIER\n"
+                      "from ddm.fidstats import reference_stats\n"
                       "from ddm.io import load_torch\n"
-                      "reference_stats(load_torch('shard7.pt', 'shard', 'test'), M.DIGITS_CLASSIFIER, 'clf.pt', 'ref.npz')\n")
+                      "reference_stats(load_torch('shard7.pt', 'shard', 'test'), DIGITS_CLASSIFIER, 'clf.pt', 'ref.npz')\n")
 
 
 def _peak_rss_mb(work: Path, samples: list[str]) -> float:
@@ -126,12 +127,12 @@ def _peak_rss_mb(work: Path, samples: list[str]) -> float:
 def wide_set(tmp_path_factory):
     """8 shards of 10,000 digits-sized samples (40 MB of wide features each), the first 2 and all
     8 of them as one file each, and a reference of the wide features."""
-    import ddm.metrics as M
+    from ddm.digits_classifier import DIGITS_CLASSIFIER, train_digits_classifier
     from ddm.io import save_json, save_torch
 
     work = make_workdir(tmp_path_factory.mktemp("wide"))
-    M.train_digits_classifier(work / "clf.pt", seed=0, epochs=1, min_accuracy=0.0)
-    save_json({"extractor": M.DIGITS_CLASSIFIER, "weights": "clf.pt"}, work / "extractor.json")
+    train_digits_classifier(work / "clf.pt", seed=0, epochs=1, min_accuracy=0.0)
+    save_json({"extractor": DIGITS_CLASSIFIER, "weights": "clf.pt"}, work / "extractor.json")
     g = torch.Generator().manual_seed(0)
     shards = [torch.randint(0, 256, (10_000, 1, 8, 8), dtype=torch.uint8, generator=g) for _ in range(8)]
     for k, x in enumerate(shards):
