@@ -1,5 +1,5 @@
 """Every name params.yaml may use and what fits what, as plain data, so that reading params.yaml
-(``ddm.config``, ``ddm.roles``) does not import torch.
+(``ddm.config``, ``ddm.validation``, ``ddm.roles``) does not import torch.
 
 The registries (``ddm.registry``: h_t families, samplers, grids, weightings, processes) are filled
 where each entry is defined, in modules that import torch; ``ddm.registry.snapshot`` gives them as
@@ -9,7 +9,7 @@ given snapshot (:func:`fit_error`, :func:`samplers_for`, :func:`grids_for`). ``d
 chooses the snapshot: the live one when torch is imported, else the cached one.
 
 The cache file is named by the digest of the package's source files (any edit of a module of
-ddm/ gives a new digest, hence a fresh snapshot). Snakemake reads params.yaml through ddm.config
+ddm/ gives a new digest, hence a fresh snapshot). Snakemake reads params.yaml through ddm.validation
 at every start, in every DVC stage and in every SLURM job step: with the cache, that start does
 not import torch (3-4 s of a 2-core machine's time).
 

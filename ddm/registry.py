@@ -1,5 +1,5 @@
 """Which sampler and which time grid fit which forward process, and every name params.yaml may
-use: the one place that ``ddm.config`` checks params.yaml against (through its snapshot,
+use: the one place that ``ddm.validation`` checks params.yaml against (through its snapshot,
 :func:`snapshot`, which ``ddm.snapshot`` caches so that reading params.yaml does not import torch),
 so a misfit fails before any job starts. ``fit_error``, ``samplers_for`` and ``grids_for`` are
 ``ddm.catalog``'s, here on the live tables (this module depends on the torch-free catalog, never
@@ -21,7 +21,7 @@ new one is one decorated function; one outside the package registers on the join
     def sample_mine(net, process, noise, grid, *, rng=None, clip=None, callback=None): ...
 
 :func:`schema_enums` gives the names of every registry (h_t families, samplers, grids,
-weightings, processes), which ``ddm.config`` puts into the params.yaml schema when it validates.
+weightings, processes), which ``ddm.validation`` puts into the params.yaml schema when it validates.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def _datasets() -> dict[str, Any]:
 
 
 def schema_enums() -> dict[str, list[str]]:
-    """The names of each registry, as the params.yaml schema's enums (``ddm.config``): h_t
+    """The names of each registry, as the params.yaml schema's enums (``ddm.validation``): h_t
     families (Table 4), samplers, grids, final steps, weightings (Table 5), processes, the datasets
     of a preset (``ddm.datasets``) and the FID extractors (``ddm.names.EXTRACTORS``)."""
     steps = [s for name in SAMPLERS for s in SAMPLER_FINAL_STEPS[name]]

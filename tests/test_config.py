@@ -1,4 +1,4 @@
-"""ddm.config: load_params / validate / resolve / resolved_hash on the shipped and the tiny config."""
+"""ddm.validation (load_params, validate) and ddm.config (resolve, resolved_hash) on the shipped and the tiny config."""
 
 from __future__ import annotations
 
@@ -9,19 +9,9 @@ import pytest
 import yaml
 
 from conftest import REPO, TINY_PARAMS, merge_params
-from ddm.config import (
-    METHOD_DEFAULTS,
-    REPORT_KEYS,
-    SAMPLING_KEYS,
-    SCHEMA_PATH,
-    ConfigError,
-    all_methods,
-    dataset_names,
-    load_params,
-    resolve,
-    resolved_hash,
-    validate,
-)
+from ddm.config import METHOD_DEFAULTS, REPORT_KEYS, SAMPLING_KEYS, ConfigError, all_methods, dataset_names, resolve, resolved_hash
+from ddm.resources import SCHEMA_PATH
+from ddm.validation import load_params, validate
 
 with open(SCHEMA_PATH) as _f:
     SCHEMA = yaml.safe_load(_f)
@@ -82,7 +72,7 @@ def test_load_params_missing_file_and_non_mapping(tmp_path):
 
 
 def test_schema_is_the_one_the_pipeline_uses():
-    """The schema ships in the package (ddm/data), and the Snakefile validates through ddm.config
+    """The schema ships in the package (ddm/data), and the Snakefile validates through ddm.validation
     only: Snakemake's own validate() against the file on disk would refuse a name registered
     outside the package (tests/test_extension.py)."""
     assert SCHEMA_PATH == REPO / "ddm" / "data" / "params.schema.yaml"
@@ -95,7 +85,7 @@ def test_schema_is_the_one_the_pipeline_uses():
 def test_schema_enums_on_disk_equal_the_registries():
     """The enums of the file document the package's own names: the h_t families, samplers, grids,
     final steps, weightings and processes registered in ddm (ddm.registry.schema_enums), in order."""
-    from ddm.config import SCHEMA_ENUMS, schema
+    from ddm.validation import SCHEMA_ENUMS, schema
     from ddm.registry import schema_enums
 
     names = schema_enums()

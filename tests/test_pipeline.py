@@ -21,7 +21,8 @@ from scipy import stats as st
 
 from conftest import CORES, dry_run_jobs, dvc_env, run_ddm, run_snakemake, run_tool, tiny_params, write_params, merge_params
 from ddm.io import load_torch, save_npz
-from ddm.config import SCHEMA_PATH, load_params
+from ddm.resources import SCHEMA_PATH
+from ddm.validation import load_params
 from ddm.report.labels import METHOD_LABELS
 
 pytestmark = pytest.mark.slow

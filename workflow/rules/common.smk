@@ -9,11 +9,12 @@ from pathlib import Path
 
 import yaml
 
-from ddm.config import ConfigError, dataset_names, model_of, read_yaml, resolve  # config validated in the Snakefile
+from ddm.config import ConfigError, dataset_names, model_of, resolve  # config validated in the Snakefile
 from ddm.config import TASKS, inpainting_dataset, resolve_task, task_names, task_sets
 from ddm.codedeps import cached_code_digests, package_dir
 from ddm.plugins import with_code
 from ddm.io import save_text
+from ddm.yamlio import read_yaml
 from ddm.replicates import replicate_count, replicate_name, replicated_methods
 from ddm.roles import fid_ablations, fig3_methods, table_rows
 from ddm.shards import set_shard_size, shard_count
