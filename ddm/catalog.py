@@ -16,10 +16,11 @@ not import torch (3-4 s of a 2-core machine's time).
 Cache folder: ``$DDM_CACHE_DIR``, else ``$XDG_CACHE_HOME/ddm``, else ``~/.cache/ddm``; a folder
 that cannot be written only costs the import.
 
-The snapshot: ``enums`` (the params.yaml schema's lists of names: ``family``, ``ht``,
-``sampler``, ``grid``, ``final_step``, ``weighting``, ``process``), ``fits`` (sampler and grid ->
-the processes it fits; "ddm": every h_t family, "ddm/constant": h_t = c only, the one whose path
-is Gaussian, ``ddm.registry``), ``final_steps`` (sampler -> the values of its ``final_step``
+The snapshot: ``enums`` (the params.yaml schema's lists of names that torch-importing code
+defines: ``family``, ``ht``, ``sampler``, ``grid``, ``final_step``, ``weighting``, ``process``,
+``dataset``, ``extractor``, ``head``, ``loss_type``, ``reduction``, ``encoder``, ``precision``),
+``fits`` (sampler and grid -> the processes it fits; "ddm": every h_t family, "ddm/constant":
+h_t = c only, the one whose path is Gaussian, ``ddm.registry``), ``final_steps`` (sampler -> the values of its ``final_step``
 option) and ``labels`` (family and weighting -> its LaTeX label, in registration order).
 """
 

@@ -33,7 +33,7 @@ from torch import Tensor
 
 from ddm import catalog, sampling, sde_samplers
 from ddm.catalog import kinds  # noqa: F401  (re-exported)
-from ddm.losses import WEIGHTINGS
+from ddm.losses import LOSS_TYPES, REDUCTIONS, WEIGHTINGS
 from ddm.names import EXTRACTORS, GAUSSIAN, PROCESSES, Names, grid_table, sampler_table
 from ddm.process import FAMILIES
 
@@ -86,14 +86,28 @@ def _datasets() -> dict[str, Any]:
             for k, s in DATASETS.items() if s.channels is not None}
 
 
+def _choices() -> dict[str, list[str]]:
+    """The fixed choices of a method entry and of a budget, each from the module whose code takes
+    it: the U-Net's heads (``ddm.nets.HEAD_TYPES``), the loss types and reductions
+    (``ddm.losses``), the condition encoders (``ddm.conditioning.ENCODERS``) and the training
+    precisions (``ddm.training.PRECISIONS``)."""
+    from ddm.conditioning import ENCODERS  # codedeps: names only (what params.yaml may name)
+    from ddm.nets import HEAD_TYPES  # codedeps: names only (what params.yaml may name)
+    from ddm.training import PRECISIONS  # codedeps: names only (what params.yaml may name)
+
+    return {"head": list(HEAD_TYPES), "loss_type": list(LOSS_TYPES), "reduction": list(REDUCTIONS),
+            "encoder": list(ENCODERS), "precision": list(PRECISIONS)}
+
+
 def schema_enums() -> dict[str, list[str]]:
-    """The names of each registry, as the params.yaml schema's enums (``ddm.validation``): h_t
-    families (Table 4), samplers, grids, final steps, weightings (Table 5), processes, the datasets
-    of a preset (``ddm.datasets``) and the FID extractors (``ddm.names.EXTRACTORS``)."""
+    """The names params.yaml may use that torch-importing code defines, as the params.yaml
+    schema's enums (``ddm.validation``): those of each registry (h_t families (Table 4), samplers,
+    grids, final steps, weightings (Table 5), processes, the datasets of a preset (``ddm.datasets``),
+    the FID extractors (``ddm.names.EXTRACTORS``)) and the fixed choices of :func:`_choices`."""
     steps = [s for name in SAMPLERS for s in SAMPLER_FINAL_STEPS[name]]
     return {"family": list(FAMILIES), "ht": ["main", *FAMILIES], "sampler": list(SAMPLERS), "grid": list(GRIDS),
             "final_step": list(dict.fromkeys(steps)), "weighting": list(WEIGHTINGS), "process": list(PROCESSES),
-            "dataset": list(_datasets()), "extractor": list(EXTRACTORS)}
+            "dataset": list(_datasets()), "extractor": list(EXTRACTORS), **_choices()}
 
 
 def snapshot() -> dict[str, Any]:

@@ -1,11 +1,14 @@
 """params.yaml, read and checked: the package's schema (ddm/data/params.schema.yaml) and the
 checks beyond it, before any job starts (``load_params``, ``validate``).
 
-The schema's lists of names (h_t families, samplers, grids, final steps, weightings, processes)
-are filled from the registries when it is read (``schema``, ``ddm.registry.schema_enums``, read
-through ``ddm.snapshot``: no torch import), so a
-family or sampler registered anywhere validates; the lists on disk document the package's own
-names, and tests/test_config.py fails when they differ from the registries.
+Every list of names in the schema comes from the code that defines the names, when the schema is
+read (:func:`schema`; the file keeps none of them): the registries' names (h_t families,
+samplers, grids, final steps, weightings, processes, datasets, FID extractors) and the fixed
+choices of torch-importing modules (heads, loss types, reductions, condition encoders,
+precisions) through their snapshot (``ddm.registry.schema_enums``, read through
+``ddm.snapshot``: no torch import), the report's roles (``ddm.roles.ROLES``) and the conditioned
+tasks and their data sets (``ddm.config.TASKS``) directly. So a family or sampler registered
+anywhere (a plug-in, ``ddm.plugins``) validates, and a name is added in one place.
 
 Beyond the schema: finite numbers, a preset that exists, methods defined once, every sampler and
 grid fitting its process (``ddm.config.resolve`` of each method that runs), NFE and sample counts
@@ -26,35 +29,53 @@ from ddm.config import (DATASET_CHANNELS, LATENT_DEFAULTS, TASK_ONLY, TASKS, con
                         inpainting_dataset, latent_factor, method_path, resolve, resolve_task)
 from ddm.limits import size_errors
 from ddm.resources import SCHEMA_PATH
+from ddm.roles import ROLES  # codedeps: names only (what params.yaml may name)
 from ddm.shards import shard_size_error
 from ddm.yamlio import PREFIX, ConfigError, ConfigLayer, name_source, nonfinite_lines, read_yaml
 
-__all__ = ["load_params", "validate", "schema", "SCHEMA_ENUMS"]
+__all__ = ["load_params", "validate", "schema", "schema_names", "SCHEMA_ENUMS"]
 
-#: Registry name (``ddm.registry.schema_enums``) -> the schema node whose ``enum`` lists its names.
+_METHOD = ("definitions", "method", "properties")
+#: Each list of names of the schema (:func:`schema_names`) -> the schema node whose ``enum`` it is.
 SCHEMA_ENUMS: dict[str, tuple[str, ...]] = {
     "family": ("definitions", "family"),
-    "ht": ("definitions", "method", "properties", "ht"),
-    "process": ("definitions", "method", "properties", "process"),
-    "weighting": ("definitions", "method", "properties", "weighting"),
-    "sampler": ("definitions", "method", "properties", "sampler"),
-    "grid": ("definitions", "method", "properties", "grid"),
-    "final_step": ("definitions", "method", "properties", "final_step"),
+    **{key: (*_METHOD, key) for key in ("ht", "process", "weighting", "sampler", "grid", "final_step", "head",
+                                        "loss_type", "reduction", "role")},
     "dataset": ("properties", "presets", "additionalProperties", "propertyNames"),
     "extractor": ("definitions", "dataset", "properties", "fid", "properties", "extractor"),
+    "precision": ("definitions", "dataset", "properties", "train", "properties", "precision"),
+    "encoder": ("definitions", "cond_model", "properties", "encoder"),
+    "task_dataset": ("definitions", "cond_task", "properties", "dataset"),
 }
+#: The schema node whose ``properties`` are the conditioned tasks (``ddm.config.TASKS``), each a ``cond_task``.
+TASKS_NODE = ("definitions", "cond_preset", "properties", "tasks")
+
+
+def schema_names() -> dict[str, list[str]]:
+    """The names of each list of :data:`SCHEMA_ENUMS`, from the code that defines them: the
+    snapshot's (``ddm.registry.schema_enums``: the registries, heads, loss types, reductions,
+    encoders, precisions), the roles of an ablation method (``ddm.roles.ROLES``) and the data sets
+    a conditioned task may name (``ddm.config.TASKS``, in task order)."""
+    task_datasets = [d for t in TASKS.values() for d in t["datasets"]]
+    return {**snapshot.load()["enums"], "role": list(ROLES), "task_dataset": list(dict.fromkeys(task_datasets))}
+
 
 def schema() -> dict:
     """The params.yaml schema, read from the package (``ddm.resources.SCHEMA_PATH``), with the
-    enums of :data:`SCHEMA_ENUMS` set to the names registered now."""
+    enums of :data:`SCHEMA_ENUMS` set to the names defined now (:func:`schema_names`) and the
+    conditioned tasks of ``ddm.config.TASKS`` as the properties of :data:`TASKS_NODE`."""
     with SCHEMA_PATH.open(encoding="utf-8") as f:
         out = yaml.safe_load(f)
-    for name, values in snapshot.load()["enums"].items():
-        node = out
-        for key in SCHEMA_ENUMS[name]:
-            node = node[key]
-        node["enum"] = list(values)
+    for name, values in schema_names().items():
+        _node(out, SCHEMA_ENUMS[name])["enum"] = list(values)
+    _node(out, TASKS_NODE)["properties"] = {task: {"$ref": "#/definitions/cond_task"} for task in TASKS}
     return out
+
+
+def _node(tree: dict, path: tuple[str, ...]) -> dict:
+    for key in path:
+        tree = tree[key]
+    return tree
 
 
 def validate(params: Mapping, source: str | Path = "params.yaml", layers: tuple[ConfigLayer, ...] = ()) -> None:
