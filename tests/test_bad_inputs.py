@@ -30,7 +30,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import BIN, make_workdir, merge_params, run_snakemake, tiny_params, tool_env, write_params
+from conftest import BIN, make_workdir, merge_params, run_snakemake, tiny_params, tool_env
 from ddm.io import load_torch
 
 #: The exit codes documented in ddm/cli.py.

@@ -8,7 +8,6 @@ Run on a GPU machine: ``python -m pytest -n 0 tests/test_cuda.py``.
 """
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import shutil

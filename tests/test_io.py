@@ -8,7 +8,6 @@ source (ddm.datasets.download_dataset) and the dvc.yaml generator (workflow/make
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import stat
 import subprocess

@@ -5,7 +5,6 @@ shared tiny run (tests/test_pipeline.py) checks the same through the real graph.
 
 from __future__ import annotations
 
-import copy
 import math
 
 import numpy as np
