@@ -7,9 +7,9 @@ import os
 
 from snakemake.utils import min_version
 
-from ddm.config import ConfigError, validate as validate_params
+from ddm.validation import validate as validate_params
 from ddm.plugins import load as load_plugins
-from ddm.yamlio import config_layers
+from ddm.yamlio import ConfigError, config_layers
 
 min_version("8.0")
 
@@ -26,7 +26,7 @@ except ConfigError as e:
 
 configfile: "params.yaml"
 
-# ddm.config only: the schema (the package's ddm/data/params.schema.yaml, its lists of names filled
+# ddm.validation only: the schema (the package's ddm/data/params.schema.yaml, its lists of names filled
 # from the registries, so an h_t family or sampler registered outside the package validates) and the
 # checks beyond it (sampler/grid fit a process, finite numbers, NFE and sample counts that fit in
 # memory, ...), in the one-line messages `ddm` gives.

@@ -19,7 +19,8 @@ import time
 
 import torch
 
-from ddm.config import load_params, resolve
+from ddm.config import resolve
+from ddm.validation import load_params
 from ddm.experiment import build
 from ddm.generate import generate
 from ddm.nets import count_parameters

@@ -1,5 +1,5 @@
 """Every name params.yaml may use and what fits what, as plain data, so that reading params.yaml
-(``ddm.config``, ``ddm.roles``) does not import torch.
+(``ddm.config``, ``ddm.validation``, ``ddm.roles``) does not import torch.
 
 The registries (``ddm.registry``: h_t families, samplers, grids, weightings, processes) are filled
 where each entry is defined, in modules that import torch; ``ddm.registry.snapshot`` gives them as
@@ -9,17 +9,18 @@ given snapshot (:func:`fit_error`, :func:`samplers_for`, :func:`grids_for`). ``d
 chooses the snapshot: the live one when torch is imported, else the cached one.
 
 The cache file is named by the digest of the package's source files (any edit of a module of
-ddm/ gives a new digest, hence a fresh snapshot). Snakemake reads params.yaml through ddm.config
+ddm/ gives a new digest, hence a fresh snapshot). Snakemake reads params.yaml through ddm.validation
 at every start, in every DVC stage and in every SLURM job step: with the cache, that start does
 not import torch (3-4 s of a 2-core machine's time).
 
 Cache folder: ``$DDM_CACHE_DIR``, else ``$XDG_CACHE_HOME/ddm``, else ``~/.cache/ddm``; a folder
 that cannot be written only costs the import.
 
-The snapshot: ``enums`` (the params.yaml schema's lists of names: ``family``, ``ht``,
-``sampler``, ``grid``, ``final_step``, ``weighting``, ``process``), ``fits`` (sampler and grid ->
-the processes it fits; "ddm": every h_t family, "ddm/constant": h_t = c only, the one whose path
-is Gaussian, ``ddm.registry``), ``final_steps`` (sampler -> the values of its ``final_step``
+The snapshot: ``enums`` (the params.yaml schema's lists of names that torch-importing code
+defines: ``family``, ``ht``, ``sampler``, ``grid``, ``final_step``, ``weighting``, ``process``,
+``dataset``, ``extractor``, ``head``, ``loss_type``, ``reduction``, ``encoder``, ``precision``),
+``fits`` (sampler and grid -> the processes it fits; "ddm": every h_t family, "ddm/constant":
+h_t = c only, the one whose path is Gaussian, ``ddm.registry``), ``final_steps`` (sampler -> the values of its ``final_step``
 option) and ``labels`` (family and weighting -> its LaTeX label, in registration order).
 """
 

@@ -169,7 +169,7 @@ def _writing(path):
 
 
 def _params(args):
-    from ddm.config import load_params
+    from ddm.validation import load_params
 
     return load_params(args.params)
 

@@ -16,12 +16,12 @@ Packages installed with an entry point in the group ``ddm.plugins`` (:data:`ENTR
 :mod:`importlib.metadata`) are imported too, once per process, before the listed ones.
 
 A plug-in is imported once per process: a second :func:`load` of the same entry (the ``ddm`` CLI
-and ``ddm.config.load_params`` both load them; the Snakefile and ``python -m ddm.plan``) finds it
+and ``ddm.validation.load_params`` both load them; the Snakefile and ``python -m ddm.plan``) finds it
 in ``sys.modules`` and does not run it again, so nothing registers twice (the registries refuse a
 name given twice). A plug-in that cannot be imported is a :class:`ddm.yamlio.ConfigError` of one
 line naming the entry, the file, the error and the fix (``ddm``: exit code 2; the Snakefile: a
 WorkflowError). Who loads them: ``ddm.cli.main`` (every subcommand, from its ``--params`` file),
-``ddm.config.load_params``, the Snakefile (before it validates the config) and ``ddm.plan``.
+``ddm.validation.load_params``, the Snakefile (before it validates the config) and ``ddm.plan``.
 
 Plug-in files are code inputs of the pipeline: :func:`files` lists those imported in this process
 and :func:`with_code` folds their bytes into each subcommand's code digest (``ddm.codedeps``), so

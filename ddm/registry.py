@@ -1,5 +1,5 @@
 """Which sampler and which time grid fit which forward process, and every name params.yaml may
-use: the one place that ``ddm.config`` checks params.yaml against (through its snapshot,
+use: the one place that ``ddm.validation`` checks params.yaml against (through its snapshot,
 :func:`snapshot`, which ``ddm.snapshot`` caches so that reading params.yaml does not import torch),
 so a misfit fails before any job starts. ``fit_error``, ``samplers_for`` and ``grids_for`` are
 ``ddm.catalog``'s, here on the live tables (this module depends on the torch-free catalog, never
@@ -21,7 +21,7 @@ new one is one decorated function; one outside the package registers on the join
     def sample_mine(net, process, noise, grid, *, rng=None, clip=None, callback=None): ...
 
 :func:`schema_enums` gives the names of every registry (h_t families, samplers, grids,
-weightings, processes), which ``ddm.config`` puts into the params.yaml schema when it validates.
+weightings, processes), which ``ddm.validation`` puts into the params.yaml schema when it validates.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from torch import Tensor
 from ddm import catalog, sampling, sde_samplers
 from ddm.catalog import kinds  # noqa: F401  (re-exported)
 from ddm.families import FAMILIES
-from ddm.losses import WEIGHTINGS
+from ddm.losses import LOSS_TYPES, REDUCTIONS, WEIGHTINGS
 from ddm.names import EXTRACTORS, GAUSSIAN, PROCESSES, Names, grid_table, sampler_table
 
 __all__ = ["SAMPLERS", "GRIDS", "sampler", "grid", "get_sampler", "make_grid", "grid_options", "PROCESSES",
@@ -86,14 +86,28 @@ def _datasets() -> dict[str, Any]:
             for k, s in DATASETS.items() if s.channels is not None}
 
 
+def _choices() -> dict[str, list[str]]:
+    """The fixed choices of a method entry and of a budget, each from the module whose code takes
+    it: the U-Net's heads (``ddm.nets.HEAD_TYPES``), the loss types and reductions
+    (``ddm.losses``), the condition encoders (``ddm.conditioning.ENCODERS``) and the training
+    precisions (``ddm.training.PRECISIONS``)."""
+    from ddm.conditioning import ENCODERS  # codedeps: names only (what params.yaml may name)
+    from ddm.nets import HEAD_TYPES  # codedeps: names only (what params.yaml may name)
+    from ddm.training import PRECISIONS  # codedeps: names only (what params.yaml may name)
+
+    return {"head": list(HEAD_TYPES), "loss_type": list(LOSS_TYPES), "reduction": list(REDUCTIONS),
+            "encoder": list(ENCODERS), "precision": list(PRECISIONS)}
+
+
 def schema_enums() -> dict[str, list[str]]:
-    """The names of each registry, as the params.yaml schema's enums (``ddm.config``): h_t
-    families (Table 4), samplers, grids, final steps, weightings (Table 5), processes, the datasets
-    of a preset (``ddm.datasets``) and the FID extractors (``ddm.names.EXTRACTORS``)."""
+    """The names params.yaml may use that torch-importing code defines, as the params.yaml
+    schema's enums (``ddm.validation``): those of each registry (h_t families (Table 4), samplers,
+    grids, final steps, weightings (Table 5), processes, the datasets of a preset (``ddm.datasets``),
+    the FID extractors (``ddm.names.EXTRACTORS``)) and the fixed choices of :func:`_choices`."""
     steps = [s for name in SAMPLERS for s in SAMPLER_FINAL_STEPS[name]]
     return {"family": list(FAMILIES), "ht": ["main", *FAMILIES], "sampler": list(SAMPLERS), "grid": list(GRIDS),
             "final_step": list(dict.fromkeys(steps)), "weighting": list(WEIGHTINGS), "process": list(PROCESSES),
-            "dataset": list(_datasets()), "extractor": list(EXTRACTORS)}
+            "dataset": list(_datasets()), "extractor": list(EXTRACTORS), **_choices()}
 
 
 def snapshot() -> dict[str, Any]:

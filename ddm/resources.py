@@ -7,7 +7,7 @@ validates params.yaml and writes the tables without the repository's ``workflow/
 
 One name per file (ddm.codedeps finds the files a ``ddm`` subcommand reads by these names, and
 tests/test_codedeps.py checks that every data file has one); the modules that use them import them
-from here (``ddm.config.SCHEMA_PATH``; ``ddm.report.tables``: ``PUBLISHED_CSV``,
+from here (``ddm.validation``: ``SCHEMA_PATH``; ``ddm.report.tables``: ``PUBLISHED_CSV``,
 ``TABLES_TEMPLATE``). This module imports nothing beyond the standard library, so the Snakefile and
 ``ddm --help`` may import it cheaply.
 
@@ -23,7 +23,7 @@ __all__ = ["DATA", "SCHEMA_PATH", "PUBLISHED_CSV", "THROUGHPUT", "TEMPLATES", "T
 
 #: ddm/data: the package's data files.
 DATA = files("ddm") / "data"
-#: JSON schema (as YAML) of params.yaml; ``ddm.config.validate`` and the Snakefile check against it.
+#: JSON schema (as YAML) of params.yaml; ``ddm.validation.validate`` (the Snakefile's check) reads it.
 SCHEMA_PATH = DATA / "params.schema.yaml"
 #: Published results shown beside the measured ones in Table 1 (columns table, dataset, method,
 #: params, nfe, value, source); the default of ``ddm report --published``.

@@ -33,7 +33,7 @@ from ddm.config import METHOD_DEFAULTS, REPORT_KEYS, SAMPLING_KEYS, ConfigError,
 __all__ = ["ROLES", "TABLE5_GROUPS", "SETTING_LABELS", "with_role", "fid_ablations", "main_model", "differences",
            "table4_rows", "table5_rows", "table_rows", "fig3_methods"]
 
-#: The roles of an ablation method (params.yaml ``role:``; the schema's enum).
+#: The roles of an ablation method (params.yaml ``role:``; the schema's enum: ``ddm.validation.schema``).
 ROLES = ("table4", "table5", "fig3")
 #: Table 5's groups: the setting a row changes -> the group named in the table's first column.
 TABLE5_GROUPS = {"weighting": "Hyperparameter", "head": "Architecture", "loss_type": "Loss type"}

@@ -1,4 +1,4 @@
-"""The registries' names as the readers of params.yaml (``ddm.config``, ``ddm.roles``) see them:
+"""The registries' names as the readers of params.yaml (``ddm.validation``, ``ddm.config``, ``ddm.roles``) see them:
 :func:`load` gives the snapshot of the registries (``ddm.registry.snapshot``)
 
 * live, when torch is already imported: a program that defined a family or sampler of its own

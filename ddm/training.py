@@ -46,11 +46,13 @@ __all__ = [
     "Objective", "TrainConfig", "Trainer", "lr_at", "train", "load_checkpoint", "ema_model",
     "init_distributed", "checkpoint_path", "latest_checkpoint",
     "TrainingInterrupted", "NonFiniteLoss", "CheckpointError", "CheckpointMismatchError",
-    "PREEMPT_EXIT_CODE", "RESUMABLE_KEYS", "CKPT_FORMAT",
+    "PREEMPT_EXIT_CODE", "RESUMABLE_KEYS", "CKPT_FORMAT", "PRECISIONS",
 ]
 
 log = logging.getLogger(__name__)
 
+#: Valid values of ``TrainConfig.precision`` (no fp16: paper §B.3; bf16: CUDA autocast only).
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
 #: Exit status of a preempted run (EX_TEMPFAIL, sysexits.h): "temporary failure, retry".
 PREEMPT_EXIT_CODE = 75
 #: Config keys that may differ between a checkpoint and the run that resumes it: the length
@@ -140,7 +142,7 @@ class TrainConfig:
     ema_decay: float = 0.9999
     ckpt_every: int = 1000
     keep_last: int = 3
-    precision: str = "fp32"  # "fp32" | "bf16" (CUDA autocast only)
+    precision: str = "fp32"  # one of PRECISIONS ("bf16": CUDA autocast only)
     tf32: bool = False       # CUDA only
     seed: int = 0
     log_every: int = 50
@@ -175,8 +177,8 @@ class TrainConfig:
         need(self.grad_clip is None or self.grad_clip > 0,
              f"grad_clip must be None or > 0, got {self.grad_clip!r}")
         need(0 <= self.ema_decay <= 1, f"ema_decay must be in [0, 1], got {self.ema_decay!r}")
-        need(self.precision in ("fp32", "bf16"),
-             f"precision must be 'fp32' or 'bf16' (fp16 is not offered, paper §B.3), "
+        need(self.precision in PRECISIONS,
+             f"precision must be {' or '.join(map(repr, PRECISIONS))} (fp16 is not offered, paper §B.3), "
              f"got {self.precision!r}")
         for k in ("tf32", "channels_last", "compile", "pin_memory"):
             need(isinstance(getattr(self, k), bool),

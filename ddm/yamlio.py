@@ -19,7 +19,7 @@ __all__ = ["PREFIX", "ConfigError", "ConfigLayer", "read_yaml", "read_yaml_lines
            "nonfinite_lines"]
 
 _MERGE = "tag:yaml.org,2002:merge"
-#: How every message about a params value starts (``ddm.config``); ``name_source`` puts the file
+#: How every message about a params value starts (``ddm.validation``); ``name_source`` puts the file
 #: actually read in its place.
 PREFIX = "params.yaml: "
 

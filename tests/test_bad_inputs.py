@@ -218,7 +218,7 @@ PARAMS_VARIANTS = {
 @pytest.fixture(scope="module")
 def work(tmp_path_factory) -> Path:
     """A workdir with the tiny params and every good and bad file the cases name."""
-    from ddm.config import load_params
+    from ddm.validation import load_params
     from ddm.datasets import DATASETS, load_dataset
     from ddm.io import save_torch
 

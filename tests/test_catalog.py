@@ -17,7 +17,8 @@ from ddm import catalog, registry, snapshot
 #: What the Snakefile does when it starts: validate params.yaml, resolve a job, derive the rows.
 PARSE = r"""
 import json, sys
-from ddm.config import load_params, resolve, dataset_names
+from ddm.config import resolve, dataset_names
+from ddm.validation import load_params
 from ddm.roles import fid_ablations, table_rows
 p = load_params(sys.argv[1])
 cfg = resolve(p, dataset_names(p)[0], next(iter(p["methods"])))

@@ -103,8 +103,9 @@ def _ddm(work: Path, argv: str) -> None:
 @pytest.fixture(scope="module")
 def work(tmp_path_factory) -> Path:
     """A workdir with one good product of each kind, each written by its writer."""
-    from ddm.config import load_params, resolve
+    from ddm.config import resolve
     from ddm.digits_classifier import DIGITS_CLASSIFIER, train_digits_classifier
+    from ddm.validation import load_params
     from ddm.experiment import build
     from ddm.io import file_checksum
     from ddm.modelfile import save_model

@@ -16,7 +16,7 @@ import pytest
 from conftest import REPO, TINY_PARAMS, run_ddm
 from ddm import claims
 from ddm.claims import NOT_REPRODUCED, NOT_TESTED, REPRODUCED, render_claims, verdicts
-from ddm.config import load_params
+from ddm.validation import load_params
 from ddm.io import save_json
 from ddm.report.collect import _markers
 from ddm.roles import table_rows

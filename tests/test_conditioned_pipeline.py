@@ -22,7 +22,8 @@ import torch
 
 from conftest import DELETE, merge_params, tiny_params, write_params
 from ddm.io import load_torch
-from ddm.config import ConfigError, TASKS, validate
+from ddm.config import ConfigError, TASKS
+from ddm.validation import validate
 
 #: The (NFE, repeat) sample sets of the tiny conditioned block: Table 2 at 5 NFE x 2, Table 3 at 5 and 10.
 SETS = ((5, 0), (5, 1), (10, 0))
@@ -58,7 +59,7 @@ def test_reports_hold_tables_2_and_3(tiny_run):
     full = json.loads((tiny_run / "reports/metrics.json").read_text())
     stamps = [json.loads(p.read_text())["computed_at"] for p in (tiny_run / "results/metrics/tasks").rglob("*.json")]
     assert full["provenance"]["computed_first"] <= min(stamps) and max(stamps) <= full["provenance"]["computed_last"]
-    from ddm.config import load_params
+    from ddm.validation import load_params
     from ddm.report.provenance import params_hash
 
     params = load_params(tiny_run / "params.yaml")

@@ -1,4 +1,4 @@
-"""ddm.config: load_params / validate / resolve / resolved_hash on the shipped and the tiny config."""
+"""ddm.validation (load_params, validate) and ddm.config (resolve, resolved_hash) on the shipped and the tiny config."""
 
 from __future__ import annotations
 
@@ -9,25 +9,17 @@ import pytest
 import yaml
 
 from conftest import REPO, TINY_PARAMS, merge_params
-from ddm.config import (
-    METHOD_DEFAULTS,
-    REPORT_KEYS,
-    SAMPLING_KEYS,
-    SCHEMA_PATH,
-    ConfigError,
-    all_methods,
-    dataset_names,
-    load_params,
-    resolve,
-    resolved_hash,
-    validate,
-)
+import ddm.process
+from ddm.config import METHOD_DEFAULTS, REPORT_KEYS, SAMPLING_KEYS, ConfigError, all_methods, dataset_names, resolve, resolved_hash
+from ddm.resources import SCHEMA_PATH
+from ddm.validation import load_params, schema, validate
 
-with open(SCHEMA_PATH) as _f:
-    SCHEMA = yaml.safe_load(_f)
-FAMILIES = SCHEMA["definitions"]["family"]["enum"]
-METHOD_PROPS = SCHEMA["definitions"]["method"]["properties"]
-DATASET_NAMES = SCHEMA["properties"]["presets"]["additionalProperties"]["propertyNames"]["enum"]
+FAMILIES = list(ddm.process.FAMILIES)  # the h_t families the package defines (the schema's family enum)
+
+
+def method_props() -> dict:
+    """The schema's ``method`` properties, their lists of names filled (``ddm.validation.schema``)."""
+    return schema()["definitions"]["method"]["properties"]
 
 
 def trained_methods(params) -> list[str]:
@@ -82,7 +74,7 @@ def test_load_params_missing_file_and_non_mapping(tmp_path):
 
 
 def test_schema_is_the_one_the_pipeline_uses():
-    """The schema ships in the package (ddm/data), and the Snakefile validates through ddm.config
+    """The schema ships in the package (ddm/data), and the Snakefile validates through ddm.validation
     only: Snakemake's own validate() against the file on disk would refuse a name registered
     outside the package (tests/test_extension.py)."""
     assert SCHEMA_PATH == REPO / "ddm" / "data" / "params.schema.yaml"
@@ -92,21 +84,80 @@ def test_schema_is_the_one_the_pipeline_uses():
     assert "SCHEMA_PATH" not in snakefile and not re.search(r"^\s*validate\(config", snakefile, flags=re.M)
 
 
-def test_schema_enums_on_disk_equal_the_registries():
-    """The enums of the file document the package's own names: the h_t families, samplers, grids,
-    final steps, weightings and processes registered in ddm (ddm.registry.schema_enums), in order."""
-    from ddm.config import SCHEMA_ENUMS, schema
-    from ddm.registry import schema_enums
+def _sources() -> dict[str, list[str]]:
+    """Each list of names of the schema, read from the code that defines it (not through
+    ddm.registry.schema_enums or ddm.validation.schema_names)."""
+    from ddm import conditioning, losses, names, nets, process, roles, training
+    from ddm.config import TASKS
+    from ddm.datasets import DATASETS
+    from ddm.registry import GRIDS, SAMPLER_FINAL_STEPS, SAMPLERS
 
-    names = schema_enums()
-    assert set(SCHEMA_ENUMS) == set(names)
-    filled = schema()
+    return {"family": list(process.FAMILIES), "ht": ["main", *process.FAMILIES], "process": list(names.PROCESSES),
+            "weighting": list(losses.WEIGHTINGS), "sampler": list(SAMPLERS), "grid": list(GRIDS),
+            "final_step": list(dict.fromkeys(s for name in SAMPLERS for s in SAMPLER_FINAL_STEPS[name])),
+            "head": list(nets.HEAD_TYPES), "loss_type": list(losses.LOSS_TYPES), "reduction": list(losses.REDUCTIONS),
+            "role": list(roles.ROLES), "dataset": [k for k, spec in DATASETS.items() if spec.channels is not None],
+            "extractor": list(names.EXTRACTORS), "precision": list(training.PRECISIONS),
+            "encoder": list(conditioning.ENCODERS),
+            "task_dataset": list(dict.fromkeys(d for t in TASKS.values() for d in t["datasets"]))}
+
+
+def _at(tree: dict, path: tuple[str, ...]) -> dict:
+    for key in path:
+        tree = tree[key]
+    return tree
+
+
+#: Each list of names -> where a value of it goes in the tiny config (dotted), and the path the error names.
+ENUM_VALUES = {
+    "family": ("ht", "ht"),
+    **{k: (f"methods.ddm.{k}", f"methods/ddm/{k}") for k in ("ht", "process", "weighting", "sampler", "grid",
+                                                               "final_step", "head", "loss_type", "reduction")},
+    "role": ("ablation_methods.arch_conv.role", "ablation_methods/arch_conv/role"),
+    "dataset": ("presets.embedded.nosuch", "presets/embedded"),
+    "extractor": ("presets.embedded.digits.fid.extractor", "presets/embedded/digits/fid/extractor"),
+    "precision": ("presets.embedded.digits.train.precision", "presets/embedded/digits/train/precision"),
+    "encoder": ("conditioned_presets.embedded.model.encoder", "conditioned_presets/embedded/model/encoder"),
+    "task_dataset": ("conditioned_presets.embedded.tasks.saliency.dataset",
+                     "conditioned_presets/embedded/tasks/saliency/dataset"),
+}
+
+
+def test_the_schema_file_keeps_no_list_that_code_defines():
+    """ddm/data/params.schema.yaml holds no enum of SCHEMA_ENUMS (nor the task names): schema() fills
+    each from the code that defines the names; the lists left in the file are defined nowhere else."""
+    from ddm.validation import SCHEMA_ENUMS, TASKS_NODE
+
+    on_disk = yaml.safe_load(SCHEMA_PATH.read_text())
     for name, path in SCHEMA_ENUMS.items():
-        on_disk, loaded = SCHEMA, filled
-        for key in path:
-            on_disk, loaded = on_disk[key], loaded[key]
-        assert on_disk["enum"] == names[name], f"{'/'.join(path)}: the file lists {on_disk['enum']}, ddm registers {names[name]}"
-        assert loaded["enum"] == names[name]
+        assert "enum" not in _at(on_disk, path), f"{'/'.join(path)}: a copy of the {name} names in the file"
+    assert _at(on_disk, TASKS_NODE)["properties"] == {}
+    assert set(SCHEMA_ENUMS) == set(_sources()) == set(ENUM_VALUES)
+
+
+@pytest.mark.parametrize("name", sorted(ENUM_VALUES))
+def test_each_schema_enum_is_its_source_and_refuses_another_name(tiny, name):
+    """schema() has each list of names equal to the code that defines it, in its order, and a name
+    outside it is refused naming the value's path and every allowed name."""
+    from ddm.validation import SCHEMA_ENUMS
+
+    allowed = _sources()[name]
+    assert _at(schema(), SCHEMA_ENUMS[name])["enum"] == allowed
+    key, where = ENUM_VALUES[name]
+    value = copy.deepcopy(tiny["presets"]["embedded"]["digits"]) if name == "dataset" else "nosuch"
+    msg = _error(merge_params(tiny, {key: value}))
+    assert msg.startswith(f"params.yaml: {where}: ") and "'nosuch'" in msg, msg
+    _assert_allowed(msg, allowed)
+
+
+def test_the_task_names_are_those_of_the_tasks(tiny):
+    from ddm.config import TASKS
+    from ddm.validation import TASKS_NODE
+
+    assert list(_at(schema(), TASKS_NODE)["properties"]) == list(TASKS)
+    msg = _error(merge_params(tiny, {"conditioned_presets.embedded.tasks.colorization": {"size": 8}}))
+    assert msg.startswith("params.yaml: conditioned_presets/embedded/tasks: ") and "'colorization'" in msg, msg
+    _assert_allowed(msg, sorted(TASKS))
 
 
 def test_schema_dialect_matches_snakemake_validator():
@@ -127,15 +178,15 @@ def test_enum_error_names_path_and_allowed_values(tiny):
     bad["methods"]["ddm"]["ht"] = "cubic"
     msg = _error(bad)
     assert "methods/ddm/ht" in msg
-    _assert_allowed(msg, METHOD_PROPS["ht"]["enum"])
-    assert METHOD_PROPS["ht"]["enum"] == ["main", *FAMILIES]
+    _assert_allowed(msg, method_props()["ht"]["enum"])
+    assert method_props()["ht"]["enum"] == ["main", *FAMILIES]
 
     bad = copy.deepcopy(tiny)
     bad["methods"]["ddpm"]["sampler"] = "heun"
     msg = _error(bad)
     assert "methods/ddpm/sampler" in msg
-    _assert_allowed(msg, METHOD_PROPS["sampler"]["enum"])
-    assert "heun" not in METHOD_PROPS["sampler"]["enum"]
+    _assert_allowed(msg, method_props()["sampler"]["enum"])
+    assert "heun" not in method_props()["sampler"]["enum"]
 
 
 def test_type_and_unknown_key_errors_name_the_path(tiny):
@@ -157,7 +208,7 @@ def test_type_and_unknown_key_errors_name_the_path(tiny):
     bad = merge_params(tiny, {"presets.embedded.mnist": tiny["presets"]["embedded"]["digits"]})
     msg = _error(bad)
     assert "presets/embedded" in msg and "'mnist'" in msg
-    _assert_allowed(msg, DATASET_NAMES)
+    _assert_allowed(msg, _sources()["dataset"])
 
 
 def test_every_error_is_reported_at_once(tiny):
@@ -348,8 +399,8 @@ def test_fit_table_covers_every_sampler_grid_and_schema_name():
     from ddm.names import GAUSSIAN, PROCESSES
     from ddm.registry import GRID_PROCESSES, GRIDS, SAMPLER_FINAL_STEPS, SAMPLER_PROCESSES, SAMPLERS
 
-    assert list(SAMPLERS) == [*sampling.SAMPLERS, *sde_samplers.SAMPLERS] == METHOD_PROPS["sampler"]["enum"]
-    assert list(GRIDS) == [*sampling.GRIDS, *sde_samplers.GRIDS] == METHOD_PROPS["grid"]["enum"]
+    assert list(SAMPLERS) == [*sampling.SAMPLERS, *sde_samplers.SAMPLERS] == method_props()["sampler"]["enum"]
+    assert list(GRIDS) == [*sampling.GRIDS, *sde_samplers.GRIDS] == method_props()["grid"]["enum"]
     assert set(SAMPLER_PROCESSES) == set(SAMPLERS) and set(GRID_PROCESSES) == set(GRIDS)
     kinds = set(PROCESSES) | set(GAUSSIAN)
     for name in SAMPLERS:

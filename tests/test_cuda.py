@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ddm.config import load_params, resolve
+from ddm.config import resolve
+from ddm.validation import load_params
 from ddm.experiment import build
 from ddm.generate import generate
 from ddm.training import TrainConfig, checkpoint_path, load_checkpoint, train

@@ -33,7 +33,8 @@ from PIL import Image
 
 from conftest import REPO, merge_params, run_ddm, run_snakemake, tiny_params, write_params
 from ddm import registry
-from ddm.config import ConfigError, resolve, validate
+from ddm.config import ConfigError, resolve
+from ddm.validation import validate
 from ddm.contracts import load_images
 from ddm.experiment import build
 from ddm.families import FAMILIES, HtFamily

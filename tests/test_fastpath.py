@@ -13,7 +13,8 @@ import copy
 import pytest
 import torch
 
-from ddm.config import ConfigError, validate
+from ddm.config import ConfigError
+from ddm.validation import validate
 from ddm.training import (RESUMABLE_KEYS, Trainer, TrainConfig, checkpoint_path, ema_model,
                           load_checkpoint)
 from test_training import (assert_same_training_state, cfg_, make_model, one_thread,  # noqa: F401

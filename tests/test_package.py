@@ -85,7 +85,7 @@ def test_wheel_holds_every_module_and_the_data_files(installed):
 #: Run by the installed package: where ddm and its data files are, and that they load.
 CHECK = """
 import csv, json, yaml
-import ddm, ddm.cli, ddm.config, ddm.report.tables
+import ddm, ddm.cli, ddm.validation, ddm.report.tables
 from ddm.resources import PUBLISHED_CSV, SCHEMA_PATH, TABLES_TEMPLATE
 
 with PUBLISHED_CSV.open(newline="") as f:
@@ -94,9 +94,9 @@ parsed = ddm.cli.build_parser().parse_args(["report", "--metrics", "m.json", "--
 print(json.dumps({
     "ddm": ddm.__file__,
     "files": [str(p) for p in (SCHEMA_PATH, PUBLISHED_CSV, TABLES_TEMPLATE)],
-    "same_names": ddm.config.SCHEMA_PATH is SCHEMA_PATH and ddm.report.tables.PUBLISHED_CSV is PUBLISHED_CSV,
+    "same_names": ddm.validation.SCHEMA_PATH is SCHEMA_PATH and ddm.report.tables.PUBLISHED_CSV is PUBLISHED_CSV,
     "schema": yaml.safe_load(SCHEMA_PATH.read_text())["$schema"],
-    "valid": sorted(ddm.config.load_params("params.yaml")["methods"]),
+    "valid": sorted(ddm.validation.load_params("params.yaml")["methods"]),
     "published_rows": len(rows),
     "published_columns": sorted(rows[0]),
     "template": ddm.report.tables._env().get_template(TABLES_TEMPLATE.name).name,

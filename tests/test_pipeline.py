@@ -21,15 +21,12 @@ from scipy import stats as st
 
 from conftest import CORES, dry_run_jobs, dvc_env, run_ddm, run_snakemake, run_tool, tiny_params, write_params, merge_params
 from ddm.io import load_torch, save_npz
-from ddm.config import SCHEMA_PATH, load_params
+from ddm.losses import LOSS_TYPES
+from ddm.process import FAMILIES
+from ddm.validation import load_params
 from ddm.report.labels import METHOD_LABELS
 
 pytestmark = pytest.mark.slow
-
-with open(SCHEMA_PATH) as _f:
-    SCHEMA = yaml.safe_load(_f)
-FAMILIES = SCHEMA["definitions"]["family"]["enum"]
-LOSS_TYPES = SCHEMA["definitions"]["method"]["properties"]["loss_type"]["enum"]
 
 #: The rules that make the files of one (dataset, method).
 PER_METHOD_RULES = ("train", "sample", "evaluate")

@@ -20,7 +20,7 @@ import torch
 from scipy import stats as st
 
 from conftest import REPO, TINY_PARAMS, run_ddm
-from ddm.config import load_params
+from ddm.validation import load_params
 from ddm.io import load_json, save_json
 from ddm.report.collect import collect, metric_records, records_csv
 from ddm.report.labels import METHOD_LABELS

@@ -23,7 +23,7 @@ import pytest
 
 from conftest import (BIN, CORES, copy_run, dvc_env, merge_params, run_ddm, run_snakemake, tiny_params, tool_env,
                       write_params)
-from ddm.config import load_params
+from ddm.validation import load_params
 from ddm.report.pdf import LATEX_PACKAGES
 from ddm.report.provenance import package_versions, params_hash
 

@@ -17,7 +17,8 @@ import torch
 import yaml
 
 from conftest import dry_run_jobs, make_workdir, run_ddm, run_snakemake, tool_env, write_params
-from ddm.config import ConfigError, validate
+from ddm.config import ConfigError
+from ddm.validation import validate
 from ddm.io import load_torch
 from ddm.shards import shard_bounds, shard_count, shard_size_error
 

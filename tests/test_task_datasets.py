@@ -16,7 +16,8 @@ from PIL import Image
 from conftest import REPO, dry_run_jobs, make_workdir, run_ddm, run_snakemake, tiny_params, write_params
 from ddm import tasks
 from ddm.conditioned import dataset_examples, load_split, make_split
-from ddm.config import ConfigError, load_params, resolve_task, validate
+from ddm.config import ConfigError, resolve_task
+from ddm.validation import load_params, validate
 from ddm.datasets import download_dataset, to_model_range
 from ddm.io import save_torch
 from test_data import _png, _zip_folder

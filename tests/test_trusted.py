@@ -12,7 +12,8 @@ import pytest
 from scipy import stats as st
 
 from conftest import TINY_PARAMS, run_ddm
-from ddm.config import ConfigError, load_params, resolve, resolved_hash
+from ddm.config import ConfigError, resolve, resolved_hash
+from ddm.validation import load_params
 from ddm.io import save_json
 from ddm.kid import RowSample, kid
 from ddm.metrics import feature_statistics, frechet_distance

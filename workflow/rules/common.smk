@@ -1,5 +1,8 @@
-# Helpers shared by the rules: the job list of each phase, derived from params.yaml through
-# ddm.config (the same resolution `ddm` itself uses).
+# What several rule files, or the Snakefile, share. The job list of each phase, derived from
+# params.yaml through ddm.config (the same resolution `ddm` itself uses), the `ddm` command and the
+# code param of each rule. A function that one rule file alone uses lives in the file of the same
+# name in workflow/rules/helpers/, which that rule file includes (`snakemake --lint` wants no
+# functions beside rules).
 import hashlib
 import json
 import os
@@ -9,14 +12,16 @@ from pathlib import Path
 
 import yaml
 
-from ddm.config import ConfigError, dataset_names, model_of, read_yaml, resolve  # config validated in the Snakefile
-from ddm.config import TASKS, inpainting_dataset, resolve_task, task_names, task_sets
+from ddm.config import ConfigError, dataset_names, model_of, resolve  # config validated in the Snakefile
+from ddm.config import TASKS, resolve_task, task_names, task_sets
 from ddm.codedeps import cached_code_digests, package_dir
 from ddm.plugins import with_code
 from ddm.io import save_text
+from ddm.yamlio import read_yaml
 from ddm.replicates import replicate_count, replicate_name, replicated_methods
 from ddm.roles import fid_ablations, fig3_methods, table_rows
 from ddm.shards import set_shard_size, shard_count
+
 
 def _uses_conda():
     try:
@@ -104,17 +109,6 @@ wildcard_constraints:
     shard=r"\d+",
 
 
-def training_config(wc):
-    """What training reads of the job's resolved config, as JSON: a Snakemake param, so a change
-    reruns the training (sampling-only keys are the sample rule's param instead)."""
-    cfg = resolve(config, wc.dataset, wc.method)
-    return json.dumps({k: v for k, v in cfg.items() if k != "sampling"}, sort_keys=True)
-
-
-def sampling_config(wc):
-    return json.dumps(resolve(config, wc.dataset, wc.method)["sampling"], sort_keys=True)
-
-
 def sample_jobs():
     """(dataset, method, nfe, repeat) of every sample set the tables need."""
     jobs = []
@@ -145,19 +139,6 @@ def replicate_jobs(ds, b):
     return jobs
 
 
-def model_file(wc):
-    return f"results/models/{wc.dataset}/{model_of(config, wc.method)}.pt"
-
-
-def sample_inputs(wc):
-    """The trained model; with `denoiser: posterior_mean` (the sampler ceiling) also the training
-    images the exact posterior mean is computed from."""
-    inputs = {"model": model_file(wc)}
-    if resolve(config, wc.dataset, wc.method)["sampling"]["denoiser"] == "posterior_mean":
-        inputs["data"] = f"data/prepared/{wc.dataset}.pt"
-    return inputs
-
-
 def convergence_methods(dataset):
     """Methods whose FID against training step is plotted (the preset's `convergence` block)."""
     return PRESET[dataset].get("convergence", {}).get("methods", [])
@@ -174,15 +155,6 @@ def set_size(dataset, nfe):
     return b["num_samples_long"] if long else b["fid"]["num_samples"]
 
 
-def num_samples(wc):
-    return set_size(wc.dataset, wc.nfe)
-
-
-def shard_size(wc):
-    """Samples per shard of the job's set (the preset's shard_size; ddm.shards)."""
-    return set_shard_size(PRESET[wc.dataset], set_size(wc.dataset, wc.nfe))
-
-
 def sample_set_files(dataset, method, nfe, repeat):
     """The files of one sample set, in sample order: nfe{N}-r{R}.pt when it is one shard, else
     nfe{N}-r{R}/shard{k}.pt for k = 0 .. ceil(num_samples / shard_size) - 1 (one job each)."""
@@ -190,11 +162,6 @@ def sample_set_files(dataset, method, nfe, repeat):
     count = shard_count(n, set_shard_size(PRESET[dataset], n))
     base = f"results/samples/{dataset}/{method}/nfe{nfe}-r{repeat}"
     return [f"{base}.pt"] if count == 1 else [f"{base}/shard{k}.pt" for k in range(count)]
-
-
-def set_files(wc):
-    """The sample set files of the job's (dataset, method, nfe, repeat) wildcards."""
-    return sample_set_files(wc.dataset, wc.method, wc.nfe, wc.repeat)
 
 
 def metric_files():
@@ -210,28 +177,12 @@ def task_set_files(folder, ext):
     return [f"{folder}/nfe{n}-r{r}.{ext}" for n, r in TASK_SETS]
 
 
-def task_metric_files():
-    """What `ddm stats` reads of the conditioned tasks (Tables 2 and 3), the files of
-    `ddm evaluate-task` (per sample set, and each task's reference.json) and each latent task's
-    autoencoder PSNR file."""
-    return [f for t in TASK_NAMES for f in task_metric_outputs(t)] + [f for t in TASK_NAMES for f in autoencoder_files(t)[1:]]
-
-
 def autoencoder_files(task):
     """A latent task's autoencoder (`ddm train-autoencoder`): model file and PSNR file; none for a
     task in pixel space (no `latent` block)."""
     if "latent" not in task_config(task):
         return []
     return [f"results/models/autoencoder/{task}.pt", f"results/models/autoencoder/{task}.json"]
-
-
-def task_autoencoder(wc):
-    """The autoencoder model a (latent) task's training and sampling read (a new one reruns them)."""
-    return autoencoder_files(wc.task)[:1]
-
-
-def task_autoencoder_arg(wc, input):
-    return f"--autoencoder {input.autoencoder}" if input.autoencoder else ""
 
 
 def task_metric_outputs(task):
@@ -307,42 +258,7 @@ def task_config(task, method=None):
     return resolve_task(config, task, method or TASK_METHODS[0])
 
 
-# -- conditioned tasks (workflow/rules/tasks.smk) ----------------------------------------
-def task_training_config(wc):
-    """What training reads of the (task, method)'s resolved config, as JSON (a change retrains)."""
-    cfg = task_config(wc.task, wc.method)
-    return json.dumps({k: v for k, v in cfg.items() if k != "sampling"}, sort_keys=True)
-
-
-def task_sampling_config(wc):
-    return json.dumps(task_config(wc.task, wc.method)["sampling"], sort_keys=True)
-
-
-def task_sets_arg():
-    return " ".join(f"{n}:{r}" for n, r in TASK_SETS)
-
-
-def evaluate_task_inputs(wc):
-    """The test split, every sample file of the task, and for inpainting (FID) its data set's FID files."""
-    inputs = {"data": f"data/prepared/tasks/{wc.task}/test.pt",
-              "samples": [f for m in TASK_METHODS for f in task_set_files(f"results/samples/tasks/{wc.task}/{m}", "pt")]}
-    if TASKS[wc.task]["metric"] == "fid":
-        ds = inpainting_dataset(_COND["tasks"][wc.task])
-        inputs.update(reference=f"results/fid/{ds}/reference.npz", extractor=f"results/fid/{ds}/extractor.json")
-    return inputs
-
-
-def figure_samples(wc):
-    """Sample set 0 of every (method, NFE of Table 2), in the order of params.yaml."""
-    return [f"results/samples/tasks/{wc.task}/{m}/nfe{n}-r0.pt" for m in TASK_METHODS for n in _COND["table2"]["nfe"]]
-
-
-def figure_labels(wc):
-    labels = [f"{(config['conditioned_methods'][m].get('label') or m.upper())}, {n} NFE"
-              for m in TASK_METHODS for n in _COND["table2"]["nfe"]]
-    return " ".join(shlex.quote(x) for x in labels)
-
-
+# -- after the run (the Snakefile's onsuccess) ---------------------------------------------
 def corrupt_products(paths):
     """The one-line refusals (ddm.io.verify_product) of the products among `paths` whose embedded
     digest does not match their payload: changed after they were written (a flipped byte, an edit
@@ -397,62 +313,6 @@ def record_in_dvc():
         print(f"dvc.lock not updated: `dvc commit --force` failed ({why}); run {how}", file=sys.stderr)
         return
     print(f"dvc.lock records the products of the {len(PHASES)} stages ({', '.join(PHASES)})", file=sys.stderr)
-
-
-# -- data (workflow/rules/data.smk) ---------------------------------------------------------
-def source_images(wc):
-    """What prepare reads of an `imagefolder` dataset's `source` folder, as a param: the digest of
-    its image files (relative path, size, mtime; ddm.datasets.image_folder_digest), so an added,
-    removed or changed image reruns prepare and everything downstream. Other datasets: "".
-    A source that is not a folder: "" when nothing was prepared yet (the prepare job then fails
-    with the loader's message); else an error before any job runs, so that a folder that is
-    only missing for now (an unmounted disk) does not delete the prepared images."""
-    source = PRESET[wc.dataset].get("source")
-    if wc.dataset != "imagefolder" or not source:
-        return ""
-    if not os.path.isdir(os.path.expanduser(source)):
-        prepared = f"data/prepared/{wc.dataset}.pt"
-        if not os.path.exists(prepared):
-            return ""
-        raise WorkflowError(f"presets.{config['preset']}.{wc.dataset}.source: image folder not found: {source}; "
-                            f"restore it or set source to a folder of PNG/JPEG images ({prepared} is kept)")
-    from ddm.datasets import image_folder_digest  # imports torch: only when an image folder is used
-
-    return image_folder_digest(source)
-
-
-# -- training launch (workflow/rules/train.smk) ---------------------------------------------
-def train_geometry(wc):
-    """(processes per node, nodes) of a training job: params.yaml train.gpus / train.nodes."""
-    t = resolve(config, wc.dataset, wc.method)["train"]
-    return int(t.get("gpus", 1)), int(t.get("nodes", 1))
-
-
-def _python():
-    return "python" if _uses_conda() else shlex.quote(sys.executable)
-
-
-def train_launcher(wc):
-    """The command that starts `ddm` (one process, torchrun on one node, srun + torchrun)."""
-    k, n = train_geometry(wc)
-    if k * n == 1:
-        return DDM
-    run = f"{_python()} -m torch.distributed.run --nnodes={n} --nproc_per_node={k} --max-restarts=0"
-    if n == 1:
-        return f"{run} --standalone -m ddm"
-    return (
-        f'test -n "$SLURM_JOB_ID" || {{ echo "train.nodes: {n} needs a SLURM allocation '
-        '(snakemake --profile slurm); set train.nodes: 1 to train on this machine" >&2; exit 2; }; '
-        'head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1); '
-        f"srun --nodes={n} --ntasks-per-node=1 --kill-on-bad-exit=1 {run} "
-        '--rdzv_backend=c10d --rdzv_endpoint="$head:$((29500 + SLURM_JOB_ID % 1000))" '
-        '--rdzv_id="$SLURM_JOB_ID" -m ddm'
-    )
-
-
-def train_threads_per_process(wc, threads):
-    """CPU threads of each training process: the job's threads shared by its K processes."""
-    return max(1, threads // train_geometry(wc)[0])
 
 
 # -- before the run (the Snakefile's onstart) ----------------------------------------------

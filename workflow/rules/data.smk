@@ -1,6 +1,9 @@
 # Phase "download" and phase "reference": dataset -> uint8 tensor file; FID extractor and
 # reference statistics (computed once per dataset, extractor and weights).
 
+include: "helpers/data.smk"  # the functions only these rules use
+
+
 rule prepare:
     output:
         "data/prepared/{dataset}.pt",

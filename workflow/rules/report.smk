@@ -11,6 +11,8 @@ from pathlib import Path
 
 from ddm.resources import PUBLISHED_CSV  # the package's published results (ddm/data, importlib.resources)
 
+include: "helpers/report.smk"  # the functions only these rules use
+
 # Relative where the package lies in the working directory (a checkout: ddm/data/published.csv, as
 # dvc.yaml names it), so a moved or copied checkout keeps its rule inputs and reruns nothing.
 _published = Path(str(PUBLISHED_CSV))

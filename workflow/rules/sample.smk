@@ -2,6 +2,8 @@
 # A set is one job (`sample`: nfe{N}-r{R}.pt), or with the preset's shard_size one job per shard
 # (`sample_shard`: nfe{N}-r{R}/shard{k}.pt; ddm/shards.py); `evaluate` streams the shards.
 
+include: "helpers/sample.smk"  # the functions only these rules use
+
 
 rule sample:
     input:

@@ -15,8 +15,11 @@
 # The stats rule adds the metric files to reports/metrics.json, the report rule Tables 2 and 3 to
 # reports/tables.tex. One job per (task, method) samples every set and one job per task scores
 # every sample file: each job costs seconds of Python and torch start-up, which would dominate the
-# embedded run with a job per sample set (9 sets x 2 methods x 3 tasks). The rules' helpers are in
-# common.smk (a rule file holds rules only: `snakemake --lint`).
+# embedded run with a job per sample set (9 sets x 2 methods x 3 tasks). The functions only these
+# rules use are in helpers/tasks.smk (a rule file holds rules only: `snakemake --lint`), the shared
+# ones in common.smk.
+
+include: "helpers/tasks.smk"  # the functions only these rules use
 
 
 rule prepare_task:

@@ -12,7 +12,9 @@
 # The global batch and the result do not depend on K x N (ddm.training): only the speed does.
 # SLURM request (the plugin turns these resources into sbatch options): --gres=gpu:K per node,
 # --nodes=N and --ntasks=N for N > 1; partition, memory, time and the USR1 warning come from
-# the profile (slurm/config.yaml). Helpers: train_geometry, train_launcher (common.smk).
+# the profile (slurm/config.yaml). Helpers: train_geometry, train_launcher (helpers/train.smk).
+
+include: "helpers/train.smk"  # the functions only these rules use
 
 
 rule train:
