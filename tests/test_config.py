@@ -9,12 +9,12 @@ import pytest
 import yaml
 
 from conftest import REPO, TINY_PARAMS, merge_params
-import ddm.process
+import ddm.families
 from ddm.config import METHOD_DEFAULTS, REPORT_KEYS, SAMPLING_KEYS, ConfigError, all_methods, dataset_names, resolve, resolved_hash
 from ddm.resources import SCHEMA_PATH
 from ddm.validation import load_params, schema, validate
 
-FAMILIES = list(ddm.process.FAMILIES)  # the h_t families the package defines (the schema's family enum)
+FAMILIES = list(ddm.families.FAMILIES)  # the h_t families the package defines (the schema's family enum)
 
 
 def method_props() -> dict:
@@ -87,12 +87,12 @@ def test_schema_is_the_one_the_pipeline_uses():
 def _sources() -> dict[str, list[str]]:
     """Each list of names of the schema, read from the code that defines it (not through
     ddm.registry.schema_enums or ddm.validation.schema_names)."""
-    from ddm import conditioning, losses, names, nets, process, roles, training
+    from ddm import conditioning, families, losses, names, nets, roles, training
     from ddm.config import TASKS
     from ddm.datasets import DATASETS
     from ddm.registry import GRIDS, SAMPLER_FINAL_STEPS, SAMPLERS
 
-    return {"family": list(process.FAMILIES), "ht": ["main", *process.FAMILIES], "process": list(names.PROCESSES),
+    return {"family": list(families.FAMILIES), "ht": ["main", *families.FAMILIES], "process": list(names.PROCESSES),
             "weighting": list(losses.WEIGHTINGS), "sampler": list(SAMPLERS), "grid": list(GRIDS),
             "final_step": list(dict.fromkeys(s for name in SAMPLERS for s in SAMPLER_FINAL_STEPS[name])),
             "head": list(nets.HEAD_TYPES), "loss_type": list(losses.LOSS_TYPES), "reduction": list(losses.REDUCTIONS),

@@ -22,7 +22,7 @@ from scipy import stats as st
 from conftest import CORES, dry_run_jobs, dvc_env, run_ddm, run_snakemake, run_tool, tiny_params, write_params, merge_params
 from ddm.io import load_torch, save_npz
 from ddm.losses import LOSS_TYPES
-from ddm.process import FAMILIES
+from ddm.families import FAMILIES
 from ddm.validation import load_params
 from ddm.report.labels import METHOD_LABELS
 
