@@ -2,9 +2,12 @@
 the one file checksum of the package (:func:`file_checksum`); and the checked reading of an
 input file (:func:`check_input_file`, :func:`load_torch`, :func:`load_json`, :func:`load_npz`): a
 file that is missing, empty or unreadable is an :class:`InputError` (one line naming the file and
-the command that writes it; ``ddm`` exits with code 2). The weights file of a pretrained network
-(an FID extractor's: ``ddm.metrics``, ``ddm.digits_classifier``; the Swin-B condition encoder's) that
-is not on disk is a :class:`MissingWeightsError` (exit code 1), never downloaded quietly.
+the command that writes it; ``ddm`` exits with code 2); the checked writing of an output
+(:func:`check_output` before any work, :func:`writing` around the write): a folder that cannot
+take it, a full disk, is an :class:`OutputError` naming the file (exit code 1). The weights file
+of a pretrained network (an FID extractor's: ``ddm.metrics``, ``ddm.digits_classifier``; the
+Swin-B condition encoder's) that is not on disk is a :class:`MissingWeightsError` (exit code 1),
+never downloaded quietly.
 
 Product checksums: every product (model, sample, data and task files, FID statistics, metric
 JSON) carries a sha256 digest of its payload, added by the one writer of its kind
@@ -39,13 +42,15 @@ import json
 import os
 import secrets
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Callable, IO
 
 __all__ = ["atomic_write", "make_temp_dir", "save_torch", "save_json", "save_npz", "save_text", "file_checksum",
            "TMP_PREFIX", "CHUNK", "InputError", "MissingWeightsError", "check_input_file", "load_torch", "load_json",
-           "load_npz", "payload_digest", "json_digest", "verify_product", "DIGEST_KEY", "REBUILD", "utc_timestamp"]
+           "load_npz", "payload_digest", "json_digest", "verify_product", "DIGEST_KEY", "REBUILD", "utc_timestamp",
+           "OutputError", "check_output", "writing"]
 
 #: Prefix of the temporary files (a writer killed mid-write may leave one; never a target).
 TMP_PREFIX = ".tmp-"
@@ -150,6 +155,59 @@ def save_npz(path: str | os.PathLike, **arrays: Any) -> Path:
 def save_text(text: str, path: str | os.PathLike) -> Path:
     """``text`` as UTF-8 to ``path`` atomically (no newline translation)."""
     return atomic_write(path, lambda f: f.write(text.encode()))
+
+
+# -- outputs ------------------------------------------------------------------------------------------
+class OutputError(RuntimeError):
+    """An output that cannot be written: read-only folder, disk full (``ddm``: exit code 1)."""
+
+
+def check_output(path: str | os.PathLike, what: str = "--out") -> Path:
+    """Before any work: ``path`` can be written (a file, in a folder that is writable). ``what``
+    names it in the refusal (``ddm``: its option)."""
+    p = Path(path)
+    if p.exists() and not p.is_file():
+        raise InputError(f"{what} {path} exists and is not a regular file (a folder or a device): name a file")
+    parent = p.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"{what} {path}: {parent} is not a folder")
+    if parent != p.parent:  # the folders will be made: the nearest existing one must be writable
+        if os.access(parent, os.W_OK | os.X_OK):
+            return p
+        raise OutputError(f"cannot write {path}: folder {parent} is not writable")
+    try:  # a real probe: a read-only mount is writable by os.access's account for root
+        fd, probe = tempfile.mkstemp(prefix=".tmp-probe-", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {e.strerror} (folder {parent})") from None
+    return p
+
+
+def _os_error(e: BaseException | None) -> OSError | None:
+    """The OS error (with an errno) behind ``e``: torch.save reports a full disk as a
+    RuntimeError raised while its zip writer closes, with the OSError as its context."""
+    seen = set()
+    while e is not None and id(e) not in seen and not (isinstance(e, OSError) and e.errno is not None):
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return e if isinstance(e, OSError) and e.errno is not None else None
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike):
+    """OS errors while writing ``path`` (read-only folder, disk full) become one
+    :class:`OutputError` naming it; a library's own OSError without an errno (e.g. a missing
+    weights file) passes through."""
+    try:
+        yield
+    except Exception as e:
+        err = _os_error(e)
+        if err is None:
+            raise
+        raise OutputError(f"cannot write {path}: {err.strerror}") from e
 
 
 # -- input files ------------------------------------------------------------------------------------
