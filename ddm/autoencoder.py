@@ -33,8 +33,8 @@ from torch import Tensor, nn
 from ddm.unet_layers import Downsample, Upsample, num_groups
 
 __all__ = ["KLAutoencoder", "AutoencoderObjective", "reconstruction_psnr", "LOGVAR_INIT", "AUTOENCODER_FORMAT",
-           "build_autoencoder", "fit_autoencoder", "save_autoencoder", "load_autoencoder", "encode_images",
-           "decode_latents"]
+           "build_autoencoder", "fit_autoencoder", "train_autoencoder", "save_autoencoder", "load_autoencoder",
+           "encode_images", "decode_latents"]
 
 #: Initial bias of the log-variance output (posterior std about 0.05 at the start).
 LOGVAR_INIT = -6.0
@@ -239,6 +239,26 @@ def fit_autoencoder(latent: Mapping, channels: int, images: Tensor, ckpt_dir, *,
     load_checkpoint(final, ae)
     ae.eval().fit_scale(images)
     return ae
+
+
+def train_autoencoder(task: str, data: Mapping, latent: Mapping, train_images: Tensor, test_images: Tensor, ckpt_dir,
+                      out, *, seed: int = 0, device: str | torch.device = "cpu") -> dict:
+    """A latent task's autoencoder as ``ddm train-autoencoder`` makes it (§5.1: latent diffusion,
+    factor 4): fitted on the task's training targets ``train_images`` (model range) in
+    ``ckpt_dir`` (:func:`fit_autoencoder`), its reconstruction PSNR measured on the test targets
+    ``test_images`` (:func:`reconstruction_psnr`) and written to ``out`` with the task's ``data``
+    and ``latent`` blocks (:func:`save_autoencoder`). Returns its metric record: PSNR, factor,
+    latent channels, scale factor, test count and ``computed_at``."""
+    from ddm.io import utc_timestamp, writing
+
+    channels = int(train_images.shape[1])
+    with writing(ckpt_dir):
+        ae = fit_autoencoder(latent, channels, train_images, ckpt_dir, seed=seed, device=device)
+    psnr = reconstruction_psnr(ae, test_images)
+    with writing(out):
+        save_autoencoder(out, ae, {"task": task, "channels": channels, "data": data, "latent": latent}, psnr)
+    return {"task": task, "psnr": psnr, "factor": ae.factor, "z_channels": latent["z_channels"],
+            "scale_factor": float(ae.scale_factor), "num_samples": len(test_images), "computed_at": utc_timestamp()}
 
 
 def save_autoencoder(path, ae: KLAutoencoder, cfg: Mapping, psnr: float):

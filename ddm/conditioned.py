@@ -17,7 +17,9 @@ workflow/rules/tasks.smk) are thin adapters over these functions:
 * :func:`task_metric` is Table 2's metric of a sample set (saliency MAE, super-resolution PSNR on Y
   with the scale as crop border, inpainting FID with the digits classifier against the digits'
   reference statistics); :func:`task_references` gives the trivial references (all-background
-  MAE, bicubic PSNR, FID of the mean-colour fill, and FID of the real test images).
+  MAE, bicubic PSNR, FID of the mean-colour fill, and FID of the real test images);
+  :func:`set_records` and :func:`reference_record` are the metric files of ``ddm evaluate-task``,
+  scored by FID through :func:`task_fid` where the task's metric is FID.
 
 Reading choices (options, named where they are set):
 
@@ -31,7 +33,8 @@ Reading choices (options, named where they are set):
 Latent tasks (§5.1: "we translate the diffusion process into latent space for high-resolution
 (>256) image synthesis", a KL autoencoder of factor 4): a task with a ``latent`` block
 (``ddm.config.resolve_task``) trains its network on the scaled latents of its targets
-(:func:`training_data`, the autoencoder of ``ddm train-autoencoder``), the condition stays in
+(:func:`training_data`, the autoencoder of ``ddm train-autoencoder``, read back and checked by
+:func:`task_autoencoder`), the condition stays in
 pixel space (``CondUNet(cond_resolution=...)``), and :func:`ddm.generate.sample_split` decodes the sampled
 latents, so samples, metrics and figures are pixel images as for every other task. DDM and the
 DDPM baseline go through the same autoencoder.
@@ -40,7 +43,7 @@ DDPM baseline go through the same autoencoder.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Callable, Iterator, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -48,12 +51,12 @@ from torch import Tensor, nn
 from ddm.conditioning import ConditionedObjective, build_cond_unet, pack
 from ddm.config import TASKS
 from ddm.experiment import Experiment, build
-from ddm.io import InputError, load_torch
+from ddm.io import InputError, load_torch, utc_timestamp
 from ddm.tasks import MODEL_FIELDS, model_tensors
 
 __all__ = ["TASK_FORMAT", "SPLITS", "INPAINTING_SPLIT_SEED", "TaskExperiment", "split_seed", "make_split",
            "dataset_examples", "load_split", "build_task", "load_task_model", "PackedSplit", "training_data",
-           "task_metric", "task_references"]
+           "task_autoencoder", "task_metric", "task_references", "task_fid", "set_records", "reference_record"]
 
 #: The ``format`` entry of a task file (``ddm prepare-task``).
 TASK_FORMAT = "ddm.task/2"  # 2: uint8 fields only; target and cond are made on reading
@@ -237,6 +240,24 @@ def training_data(cfg: Mapping, split: Mapping, autoencoder: nn.Module | None = 
     return PackedSplit(task, split, z, cfg["cond_resolution"] // cfg["resolution"])
 
 
+def task_autoencoder(cfg: Mapping, path, device="cpu") -> nn.Module | None:
+    """The autoencoder of a latent task (§5.1) from its file ``path`` (``ddm train-autoencoder``),
+    checked to be the one of ``cfg``'s task, latent block and data, on ``device``; None for a
+    pixel task (``cfg``: ``ddm.config.resolve_task``'s)."""
+    if "latent" not in cfg:
+        return None
+    if not path:
+        raise InputError(f"the {cfg['task']} task runs in latent space (its latent block in params.yaml): pass "
+                         "--autoencoder (results/models/autoencoder/<task>.pt of `ddm train-autoencoder`)")
+    from ddm.autoencoder import load_autoencoder
+
+    made, ae = load_autoencoder(path, device)
+    if (made.get("task"), made.get("latent"), made.get("data")) != (cfg["task"], cfg["latent"], cfg["data"]):
+        raise InputError(f"autoencoder file {path} was trained for another task or latent block than "
+                         f"params.yaml gives for {cfg['task']}: train it again with `ddm train-autoencoder`")
+    return ae
+
+
 def task_metric(task: str, samples: Tensor, split: Mapping, fid: Callable[[Tensor], dict] | None = None) -> float:
     """Table 2's metric of uint8 samples of the test split: saliency MAE against the object masks,
     super-resolution PSNR (Y channel, ``scale`` pixels cropped at each border), inpainting FID
@@ -266,3 +287,45 @@ def task_references(task: str, split: Mapping, fid: Callable[[Tensor], dict] | N
         return {"bicubic": tasks.bicubic_psnr(split)}
     filled = tasks.mean_fill(split["image_uint8"], split["mask"], split["mean"])
     return {"mean_fill": float(fid(filled)["fid"]), "test_images": float(fid(split["image_uint8"])["fid"])}
+
+
+def task_fid(cfg: Mapping, reference, extractor) -> Callable[[Tensor], dict] | None:
+    """For a task scored by FID (inpainting): uint8 images -> ``ddm.metrics.fid``'s dict against
+    the reference statistics file ``reference`` with the extractor file ``extractor`` (``ddm
+    refstats``, ``ddm extractor``: both checked here); None for a task of another metric."""
+    if cfg["metric"] != "fid":
+        return None
+    if not (reference and extractor):
+        ds = cfg["data"].get("dataset") or "digits"
+        raise InputError(f"task {cfg['task']} is scored by FID: pass --reference and --extractor (its data set's "
+                         f"results/fid/{ds}/reference.npz and extractor.json)")
+    from ddm.contracts import check_reference, load_json
+    from ddm.metrics import fid
+
+    ex = load_json(extractor, "extractor")
+    check_reference(reference)
+    return lambda u8: fid(u8, reference, ex["extractor"], ex["weights"])
+
+
+def _record(cfg: Mapping, split: Mapping) -> dict:
+    return {"task": cfg["task"], "metric": cfg["metric"], "num_samples": len(split["target"])}
+
+
+def set_records(cfg: Mapping, split: Mapping, samples: Mapping, fid: Callable[[Tensor], dict] | None = None,
+                ) -> Iterator[tuple[tuple[str, tuple[int, int]], dict]]:
+    """The metric files of ``ddm evaluate-task``, one sample set at a time: for each ``(method,
+    (nfe, repeat))`` of ``samples`` (-> uint8 samples of the test ``split``), that key and its
+    record: Table 2's metric (:func:`task_metric`) as ``value``, with the task, metric, sample
+    count, method, NFE, repeat and ``computed_at``."""
+    for (method, (nfe, repeat)), x in samples.items():
+        value = task_metric(cfg["task"], x, split, fid)
+        yield (method, (nfe, repeat)), {**_record(cfg, split), "method": method, "nfe": nfe, "repeat": repeat,
+                                        "value": value, "computed_at": utc_timestamp()}
+
+
+def reference_record(cfg: Mapping, split: Mapping, fid: Callable[[Tensor], dict] | None = None) -> dict:
+    """A task's reference.json (``ddm evaluate-task``): the trivial references of Table 2 on the
+    test ``split`` (:func:`task_references`), with the task, metric, sample count and
+    ``computed_at``."""
+    return {**_record(cfg, split), "references": task_references(cfg["task"], split, fid),
+            "computed_at": utc_timestamp()}

@@ -1,8 +1,9 @@
 """Sampling from an experiment (``ddm.experiment``): its sampler and time grid by their
 params.yaml names (``ddm.registry``), samples one per seed (Alg. 2 / Eq. 11 for DDM, the
-baselines' Euler-Maruyama, ...), FID against training step from a model's snapshots, and the
-conditioned tasks' samples of a test split (Tables 2 and 3), and Fig. 3's x0 MSE along the
-reverse steps.
+baselines' Euler-Maruyama, ...), FID against training step from a model's snapshots
+(:func:`checkpoint_fids`, :func:`convergence_rows`), the conditioned tasks' samples of a test split
+(Tables 2 and 3: :func:`sample_split`, :func:`sample_sets`), and Fig. 3's x0 MSE along the reverse
+steps.
 
 Apart from ``ddm.experiment`` so that training imports no sampler code (ddm.codedeps: a fixed
 sampler reruns the sample jobs, not the training).
@@ -10,7 +11,7 @@ sampler reruns the sample jobs, not the training).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Mapping
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -18,13 +19,15 @@ from torch import Tensor, nn
 from ddm.conditioning import bind
 from ddm.experiment import Experiment
 from ddm.io import InputError
+from ddm.modelfile import sample_seeds
 from ddm.registry import get_sampler, grid_options, make_grid
 from ddm.sampling import SampleRNG
 
 if TYPE_CHECKING:
     from ddm.conditioned import TaskExperiment
 
-__all__ = ["time_grid", "sampler", "generate", "checkpoint_fids", "sample_split", "x0_mse_curve"]
+__all__ = ["time_grid", "sampler", "generate", "checkpoint_fids", "convergence_rows", "sample_split", "sample_sets",
+           "x0_mse_curve"]
 
 
 def time_grid(exp: Experiment, nfe: int) -> Tensor:
@@ -79,6 +82,18 @@ def checkpoint_fids(exp: Experiment, model: nn.Module, snapshots, nfes: list[int
     return rows
 
 
+def convergence_rows(exp: Experiment, model: nn.Module, snapshots: list[dict], nfes: list[int], num_samples: int,
+                     reference, extractor: str, weights, *, device: str | torch.device = "cpu") -> list[dict]:
+    """The rows of ``ddm convergence``: :func:`checkpoint_fids` of a model file's ``snapshots``
+    (``[{"step", "ema"}]``, ``ddm.training.snapshots``) at each NFE of ``nfes``, ``num_samples``
+    samples with the seeds of repeat 0, each scored by ``ddm.metrics.fid`` against the reference
+    statistics file ``reference`` with the FID extractor ``extractor`` (weights file ``weights``)."""
+    from ddm.metrics import fid
+
+    return checkpoint_fids(exp, model, [(s["step"], s["ema"]) for s in snapshots], nfes, sample_seeds(0, num_samples),
+                           lambda u8: fid(u8, reference, extractor, weights), device=device)
+
+
 def sample_split(exp: "TaskExperiment", net: nn.Module, split: Mapping, nfe: int, seeds: list[int], *,
                  batch_size: int = 256, device: str | torch.device = "cpu",
                  autoencoder: nn.Module | None = None) -> Tensor:
@@ -101,6 +116,19 @@ def sample_split(exp: "TaskExperiment", net: nn.Module, split: Mapping, nfe: int
     if exp.cfg["sampling"].get("paste_known"):
         out = torch.where(split["mask"].bool(), out, split["image_uint8"])
     return out
+
+
+def sample_sets(exp: "TaskExperiment", net: nn.Module, split: Mapping, sets: Iterable[tuple[int, int]], *,
+                batch_size: int = 256, device: str | torch.device = "cpu",
+                autoencoder: nn.Module | None = None) -> Iterator[tuple[tuple[int, int], Tensor]]:
+    """The sample sets of ``ddm sample-task`` (Tables 2 and 3), one at a time: for each ``(nfe,
+    repeat)`` of ``sets``, that pair and the uint8 samples of :func:`sample_split` with the seeds
+    of FID repeat ``repeat`` (``ddm.modelfile.sample_seeds``): the same for every method, sample i
+    <-> condition i."""
+    for nfe, repeat in sets:
+        seeds = sample_seeds(repeat, len(split["target"]))
+        yield (nfe, repeat), sample_split(exp, net, split, nfe, seeds, batch_size=batch_size, device=device,
+                                          autoencoder=autoencoder)
 
 
 @torch.no_grad()
