@@ -34,7 +34,7 @@ from typing import Callable, Iterable, Mapping
 from ddm import resources
 
 __all__ = ["REPRODUCED", "NOT_REPRODUCED", "NOT_TESTED", "ALPHA", "CLOSE_RATIO", "FLAT_REL", "CLAIMS", "Claim",
-           "verdict", "verdicts", "render_claims", "CLAIMS_TEMPLATE"]
+           "verdict", "verdicts", "render_claims", "render_report", "CLAIMS_TEMPLATE"]
 
 REPRODUCED = "reproduced"
 NOT_REPRODUCED = "not reproduced"
@@ -408,3 +408,15 @@ def render_claims(metrics: Mapping) -> str:
     rows = [{**r, "verdict_tex": VERDICT_TEX[r["verdict"]]} for r in verdicts(metrics)]
     counts = {v: sum(r["verdict"] == v for r in rows) for v in (REPRODUCED, NOT_REPRODUCED, NOT_TESTED)}
     return _env().get_template(CLAIMS_TEMPLATE).render(rows=rows, counts=counts, preset=_esc(metrics["preset"]))
+
+
+def render_report(metrics: Mapping, published_csv=resources.PUBLISHED_CSV,
+                  fig3: Mapping | None = None) -> tuple[str, str | None]:
+    """The LaTeX of ``ddm report``: reports/tables.tex (``ddm.report.tables.render_tables``, the
+    published results of ``published_csv`` beside the measured ones) and, when ``fig3`` is given
+    (dataset -> the content of its fig3.json; empty: no curves), reports/claims.tex
+    (:func:`render_claims` of the metrics with ``fig3`` under the key ``"fig3"``); else None."""
+    from ddm.report.tables import render_tables
+
+    tables = render_tables(metrics, published_csv)
+    return tables, None if fig3 is None else render_claims({**metrics, "fig3": fig3})

@@ -13,7 +13,8 @@ Modules (registered in this order in :data:`DATASETS`; a plug-in's own follow, `
 
 * ``ddm.datasets.base``: the registry (:class:`DatasetSpec`, :class:`Resource`,
   :func:`register_dataset`), :func:`default_root`, :func:`load_dataset`, the value ranges;
-* ``ddm.datasets.install``: :func:`download_dataset` (archives and local ``source`` folders);
+* ``ddm.datasets.install``: :func:`download_dataset` (archives and local ``source`` folders),
+  :func:`prepare_dataset` (a params.yaml block's training images: ``ddm prepare``);
 * ``ddm.datasets.digits``: ``digits``, scikit-learn's 8x8 digits (embedded; :func:`load_digits_labels`);
 * ``ddm.datasets.cifar10``: ``cifar10``, the official python batches (:func:`load_cifar10_labels`);
 * ``ddm.datasets.celebahq``: ``celebahq256``, a folder of CelebA-HQ images supplied by ``source=``;
@@ -36,7 +37,7 @@ from ddm.datasets.base import (DATASETS, DatasetSpec, Resource, default_root, lo
                                to_model_range, to_uint8)
 from ddm.datasets.cifar10 import load_cifar10_labels
 from ddm.datasets.digits import DIGITS_SPLIT_SEED, DIGITS_TEST_SIZE, load_digits_labels
-from ddm.datasets.install import download_dataset
+from ddm.datasets.install import download_dataset, prepare_dataset
 from ddm.imagefolder import image_folder_digest, image_folder_manifest
 
 #: The source modules, in the order they register their datasets (the order of :data:`DATASETS`).
@@ -49,6 +50,7 @@ __all__ = [
     "register_dataset",
     "default_root",
     "download_dataset",
+    "prepare_dataset",
     "image_folder_digest",
     "image_folder_manifest",
     "load_dataset",

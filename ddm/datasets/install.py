@@ -16,13 +16,13 @@ import shutil
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from ddm.datasets.base import _get_spec, default_root
 from ddm.download import MARKER, DownloadError, extract, fetch
 from ddm.io import make_temp_dir
 
-__all__ = ["download_dataset"]
+__all__ = ["download_dataset", "prepare_dataset"]
 
 log = logging.getLogger(__name__)
 
@@ -170,3 +170,23 @@ def download_dataset(
         archive = fetch(url, root / "downloads" / filename, expected, retries=retries, timeout=timeout)
         extract(archive, dest_dir)
     return target
+
+
+def prepare_dataset(name: str, block: Mapping, root: str | os.PathLike | None, where: str):
+    """The images of ``ddm prepare``: the training split of dataset ``name`` as its params.yaml
+    block (``block``, at ``where`` in params.yaml) gives it: at the block's ``resolution`` where the
+    dataset has that option; downloaded into ``root`` first (or unpacked from the block's
+    ``source``) where it has resources; read from the folder ``source`` names for a folder
+    dataset (``imagefolder``), a ``ConfigError`` if it names none."""
+    from ddm.datasets.base import DATASETS, load_dataset
+    from ddm.yamlio import ConfigError
+
+    spec = DATASETS[name]
+    options = {"resolution": block["resolution"]} if "resolution" in spec.options else {}
+    if spec.folder_source:  # the user's own folder (imagefolder and its variants), named by `source`
+        root = block.get("source")
+        if not root:
+            raise ConfigError(f"params.yaml: {where}/source: not set (set it to a folder of images)")
+    elif spec.resources:
+        download_dataset(name, root, source=block.get("source"))
+    return load_dataset(name, root, "train", **options)

@@ -2,8 +2,9 @@
 
 Metric files -> tidy pandas table, one row per sample set (``metric_records``; reports/metrics.csv,
 ``records_csv``) -> mean +- std per group (``summarize_records``) and markers as JSON (``collect``;
-reports/metrics.json); the conditioned tasks' section (Tables 2 and 3: ``collect_conditioned``).
-``ddm.report.tables`` lays the numbers out as LaTeX.
+reports/metrics.json); the conditioned tasks' section (Tables 2 and 3: ``collect_conditioned``);
+all of ``ddm stats``' numbers at once, with Table 1's Param column (``model_sizes``), the plateau
+check and the provenance: ``collect_metrics``. ``ddm.report.tables`` lays the numbers out as LaTeX.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["RECORD_COLUMNS", "RECORD_KEYS", "GROUP_KEYS", "metric_records", "records_csv", "read_records_csv",
-           "summarize_records", "collect", "add_plateau", "collect_conditioned", "solver_label", "FINAL_STEP_LABELS",
-           "TASK_METHOD_LABELS"]
+           "summarize_records", "collect", "add_plateau", "collect_conditioned", "model_sizes", "collect_metrics",
+           "solver_label", "FINAL_STEP_LABELS", "TASK_METHOD_LABELS"]
 
 
 #: Final steps beyond the paper (the paper's own needs no label).
@@ -279,3 +280,43 @@ def collect_conditioned(metric_paths: Iterable[Path], reference_paths: Iterable[
                                            for m in methods},
             "table2_nfe": block.get("table2", {}).get("nfe", nfes), "table3_nfe": block.get("table3", {}).get("nfe", nfes),
             "tasks": tasks}
+
+
+# -- all of ``ddm stats``' numbers ------------------------------------------------------------------
+def model_sizes(paths: Iterable[str | Path]) -> dict:
+    """Table 1's Param column: dataset -> model name (the file's stem) -> parameter count of the
+    trained network of each model file (``ddm train``)."""
+    from ddm.experiment import load_model
+
+    sizes: dict = {}
+    for path in paths:
+        exp, net = load_model(path)
+        sizes.setdefault(exp.cfg["dataset"], {})[Path(path).stem] = sum(q.numel() for q in net.parameters())
+    return sizes
+
+
+def collect_metrics(inputs: list, params: Mapping, *, models: Iterable = (), convergence: Iterable | None = None,
+                    task_metrics: list | None = None) -> tuple[dict, pd.DataFrame]:
+    """reports/metrics.json and the table of reports/metrics.csv (``ddm stats``; the files checked
+    already, ``ddm.contracts``): :func:`collect` of the metric files ``inputs`` (``ddm evaluate``)
+    with the parameter counts of the model files ``models`` (:func:`model_sizes`); each Table 1
+    network's plateau check from the records of ``ddm convergence`` when ``convergence`` is given
+    (:func:`add_plateau`; an empty list: none checked); the ``conditioned`` section of the files of
+    ``ddm evaluate-task`` and ``ddm train-autoencoder`` in ``task_metrics`` (each task's
+    reference.json among them; :func:`collect_conditioned`); and the ``provenance`` (commit,
+    params hash, dates, versions: ``ddm.report.provenance``). Returns (metrics, records)."""
+    from ddm.contracts import is_autoencoder_file
+    from ddm.report.provenance import provenance
+
+    sizes = model_sizes(models)
+    records = metric_records([Path(p) for p in inputs])  # tidy table: one row per sample set
+    metrics = collect(records, params, model_params=sizes)
+    if convergence is not None:  # is each Table 1 network on its plateau? (ddm.plateau)
+        add_plateau(metrics, convergence)
+    if task_metrics:
+        refs = [p for p in task_metrics if Path(p).name == "reference.json"]
+        aes = [p for p in task_metrics if is_autoencoder_file(p)]
+        metrics["conditioned"] = collect_conditioned([p for p in task_metrics if p not in refs + aes], refs, params,
+                                                     autoencoder_paths=aes)
+    metrics["provenance"] = provenance(inputs, params, task_paths=task_metrics or [])
+    return metrics, records
