@@ -39,19 +39,19 @@ traceback and exit code 1. A failing command writes no output file and changes n
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import sys
-import tempfile
 import traceback
 import warnings
 from pathlib import Path
 
-# InputError: an option value or input file the command cannot use (exit code 2)
 from ddm.contracts import check_metric_files, check_reference, is_autoencoder_file, load_images, load_json
-from ddm.io import InputError, check_input_file as _input_file
-from ddm.modelfile import SEED_BLOCK, read_model, sample_seeds, save_model  # torch inside
+# InputError: an option value or input file the command cannot use (exit code 2); OutputError: an
+# output that cannot be written (exit code 1). Standard library only at import (torch inside)
+from ddm.io import (InputError, OutputError, check_input_file as _input_file, check_output as _check_out, save_json,
+                    save_text, save_torch, utc_timestamp, writing as _writing)
+from ddm.modelfile import SEED_BLOCK, read_model, sample_seeds  # torch inside
 from ddm.plugins import load_from as load_plugins  # standard library and PyYAML only
 from ddm.shards import SAMPLE_BATCH  # standard library only
 
@@ -63,10 +63,6 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 #: Exit code of a preempted training run (``ddm.training.PREEMPT_EXIT_CODE``, EX_TEMPFAIL).
 EXIT_PREEMPTED = 75
-
-
-class OutputError(RuntimeError):
-    """An output that cannot be written: read-only folder, disk full (exit code 1)."""
 
 
 # -- checks of options, inputs and outputs ---------------------------------------------------------
@@ -122,52 +118,6 @@ def _device(name: str) -> str:
     return name
 
 
-def _check_out(path, what: str = "--out") -> Path:
-    """Before any work: ``path`` can be written (a file, in a folder that is writable)."""
-    p = Path(path)
-    if p.exists() and not p.is_file():
-        raise InputError(f"{what} {path} exists and is not a regular file (a folder or a device): name a file")
-    parent = p.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise InputError(f"{what} {path}: {parent} is not a folder")
-    if parent != p.parent:  # the folders will be made: the nearest existing one must be writable
-        if os.access(parent, os.W_OK | os.X_OK):
-            return p
-        raise OutputError(f"cannot write {path}: folder {parent} is not writable")
-    try:  # a real probe: a read-only mount is writable by os.access's account for root
-        fd, probe = tempfile.mkstemp(prefix=".tmp-probe-", dir=parent)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise OutputError(f"cannot write {path}: {e.strerror} (folder {parent})") from None
-    return p
-
-
-def _os_error(e: BaseException | None) -> OSError | None:
-    """The OS error (with an errno) behind ``e``: torch.save reports a full disk as a
-    RuntimeError raised while its zip writer closes, with the OSError as its context."""
-    seen = set()
-    while e is not None and id(e) not in seen and not (isinstance(e, OSError) and e.errno is not None):
-        seen.add(id(e))
-        e = e.__cause__ or e.__context__
-    return e if isinstance(e, OSError) and e.errno is not None else None
-
-
-@contextlib.contextmanager
-def _writing(path):
-    """OS errors while writing ``path`` (read-only folder, disk full) become one line naming it;
-    a library's own OSError without an errno (e.g. a missing weights file) passes through."""
-    try:
-        yield
-    except Exception as e:
-        err = _os_error(e)
-        if err is None:
-            raise
-        raise OutputError(f"cannot write {path}: {err.strerror}") from e
-
-
 def _params(args):
     from ddm.validation import load_params
 
@@ -185,23 +135,12 @@ def _dataset_block(params, dataset: str) -> dict:
 
 # -- steps ----------------------------------------------------------------------------------------
 def cmd_prepare(args) -> None:
-    from ddm.config import ConfigError
-    from ddm.datasets import DATASETS, download_dataset, load_dataset
-    from ddm.io import save_torch
-
     params = _params(args)
     block = _dataset_block(params, args.dataset)
     _check_out(args.out)
-    spec, root = DATASETS[args.dataset], args.data_root
-    options = {"resolution": block["resolution"]} if "resolution" in spec.options else {}
-    if spec.folder_source:  # the user's own folder (imagefolder and its variants), named by `source`
-        root = block.get("source")
-        if not root:
-            raise ConfigError(f"params.yaml: presets/{params['preset']}/{args.dataset}/source: not set (set it to a "
-                              "folder of images)")
-    elif spec.resources:
-        download_dataset(args.dataset, args.data_root, source=block.get("source"))
-    images = load_dataset(args.dataset, root, "train", **options)
+    from ddm.datasets import prepare_dataset
+
+    images = prepare_dataset(args.dataset, block, args.data_root, f"presets/{params['preset']}/{args.dataset}")
     with _writing(args.out):
         save_torch(images.contiguous(), args.out)
     log.info("prepared %s: %s images of shape %s -> %s", args.dataset, images.shape[0], tuple(images.shape[1:]), args.out)
@@ -213,7 +152,7 @@ def cmd_extractor(args) -> None:
     name = fid_cfg["extractor"]
     out = _check_out(args.out)
     from ddm import digits_classifier, metrics  # torch-fidelity: imported once the checks passed (errors stay fast)
-    from ddm.io import file_checksum, save_json
+    from ddm.io import file_checksum
 
     if name == digits_classifier.DIGITS_CLASSIFIER:
         weights = out.with_name("digits_classifier.pt")
@@ -254,58 +193,38 @@ def cmd_train(args) -> None:
     cfg = resolve(params, args.dataset, args.method)
     from ddm.datasets import to_model_range  # torch: once params.yaml passed (a config error stays fast)
     from ddm.experiment import build
+    from ddm.fit import train_config
 
-    tcfg = _train_config(cfg, f"presets/{params['preset']}/{args.dataset}/train")
+    tcfg = train_config(cfg, f"presets/{params['preset']}/{args.dataset}/train")
     exp = build(cfg)
     images = load_images(args.data, "dataset file", "ddm prepare", channels=cfg["channels"],
-                          resolution=cfg["resolution"])
-    if _fit(args, exp, cfg, tcfg, to_model_range(images), resolved_hash(cfg)):
+                         resolution=cfg["resolution"])
+    if _fit(args, exp, tcfg, to_model_range(images), resolved_hash(cfg)):
         log.info("trained %s on %s -> %s (EMA weights)", args.method, args.dataset, args.out)
 
 
-def _train_config(cfg, where: str):
-    from ddm.config import ConfigError
-    from ddm.training import TrainConfig
-
-    try:
-        return TrainConfig(**cfg["train"])
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"params.yaml: {where}: {e}") from None
-
-
-def _fit(args, exp, cfg, tcfg, data, config_hash: str) -> bool:
-    """Train ``exp``'s network on ``data`` (resuming from ``--checkpoints``/<method>-<hash>, the
-    folder of this config) and write the EMA weights to ``--out`` and the loss curve to ``--curve``.
-    False on the processes of a distributed run other than rank 0 (which write nothing)."""
-    import torch
-
-    from ddm.io import atomic_write
-    from ddm.training import ema_model, init_distributed, snapshots, train
+def _fit(args, exp, tcfg, data, config_hash: str) -> bool:
+    """``ddm.fit.fit`` in the checkpoint folder of this config under --checkpoints, once the
+    outputs are checked; False on the processes of a distributed run other than rank 0."""
+    from ddm.fit import checkpoint_dir, fit
 
     for path, what in ((args.out, "--out"), (args.curve, "--curve")):
         if path:
             _check_out(path, what)
-    ckpt_dir = Path(args.checkpoints) / f"{args.method}-{config_hash}"
+    ckpt_dir = checkpoint_dir(args.checkpoints, args.method, config_hash)
     _check_out(ckpt_dir / "probe", "--checkpoints")
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        init_distributed()
-    torch.manual_seed(cfg["train"]["seed"])
-    model = exp.make_model()
-    meta = {"model_kwargs": exp.model_kwargs, "config_hash": config_hash}
-    with _writing(ckpt_dir):
-        final = train(model, exp.objective, data, tcfg, ckpt_dir, device=_default_device(args), model_meta=meta)
-    if int(os.environ.get("RANK", "0")) != 0:
-        return False
-    ema_model(final, model)
-    # the EMA weights of every kept checkpoint: FID against training step
-    snaps = snapshots(ckpt_dir, model) if cfg.get("snapshots") else None
-    with _writing(args.out):
-        save_model(args.out, exp, model, checkpoint=final, snapshots=snaps)
-    if args.curve:  # the loss curve (metrics.csv of the trainer), for plots
-        curve = (ckpt_dir / "metrics.csv").read_bytes()
-        with _writing(args.curve):
-            atomic_write(args.curve, lambda f: f.write(curve))
-    return True
+    return fit(exp, data, tcfg, ckpt_dir, args.out, config_hash=config_hash, curve=args.curve,
+               device=_default_device(args))
+
+
+def _model_for(args, cfg: dict, load, config_hash, what: str):
+    """(experiment, network) of --model on the device, checked to be trained with ``cfg`` (the
+    resolved config of ``what`` in params.yaml), with ``cfg``'s sampling options."""
+    exp, net = load(args.model, _default_device(args))
+    if config_hash(cfg) != config_hash(exp.cfg):
+        raise InputError(f"model file {args.model} was trained with another config than params.yaml gives for "
+                         f"{what}: retrain it (snakemake does so by itself)")
+    return exp, net
 
 
 def cmd_sample(args) -> None:
@@ -317,32 +236,24 @@ def cmd_sample(args) -> None:
     if msg := samples_error(args.num_samples, cfg["channels"], cfg["resolution"]):
         raise InputError(f"--num-samples {args.num_samples}: {msg}")
     bounds = _shard_bounds(args)
-    from ddm.datasets import to_uint8  # torch: once params.yaml passed
-    from ddm.experiment import load_model
-    from ddm.generate import generate
-    from ddm.io import save_torch
+    from ddm.experiment import load_model  # torch: once params.yaml passed
+    from ddm.sampleset import sample_set
 
-    exp, net = load_model(args.model, _default_device(args))
-    if resolved_hash(cfg) != resolved_hash(exp.cfg):
-        raise InputError(f"model file {args.model} was trained with another config than params.yaml gives for "
-                         f"{args.dataset}/{args.method}: retrain it (snakemake does so by itself)")
+    exp, net = _model_for(args, cfg, load_model, resolved_hash, f"{args.dataset}/{args.method}")
     _check_out(args.out)
     exp.cfg["sampling"] = cfg["sampling"]  # sampling options come from params.yaml, not the model file
-    if cfg["sampling"]["denoiser"] == "posterior_mean":  # the sampler ceiling: no network error
-        from ddm.ceiling import PosteriorMeanDenoiser
-        from ddm.datasets import to_model_range
-
+    images = None
+    if cfg["sampling"]["denoiser"] == "posterior_mean":  # the sampler ceiling: its training images
         if not args.data:
             raise InputError(f"method '{args.method}' uses denoiser posterior_mean: pass its training images "
                              f"with --data (data/prepared/{args.dataset}.pt)")
         images = load_images(args.data, "dataset file", "ddm prepare", channels=cfg["channels"],
-                              resolution=cfg["resolution"])
-        net = PosteriorMeanDenoiser(to_model_range(images).to(_default_device(args)), exp.process)
-    seeds = sample_seeds(args.repeat, args.num_samples)[slice(*bounds)]
-    x = generate(exp, net, args.nfe, seeds, batch_size=args.batch_size, device=_default_device(args))
+                             resolution=cfg["resolution"])
+    x = sample_set(exp, net, args.nfe, args.repeat, args.num_samples, bounds=bounds, batch_size=args.batch_size,
+                   device=_default_device(args), training_images=images)
     with _writing(args.out):
-        save_torch(to_uint8(x.clamp(-1, 1)), args.out)
-    log.info("%d samples at NFE %d -> %s", len(seeds), args.nfe, args.out)
+        save_torch(x, args.out)
+    log.info("%d samples at NFE %d -> %s", len(x), args.nfe, args.out)
 
 
 def _shard_bounds(args) -> tuple[int, int]:
@@ -381,7 +292,6 @@ def cmd_evaluate(args) -> None:
     ref_rows = reference_features(check_reference(args.reference), args.reference)  # KID's reference rows
     _check_out(args.out)
     from ddm.fidstats import score_set  # torch-fidelity: once the checks passed
-    from ddm.io import save_json, utc_timestamp
 
     shards = (load_images(path, **shape) for path in args.samples)  # a set of shards: one in memory at a time
     result = score_set(samples if len(args.samples) == 1 else shards, args.reference, ex["extractor"], ex["weights"],
@@ -404,28 +314,10 @@ def cmd_stats(args) -> None:
     _check_out(args.out)
     if args.csv:
         _check_out(args.csv, "--csv")
-    from ddm.io import save_json, save_text
-    from ddm.report.collect import add_plateau, collect, metric_records, records_csv  # torch: once checks passed
-    from ddm.report.provenance import provenance
-    from ddm.experiment import load_model
+    from ddm.report.collect import collect_metrics, records_csv  # torch: once the checks passed
 
-    sizes: dict = {}
-    for path in args.models or []:  # Table 1's Param column: parameters of each trained network
-        exp, net = load_model(path)
-        sizes.setdefault(exp.cfg["dataset"], {})[Path(path).stem] = sum(q.numel() for q in net.parameters())
-    records = metric_records([Path(p) for p in args.inputs])  # tidy table: one row per sample set
-    metrics = collect(records, params, model_params=sizes)
-    if args.convergence is not None:  # is each Table 1 network on its plateau? (ddm.plateau)
-        add_plateau(metrics, args.convergence)
-    if args.task_metrics:
-        from ddm.report.collect import collect_conditioned
-
-        refs = [p for p in args.task_metrics if Path(p).name == "reference.json"]
-        aes = [p for p in args.task_metrics if is_autoencoder_file(p)]
-        metrics["conditioned"] = collect_conditioned([p for p in args.task_metrics if p not in refs + aes], refs,
-                                                     params, autoencoder_paths=aes)
-    # commit, params hash, dates, versions
-    metrics["provenance"] = provenance(args.inputs, params, task_paths=args.task_metrics or [])
+    metrics, records = collect_metrics(args.inputs, params, models=args.models or (), convergence=args.convergence,
+                                       task_metrics=args.task_metrics)
     with _writing(args.out):
         save_json(metrics, args.out)
     if args.csv:
@@ -434,28 +326,22 @@ def cmd_stats(args) -> None:
 
 
 def cmd_convergence(args) -> None:
-    from ddm.experiment import load_model
-    from ddm.generate import checkpoint_fids
-    from ddm.io import save_json
-    from ddm.metrics import fid
-
     from ddm.config import resolve
+    from ddm.experiment import load_model
+    from ddm.generate import convergence_rows
 
     cfg = resolve(_params(args), args.dataset, args.method)
     blob = read_model(args.model)
     exp, net = load_model(args.model, _default_device(args), blob=blob)
     exp.cfg["sampling"] = cfg["sampling"]  # sampling options come from params.yaml, not the model file
-    snaps = blob.get("snapshots")
-    if not snaps:
+    if not blob.get("snapshots"):
         raise InputError(f"model file {args.model} holds no snapshots: list its method under the preset's "
                          f"`convergence: methods` in params.yaml and train it again")
     ex = load_json(args.extractor, "extractor")
     check_reference(args.reference)
     _check_out(args.out)
-    rows = checkpoint_fids(exp, net, [(s["step"], s["ema"]) for s in snaps], args.nfe,
-                           sample_seeds(0, args.num_samples),
-                           lambda u8: fid(u8, args.reference, ex["extractor"], ex["weights"]),
-                           device=_default_device(args))
+    rows = convergence_rows(exp, net, blob["snapshots"], args.nfe, args.num_samples, args.reference, ex["extractor"],
+                            ex["weights"], device=_default_device(args))
     with _writing(args.out):
         save_json({"dataset": args.dataset, "method": args.method, "num_samples": args.num_samples,
                    "extractor": ex["extractor"], "rows": rows}, args.out)
@@ -489,9 +375,7 @@ def _published_csv(path) -> Path:
 
 
 def cmd_report(args) -> None:
-    from ddm.io import save_text
-    from ddm.report.tables import render_tables
-
+    from ddm.claims import render_report
     from ddm.report.tables import nonfinite_cells
 
     metrics = load_json(args.metrics, "metrics")
@@ -502,13 +386,11 @@ def cmd_report(args) -> None:
                          "make it again with `ddm stats` from finite FIDs")
     published = _published_csv(args.published)
     _check_out(args.out)
-    text = render_tables(metrics, published)
+    fig3 = None
     if args.claims:  # a verdict per claim of the paper (ddm.claims); Fig. 3's curves by dataset (folder name)
-        from ddm.claims import render_claims
-
         fig3 = {Path(f).parent.name: load_json(f, "fig3") for f in args.fig3}
         _check_out(args.claims)
-        claims = render_claims({**metrics, "fig3": fig3})
+    text, claims = render_report(metrics, published, fig3)
     with _writing(args.out):
         save_text(text, args.out)
     if args.claims:
@@ -566,7 +448,6 @@ def cmd_fig3_plot(args) -> None:
 
 def cmd_fig3(args) -> None:
     from ddm.experiment import load_model
-    from ddm.io import save_json
     from ddm.generate import x0_mse_curve
 
     models = [(Path(path).stem, *load_model(path, _default_device(args))) for path in args.models]
@@ -606,7 +487,6 @@ def _set_file(folder, nfe: int, repeat: int, ext: str) -> Path:
 
 def cmd_prepare_task(args) -> None:
     from ddm.conditioned import make_split
-    from ddm.io import save_torch
 
     cfg = _task_cfg(_params(args), args.task)
     outs = {"train": _check_out(args.train, "--train"), "test": _check_out(args.test, "--test")}
@@ -625,9 +505,8 @@ def cmd_prepare_task(args) -> None:
 
 
 def cmd_train_autoencoder(args) -> None:
-    """A latent task's KL autoencoder (§5.1: latent diffusion, factor 4): trained on the training
-    targets, latent scale fitted, reconstruction PSNR on the test split -> model file + JSON."""
-    from ddm.config import latent_factor, resolved_hash
+    """A latent task's KL autoencoder (§5.1; ``ddm.autoencoder.train_autoencoder``) -> model file + JSON."""
+    from ddm.config import resolved_hash
 
     params = _params(args)
     cfg = _task_cfg(params, args.task)
@@ -637,40 +516,15 @@ def cmd_train_autoencoder(args) -> None:
     out, metrics = _check_out(args.out), _check_out(args.metrics, "--metrics")
     folder = f"{args.task}-{resolved_hash(cfg, ('data', 'latent'))}"  # a changed block starts afresh
     ckpt_dir = _check_out(Path(args.checkpoints) / folder / "probe", "--checkpoints").parent
-    from ddm.autoencoder import fit_autoencoder, reconstruction_psnr, save_autoencoder  # torch: once checked
-    from ddm.io import save_json, utc_timestamp
+    from ddm.autoencoder import train_autoencoder  # torch: once checked
 
     train, test = _split(args.data, cfg, "train"), _split(args.test, cfg, "test")
-    channels, latent = int(train["target"].shape[1]), cfg["latent"]
-    with _writing(ckpt_dir):
-        ae = fit_autoencoder(latent, channels, train["target"], ckpt_dir, seed=params["seed"],
-                             device=_default_device(args))
-    psnr = reconstruction_psnr(ae, test["target"])
-    with _writing(out):
-        save_autoencoder(out, ae, {"task": args.task, "channels": channels, "data": cfg["data"], "latent": latent}, psnr)
+    record = train_autoencoder(args.task, cfg["data"], cfg["latent"], train["target"], test["target"], ckpt_dir, out,
+                               seed=params["seed"], device=_default_device(args))
     with _writing(metrics):
-        save_json({"task": args.task, "psnr": psnr, "factor": latent_factor(latent), "z_channels": latent["z_channels"],
-                   "scale_factor": float(ae.scale_factor), "num_samples": len(test["target"]),
-                   "computed_at": utc_timestamp()}, metrics)
+        save_json(record, metrics)
     log.info("%s autoencoder (f=%d, %d latent channels): reconstruction PSNR %.2f dB on %d test images -> %s",
-             args.task, latent_factor(latent), latent["z_channels"], psnr, len(test["target"]), out)
-
-
-def _task_autoencoder(args, cfg: dict, device="cpu"):
-    """The autoencoder of a latent task (§5.1), checked against params.yaml, on ``device``; None for
-    a pixel task."""
-    if "latent" not in cfg:
-        return None
-    if not args.autoencoder:
-        raise InputError(f"the {cfg['task']} task runs in latent space (its latent block in params.yaml): pass "
-                         "--autoencoder (results/models/autoencoder/<task>.pt of `ddm train-autoencoder`)")
-    from ddm.autoencoder import load_autoencoder
-
-    made, ae = load_autoencoder(args.autoencoder, device)
-    if (made.get("task"), made.get("latent"), made.get("data")) != (cfg["task"], cfg["latent"], cfg["data"]):
-        raise InputError(f"autoencoder file {args.autoencoder} was trained for another task or latent block than "
-                         f"params.yaml gives for {cfg['task']}: train it again with `ddm train-autoencoder`")
-    return ae
+             args.task, record["factor"], record["z_channels"], record["psnr"], record["num_samples"], out)
 
 
 def cmd_train_task(args) -> None:
@@ -678,13 +532,14 @@ def cmd_train_task(args) -> None:
 
     params = _params(args)
     cfg = _task_cfg(params, args.task, args.method)
-    from ddm.conditioned import build_task, training_data  # torch: once params.yaml passed (a config error stays fast)
+    from ddm.conditioned import build_task, task_autoencoder, training_data  # torch: once params.yaml passed
+    from ddm.fit import train_config
 
-    tcfg = _train_config(cfg, f"conditioned_presets/{params['preset']}/train (with tasks/{args.task}/train)")
+    tcfg = train_config(cfg, f"conditioned_presets/{params['preset']}/train (with tasks/{args.task}/train)")
     exp = build_task(cfg)
     split = _split(args.data, cfg, "train", tensors=False)  # uint8: training makes each batch's floats
-    data = training_data(cfg, split, _task_autoencoder(args, cfg))
-    if _fit(args, exp, cfg, tcfg, data, task_hash(cfg)):
+    data = training_data(cfg, split, task_autoencoder(cfg, args.autoencoder))
+    if _fit(args, exp, tcfg, data, task_hash(cfg)):
         log.info("trained %s on the %s task -> %s (EMA weights)", args.method, args.task, args.out)
 
 
@@ -692,64 +547,38 @@ def cmd_sample_task(args) -> None:
     from ddm.config import task_hash
 
     cfg = _task_cfg(_params(args), args.task, args.method)
-    from ddm.conditioned import load_task_model  # torch: once params.yaml passed
-    from ddm.generate import sample_split
-    from ddm.io import save_torch
+    from ddm.conditioned import load_task_model, task_autoencoder  # torch: once params.yaml passed
+    from ddm.generate import sample_sets
 
-    exp, net = load_task_model(args.model, _default_device(args))
-    if task_hash(exp.cfg) != task_hash(cfg):
-        raise InputError(f"model file {args.model} was trained with another config than params.yaml gives for "
-                         f"{args.task}/{args.method}: retrain it (snakemake does so by itself)")
+    exp, net = _model_for(args, cfg, load_task_model, task_hash, f"{args.task}/{args.method}")
     exp.cfg["sampling"] = cfg["sampling"]  # sampling options come from params.yaml, not the model file
     split = _split(args.data, cfg, "test")
-    ae = _task_autoencoder(args, cfg, _default_device(args))
+    ae = task_autoencoder(cfg, args.autoencoder, _default_device(args))
     outs = {s: _check_out(_set_file(args.out_dir, *s, "pt"), "--out-dir") for s in args.sets}
-    for (nfe, repeat), out in outs.items():
-        seeds = sample_seeds(repeat, len(split["target"]))  # the same for every method: sample i <-> condition i
-        x = sample_split(exp, net, split, nfe, seeds, batch_size=args.batch_size, device=_default_device(args),
-                         autoencoder=ae)
-        with _writing(out):
-            save_torch(x, out)
-        log.info("%s/%s: %d samples at NFE %d (repeat %d) -> %s", args.task, args.method, len(x), nfe, repeat, out)
-
-
-def _task_fid(args, cfg: dict):
-    """inpainting: uint8 images -> FID against ``--reference`` (``ddm.metrics.fid``); else None."""
-    if cfg["metric"] != "fid":
-        return None
-    if not (args.reference and args.extractor):
-        ds = cfg["data"].get("dataset") or "digits"
-        raise InputError(f"task {args.task} is scored by FID: pass --reference and --extractor (its data set's "
-                         f"results/fid/{ds}/reference.npz and extractor.json)")
-    ex = load_json(args.extractor, "extractor")
-    check_reference(args.reference)
-    from ddm.metrics import fid
-
-    return lambda u8: fid(u8, args.reference, ex["extractor"], ex["weights"])
+    for (nfe, repeat), x in sample_sets(exp, net, split, outs, batch_size=args.batch_size,
+                                        device=_default_device(args), autoencoder=ae):
+        with _writing(outs[nfe, repeat]):
+            save_torch(x, outs[nfe, repeat])
+        log.info("%s/%s: %d samples at NFE %d (repeat %d) -> %s", args.task, args.method, len(x), nfe, repeat,
+                 outs[nfe, repeat])
 
 
 def cmd_evaluate_task(args) -> None:
-    from ddm.conditioned import task_metric, task_references
-    from ddm.io import save_json
-    from ddm.io import utc_timestamp
+    from ddm.conditioned import reference_record, set_records, task_fid
 
     cfg = _task_cfg(_params(args), args.task)
     split = _split(args.data, cfg, "test")
     files = {(m, s): Path(args.samples_dir) / m / _set_file("", *s, "pt") for m in args.methods for s in args.sets}
     samples = {k: load_images(p, min_count=2) for k, p in files.items()}
-    fid = _task_fid(args, cfg)
+    fid = task_fid(cfg, args.reference, args.extractor)
     outs = {k: _check_out(Path(args.out_dir) / k[0] / _set_file("", *k[1], "json"), "--out-dir") for k in files}
     ref_out = _check_out(Path(args.out_dir) / "reference.json", "--out-dir")
-    base = {"task": args.task, "metric": cfg["metric"], "num_samples": len(split["target"])}
-    for (method, (nfe, repeat)), out in outs.items():
-        value = task_metric(args.task, samples[method, (nfe, repeat)], split, fid)
-        with _writing(out):
-            save_json({**base, "method": method, "nfe": nfe, "repeat": repeat, "value": value,
-                       "computed_at": utc_timestamp()}, out)
-        log.info("%s/%s NFE %d repeat %d: %s %.4f", args.task, method, nfe, repeat, cfg["metric"], value)
+    for (method, (nfe, repeat)), record in set_records(cfg, split, samples, fid):
+        with _writing(outs[method, (nfe, repeat)]):
+            save_json(record, outs[method, (nfe, repeat)])
+        log.info("%s/%s NFE %d repeat %d: %s %.4f", args.task, method, nfe, repeat, cfg["metric"], record["value"])
     with _writing(ref_out):
-        save_json({**base, "references": task_references(args.task, split, fid), "computed_at": utc_timestamp()},
-                  ref_out)
+        save_json(reference_record(cfg, split, fid), ref_out)
 
 
 def cmd_task_figure(args) -> None:
