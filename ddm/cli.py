@@ -46,11 +46,12 @@ import traceback
 import warnings
 from pathlib import Path
 
-from ddm.contracts import check_metric_files, check_reference, is_autoencoder_file, load_images, load_json
+from ddm.contracts import (check_metric_files, check_reference, check_task_metric_files, load_images, load_json,
+                           load_sample_set)
 # InputError: an option value or input file the command cannot use (exit code 2); OutputError: an
 # output that cannot be written (exit code 1). Standard library only at import (torch inside)
-from ddm.io import (InputError, OutputError, check_input_file as _input_file, check_output as _check_out, save_json,
-                    save_text, save_torch, utc_timestamp, writing as _writing)
+from ddm.io import (InputError, OutputError, check_input_file as _input_file, check_output as _check_out, file_checksum,
+                    save_json, save_text, save_torch, utc_timestamp, writing as _writing)
 from ddm.modelfile import SEED_BLOCK, read_model, sample_seeds  # torch inside
 from ddm.plugins import load_from as load_plugins  # standard library and PyYAML only
 from ddm.shards import SAMPLE_BATCH  # standard library only
@@ -133,6 +134,13 @@ def _dataset_block(params, dataset: str) -> dict:
     return params["presets"][params["preset"]][dataset]
 
 
+def _save(save, obj, path) -> None:
+    """``save(obj, path)`` (a writer of ``ddm.io``: atomic, with its checksum), an OS error as
+    one line naming ``path``."""
+    with _writing(path):
+        save(obj, path)
+
+
 # -- steps ----------------------------------------------------------------------------------------
 def cmd_prepare(args) -> None:
     params = _params(args)
@@ -141,8 +149,7 @@ def cmd_prepare(args) -> None:
     from ddm.datasets import prepare_dataset
 
     images = prepare_dataset(args.dataset, block, args.data_root, f"presets/{params['preset']}/{args.dataset}")
-    with _writing(args.out):
-        save_torch(images.contiguous(), args.out)
+    _save(save_torch, images.contiguous(), args.out)
     log.info("prepared %s: %s images of shape %s -> %s", args.dataset, images.shape[0], tuple(images.shape[1:]), args.out)
 
 
@@ -152,7 +159,6 @@ def cmd_extractor(args) -> None:
     name = fid_cfg["extractor"]
     out = _check_out(args.out)
     from ddm import digits_classifier, metrics  # torch-fidelity: imported once the checks passed (errors stay fast)
-    from ddm.io import file_checksum
 
     if name == digits_classifier.DIGITS_CLASSIFIER:
         weights = out.with_name("digits_classifier.pt")
@@ -164,8 +170,7 @@ def cmd_extractor(args) -> None:
         weights = metrics.resolve_weights(name, fid_cfg.get("weights"))  # clear error if missing
         info = {"extractor": name, "weights": str(weights)}
     info["weights_sha256"] = file_checksum(weights, memo=True)
-    with _writing(out):
-        save_json(info, out)
+    _save(save_json, info, out)
     log.info("FID extractor %s: %s", name, info)
 
 
@@ -224,6 +229,7 @@ def _model_for(args, cfg: dict, load, config_hash, what: str):
     if config_hash(cfg) != config_hash(exp.cfg):
         raise InputError(f"model file {args.model} was trained with another config than params.yaml gives for "
                          f"{what}: retrain it (snakemake does so by itself)")
+    exp.cfg["sampling"] = cfg["sampling"]  # sampling options come from params.yaml, not the model file
     return exp, net
 
 
@@ -241,7 +247,6 @@ def cmd_sample(args) -> None:
 
     exp, net = _model_for(args, cfg, load_model, resolved_hash, f"{args.dataset}/{args.method}")
     _check_out(args.out)
-    exp.cfg["sampling"] = cfg["sampling"]  # sampling options come from params.yaml, not the model file
     images = None
     if cfg["sampling"]["denoiser"] == "posterior_mean":  # the sampler ceiling: its training images
         if not args.data:
@@ -251,8 +256,7 @@ def cmd_sample(args) -> None:
                              resolution=cfg["resolution"])
     x = sample_set(exp, net, args.nfe, args.repeat, args.num_samples, bounds=bounds, batch_size=args.batch_size,
                    device=_default_device(args), training_images=images)
-    with _writing(args.out):
-        save_torch(x, args.out)
+    _save(save_torch, x, args.out)
     log.info("%d samples at NFE %d -> %s", len(x), args.nfe, args.out)
 
 
@@ -282,35 +286,25 @@ def cmd_evaluate(args) -> None:
     block = _dataset_block(params, args.dataset)
     check_method(params, args.method)  # a method of params, or a training-seed replicate of one
     ex = load_json(args.extractor, "extractor")
-    shape = {"channels": DATASET_CHANNELS.get(args.dataset), "resolution": block["resolution"]}
-    if len(args.samples) == 1:  # one file: the one-pass FID of its images
-        samples = load_images(args.samples[0], min_count=2, **shape)
-    for path in args.samples:
-        _input_file(path, "sample file")
+    # one file: the one-pass FID of its images; shards: one in memory at a time
+    samples = load_sample_set(args.samples, channels=DATASET_CHANNELS.get(args.dataset), resolution=block["resolution"])
     from ddm.kid import reference_features
 
     ref_rows = reference_features(check_reference(args.reference), args.reference)  # KID's reference rows
     _check_out(args.out)
     from ddm.fidstats import score_set  # torch-fidelity: once the checks passed
 
-    shards = (load_images(path, **shape) for path in args.samples)  # a set of shards: one in memory at a time
-    result = score_set(samples if len(args.samples) == 1 else shards, args.reference, ex["extractor"], ex["weights"],
-                       ref_rows)
+    result = score_set(samples, args.reference, ex["extractor"], ex["weights"], ref_rows)
     result.update({k: getattr(args, k) for k in ("dataset", "method", "nfe", "repeat")})
     result["computed_at"] = utc_timestamp()  # provenance: when this FID was computed (reports' date)
-    with _writing(args.out):
-        save_json(result, args.out)
+    _save(save_json, result, args.out)
     log.info("FID %.3f (%d samples, %s) -> %s", result["fid"], result["num_samples"], result["extractor"], args.out)
 
 
 def cmd_stats(args) -> None:
     params = _params(args)
     check_metric_files(args.inputs, params, args.params)
-    for p in args.task_metrics or []:  # the conditioned tasks (Tables 2 and 3)
-        if is_autoencoder_file(p):
-            load_json(p, "autoencoder_metric")
-            continue
-        load_json(p, "task_reference" if Path(p).name == "reference.json" else "task_metric")
+    check_task_metric_files(args.task_metrics or [])  # the conditioned tasks (Tables 2 and 3)
     _check_out(args.out)
     if args.csv:
         _check_out(args.csv, "--csv")
@@ -318,11 +312,9 @@ def cmd_stats(args) -> None:
 
     metrics, records = collect_metrics(args.inputs, params, models=args.models or (), convergence=args.convergence,
                                        task_metrics=args.task_metrics)
-    with _writing(args.out):
-        save_json(metrics, args.out)
+    _save(save_json, metrics, args.out)
     if args.csv:
-        with _writing(args.csv):
-            save_text(records_csv(records), args.csv)
+        _save(save_text, records_csv(records), args.csv)
 
 
 def cmd_convergence(args) -> None:
@@ -342,9 +334,8 @@ def cmd_convergence(args) -> None:
     _check_out(args.out)
     rows = convergence_rows(exp, net, blob["snapshots"], args.nfe, args.num_samples, args.reference, ex["extractor"],
                             ex["weights"], device=_default_device(args))
-    with _writing(args.out):
-        save_json({"dataset": args.dataset, "method": args.method, "num_samples": args.num_samples,
-                   "extractor": ex["extractor"], "rows": rows}, args.out)
+    _save(save_json, {"dataset": args.dataset, "method": args.method, "num_samples": args.num_samples,
+                      "extractor": ex["extractor"], "rows": rows}, args.out)
 
 
 def cmd_convergence_plot(args) -> None:
@@ -357,26 +348,9 @@ def cmd_convergence_plot(args) -> None:
         convergence_plot([Path(p) for p in args.inputs], Path(args.out))
 
 
-def _published_csv(path) -> Path:
-    """The published results file (default: the package's), checked for its columns."""
-    import csv
-
-    from ddm.resources import PUBLISHED_CSV
-
-    path = PUBLISHED_CSV if path is None else path
-    p = _input_file(path, "published results file")
-    with open(p, newline="") as f:
-        header = next(csv.reader(f), [])
-    missing = [c for c in ("table", "dataset", "method", "params", "nfe", "value") if c not in header]
-    if missing:
-        raise InputError(f"published results file {path} lacks the columns {missing}: add them (the package's "
-                         f"own file {PUBLISHED_CSV} shows the format)")
-    return p
-
-
 def cmd_report(args) -> None:
     from ddm.claims import render_report
-    from ddm.report.tables import nonfinite_cells
+    from ddm.report.tables import check_published_csv, nonfinite_cells
 
     metrics = load_json(args.metrics, "metrics")
     bad = nonfinite_cells(metrics)
@@ -384,18 +358,16 @@ def cmd_report(args) -> None:
         raise InputError(f"metrics file {args.metrics}: {bad[0]} is not a finite number"
                          f"{f' (and {len(bad) - 1} more)' if len(bad) > 1 else ''}: a table cannot show it; "
                          "make it again with `ddm stats` from finite FIDs")
-    published = _published_csv(args.published)
+    published = check_published_csv(args.published)
     _check_out(args.out)
     fig3 = None
     if args.claims:  # a verdict per claim of the paper (ddm.claims); Fig. 3's curves by dataset (folder name)
         fig3 = {Path(f).parent.name: load_json(f, "fig3") for f in args.fig3}
         _check_out(args.claims)
     text, claims = render_report(metrics, published, fig3)
-    with _writing(args.out):
-        save_text(text, args.out)
+    _save(save_text, text, args.out)
     if args.claims:
-        with _writing(args.claims):
-            save_text(claims, args.claims)
+        _save(save_text, claims, args.claims)
 
 
 def cmd_report_pdf(args) -> None:
@@ -453,8 +425,7 @@ def cmd_fig3(args) -> None:
     models = [(Path(path).stem, *load_model(path, _default_device(args))) for path in args.models]
     _check_out(args.out)
     curves = {name: x0_mse_curve(exp, net, args.nfe, sample_seeds(0, args.num_samples)) for name, exp, net in models}
-    with _writing(args.out):
-        save_json({"nfe": args.nfe, "num_samples": args.num_samples, "curves": curves}, args.out)
+    _save(save_json, {"nfe": args.nfe, "num_samples": args.num_samples, "curves": curves}, args.out)
 
 
 # -- conditioned tasks (Tables 2 and 3; ddm.conditioned) ---------------------------------------------
@@ -486,22 +457,14 @@ def _set_file(folder, nfe: int, repeat: int, ext: str) -> Path:
 
 
 def cmd_prepare_task(args) -> None:
-    from ddm.conditioned import make_split
+    from ddm.conditioned import task_splits
 
     cfg = _task_cfg(_params(args), args.task)
     outs = {"train": _check_out(args.train, "--train"), "test": _check_out(args.test, "--test")}
-    dataset = cfg["data"].get("dataset")
-    if dataset:  # the paper's data set (§5.1): fetched (or unpacked from `source`) once, then read
-        from ddm.datasets import DATASETS, download_dataset
-
-        if DATASETS[dataset].resources:
-            download_dataset(dataset, args.data_root, source=cfg["data"].get("source"))
-    for split, out in outs.items():
-        blob = make_split(args.task, split, cfg["data"], root=args.data_root)
-        with _writing(out):
-            save_torch(blob, out)
+    for split, blob in task_splits(args.task, cfg["data"], args.data_root):
+        _save(save_torch, blob, outs[split])
         n = next(len(v) for k, v in blob.items() if k.endswith("_uint8"))
-        log.info("%s %s split: %d examples -> %s", args.task, split, n, out)
+        log.info("%s %s split: %d examples -> %s", args.task, split, n, outs[split])
 
 
 def cmd_train_autoencoder(args) -> None:
@@ -521,8 +484,7 @@ def cmd_train_autoencoder(args) -> None:
     train, test = _split(args.data, cfg, "train"), _split(args.test, cfg, "test")
     record = train_autoencoder(args.task, cfg["data"], cfg["latent"], train["target"], test["target"], ckpt_dir, out,
                                seed=params["seed"], device=_default_device(args))
-    with _writing(metrics):
-        save_json(record, metrics)
+    _save(save_json, record, metrics)
     log.info("%s autoencoder (f=%d, %d latent channels): reconstruction PSNR %.2f dB on %d test images -> %s",
              args.task, record["factor"], record["z_channels"], record["psnr"], record["num_samples"], out)
 
@@ -551,14 +513,12 @@ def cmd_sample_task(args) -> None:
     from ddm.generate import sample_sets
 
     exp, net = _model_for(args, cfg, load_task_model, task_hash, f"{args.task}/{args.method}")
-    exp.cfg["sampling"] = cfg["sampling"]  # sampling options come from params.yaml, not the model file
     split = _split(args.data, cfg, "test")
     ae = task_autoencoder(cfg, args.autoencoder, _default_device(args))
     outs = {s: _check_out(_set_file(args.out_dir, *s, "pt"), "--out-dir") for s in args.sets}
     for (nfe, repeat), x in sample_sets(exp, net, split, outs, batch_size=args.batch_size,
                                         device=_default_device(args), autoencoder=ae):
-        with _writing(outs[nfe, repeat]):
-            save_torch(x, outs[nfe, repeat])
+        _save(save_torch, x, outs[nfe, repeat])
         log.info("%s/%s: %d samples at NFE %d (repeat %d) -> %s", args.task, args.method, len(x), nfe, repeat,
                  outs[nfe, repeat])
 
@@ -574,11 +534,9 @@ def cmd_evaluate_task(args) -> None:
     outs = {k: _check_out(Path(args.out_dir) / k[0] / _set_file("", *k[1], "json"), "--out-dir") for k in files}
     ref_out = _check_out(Path(args.out_dir) / "reference.json", "--out-dir")
     for (method, (nfe, repeat)), record in set_records(cfg, split, samples, fid):
-        with _writing(outs[method, (nfe, repeat)]):
-            save_json(record, outs[method, (nfe, repeat)])
+        _save(save_json, record, outs[method, (nfe, repeat)])
         log.info("%s/%s NFE %d repeat %d: %s %.4f", args.task, method, nfe, repeat, cfg["metric"], record["value"])
-    with _writing(ref_out):
-        save_json(reference_record(cfg, split, fid), ref_out)
+    _save(save_json, reference_record(cfg, split, fid), ref_out)
 
 
 def cmd_task_figure(args) -> None:

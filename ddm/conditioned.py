@@ -5,7 +5,8 @@ workflow/rules/tasks.smk) are thin adapters over these functions:
 
 * :func:`make_split` draws a task's split from ``ddm.tasks`` (the embedded stand-ins for DUTS,
   DIV2K and CelebA-HQ) or from the paper's data set (:func:`dataset_examples`) as a task file
-  (:data:`TASK_FORMAT`): the uint8 fields the metric and the references read; :func:`load_split`
+  (:data:`TASK_FORMAT`): the uint8 fields the metric and the references read (both splits, the
+  data set fetched first: :func:`task_splits`); :func:`load_split`
   adds ``target`` and ``cond`` in the model range (a quarter of the file size at paper scale).
 * :func:`build_task` makes the experiment of a resolved (task, method) (``ddm.config.resolve_task``):
   the method's process and objective (DDM's Eq. 10 with x0 = the task's target, or the VP/DDPM
@@ -54,7 +55,7 @@ from ddm.experiment import Experiment, build
 from ddm.io import InputError, load_torch, utc_timestamp
 from ddm.tasks import MODEL_FIELDS, model_tensors
 
-__all__ = ["TASK_FORMAT", "SPLITS", "INPAINTING_SPLIT_SEED", "TaskExperiment", "split_seed", "make_split",
+__all__ = ["TASK_FORMAT", "SPLITS", "INPAINTING_SPLIT_SEED", "TaskExperiment", "split_seed", "make_split", "task_splits",
            "dataset_examples", "load_split", "build_task", "load_task_model", "PackedSplit", "training_data",
            "task_autoencoder", "task_metric", "task_references", "task_fid", "set_records", "reference_record"]
 
@@ -95,6 +96,21 @@ def make_split(task: str, split: str, data: Mapping, root=None) -> dict:
         raise ValueError(f"unknown task {task!r} (allowed: {', '.join(TASKS)})")
     stored = {k: v for k, v in d.items() if k not in ("target", "cond")}  # load_split makes them again
     return {"format": TASK_FORMAT, "task": task, "split": split, "data": dict(data), **stored}
+
+
+def task_splits(task: str, data: Mapping, root=None) -> Iterator[tuple[str, dict]]:
+    """Both splits of a task (``ddm prepare-task``), one at a time: ``(split, what a task file
+    holds)`` of :func:`make_split` for train, then test. A task that reads the paper's data set
+    (§5.1; ``dataset`` in ``data``) fetches it into the data folder ``root`` first (or unpacks it
+    from the block's ``source``) where it has resources."""
+    dataset = data.get("dataset")
+    if dataset:  # the paper's data set (§5.1): fetched (or unpacked from `source`) once, then read
+        from ddm.datasets import DATASETS, download_dataset
+
+        if DATASETS[dataset].resources:
+            download_dataset(dataset, root, source=data.get("source"))
+    for split in SPLITS:
+        yield split, make_split(task, split, data, root=root)
 
 
 #: The seed of the fixed permutation that splits CelebA-HQ's images into inpainting's train and test

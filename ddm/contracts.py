@@ -4,9 +4,11 @@
   one with its checksum verified (``ddm.io.load_json``) and refuses, in one line naming the first
   field that is missing or of the wrong type, a file that is not what its maker writes.
 * Image sets (a prepared dataset of ``ddm prepare``, a sample set of ``ddm sample``):
-  :func:`load_images`, a uint8 tensor (N, C, H, W) checked for channels, resolution and count.
+  :func:`load_images`, a uint8 tensor (N, C, H, W) checked for channels, resolution and count; a
+  sample set as one file or as its shards: :func:`load_sample_set`.
 * FID reference statistics (``ddm refstats``): :func:`check_reference`.
-* The metric files ``ddm stats`` reads are results, each counted once: :func:`check_metric_files`.
+* The metric files ``ddm stats`` reads are results, each counted once: :func:`check_metric_files`;
+  those of the conditioned tasks: :func:`check_task_metric_files`.
 * Model files: ``ddm.modelfile``; task splits: ``ddm.conditioned.load_split``.
 
 Every refusal is a ``ddm.io.InputError`` (``ddm`` exits with code 2) naming the file and the
@@ -21,8 +23,8 @@ from typing import Any
 
 from ddm.io import InputError, check_input_file, load_json as _json_file, load_torch
 
-__all__ = ["SCHEMAS", "MAKERS", "shape_error", "load_json", "load_images", "check_reference", "is_autoencoder_file",
-           "check_metric_files"]
+__all__ = ["SCHEMAS", "MAKERS", "shape_error", "load_json", "load_images", "load_sample_set", "check_reference",
+           "is_autoencoder_file", "check_metric_files", "check_task_metric_files"]
 
 NUM, INT, STR = {"type": "number"}, {"type": "integer"}, {"type": "string"}
 
@@ -153,6 +155,18 @@ def load_images(path, what: str = "sample file", maker: str = "ddm sample", *, m
     return x
 
 
+def load_sample_set(paths: list, *, channels: int | None = None, resolution: int | None = None):
+    """A sample set of ``ddm sample`` given as one file (its images, at least 2, checked and in
+    memory: the one-pass FID) or as its shard files in order (each checked to be a non-empty file
+    now; an iterator that loads and checks one shard at a time as it is read)."""
+    one = load_images(paths[0], min_count=2, channels=channels, resolution=resolution) if len(paths) == 1 else None
+    for path in paths:
+        check_input_file(path, "sample file")
+    if one is not None:
+        return one
+    return (load_images(path, channels=channels, resolution=resolution) for path in paths)
+
+
 def check_reference(path) -> dict:
     """A FID reference statistics file of ``ddm refstats`` (checked before any feature is computed),
     loaded (``ddm.metrics.load_reference_stats``)."""
@@ -207,6 +221,17 @@ def check_metric_files(paths, params: dict, params_file: str) -> None:
         tables.setdefault((obj["dataset"], table), []).append((p, obj))
     for (dataset, table), files in tables.items():
         _check_counts(dataset, table, files)
+
+
+def check_task_metric_files(paths) -> None:
+    """The files of the conditioned tasks ``ddm stats`` reads (Tables 2 and 3), each what its maker
+    writes: per sample set (``ddm evaluate-task``), each task's reference.json, and a latent task's
+    autoencoder metrics (``ddm train-autoencoder``, :func:`is_autoencoder_file`)."""
+    for p in paths:
+        if is_autoencoder_file(p):
+            load_json(p, "autoencoder_metric")
+            continue
+        load_json(p, "task_reference" if Path(p).name == "reference.json" else "task_metric")
 
 
 #: What a section of params.yaml's methods is called in a refusal (the table its FIDs make).

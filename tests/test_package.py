@@ -100,7 +100,7 @@ print(json.dumps({
     "published_rows": len(rows),
     "published_columns": sorted(rows[0]),
     "template": ddm.report.tables._env().get_template(TABLES_TEMPLATE.name).name,
-    "report_default": str(ddm.cli._published_csv(parsed.published)),  # no --published: the package's
+    "report_default": str(ddm.report.tables.check_published_csv(parsed.published)),  # no --published: the package's
 }))
 """
 

@@ -2,7 +2,8 @@
 table; ``render_tables``) through the package's jinja2 templates (``_env``, which ``ddm.claims``
 and the PDF report use too): numbers are formatted in Python, the template uses LaTeX-safe
 delimiters and StrictUndefined (a missing number fails instead of leaving a blank cell), and the
-output is byte-stable (sorted keys, fixed decimals, no dates).
+output is byte-stable (sorted keys, fixed decimals, no dates). The published results shown beside
+the measured ones come from a CSV (``PUBLISHED_CSV``, or one's own: ``check_published_csv``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from ddm.report.labels import DATASET_LABELS, latex_escape, method_label
 from ddm.report.provenance import provenance_text
 from ddm.resources import PUBLISHED_CSV, TABLES_TEMPLATE
 
-__all__ = ["render_tables", "nonfinite_cells", "format_params", "TASK_COLUMNS", "REFERENCE_LABELS"]
+__all__ = ["render_tables", "nonfinite_cells", "check_published_csv", "format_params", "TASK_COLUMNS",
+           "REFERENCE_LABELS"]
 
 
 def _env():
@@ -121,6 +123,22 @@ def _run_caption(metrics: Mapping, d: Mapping, methods: list[str]) -> dict:
                    f"{', '.join(stale)}." if stale else "" if unchecked else "Every network is on its plateau.")
         verdict += f" Plateau not checked (no convergence record): {', '.join(unchecked)}." if unchecked else ""
     return {"text": text, "unit": unit, "spread": spread, "plateau": verdict.strip()}
+
+
+def check_published_csv(path=None) -> Path:
+    """A published-results CSV (default: the package's ``PUBLISHED_CSV``) checked before any work:
+    a non-empty file with the columns the tables read; an ``InputError`` naming it otherwise."""
+    from ddm.io import InputError, check_input_file
+
+    path = PUBLISHED_CSV if path is None else path
+    p = check_input_file(path, "published results file")
+    with open(p, newline="") as f:
+        header = next(csv.reader(f), [])
+    missing = [c for c in ("table", "dataset", "method", "params", "nfe", "value") if c not in header]
+    if missing:
+        raise InputError(f"published results file {path} lacks the columns {missing}: add them (the package's "
+                         f"own file {PUBLISHED_CSV} shows the format)")
+    return p
 
 
 def _published(path) -> list[dict]:
