@@ -30,7 +30,7 @@ EXEMPT = {"ddm/training.py": "the Trainer"}
 #: and leaves this list once it is within the limit. Issue 24 removes them (cli.py: thin
 #: subcommands; the rest split by job; data.py became ddm/datasets/, one module per source).
 OVER_THE_LIMIT = {
-    "ddm/cli.py": 987,
+    "ddm/cli.py": 774,  # thin subcommands: the steps are library functions (ddm.fit, ddm.sampleset, ...)
 }
 
 Edge = tuple[str, str]
