@@ -40,12 +40,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import traceback
 import warnings
 from pathlib import Path
 
+from ddm.cli_base import (_Parser, _add, _cpu_seconds, _dataset_block, _default_device, _device, _exit_code, _fit,
+                          _int_at_least, _message, _model_for, _nfe, _params, _save, _set_threads, _show_warning)
+from ddm.cli_tasks import _add_task_steps
 from ddm.contracts import (check_metric_files, check_reference, check_task_metric_files, load_images, load_json,
                            load_sample_set)
 # InputError: an option value or input file the command cannot use (exit code 2); OutputError: an
@@ -57,88 +59,6 @@ from ddm.plugins import load_from as load_plugins  # standard library and PyYAML
 from ddm.shards import SAMPLE_BATCH  # standard library only
 
 log = logging.getLogger("ddm")
-
-#: Exit code of a runtime failure (missing download or weights, unwritable output, ...).
-EXIT_FAILURE = 1
-#: Exit code of a usage / configuration / input error.
-EXIT_USAGE = 2
-#: Exit code of a preempted training run (``ddm.training.PREEMPT_EXIT_CODE``, EX_TEMPFAIL).
-EXIT_PREEMPTED = 75
-
-
-# -- checks of options, inputs and outputs ---------------------------------------------------------
-def _int_at_least(low: int, high: int | None = None):
-    """argparse type: an integer in [low, high]."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
-        if value < low or (high is not None and value > high):
-            bound = f">= {low}" if high is None else f"in {low}..{high:,}"
-            raise argparse.ArgumentTypeError(f"must be an integer {bound}; got {value}")
-        return value
-
-    parse.__name__ = "integer"
-    return parse
-
-
-def _nfe(text: str) -> int:
-    """argparse type: an NFE >= 1 whose time grid fits in this machine's memory (``ddm.limits``)."""
-    from ddm.limits import nfe_error
-    from ddm.yamlio import ConfigError
-
-    value = _int_at_least(1)(text)
-    try:
-        msg = nfe_error(value)
-    except ConfigError as e:  # DDM_MEMORY that is not a size
-        raise argparse.ArgumentTypeError(str(e)) from None
-    if msg:
-        raise argparse.ArgumentTypeError(msg)
-    return value
-
-
-def _device(name: str) -> str:
-    """argparse type: a device this machine has (cpu, cuda, cuda:N, mps)."""
-    import torch
-
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise argparse.ArgumentTypeError(f"'{name}' is not a device name (use cpu, cuda or cuda:N)") from None
-    if dev.type == "cuda":
-        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if n == 0:
-            raise argparse.ArgumentTypeError(f"'{name}': this machine has no CUDA device (use --device cpu)")
-        if dev.index is not None and dev.index >= n:
-            raise argparse.ArgumentTypeError(f"'{name}': this machine has {n} CUDA device(s), cuda:0..cuda:{n - 1}")
-    elif dev.type == "mps" and not torch.backends.mps.is_available():
-        raise argparse.ArgumentTypeError(f"'{name}': MPS is not available on this machine (use --device cpu)")
-    elif dev.type not in ("cpu", "cuda", "mps"):
-        raise argparse.ArgumentTypeError(f"'{name}': device type '{dev.type}' is not supported (use cpu or cuda)")
-    return name
-
-
-def _params(args):
-    from ddm.validation import load_params
-
-    return load_params(args.params)
-
-
-def _dataset_block(params, dataset: str) -> dict:
-    from ddm.config import ConfigError, dataset_names
-
-    if dataset not in params["presets"][params["preset"]]:
-        raise ConfigError(f"dataset '{dataset}' is not in preset '{params['preset']}' "
-                          f"(allowed: {', '.join(dataset_names(params))})")
-    return params["presets"][params["preset"]][dataset]
-
-
-def _save(save, obj, path) -> None:
-    """``save(obj, path)`` (a writer of ``ddm.io``: atomic, with its checksum), an OS error as
-    one line naming ``path``."""
-    with _writing(path):
-        save(obj, path)
 
 
 # -- steps ----------------------------------------------------------------------------------------
@@ -185,12 +105,6 @@ def cmd_refstats(args) -> None:
     log.info("reference statistics of %d images -> %s", images.shape[0], args.out)
 
 
-def _default_device(args) -> str:
-    import torch
-
-    return args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def cmd_train(args) -> None:
     from ddm.config import resolve, resolved_hash
 
@@ -206,31 +120,6 @@ def cmd_train(args) -> None:
                          resolution=cfg["resolution"])
     if _fit(args, exp, tcfg, to_model_range(images), resolved_hash(cfg)):
         log.info("trained %s on %s -> %s (EMA weights)", args.method, args.dataset, args.out)
-
-
-def _fit(args, exp, tcfg, data, config_hash: str) -> bool:
-    """``ddm.fit.fit`` in the checkpoint folder of this config under --checkpoints, once the
-    outputs are checked; False on the processes of a distributed run other than rank 0."""
-    from ddm.fit import checkpoint_dir, fit
-
-    for path, what in ((args.out, "--out"), (args.curve, "--curve")):
-        if path:
-            _check_out(path, what)
-    ckpt_dir = checkpoint_dir(args.checkpoints, args.method, config_hash)
-    _check_out(ckpt_dir / "probe", "--checkpoints")
-    return fit(exp, data, tcfg, ckpt_dir, args.out, config_hash=config_hash, curve=args.curve,
-               device=_default_device(args))
-
-
-def _model_for(args, cfg: dict, load, config_hash, what: str):
-    """(experiment, network) of --model on the device, checked to be trained with ``cfg`` (the
-    resolved config of ``what`` in params.yaml), with ``cfg``'s sampling options."""
-    exp, net = load(args.model, _default_device(args))
-    if config_hash(cfg) != config_hash(exp.cfg):
-        raise InputError(f"model file {args.model} was trained with another config than params.yaml gives for "
-                         f"{what}: retrain it (snakemake does so by itself)")
-    exp.cfg["sampling"] = cfg["sampling"]  # sampling options come from params.yaml, not the model file
-    return exp, net
 
 
 def cmd_sample(args) -> None:
@@ -428,187 +317,7 @@ def cmd_fig3(args) -> None:
     _save(save_json, {"nfe": args.nfe, "num_samples": args.num_samples, "curves": curves}, args.out)
 
 
-# -- conditioned tasks (Tables 2 and 3; ddm.conditioned) ---------------------------------------------
-def _nfe_repeat(text: str) -> tuple[int, int]:
-    """argparse type: a sample set ``NFE:REPEAT`` (e.g. 10:0)."""
-    nfe, _, repeat = text.partition(":")
-    if not (nfe.isdigit() and repeat.isdigit() and int(nfe) >= 1):
-        raise argparse.ArgumentTypeError(f"'{text}' is not NFE:REPEAT (e.g. 10:0; NFE >= 1, repeat >= 0)")
-    return int(nfe), int(repeat)
-
-
-def _task_cfg(params: dict, task: str, method: str | None = None) -> dict:
-    """The resolved config of ``task`` with ``method`` (default: the first conditioned method; the
-    task's data block is the same for every method)."""
-    from ddm.config import resolve_task
-
-    return resolve_task(params, task, method or next(iter(params.get("conditioned_methods") or {}), ""))
-
-
-def _split(path, cfg: dict, split: str, tensors: bool = True) -> dict:
-    from ddm.conditioned import load_split
-
-    return load_split(path, cfg["task"], split, cfg["data"], tensors=tensors)
-
-
-def _set_file(folder, nfe: int, repeat: int, ext: str) -> Path:
-    """The file of sample set (NFE, repeat) in a folder of ``sample-task`` / ``evaluate-task``."""
-    return Path(folder) / f"nfe{nfe}-r{repeat}.{ext}"
-
-
-def cmd_prepare_task(args) -> None:
-    from ddm.conditioned import task_splits
-
-    cfg = _task_cfg(_params(args), args.task)
-    outs = {"train": _check_out(args.train, "--train"), "test": _check_out(args.test, "--test")}
-    for split, blob in task_splits(args.task, cfg["data"], args.data_root):
-        _save(save_torch, blob, outs[split])
-        n = next(len(v) for k, v in blob.items() if k.endswith("_uint8"))
-        log.info("%s %s split: %d examples -> %s", args.task, split, n, outs[split])
-
-
-def cmd_train_autoencoder(args) -> None:
-    """A latent task's KL autoencoder (§5.1; ``ddm.autoencoder.train_autoencoder``) -> model file + JSON."""
-    from ddm.config import resolved_hash
-
-    params = _params(args)
-    cfg = _task_cfg(params, args.task)
-    if "latent" not in cfg:
-        raise InputError(f"the {args.task} task has no latent block in conditioned_presets/{params['preset']}/tasks: "
-                         "it runs in pixel space and needs no autoencoder")
-    out, metrics = _check_out(args.out), _check_out(args.metrics, "--metrics")
-    folder = f"{args.task}-{resolved_hash(cfg, ('data', 'latent'))}"  # a changed block starts afresh
-    ckpt_dir = _check_out(Path(args.checkpoints) / folder / "probe", "--checkpoints").parent
-    from ddm.autoencoder import train_autoencoder  # torch: once checked
-
-    train, test = _split(args.data, cfg, "train"), _split(args.test, cfg, "test")
-    record = train_autoencoder(args.task, cfg["data"], cfg["latent"], train["target"], test["target"], ckpt_dir, out,
-                               seed=params["seed"], device=_default_device(args))
-    _save(save_json, record, metrics)
-    log.info("%s autoencoder (f=%d, %d latent channels): reconstruction PSNR %.2f dB on %d test images -> %s",
-             args.task, record["factor"], record["z_channels"], record["psnr"], record["num_samples"], out)
-
-
-def cmd_train_task(args) -> None:
-    from ddm.config import task_hash
-
-    params = _params(args)
-    cfg = _task_cfg(params, args.task, args.method)
-    from ddm.conditioned import build_task, task_autoencoder, training_data  # torch: once params.yaml passed
-    from ddm.fit import train_config
-
-    tcfg = train_config(cfg, f"conditioned_presets/{params['preset']}/train (with tasks/{args.task}/train)")
-    exp = build_task(cfg)
-    split = _split(args.data, cfg, "train", tensors=False)  # uint8: training makes each batch's floats
-    data = training_data(cfg, split, task_autoencoder(cfg, args.autoencoder))
-    if _fit(args, exp, tcfg, data, task_hash(cfg)):
-        log.info("trained %s on the %s task -> %s (EMA weights)", args.method, args.task, args.out)
-
-
-def cmd_sample_task(args) -> None:
-    from ddm.config import task_hash
-
-    cfg = _task_cfg(_params(args), args.task, args.method)
-    from ddm.conditioned import load_task_model, task_autoencoder  # torch: once params.yaml passed
-    from ddm.generate import sample_sets
-
-    exp, net = _model_for(args, cfg, load_task_model, task_hash, f"{args.task}/{args.method}")
-    split = _split(args.data, cfg, "test")
-    ae = task_autoencoder(cfg, args.autoencoder, _default_device(args))
-    outs = {s: _check_out(_set_file(args.out_dir, *s, "pt"), "--out-dir") for s in args.sets}
-    for (nfe, repeat), x in sample_sets(exp, net, split, outs, batch_size=args.batch_size,
-                                        device=_default_device(args), autoencoder=ae):
-        _save(save_torch, x, outs[nfe, repeat])
-        log.info("%s/%s: %d samples at NFE %d (repeat %d) -> %s", args.task, args.method, len(x), nfe, repeat,
-                 outs[nfe, repeat])
-
-
-def cmd_evaluate_task(args) -> None:
-    from ddm.conditioned import reference_record, set_records, task_fid
-
-    cfg = _task_cfg(_params(args), args.task)
-    split = _split(args.data, cfg, "test")
-    files = {(m, s): Path(args.samples_dir) / m / _set_file("", *s, "pt") for m in args.methods for s in args.sets}
-    samples = {k: load_images(p, min_count=2) for k, p in files.items()}
-    fid = task_fid(cfg, args.reference, args.extractor)
-    outs = {k: _check_out(Path(args.out_dir) / k[0] / _set_file("", *k[1], "json"), "--out-dir") for k in files}
-    ref_out = _check_out(Path(args.out_dir) / "reference.json", "--out-dir")
-    for (method, (nfe, repeat)), record in set_records(cfg, split, samples, fid):
-        _save(save_json, record, outs[method, (nfe, repeat)])
-        log.info("%s/%s NFE %d repeat %d: %s %.4f", args.task, method, nfe, repeat, cfg["metric"], record["value"])
-    _save(save_json, reference_record(cfg, split, fid), ref_out)
-
-
-def cmd_task_figure(args) -> None:
-    from ddm.report.figures import task_figure
-
-    cfg = _task_cfg(_params(args), args.task)
-    split = _split(args.data, cfg, "test")
-    if len(args.labels) != len(args.samples):
-        raise InputError(f"{len(args.samples)} sample files but {len(args.labels)} labels: give one label per file")
-    samples = [load_images(p) for p in args.samples]
-    _check_out(args.out)
-    with _writing(args.out):
-        task_figure(split, samples, args.labels, Path(args.out), n=args.rows)
-
-
-def _add_task_steps(sub) -> None:
-    """The subcommands of the conditioned tasks (Tables 2 and 3)."""
-    positive = _int_at_least(1)
-    device = {"type": _device, "help": "cpu, cuda or cuda:N (default: cuda if there is one, else cpu)"}
-    sets = {"type": _nfe_repeat, "nargs": "+", "required": True, "help": "sample sets NFE:REPEAT, e.g. 5:0 5:1 10:0"}
-    s = _add(sub, "prepare-task", cmd_prepare_task, "a conditioned task's train and test splits (Tables 2, 3)",
-             "task", "train", "test")
-    s.add_argument("--data-root", default="data", help="data folder of a task that reads a data set (`dataset:`)")
-    autoencoder = {"help": "a latent task's autoencoder (`ddm train-autoencoder`); required for one"}
-    s = _add(sub, "train-autoencoder", cmd_train_autoencoder, "a latent task's KL autoencoder and its test-split "
-             "reconstruction PSNR (§5.1)", "task", "data", "test", "out", "metrics")
-    s.add_argument("--checkpoints", required=True, help="folder of per-task checkpoint folders")
-    s.add_argument("--device", **device)
-    s = _add(sub, "train-task", cmd_train_task, "train one (task, method) conditioned network; resumes",
-             "task", "method", "data", "out")
-    s.add_argument("--checkpoints", required=True, help="folder of per-config checkpoint folders")
-    s.add_argument("--curve", help="also write the training curve (CSV) here")
-    s.add_argument("--autoencoder", **autoencoder)
-    s.add_argument("--device", **device)
-    s = _add(sub, "sample-task", cmd_sample_task, "one sample per test condition for each sample set",
-             "task", "method", "model", "data", "out-dir")
-    s.add_argument("--autoencoder", **autoencoder)
-    s.add_argument("--sets", **sets)
-    s.add_argument("--batch-size", type=positive, default=256)
-    s.add_argument("--device", **device)
-    s = _add(sub, "evaluate-task", cmd_evaluate_task, "Table 2's metric of every sample set of a task, and the "
-             "trivial references", "task", "data", "samples-dir", "out-dir")
-    s.add_argument("--methods", nargs="+", required=True)
-    s.add_argument("--sets", **sets)
-    s.add_argument("--reference", help="FID reference statistics (inpainting)")
-    s.add_argument("--extractor", help="FID extractor file (inpainting)")
-    s = _add(sub, "task-figure", cmd_task_figure, "condition | samples | target, one row per test example",
-             "task", "data", "out")
-    s.add_argument("--samples", nargs="+", required=True)
-    s.add_argument("--labels", nargs="+", required=True)
-    s.add_argument("--rows", type=positive, default=8)
-
-
 # -- parser ---------------------------------------------------------------------------------------
-class _Parser(argparse.ArgumentParser):
-    """argparse with the one-line error of every other failure: ``ddm <subcommand>: <message>``."""
-
-    def error(self, message: str):
-        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
-
-
-def _add(sub, name: str, fn, help_: str, *required: str) -> argparse.ArgumentParser:
-    s = sub.add_parser(name, help=help_)
-    s.set_defaults(fn=fn)
-    s.add_argument("--params", default=os.environ.get("DDM_PARAMS") or "params.yaml",
-                   help="experiment config (default: $DDM_PARAMS, else params.yaml; the Snakefile sets "
-                        "DDM_PARAMS to the merged config when --config/--configfile override params.yaml)")
-    for opt in required:
-        s.add_argument(f"--{opt}", required=True)
-    return s
-
-
 def _add_steps(sub) -> None:
     """The subcommands of the data, training and sampling steps."""
     positive, count, samples = _int_at_least(1), _int_at_least(0), _int_at_least(1, SEED_BLOCK)
@@ -681,71 +390,6 @@ def build_parser() -> argparse.ArgumentParser:
     s = _add(sub, "convergence-plot", cmd_convergence_plot, "plot of FID against training step", "out")
     s.add_argument("--inputs", nargs="+", required=True)
     return p
-
-
-#: Expected errors of the library -> exit code, looked up in ``sys.modules`` (a module that was
-#: never imported raised nothing, and an early failure does not import torch to classify itself).
-_EXPECTED = {
-    ("ddm.yamlio", "ConfigError"): EXIT_USAGE,  # ddm.config's (params.yaml, its plug-ins)
-    ("ddm.metrics", "ReferenceMismatchError"): EXIT_USAGE,
-    ("ddm.download", "DownloadError"): EXIT_FAILURE,
-    ("ddm.io", "MissingWeightsError"): EXIT_FAILURE,
-    ("ddm.training", "CheckpointError"): EXIT_FAILURE,
-    ("ddm.training", "NonFiniteLoss"): EXIT_FAILURE,
-}
-
-
-def _exit_code(e: BaseException) -> int | None:
-    """The documented exit code of an expected error; None for a bug."""
-    if isinstance(e, InputError):
-        return EXIT_USAGE
-    for (module, name), code in _EXPECTED.items():
-        cls = getattr(sys.modules.get(module), name, None)
-        if cls is not None and isinstance(e, cls):
-            return code
-    return EXIT_FAILURE if isinstance(e, (OutputError, OSError)) else None
-
-
-def _message(e: BaseException, params: str | None = None) -> list[str]:
-    """The lines of an expected error (one, or one per params.yaml error reported at once); a
-    config error names the params file the command read (``params``: --params or $DDM_PARAMS)."""
-    if isinstance(e, OSError) and e.errno is not None and e.strerror:
-        return [f"{e.strerror}" + (f": {e.filename}" if e.filename else "")]
-    text = str(e).strip()
-    if params and type(e).__name__ == "ConfigError":
-        from ddm.yamlio import name_source
-
-        text = name_source(text, params)
-    return text.splitlines() or [type(e).__name__]
-
-
-def _set_threads() -> None:
-    """DDM_THREADS=N: N intra-op threads (before torch is imported, so `--help` stays fast)."""
-    threads = os.environ.get("DDM_THREADS")
-    if not threads:
-        return
-    if not threads.isdigit() or int(threads) < 1:
-        raise InputError(f"environment variable DDM_THREADS='{threads}' is not a positive integer")
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(int(threads))
-    else:
-        os.environ["OMP_NUM_THREADS"] = threads
-
-
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """A library's warning (e.g. ddm.datasets' skipped or linked image files) as one log line, as
-    the command's own warnings are; ``-v`` adds where it was raised."""
-    where = f" ({filename}:{lineno})" if log.isEnabledFor(logging.DEBUG) else ""
-    logging.getLogger("ddm").warning("%s%s", message, where)
-
-
-def _cpu_seconds() -> float:
-    """CPU time of this process and its finished children (user + system): what a job cost, which
-    a loaded machine inflates far less than the wall time (ddm.plan's estimates are checked on it)."""
-    import resource
-
-    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,9 +6,13 @@ must rerun when the code that subcommand runs changes, and only then: a fixed sa
 sample jobs and everything downstream of them, not the training. Read statically, with
 :mod:`ast` (nothing is imported, no torch):
 
-* the subcommand's handler in ``ddm/cli.py`` (registered as ``_add(sub, "<name>", <handler>, ...)``),
-  the cli-level helper functions it refers to (transitively), and cli.py's module-level imports:
-  the entry modules;
+* the command line's modules, ``ddm/cli.py`` and ``ddm/cli_*.py`` (:func:`cli_modules`), read
+  part by part: the subcommand's handler (registered in one of them as ``_add(sub, "<name>",
+  <handler>, ...)``), ``main``, the functions and classes of those modules they refer to
+  (transitively, across the modules), cli.py's module-level statements and those of another
+  cli module that bind a name its parts use (a task handler's module-level imports count for
+  the task's subcommands, not for Table 1's); the modules these parts import are the entry
+  modules (no other module imports a cli module);
 * every ``ddm`` module those import, anywhere in the file (module level, inside functions,
   annotation-only), transitively; the package's ``__init__.py``, always;
 * the package data files (``ddm/resources.py``: ``NAME = DATA / "file"``) whose constant one of
@@ -31,11 +35,13 @@ import hashlib
 import os
 from pathlib import Path
 
-__all__ = ["package_dir", "commands", "command_modules", "command_files", "code_digest", "code_digests",
-           "cached_code_digests"]
+__all__ = ["package_dir", "cli_modules", "commands", "command_modules", "command_files", "code_digest",
+           "code_digests", "cached_code_digests"]
 
 #: The package's name (its folder's name).
 PACKAGE = "ddm"
+#: The command line's main module (``main``, the parser); its ``cli_*`` siblings are read as it is.
+CLI = f"{PACKAGE}.cli"
 
 
 def package_dir(cwd: str | os.PathLike | None = None) -> Path:
@@ -134,10 +140,16 @@ def _load(pkg: Path | None):
     return (pkg, *_graph(pkg, _stamp(pkg)))
 
 
-def _handlers(cli: ast.Module) -> dict[str, str]:
-    """Subcommand -> handler function name, from cli.py's ``_add(sub, "<name>", <handler>, ...)``."""
+def cli_modules(modules: dict) -> list[str]:
+    """The command line's modules, read part by part: ``ddm.cli`` (``main``, the parser) and each
+    ``ddm.cli_<x>`` (more subcommands, the helpers they share), sorted."""
+    return sorted(m for m in modules if m == CLI or m.startswith(f"{CLI}_"))
+
+
+def _handlers(tree: ast.Module) -> dict[str, str]:
+    """Subcommand -> handler function name, from a module's ``_add(sub, "<name>", <handler>, ...)``."""
     found = {}
-    for node in ast.walk(cli):
+    for node in ast.walk(tree):
         if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "_add"
                 and len(node.args) >= 3 and isinstance(node.args[1], ast.Constant)
                 and isinstance(node.args[2], ast.Name)):
@@ -145,47 +157,96 @@ def _handlers(cli: ast.Module) -> dict[str, str]:
     return found
 
 
+def _all_handlers(modules: dict, trees: dict) -> dict[str, str]:
+    """Subcommand -> handler function name, over the cli modules."""
+    return {c: h for m in cli_modules(modules) for c, h in _handlers(trees[m]).items()}
+
+
 def commands(pkg: str | os.PathLike | None = None) -> list[str]:
     """Every ``ddm`` subcommand, sorted."""
     _, modules, trees, _ = _load(pkg)
-    return sorted(_handlers(trees[f"{PACKAGE}.cli"]))
+    return sorted(_all_handlers(modules, trees))
 
 
-def _cli_parts(command: str, modules: dict, trees: dict) -> list[ast.stmt]:
-    """What ``ddm <command>`` runs of cli.py: its module-level statements, ``main`` (the parser:
-    options and their defaults) and the subcommand's handler, with the cli-level functions and
-    classes they refer to, transitively; never another subcommand's handler."""
-    cli = trees[f"{PACKAGE}.cli"]
-    handlers = _handlers(cli)
+_DEFS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+
+
+def _binds(node: ast.stmt) -> set[str]:
+    """The names a module-level statement binds (none: a statement run for its effect)."""
+    if isinstance(node, ast.ImportFrom) and node.module == "__future__":
+        return set()
+    names = {(a.asname or a.name.split(".")[0]) for n in ast.walk(node) if isinstance(n, (ast.Import, ast.ImportFrom))
+             for a in n.names}
+    return names | {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)} | {
+        n.name for n in ast.walk(node) if isinstance(n, _DEFS)}
+
+
+def _cli_parts(command: str, modules: dict, trees: dict) -> dict[str, list[ast.stmt]]:
+    """What ``ddm <command>`` runs of each cli module (:func:`cli_modules`): cli.py's module-level
+    statements, ``main`` (the parser: options and their defaults) and the subcommand's handler,
+    with the functions and classes of the cli modules they refer to, transitively, and the
+    module-level statements of another cli module that bind a name its parts use (or none: a
+    statement run for its effect; a docstring aside); never another subcommand's handler."""
+    handlers = _all_handlers(modules, trees)
     if command not in handlers:
-        raise KeyError(f"`ddm {command}` is not a subcommand of ddm/cli.py; known: {', '.join(sorted(handlers))}")
-    defs = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
-    functions = {n.name: n for n in cli.body if isinstance(n, defs)}
-    parts = [n for n in cli.body if not isinstance(n, defs)]
+        raise KeyError(f"`ddm {command}` is not a subcommand of ddm/cli.py or ddm/cli_*.py; known: "
+                       f"{', '.join(sorted(handlers))}")
+    clis = cli_modules(modules)
+    functions = {}  # name -> (module, node): one name in one place
+    for m in clis:
+        for n in trees[m].body:
+            if isinstance(n, _DEFS):
+                if n.name in functions:
+                    raise ValueError(f"{n.name} is defined in both {functions[n.name][0]} and {m}: ddm.codedeps "
+                                     "needs one name in one place among the cli modules")
+                functions[n.name] = (m, n)
     others = set(handlers.values()) - {handlers[command]}
-    seen, todo = set(), [handlers[command], "main"]
-    while todo:
-        name = todo.pop()
-        if name in seen or name not in functions or name in others:
-            continue
-        seen.add(name)
-        todo += [n.id for n in ast.walk(functions[name]) if isinstance(n, ast.Name) and n.id in functions]
-    return parts + [n for n in cli.body if isinstance(n, defs) and n.name in seen]
+    chosen = {id(n) for n in trees[CLI].body if not isinstance(n, _DEFS)}
+    used = {m: set() for m in clis}  # names the chosen parts of each module mention
+    todo = [handlers[command], "main", *(n.id for s in trees[CLI].body if not isinstance(s, _DEFS)
+                                         for n in ast.walk(s) if isinstance(n, ast.Name))]
+    grown = True
+    while grown:
+        while todo:
+            name = todo.pop()
+            if name not in functions or name in others or id(functions[name][1]) in chosen:
+                continue
+            m, node = functions[name]
+            chosen.add(id(node))
+            used[m] |= _mentions(node)
+            todo += [n.id for n in ast.walk(node) if isinstance(n, ast.Name) and n.id in functions]
+        grown = False
+        for m in (m for m in clis if m != CLI):
+            for s in trees[m].body:
+                if isinstance(s, _DEFS) or id(s) in chosen or (
+                        isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant)):
+                    continue
+                bound = _binds(s)
+                if not bound or bound & used[m]:
+                    chosen.add(id(s))
+                    used[m] |= _mentions(s)
+                    todo += [n.id for n in ast.walk(s) if isinstance(n, ast.Name) and n.id in functions]
+                    grown = True
+    return {m: [n for n in trees[m].body if id(n) in chosen] for m in clis}
 
 
 def _entry_modules(command: str, modules: dict, trees: dict) -> set[str]:
-    """The package modules the parts of cli.py that ``ddm <command>`` runs import."""
-    part = ast.Module(body=_cli_parts(command, modules, trees), type_ignores=[])
-    lines = modules[f"{PACKAGE}.cli"].read_text().splitlines()
-    return _imports(part, f"{PACKAGE}.cli", modules, False, lines) - {f"{PACKAGE}.cli"}
+    """The package modules the parts of the cli modules that ``ddm <command>`` runs import (the
+    cli modules aside: they count part by part)."""
+    found = set()
+    for m, parts in _cli_parts(command, modules, trees).items():
+        lines = modules[m].read_text().splitlines()
+        found |= _imports(ast.Module(body=parts, type_ignores=[]), m, modules, False, lines)
+    return found - set(cli_modules(modules))
 
 
 def command_modules(command: str, pkg: str | os.PathLike | None = None) -> list[str]:
-    """The package modules ``ddm <command>`` may run, sorted: ``ddm``, ``ddm.__main__``,
-    ``ddm.cli`` (of which the digest counts only the parts the subcommand runs) and every module
-    those parts import, transitively, with the ``__init__`` of each subpackage on the way."""
+    """The package modules ``ddm <command>`` may run, sorted: ``ddm``, ``ddm.__main__``, the cli
+    modules it runs parts of (of which the digest counts only those parts) and every module those
+    parts import, transitively, with the ``__init__`` of each subpackage on the way."""
     _, modules, trees, edges = _load(pkg)
-    closure, todo = {f"{PACKAGE}.cli", f"{PACKAGE}.__main__"}, [*_entry_modules(command, modules, trees), PACKAGE]
+    clis = {m for m, parts in _cli_parts(command, modules, trees).items() if parts or m == CLI}
+    closure, todo = {*clis, f"{PACKAGE}.__main__"}, [*_entry_modules(command, modules, trees), PACKAGE]
     while todo:
         m = todo.pop()
         if m not in closure:
@@ -210,10 +271,11 @@ def _data_files(pkg: Path, modules: dict, trees: dict, command: str) -> list[Pat
                     files[name] = folders[v.left.id] / v.right.value
                 else:
                     folders[name] = pkg / v.right.value
-    mentioned = _names(pkg, _stamp(pkg))
-    cli = f"{PACKAGE}.cli"
-    names = set().union(*(mentioned[m] for m in command_modules(command, pkg) if m not in (cli, f"{PACKAGE}.resources")))
-    names |= _mentions(ast.Module(body=_cli_parts(command, modules, trees), type_ignores=[]))
+    mentioned, clis = _names(pkg, _stamp(pkg)), set(cli_modules(modules))
+    names = set().union(*(mentioned[m] for m in command_modules(command, pkg)
+                          if m not in clis and m != f"{PACKAGE}.resources"))
+    for parts in _cli_parts(command, modules, trees).values():
+        names |= _mentions(ast.Module(body=parts, type_ignores=[]))
     return sorted(p for name, p in files.items() if name in names and p.is_file())
 
 
@@ -269,10 +331,11 @@ def code_digest(command: str, pkg: str | os.PathLike | None = None) -> str:
     root, modules, trees, _ = _load(pkg)
     nodes = _node_digests(root, _stamp(root))
     used = command_modules(command, root)
+    cli_parts = _cli_parts(command, modules, trees)
     h = hashlib.sha256()
     for m in used:
-        if m == f"{PACKAGE}.cli":
-            parts = {id(n) for n in _cli_parts(command, modules, trees)}
+        if m in cli_parts:
+            parts = {id(n) for n in cli_parts[m]}
             digests = [d for i, d in nodes[m].items() if i in parts]
         else:
             digests = list(nodes[m].values())

@@ -33,7 +33,7 @@ import yaml
 from conftest import BIN, make_workdir, merge_params, run_snakemake, tiny_params, tool_env
 from ddm.io import load_torch
 
-#: The exit codes documented in ddm/cli.py.
+#: The exit codes documented in ddm/cli.py (ddm/cli_base.py's EXIT_*).
 USAGE, FAILURE = 2, 1
 ENV = {"OMP_NUM_THREADS": "1", "DDM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 OLD = b"an output of an earlier run"
@@ -568,10 +568,10 @@ def test_a_switched_off_misfit_does_not_stop_a_run(workdir_factory):
 
 
 def test_exit_codes_are_the_documented_ones():
-    from ddm import cli
+    from ddm import cli, cli_base
     from ddm.training import PREEMPT_EXIT_CODE
 
-    assert (cli.EXIT_FAILURE, cli.EXIT_USAGE, cli.EXIT_PREEMPTED) == (FAILURE, USAGE, PREEMPT_EXIT_CODE)
+    assert (cli_base.EXIT_FAILURE, cli_base.EXIT_USAGE, cli_base.EXIT_PREEMPTED) == (FAILURE, USAGE, PREEMPT_EXIT_CODE)
     for code in (FAILURE, USAGE, PREEMPT_EXIT_CODE):
         assert f"\n   {code:>2}   " in cli.__doc__, code
 
