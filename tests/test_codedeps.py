@@ -119,6 +119,62 @@ def test_digest_follows_code_of_the_modules_and_handlers_a_command_runs(pkg):
     assert code_digest("a", pkg) != again["a"]
 
 
+#: A second cli module (as ddm/cli_tasks.py): a handler with a module-level import of its own and
+#: a cli.py helper, and the function that registers it (run by every subcommand, as the parser is).
+CLI_TASKS = '''\
+    """Task commands."""
+    from ddm.epsilon import E  # the task handler's own, at module level
+    from ddm.cli import _helper
+
+
+    def cmd_t(args):
+        return E, _helper()
+
+
+    def add_tasks(sub):
+        _add(sub, "t", cmd_t, "t")
+'''
+
+
+def test_a_cli_modules_handler_counts_its_module_level_imports_and_other_commands_do_not(pkg):
+    (pkg / "epsilon.py").write_text("E = 1\n")
+    (pkg / "cli_tasks.py").write_text(textwrap.dedent(CLI_TASKS))
+    cli = pkg / "cli.py"
+    cli.write_text(cli.read_text().replace("from ddm.io import save", "from ddm.io import save\nfrom ddm.cli_tasks import add_tasks")
+                   + "\n\ndef main():\n    add_tasks(None)\n")
+    assert codedeps.cli_modules(codedeps._load(pkg)[1]) == ["ddm.cli", "ddm.cli_tasks"]
+    assert commands(pkg) == ["a", "b", "t"]
+    # t: its module's import, and cli.py's helper it calls (with what that runs)
+    assert command_modules("t", pkg) == ["ddm", "ddm.alpha", "ddm.cli", "ddm.cli_tasks", "ddm.epsilon", "ddm.gamma",
+                                         "ddm.io", "ddm.resources"]
+    assert "ddm.epsilon" not in command_modules("b", pkg)  # cli_tasks' parts b runs (add_tasks) do not name E
+    before = {c: code_digest(c, pkg) for c in ("a", "b", "t")}
+    tasks = pkg / "cli_tasks.py"
+    tasks.write_text(tasks.read_text().replace("return E, _helper()", "return E, _helper(), 0"))
+    after = {c: code_digest(c, pkg) for c in ("a", "b", "t")}
+    assert after["t"] != before["t"] and (after["a"], after["b"]) == (before["a"], before["b"])
+    tasks.write_text(tasks.read_text().replace("from ddm.epsilon import E", "from ddm.epsilon import E as E"))
+    again = {c: code_digest(c, pkg) for c in ("a", "b", "t")}
+    assert again["t"] != after["t"] and (again["a"], again["b"]) == (after["a"], after["b"])
+    tasks.write_text(tasks.read_text().replace('"t", cmd_t, "t")', '"t", cmd_t, "the t")'))
+    assert code_digest("a", pkg) != again["a"]  # the parser every subcommand builds changed
+
+
+def test_the_real_cli_modules_are_read_part_by_part():
+    """No other module imports a cli module (else it would run whole); a task handler's
+    module-level imports count for it and not for a Table 1 command."""
+    _, modules, trees, edges = codedeps._load(REPO / "ddm")
+    clis = set(codedeps.cli_modules(modules))
+    assert {"ddm.cli", "ddm.cli_base", "ddm.cli_tasks"} <= clis
+    assert not {m for m, e in edges.items() if e & clis and m not in clis | {"ddm.__main__"}}
+    parts = codedeps._cli_parts("task-figure", modules, trees)["ddm.cli_tasks"]
+    own = [n for n in parts if isinstance(n, codedeps.ast.ImportFrom) and n.module == "ddm.contracts"]
+    assert own, "cmd_task_figure reads its samples with ddm.contracts.load_images, imported at module level"
+    assert not [n for n in codedeps._cli_parts("refstats", modules, trees)["ddm.cli_tasks"] if n in own]
+    assert "ddm.fit" in command_modules("train-task", REPO / "ddm")
+    assert "ddm.fit" not in command_modules("sample-task", REPO / "ddm")
+
+
 def test_unknown_subcommand_names_the_known_ones(pkg):
     with pytest.raises(KeyError, match="`ddm c` is not a subcommand.*known: a, b"):
         command_modules("c", pkg)
