@@ -88,7 +88,7 @@ def code_of(rule):
         return CODE[RULE_COMMANDS[rule]]
     except KeyError:
         raise WorkflowError(f"no `ddm` subcommand for the rule {rule} in workflow/phases.yaml (map it under its "
-                            "phase's rules to its subcommand), or no such subcommand in ddm/cli.py") from None
+                            "phase's rules to its subcommand), or no such subcommand in ddm/cli*.py") from None
 
 # Conditioned generation (Tables 2 and 3; workflow/rules/tasks.smk), when `conditioned: true`: the
 # tasks, the methods and the (NFE, repeat) sample sets of each (task, method). The rules are defined
