@@ -50,8 +50,7 @@ from ddm.cli_base import (_Parser, _add, _cpu_seconds, _dataset_block, _default_
 from ddm.cli_tasks import _add_task_steps
 from ddm.contracts import (check_metric_files, check_reference, check_task_metric_files, load_images, load_json,
                            load_sample_set)
-# InputError: an option value or input file the command cannot use (exit code 2); OutputError: an
-# output that cannot be written (exit code 1). Standard library only at import (torch inside)
+# InputError (exit code 2), OutputError (exit code 1): ddm.cli_base's exit-code table
 from ddm.io import (InputError, OutputError, check_input_file as _input_file, check_output as _check_out, file_checksum,
                     save_json, save_text, save_torch, utc_timestamp, writing as _writing)
 from ddm.modelfile import SEED_BLOCK, read_model, sample_seeds  # torch inside
