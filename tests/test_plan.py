@@ -104,7 +104,9 @@ def test_cpu_estimates_within_a_factor_2_of_an_embedded_jobs_cost(tmp_path):
     embedded default cost: its DDM network trained for STEPS steps, then one sample set of 500 at
     NFE 10 and its FID. The cost is each job's CPU time (user + system, which `ddm` logs): the plan
     estimates a one-thread job on an idle core, and a job's wall time on a shared machine under test
-    load is not that (measured up to 5x here at load average 9-11); its CPU time is."""
+    load is not that (measured up to 5x here at load average 9-11); its CPU time is. That CPU time is
+    the `ddm` process's, so the estimate it is held to leaves out Snakemake's own per-job
+    bookkeeping (the table's snakemake_job_s)."""
     work = make_workdir(tmp_path / "embedded")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params.update(methods={"ddm": params["methods"]["ddm"]}, long_nfe=False, conditioned=False,  # one job a rule
@@ -120,6 +122,8 @@ def test_cpu_estimates_within_a_factor_2_of_an_embedded_jobs_cost(tmp_path):
     measured = _cpu_seconds(work)
     rows = {row["rule"]: row for row in run_plan(work, "--device", "cpu")}
     assert all(rows[rule]["jobs"] == 1 for rule in ("train", "sample", "evaluate")), rows
-    ratios = {rule: measured[rule] / rows[rule]["seconds"][0] for rule in ("train", "sample", "evaluate")}
+    bookkeeping = yaml.safe_load((REPO / "ddm" / "data" / "throughput.yaml").read_text())["devices"]["cpu"]["snakemake_job_s"]
+    ratios = {rule: measured[rule] / (rows[rule]["seconds"][0] - bookkeeping) for rule in ("train", "sample", "evaluate")}
     off = {rule: round(x, 2) for rule, x in ratios.items() if not 0.5 <= x <= 2.0}
+    print("measured CPU / estimate:", {rule: round(x, 2) for rule, x in ratios.items()}, "CPU s:", measured)
     assert not off, f"measured CPU / estimated job time outside [0.5, 2]: {off} (all: {ratios}, cpu: {measured})"
