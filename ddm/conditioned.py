@@ -187,6 +187,8 @@ def build_task(cfg: Mapping) -> TaskExperiment:
     model = cfg["model"]
     kwargs = {**exp.model_kwargs, "cond_channels": cfg["cond_channels"], "encoder": model["encoder"],
               "encoder_weights": model["encoder_weights"], "cross_attn_resolutions": model["cross_attn_resolutions"]}
+    if model.get("conditioning"):  # absent: CondUNet's default (cross-attention, §5.1), and the config hash of before
+        kwargs["conditioning"] = model["conditioning"]
     factor = 1
     if "latent" in cfg:  # §5.1: x0 is a latent, the condition stays in pixel space
         kwargs["cond_resolution"] = cfg["cond_resolution"]

@@ -29,8 +29,10 @@ What is here:
   (:func:`pack`).
 
 The paper is inconsistent about the fusion: §5.1 says attention, §B.2 says the condition features
-are *concatenated* to the decoder inputs. Cross-attention (this module) is the default here; the
-concatenation reading is ``ddm.nets.UNet(cond_channels=...)``.
+are *concatenated* to the decoder inputs. Both are here, as ``CondUNet(conditioning=...)``:
+``"cross_attention"`` (default, §5.1) and ``"concat"`` (§B.2: ``ddm.nets.UNet(cond_channels=...)``,
+its conv encoder's level-i features concatenated to the input of decoder level i, in every
+decoder). params.yaml names it ``model.conditioning`` in a conditioned preset or one task's block.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from ddm.nets import UNet
 from ddm.unet_layers import CondEncoder, num_groups
 
 __all__ = [
+    "CONDITIONINGS",
     "ENCODERS",
     "SWIN_B_URL",
     "CondUNet",
@@ -65,6 +68,9 @@ __all__ = [
 
 #: Valid values of ``CondUNet(encoder=...)``.
 ENCODERS: tuple[str, ...] = ("conv", "swin_b")
+#: Valid values of ``CondUNet(conditioning=...)``: how the condition features reach x_t's (module
+#: docstring); the first is the default.
+CONDITIONINGS: tuple[str, ...] = ("cross_attention", "concat")
 #: torchvision's Swin-B ImageNet-1k weights (``Swin_B_Weights.IMAGENET1K_V1``).
 SWIN_B_URL = "https://download.pytorch.org/models/swin_b-68c6b09e.pth"
 _SWIN_STAGES = ((1, 128, 4), (3, 256, 8), (5, 512, 16), (7, 1024, 32))  # features index, ch, stride
@@ -235,6 +241,9 @@ class CondUNet(nn.Module):
             x_t is an autoencoder's latent, the condition stays in pixel space); None (default) =
             the U-Net's resolution. The encoder's level i is then cond_resolution / 2**i pixels,
             and cross-attention lines it up with x_t's level by normalised position.
+        conditioning: ``"cross_attention"`` (default, §5.1) or ``"concat"`` (§B.2: the U-Net's own
+            condition path, ``ddm.nets.UNet(cond_channels=...)``; conv encoder, condition at x_t's
+            size, no cross-attention blocks).
         **unet: the keyword arguments of :class:`ddm.nets.UNet` except ``cond_channels``.
 
     ``forward(x, t, cond)`` returns the U-Net's heads; ``cond`` is required.
@@ -243,7 +252,7 @@ class CondUNet(nn.Module):
     def __init__(self, *, cond_channels: int, encoder: str = "conv",
                  encoder_weights: str | os.PathLike | None = None,
                  cross_attn_resolutions: Sequence[int] | None = None,
-                 cond_resolution: int | None = None, **unet):
+                 cond_resolution: int | None = None, conditioning: str = "cross_attention", **unet):
         super().__init__()
         if "cond_channels" in unet or "level_hook" in unet:
             raise ValueError("CondUNet takes cond_channels itself; do not pass it in the UNet keys")
@@ -252,10 +261,15 @@ class CondUNet(nn.Module):
         if encoder not in ENCODERS:
             raise ValueError(f"unknown condition encoder {encoder!r}; valid encoders are "
                              f"{list(ENCODERS)}")
-        self.unet = UNet(**unet)
-        self.cond_channels, self.encoder_name = cond_channels, encoder
+        if conditioning not in CONDITIONINGS:
+            raise ValueError(f"unknown conditioning {conditioning!r}; valid values are {list(CONDITIONINGS)}")
         if cond_resolution is not None and not _positive_int(cond_resolution):
             raise ValueError(f"cond_resolution must be a positive int or None, got {cond_resolution!r}")
+        self.cond_channels, self.encoder_name, self.conditioning = cond_channels, encoder, conditioning
+        if conditioning == "concat":
+            self._concat(unet, encoder, cross_attn_resolutions, cond_resolution)
+            return
+        self.unet = UNet(**unet)
         self.cond_resolution = cond_resolution or self.unet.resolution
         level_res = _resolutions(self.unet)
         chans = [self.unet.ch * m for m in self.unet.ch_mult]
@@ -277,6 +291,21 @@ class CondUNet(nn.Module):
             for _ in self.unet.decoders
         )
 
+    def _concat(self, unet: dict, encoder: str, cross_attn_resolutions, cond_resolution) -> None:
+        """§B.2's reading: the U-Net's own condition path (concatenation), nothing else."""
+        self.unet = UNet(**unet, cond_channels=self.cond_channels)
+        bad = {"encoder": encoder if encoder != "conv" else None,
+               "cross_attn_resolutions": cross_attn_resolutions,
+               "cond_resolution": cond_resolution if cond_resolution not in (None, self.unet.resolution) else None}
+        bad = {k: v for k, v in bad.items() if v is not None}
+        if bad:
+            raise ValueError(f"conditioning 'concat' concatenates a conv encoder's features at x_t's own size "
+                             f"({self.unet.resolution}); it takes no {', '.join(f'{k}={v!r}' for k, v in bad.items())}: "
+                             "use conditioning 'cross_attention' for those (a latent task's pixel-space "
+                             "condition, the Swin-B encoder, chosen cross-attention levels)")
+        self.cond_resolution, self.cross_attn_resolutions = self.unet.resolution, ()
+        self.cross = nn.ModuleList()
+
     # the attributes callers read from a UNet
     in_channels = property(lambda self: self.unet.in_channels)
     out_channels = property(lambda self: self.unet.out_channels)
@@ -294,6 +323,8 @@ class CondUNet(nn.Module):
     def forward(self, x: Tensor, t, cond: Tensor | None = None) -> tuple[Tensor, ...]:
         """Heads of the U-Net for x_t ``x`` (B, C, R, R) at times ``t`` given ``cond``."""
         cond = self._check_cond(cond, x.shape[0] if isinstance(x, Tensor) else -1)
+        if self.conditioning == "concat":
+            return self.unet(x, t, cond.to(x.dtype))
         feats = self.cond_encoder(cond.to(x.dtype))
 
         def hook(d: int, i: int, h: Tensor) -> Tensor:
@@ -309,13 +340,14 @@ def bind(net: nn.Module, cond: Tensor):
     return functools.partial(net, cond=cond)
 
 
-_COND_KEYS = ("cond_channels", "encoder", "encoder_weights", "cross_attn_resolutions", "cond_resolution")
+_COND_KEYS = ("cond_channels", "encoder", "encoder_weights", "cross_attn_resolutions", "cond_resolution",
+              "conditioning")
 
 
 def build_cond_unet(cfg: Mapping) -> CondUNet:
     """A :class:`CondUNet` from a plain mapping: the UNet keys of :func:`ddm.nets.build_unet`
     plus ``cond_channels`` (required), ``encoder``, ``encoder_weights``,
-    ``cross_attn_resolutions``, ``cond_resolution`` (§5.1, §B.2). Unknown keys raise ``ValueError``
+    ``cross_attn_resolutions``, ``cond_resolution``, ``conditioning`` (§5.1, §B.2). Unknown keys raise ``ValueError``
     naming them."""
     from ddm.nets import _UNET_KEYS  # the one list of UNet keys
 

@@ -89,14 +89,14 @@ def _datasets() -> dict[str, Any]:
 def _choices() -> dict[str, list[str]]:
     """The fixed choices of a method entry and of a budget, each from the module whose code takes
     it: the U-Net's heads (``ddm.nets.HEAD_TYPES``), the loss types and reductions
-    (``ddm.losses``), the condition encoders (``ddm.conditioning.ENCODERS``) and the training
-    precisions (``ddm.training.PRECISIONS``)."""
-    from ddm.conditioning import ENCODERS  # codedeps: names only (what params.yaml may name)
+    (``ddm.losses``), the condition encoders and fusions (``ddm.conditioning.ENCODERS``,
+    ``CONDITIONINGS``) and the training precisions (``ddm.training.PRECISIONS``)."""
+    from ddm.conditioning import CONDITIONINGS, ENCODERS  # codedeps: names only (what params.yaml may name)
     from ddm.nets import HEAD_TYPES  # codedeps: names only (what params.yaml may name)
     from ddm.training import PRECISIONS  # codedeps: names only (what params.yaml may name)
 
     return {"head": list(HEAD_TYPES), "loss_type": list(LOSS_TYPES), "reduction": list(REDUCTIONS),
-            "encoder": list(ENCODERS), "precision": list(PRECISIONS)}
+            "encoder": list(ENCODERS), "conditioning": list(CONDITIONINGS), "precision": list(PRECISIONS)}
 
 
 def schema_enums() -> dict[str, list[str]]:

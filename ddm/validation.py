@@ -45,6 +45,7 @@ SCHEMA_ENUMS: dict[str, tuple[str, ...]] = {
     "extractor": ("definitions", "dataset", "properties", "fid", "properties", "extractor"),
     "precision": ("definitions", "dataset", "properties", "train", "properties", "precision"),
     "encoder": ("definitions", "cond_model", "properties", "encoder"),
+    "conditioning": ("definitions", "cond_model", "properties", "conditioning"),
     "task_dataset": ("definitions", "cond_task", "properties", "dataset"),
 }
 #: The schema node whose ``properties`` are the conditioned tasks (``ddm.config.TASKS``), each a ``cond_task``.
@@ -234,6 +235,15 @@ def _check_task_size(params: Mapping, task: str, t: Mapping, model: Mapping, whe
     if cross is not None and (not cross or set(cross) - set(levels)):
         raise ConfigError(f"{where}/model/cross_attn_resolutions: {cross} must be a non-empty subset of the "
                           f"network's level resolutions {levels} (or null: every level)")
+    if model.get("conditioning") == "concat":  # §B.2's reading: a conv encoder's features at x_t's own size
+        taken = {k: model.get(k) for k in ("cross_attn_resolutions", "encoder_weights")}
+        taken.update(encoder=model.get("encoder") if model.get("encoder", "conv") != "conv" else None,
+                     latent="a latent block" if size != t["size"] else None)
+        taken = {k: v for k, v in taken.items() if v is not None}
+        if taken:
+            raise ConfigError(f"{where}/model/conditioning: 'concat' joins a conv encoder's features to x_t's at its "
+                              f"own size; the task also sets {taken}: remove those, or use conditioning "
+                              "'cross_attention' (it takes a latent task's pixel condition, Swin-B, chosen levels)")
     size, scale = t["size"], t.get("scale", TASK_ONLY.get(task, {}).get("scale"))
     if scale and (size % scale or size <= 2 * scale):
         raise ConfigError(f"{where}/size: {size} must be a multiple of the scale {scale} above {2 * scale} (the "

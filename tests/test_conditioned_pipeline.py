@@ -190,6 +190,12 @@ def _message(overrides: dict) -> str:
      ["tasks/super_resolution/size: its latent size 1 (size / the autoencoder's factor) is not divisible by 2"]),
     ({"conditioned_presets.embedded.tasks.super_resolution.latent.steps": 0},
      ["tasks/super_resolution/latent/steps: 0 is less than the minimum of 1"]),
+    # §B.2's concatenation: a conv encoder at x_t's own size
+    ({"conditioned_presets.embedded.tasks.super_resolution.model": {"conditioning": "concat"}},
+     ["tasks/super_resolution/model/conditioning: 'concat'", "{'latent': 'a latent block'}",
+      "or use conditioning 'cross_attention'"]),
+    ({"conditioned_presets.embedded.tasks.saliency.model": {"conditioning": "concat", "cross_attn_resolutions": [8]}},
+     ["tasks/saliency/model/conditioning: 'concat'", "{'cross_attn_resolutions': [8]}"]),
     ({"conditioned_presets.embedded.tasks.super_resolution.latent.width": 8},
      ["tasks/super_resolution/latent: Additional properties", "'width' was unexpected", "allowed: batch_size, ch,"]),
 ])

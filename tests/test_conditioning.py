@@ -70,6 +70,32 @@ def test_cross_attention_only_at_the_chosen_levels_and_bad_inputs():
     assert built.out_channels == (1, 1) and built.resolution == 8
 
 
+def test_concat_conditioning_reaches_both_decoders_without_cross_attention():
+    """§B.2's reading (``conditioning="concat"``): the U-Net's own condition path, its conv
+    encoder's features concatenated to every decoder level; no cross-attention block."""
+    net = _tiny(conditioning="concat").eval()
+    _randomise_outputs(net)
+    assert len(net.cross) == 0 and net.unet.cond_encoder is not None and not hasattr(net, "cond_encoder")
+    x, t = torch.randn(3, 1, 8, 8), torch.full((3,), 0.5)
+    c1, c2 = torch.randn(3, 2, 8, 8), torch.randn(3, 2, 8, 8)
+    with torch.no_grad():
+        a, b = net(x, t, cond=c1), net(x, t, cond=c2)
+        direct = net.unet(x, t, c1)
+    for head in range(2):
+        assert (a[head] - b[head]).abs().max() > 1e-4
+        assert torch.equal(a[head], direct[head])
+    built = build_cond_unet({**TINY, "cond_channels": 2, "conditioning": "concat"})
+    assert built.conditioning == "concat" and built.state_dict().keys() == net.state_dict().keys()
+    with pytest.raises(ValueError, match=r"needs cond of shape \(2, 2, 8, 8\)"):
+        net(torch.zeros(2, 1, 8, 8), torch.zeros(2))
+    for bad, named in (({"encoder": "swin_b"}, "encoder='swin_b'"), ({"cross_attn_resolutions": (4,)}, "cross_attn_resolutions"),
+                       ({"cond_resolution": 16}, "cond_resolution=16")):
+        with pytest.raises(ValueError, match=f"conditioning 'concat'.*takes no {named}"):
+            _tiny(conditioning="concat", **bad)
+    with pytest.raises(ValueError, match=r"unknown conditioning 'sum'; valid values are \['cross_attention', 'concat'\]"):
+        _tiny(conditioning="sum")
+
+
 def test_position_embedding_identifies_each_position():
     pe = position_embedding(8, 8, 32, max_freq=4.0)
     assert pe.shape == (64, 32)

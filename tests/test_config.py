@@ -98,7 +98,7 @@ def _sources() -> dict[str, list[str]]:
             "head": list(nets.HEAD_TYPES), "loss_type": list(losses.LOSS_TYPES), "reduction": list(losses.REDUCTIONS),
             "role": list(roles.ROLES), "dataset": [k for k, spec in DATASETS.items() if spec.channels is not None],
             "extractor": list(names.EXTRACTORS), "precision": list(training.PRECISIONS),
-            "encoder": list(conditioning.ENCODERS),
+            "encoder": list(conditioning.ENCODERS), "conditioning": list(conditioning.CONDITIONINGS),
             "task_dataset": list(dict.fromkeys(d for t in TASKS.values() for d in t["datasets"]))}
 
 
@@ -118,6 +118,7 @@ ENUM_VALUES = {
     "extractor": ("presets.embedded.digits.fid.extractor", "presets/embedded/digits/fid/extractor"),
     "precision": ("presets.embedded.digits.train.precision", "presets/embedded/digits/train/precision"),
     "encoder": ("conditioned_presets.embedded.model.encoder", "conditioned_presets/embedded/model/encoder"),
+    "conditioning": ("conditioned_presets.embedded.model.conditioning", "conditioned_presets/embedded/model/conditioning"),
     "task_dataset": ("conditioned_presets.embedded.tasks.saliency.dataset",
                      "conditioned_presets/embedded/tasks/saliency/dataset"),
 }
