@@ -238,7 +238,7 @@ def _check_task_size(params: Mapping, task: str, t: Mapping, model: Mapping, whe
     if model.get("conditioning") == "concat":  # §B.2's reading: a conv encoder's features at x_t's own size
         taken = {k: model.get(k) for k in ("cross_attn_resolutions", "encoder_weights")}
         taken.update(encoder=model.get("encoder") if model.get("encoder", "conv") != "conv" else None,
-                     latent="a latent block" if size != t["size"] else None)
+                     latent="a latent block" if t.get("latent") is not None else None)
         taken = {k: v for k, v in taken.items() if v is not None}
         if taken:
             raise ConfigError(f"{where}/model/conditioning: 'concat' joins a conv encoder's features to x_t's at its "

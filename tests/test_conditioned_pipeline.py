@@ -4,7 +4,8 @@ The tiny config has ``conditioned: true``, so the session's one tiny run (confte
 prepares each of the three tasks, trains its DDM and DDPM networks (2 steps), samples the test
 conditions (two sets at 5 NFE, one at 10), scores them, and puts Tables 2 and 3 into the report.
 Its super-resolution task has a tiny ``latent`` block (§5.1), so the run also trains that task's
-autoencoder, trains both methods on its latents and decodes their samples. These tests read that
+autoencoder, trains both methods on its latents and decodes their samples. Its saliency task uses
+§B.2's concatenation (``model: {conditioning: concat}``), the others cross-attention (§5.1). These tests read that
 run; Table 2's markers with three repeats are checked on metric files written here.
 
 Also: a conditioned network's output depends on its condition, and bad conditioned params fail
@@ -148,6 +149,7 @@ def test_changing_the_condition_changes_the_output(tiny_run):
     from ddm.modelfile import sample_seeds
 
     exp, net = load_task_model(tiny_run / "results/models/tasks/saliency/ddm.pt")
+    assert net.conditioning == "concat" and len(net.cross) == 0  # §B.2's fusion, from the tiny params
     split = load_split(tiny_run / "data/prepared/tasks/saliency/test.pt", "saliency", "test")
     seeds = sample_seeds(0, len(split["cond"]))
     a = sample_split(exp, net, split, 5, seeds)
