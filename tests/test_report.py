@@ -699,3 +699,29 @@ def test_tile_lays_out_images_as_torchvision_make_grid():
         assert torch.equal(tile(x, nrow, padding, value), make_grid(x, nrow=nrow, padding=padding, pad_value=value))
     x = torch.rand((5, 3, 4, 4), generator=g)
     assert torch.equal(tile(x, 8, 1, 0.5), make_grid(x, nrow=8, padding=1, pad_value=0.5))
+
+
+def test_table2_caption_names_the_rows_below_their_trivial_reference():
+    """Issue 22: where a measured row of Table 2 does not beat its task's trivial reference, the caption
+    says so (task, rows, reference), and for PSNR says why a sampler may not: an exact posterior
+    sample has twice the posterior mean's expected squared error."""
+    from ddm.report.tables import _below_reference_caption
+
+    def cond(sr_ddm: float) -> dict:
+        res = lambda v: {"5": {"mean": v}, "10": {"mean": v}, "20": {"mean": v - 100}}  # NFE 20: not Table 2's
+        return {"methods": ["ddm", "ddpm"], "labels": {"ddm": "DDM", "ddpm": "DDPM"}, "table2_nfe": [5, 10],
+                "tasks": {"saliency": {"metric": "mae", "higher_is_better": False, "references": {"all_background": 0.147},
+                                       "results": {"ddm": res(0.09), "ddpm": res(0.4)}},
+                          "super_resolution": {"metric": "psnr", "higher_is_better": True, "references": {"bicubic": 34.01},
+                                               "results": {"ddm": res(sr_ddm), "ddpm": res(12.0)}}}}
+
+    text = _below_reference_caption(cond(28.4))
+    assert "saliency detection: DDPM (against all background, 0.1470)" in text
+    assert "super-resolution: DDM, DDPM (against bicubic, 34.01)" in text
+    assert "twice its expected squared error (3.01~dB lower PSNR)" in text
+    text = _below_reference_caption(cond(34.5))
+    assert "super-resolution: DDPM (against bicubic" in text and "DDM, DDPM" not in text
+    calm = cond(34.5)
+    calm["tasks"]["saliency"]["results"]["ddpm"] = calm["tasks"]["saliency"]["results"]["ddm"]
+    calm["tasks"]["super_resolution"]["results"]["ddpm"] = calm["tasks"]["super_resolution"]["results"]["ddm"]
+    assert _below_reference_caption(calm) == ""
