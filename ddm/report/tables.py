@@ -238,6 +238,8 @@ TASK_COLUMNS = {
 #: Labels of the trivial references (``ddm.conditioned.task_references``).
 REFERENCE_LABELS = {"all_background": "All background", "bicubic": "Bicubic", "mean_fill": "Mean-colour fill",
                     "test_images": "Test images (real)"}
+#: References that are the data itself (the metric's floor), not a trivial method a model should beat.
+DATA_REFERENCES = frozenset({"test_images"})
 
 
 def _task_order(cond: Mapping) -> list[str]:
@@ -320,7 +322,8 @@ def _below_reference_caption(cond: Mapping) -> str:
     2 E Var(x | y) for x' drawn independently of x given y: 3.01 dB lower PSNR)."""
     parts, psnr = [], False
     for task in _task_order(cond):
-        t, refs = cond["tasks"][task], cond["tasks"][task]["references"]
+        t = cond["tasks"][task]
+        refs = {k: v for k, v in t["references"].items() if k not in DATA_REFERENCES}
         if not refs:
             continue
         better = max if t["higher_is_better"] else min
