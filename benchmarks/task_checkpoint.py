@@ -33,13 +33,9 @@ sys.path.insert(0, str(REPO))
 
 from ddm.conditioned import build_task, load_split, reference_record, set_records, task_autoencoder  # noqa: E402
 from ddm.config import resolve_task  # noqa: E402
+from ddm.cli_tasks import _nfe_repeat  # noqa: E402
 from ddm.generate import sample_sets  # noqa: E402
 from ddm.training import ema_model  # noqa: E402
-
-
-def _set(text: str) -> tuple[int, int]:
-    nfe, _, repeat = text.partition(":")
-    return int(nfe), int(repeat or 0)
 
 
 def main() -> None:
@@ -49,7 +45,7 @@ def main() -> None:
     ap.add_argument("--task", required=True)
     ap.add_argument("--method", required=True)
     ap.add_argument("--checkpoint", type=Path, required=True)
-    ap.add_argument("--sets", type=_set, nargs="+", default=[(5, 0), (10, 0)], help="NFE:REPEAT")
+    ap.add_argument("--sets", type=_nfe_repeat, nargs="+", default=[(5, 0), (10, 0)], help="NFE:REPEAT")
     ap.add_argument("--autoencoder", help="a latent task's autoencoder model file")
     ap.add_argument("--mean-of", type=int, default=0, help="also score the mean of this many sample sets")
     ap.add_argument("--threads", type=int, default=1)
@@ -64,22 +60,17 @@ def main() -> None:
     net = ema_model(args.checkpoint, exp.make_model())
     ae = task_autoencoder(cfg, args.autoencoder) if args.autoencoder else None
     step = int(args.checkpoint.stem.split("-")[-1])
+    wanted = list(dict.fromkeys([*args.sets, *((args.sets[0][0], r) for r in range(args.mean_of))]))
     t0 = time.perf_counter()
-    samples = {(args.method, s): x for s, x in sample_sets(exp, net, split, args.sets, autoencoder=ae)}
+    samples = {(args.method, s): x for s, x in sample_sets(exp, net, split, wanted, autoencoder=ae)}
     secs = time.perf_counter() - t0
+    if args.mean_of > 1:
+        nfe = args.sets[0][0]
+        stacked = torch.stack([samples[args.method, (nfe, r)].double() for r in range(args.mean_of)])
+        samples[f"mean of {args.mean_of}", (nfe, -1)] = stacked.mean(0).round().to(torch.uint8)
     for (method, (nfe, repeat)), record in set_records(cfg, split, samples):
         print(json.dumps({"task": args.task, "method": method, "step": step, "nfe": nfe, "repeat": repeat,
                           "metric": record["metric"], "value": round(record["value"], 4)}), flush=True)
-    if args.mean_of > 1:
-        nfe = args.sets[0][0]
-        sets = [x.double() for _, x in sample_sets(exp, net, split, [(nfe, r) for r in range(args.mean_of)],
-                                                   autoencoder=ae)]
-        mean = torch.stack(sets).mean(0).round().to(torch.uint8)
-        scored = {(args.method, (nfe, r)): x.round().to(torch.uint8) for r, x in enumerate(sets)}
-        scored[(f"mean of {args.mean_of}", (nfe, -1))] = mean
-        for (method, (n, repeat)), record in set_records(cfg, split, scored):
-            print(json.dumps({"task": args.task, "method": method, "step": step, "nfe": n, "repeat": repeat,
-                              "metric": record["metric"], "value": round(record["value"], 4)}), flush=True)
     print(json.dumps({"task": args.task, "references": reference_record(cfg, split)["references"],
                       "sampling_s": round(secs, 1)}), flush=True)
 
