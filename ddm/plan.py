@@ -1,7 +1,8 @@
 """The plan before submitting: what the Snakemake graph of a configuration costs, per rule and in
 total (jobs, GPU-hours, CPU-hours, peak memory and disk, suggested wall time per job).
 
-  python -m ddm.plan [--config preset=paper ablations=True ...] [--device cpu|gpu] [--json FILE]
+  python -m ddm.plan [--configfile runs/converged.yaml] [--config preset=paper ablations=True ...]
+                     [--device cpu|gpu] [--json FILE]
 
 Run at the repository root (or any folder with the Snakefile). The jobs are Snakemake's own: a
 forced dry run of the graph through its API (``--todo``: only the jobs a run would still do), so
@@ -49,15 +50,22 @@ def parse_overrides(entries) -> dict:
     return parse_config(entries or [])
 
 
-def merged_config(workdir: Path, overrides: dict) -> dict:
+def merged_config(workdir: Path, overrides: dict, configfiles=()) -> dict:
+    """params.yaml, then each ``--configfile`` (key by key), then the ``--config`` overrides: Snakemake's order."""
     from snakemake.utils import update_config
 
     cfg = yaml.safe_load((Path(workdir) / "params.yaml").read_text())
+    for f in configfiles:
+        path = Path(workdir) / f
+        if not path.is_file():
+            raise ConfigError(f"--configfile {f}: no such file under {workdir} (give a path relative to the "
+                              "folder holding the Snakefile, e.g. runs/converged.yaml)")
+        update_config(cfg, yaml.safe_load(path.read_text()) or {})
     update_config(cfg, copy.deepcopy(overrides))
     return cfg
 
 
-def graph_jobs(workdir, overrides: dict, *, targets=("all",), forceall: bool = True) -> list[dict]:
+def graph_jobs(workdir, overrides: dict, *, targets=("all",), forceall: bool = True, configfiles=()) -> list[dict]:
     """Every job of Snakemake's dry run for ``targets``: rule, wildcards, shell command, threads."""
     from snakemake.api import SnakemakeApi
     from snakemake.settings.enums import Quietness
@@ -78,7 +86,8 @@ def graph_jobs(workdir, overrides: dict, *, targets=("all",), forceall: bool = T
         logger.addHandler(handler)
         try:
             wf = api.workflow(resource_settings=ResourceSettings(cores=1),
-                              config_settings=ConfigSettings(config=overrides),
+                              config_settings=ConfigSettings(config=overrides,
+                                                             configfiles=[Path(workdir) / f for f in configfiles]),
                               snakefile=Path(workdir) / "Snakefile", workdir=Path(workdir))
             wf.dag(DAGSettings(targets=set(targets), forceall=forceall)).execute_workflow(executor="dryrun")
         finally:
@@ -265,21 +274,24 @@ def notes(rows: list[Row], table: dict, device: str) -> list[str]:
 
 
 def plan(workdir=".", overrides: dict | None = None, *, device: str | None = None, profile="slurm/config.yaml",
-         table_path=None, forceall: bool = True, targets=("all",)) -> tuple[list[Row], dict]:
-    """The plan of a configuration: rows and the context (config, table, device)."""
+         table_path=None, forceall: bool = True, targets=("all",), configfiles=()) -> tuple[list[Row], dict]:
+    """The plan of a configuration (params.yaml, ``configfiles`` over it, then ``overrides``): rows and the
+    context (config, table, device)."""
     overrides = overrides or {}
     workdir = Path(workdir).resolve()
-    params = merged_config(workdir, overrides)
+    params = merged_config(workdir, overrides, configfiles)
     plugins.load(params.get("plugins"), workdir)  # before the graph, as every job (ddm.plugins)
     device = device or ("cpu" if params["preset"] == "embedded" else "gpu")
     table = load_table(table_path)
-    jobs = graph_jobs(workdir, overrides, targets=targets, forceall=forceall)
+    jobs = graph_jobs(workdir, overrides, targets=targets, forceall=forceall, configfiles=configfiles)
     prof = profile_resources(workdir / profile)
     return make_plan(jobs, params, table, prof, device), {"params": params, "table": table, "device": device}
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m ddm.plan", description=__doc__.split("\n")[0])
+    ap.add_argument("--configfile", nargs="*", default=[], metavar="FILE",
+                    help="as snakemake --configfile: merged over params.yaml (e.g. runs/converged.yaml)")
     ap.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE", help="as snakemake --config")
     ap.add_argument("--device", choices=("cpu", "gpu"),
                     help="gpu: the profile's GPU rules on GPUs (default for preset=paper); cpu: every job here")
@@ -291,7 +303,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     try:
         rows, ctx = plan(args.directory, parse_overrides(args.config), device=args.device, profile=args.profile,
-                         table_path=args.table, forceall=not args.todo)
+                         table_path=args.table, forceall=not args.todo, configfiles=args.configfile)
     except ConfigError as e:  # e.g. a plug-in that cannot be imported: one line, exit 2 (as `ddm`)
         print(f"python -m ddm.plan: {e}", file=sys.stderr)
         return 2

@@ -54,6 +54,22 @@ def test_job_counts_equal_snakemake_dry_run(workdir_factory):
     assert rows and all(row["seconds"] for row in rows if row["rule"] != "all")
 
 
+def test_configfile_plans_a_named_run_as_snakemake_runs_it(workdir_factory):
+    """``--configfile runs/converged.yaml`` is merged over params.yaml as Snakemake merges it: the same
+    jobs as ``snakemake -n --configfile``, K = 3 training seeds per Table 1 method."""
+    work = workdir_factory(extra=("slurm", "runs"))
+    rows = run_plan(work, "--configfile", "runs/converged.yaml")
+    r = run_snakemake(work, "-n", "--forceall", "--cores", "1", "all", "--configfile", "runs/converged.yaml")
+    assert r.returncode == 0, r.output[-4000:]
+    counts = {row["rule"]: row["jobs"] for row in rows}
+    assert counts == job_stats(r.output)
+    methods = yaml.safe_load((work / "params.yaml").read_text())["methods"]
+    assert counts["train"] == 3 * len(methods)
+    missing = _run([sys.executable, "-m", "ddm.plan", "--directory", str(work), "--configfile", "runs/none.yaml"],
+                   work, 300, {"PYTHONPATH": str(REPO)})
+    assert missing.returncode == 2 and "--configfile runs/none.yaml: no such file" in missing.output
+
+
 @pytest.fixture(scope="module")
 def paper_rows(tmp_path_factory):
     work = make_workdir(tmp_path_factory.mktemp("paper"), extra=("slurm",))
