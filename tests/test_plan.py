@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from conftest import REPO, _run, dry_run_jobs, make_workdir, run_snakemake
-from ddm.resources import THROUGHPUT
+from ddm.plan import load_table
 
 SWITCHES = ("ablations=True", "solver_study=True", "long_nfe=True")
 
@@ -139,7 +139,7 @@ def test_cpu_estimates_within_a_factor_2_of_an_embedded_jobs_cost(tmp_path):
     measured = _cpu_seconds(work)
     rows = {row["rule"]: row for row in run_plan(work, "--device", "cpu")}
     assert all(rows[rule]["jobs"] == 1 for rule in ("train", "sample", "evaluate")), rows
-    bookkeeping = yaml.safe_load(THROUGHPUT.read_text())["devices"]["cpu"]["snakemake_job_s"]
+    bookkeeping = load_table()["devices"]["cpu"]["snakemake_job_s"]
     ratios = {rule: measured[rule] / (rows[rule]["seconds"][0] - bookkeeping) for rule in ("train", "sample", "evaluate")}
     off = {rule: round(x, 2) for rule, x in ratios.items() if not 0.5 <= x <= 2.0}
     assert not off, f"measured CPU / estimated job time outside [0.5, 2]: {off} (all: {ratios}, cpu: {measured})"
