@@ -10,6 +10,7 @@
     ddm report     --metrics reports/metrics.json --out reports/tables.tex [--claims reports/claims.tex]
     ddm report-pdf --template reports/report.tex.j2 --tables ... --metrics ... --out reports/report.pdf
     ddm figures / grid / fig3 / fig3-plot                            FID-vs-NFE, sample grids, Fig. 3
+    ddm compare    RUN_A RUN_B                                      two runs' cells and verdicts (exit 1: moved)
     ddm prepare-task / train-autoencoder / train-task / sample-task / evaluate-task / task-figure
                    the conditioned tasks of Tables 2 and 3 (`conditioned: true`; docs/conditioned.md)
 
@@ -306,6 +307,15 @@ def cmd_fig3_plot(args) -> None:
         fig3_plot(Path(args.curves), Path(args.out))
 
 
+def cmd_compare(args) -> int:
+    from ddm.compare import compare, format_comparison, load_run, to_json
+
+    c = compare(load_run(args.run_a), load_run(args.run_b), tolerance=args.tolerance,
+                shift_tolerance=args.shift_tolerance, rel_tolerance=args.rel_tolerance)
+    print(to_json(c) if args.json else format_comparison(c, Path(args.run_a).name or "A", Path(args.run_b).name or "B"))
+    return 1 if c.flagged else 0
+
+
 def cmd_fig3(args) -> None:
     from ddm.experiment import load_model
     from ddm.generate import x0_mse_curve
@@ -388,7 +398,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add(sub, "fig3-plot", cmd_fig3_plot, "plot of the Fig. 3 curves", "curves", "out")
     s = _add(sub, "convergence-plot", cmd_convergence_plot, "plot of FID against training step", "out")
     s.add_argument("--inputs", nargs="+", required=True)
+    _add_compare(sub)
     return p
+
+
+def _add_compare(sub) -> None:
+    from ddm import compare
+
+    s = _add(sub, "compare", cmd_compare, "two runs' table cells side by side and every verdict that changed "
+             "(exit 1 when a cell moves beyond its tolerance or a verdict flips)")
+    s.add_argument("run_a", help="a run's folder (its reports/metrics.json) or a metrics.json file")
+    s.add_argument("run_b", help="the run to hold against it")
+    real = {"type": float}
+    s.add_argument("--tolerance", default=compare.TOLERANCE, **real, help="a cell may move this many stds "
+                   f"(default {compare.TOLERANCE:g})")
+    s.add_argument("--shift-tolerance", default=compare.SHIFT_TOLERANCE, **real, help="the mean move of all cells "
+                   f"may be this many stds (default {compare.SHIFT_TOLERANCE:g})")
+    s.add_argument("--rel-tolerance", default=compare.REL_TOLERANCE, **real, help="a cell without a std may move "
+                   f"this fraction (default {compare.REL_TOLERANCE:g})")
+    s.add_argument("--json", action="store_true", help="print the comparison as JSON")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -399,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _set_threads()
         load_plugins(args.params)  # params.yaml's plug-ins (ddm.plugins), also for a subcommand that reads no params
-        args.fn(args)
+        code = args.fn(args) or 0  # a command that judges (compare) returns its verdict as the exit code
         log.info("ddm %s done: %.1f s CPU", args.command, _cpu_seconds())
     except Exception as e:
         code = _exit_code(e)
@@ -410,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         for line in _message(e, getattr(args, "params", None)):
             print(f"ddm {args.command}: {line}", file=sys.stderr)
         return code
-    return 0
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover

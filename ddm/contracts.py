@@ -53,7 +53,7 @@ _SOLVER_TABLE = _obj({"rows": _list(STR), "labels": _map(STR),
                       "columns": _map(_obj({"best": {}, "marker": {}}))})
 _DATASET = _obj({"extractor": STR, "reference": STR, "results": _map(_map(_RESULT)), "table1": _map({"type": "object"})},
                 {"solver_table": _SOLVER_TABLE,  # ddm.plateau: method -> verdict and its checks
-                 "plateau": _map(_obj({"verdict": {"enum": ["converged", "not converged", "not checked"]},
+                 "plateau": _map(_obj({"verdict": {"enum": ["converged", "not converged", "borderline", "not checked"]},
                                        "checks": _list({"type": "object"})}))})
 
 #: kind -> JSON Schema of that JSON product.

@@ -39,12 +39,15 @@ FID = {
 FIG3 = {"ddpm": [0.5, 0.3, 0.0], "ddpm_x0": [0.3, 0.2, 0.0], "ddm": [0.2, 0.1, 0.0]}
 #: Tables 2 and 3: task -> method -> NFE -> values (higher is better for PSNR only).
 TASKS = {
-    "saliency": {"ddm": {5: [0.05, 0.051], 10: [0.05, 0.049], 20: [0.0495], 100: [0.0498]},
-                 "ddpm": {5: [0.4, 0.41], 10: [0.38, 0.37], 20: [0.3], 100: [0.2]}},
-    "super_resolution": {"ddm": {5: [27.0, 27.1], 10: [27.5, 27.4], 20: [27.4], 100: [27.6]},
-                         "ddpm": {5: [9.0, 9.1], 10: [12.0, 12.1], 20: [13.0], 100: [15.0]}},
-    "inpainting": {"ddm": {5: [6.0, 6.1], 10: [5.5, 5.6], 20: [5.4], 100: [5.3]},
-                   "ddpm": {5: [110.0, 112.0], 10: [95.0, 96.0], 20: [90.0], 100: [64.0]}},
+    "saliency": {"ddm": {5: [0.05, 0.051], 10: [0.05, 0.049, 0.0495], 20: [0.0495, 0.0497, 0.0493],
+                         100: [0.0498, 0.0496, 0.05]},
+                 "ddpm": {5: [0.4, 0.41], 10: [0.38, 0.37, 0.375], 20: [0.3, 0.31, 0.29], 100: [0.2, 0.21, 0.19]}},
+    "super_resolution": {"ddm": {5: [27.0, 27.1], 10: [27.5, 27.4, 27.45], 20: [27.4, 27.5, 27.45],
+                                 100: [27.6, 27.5, 27.55]},
+                         "ddpm": {5: [9.0, 9.1], 10: [12.0, 12.1, 12.05], 20: [13.0, 13.1, 12.9],
+                                  100: [15.0, 15.1, 14.9]}},
+    "inpainting": {"ddm": {5: [6.0, 6.1], 10: [5.5, 5.6, 5.55], 20: [5.4, 5.5, 5.45], 100: [5.4, 5.5, 5.45]},
+                   "ddpm": {5: [110.0, 112.0], 10: [95.0, 96.0, 95.5], 20: [90.0, 91.0, 90.5], 100: [64.0, 65.0, 64.5]}},
 }
 HIGHER_IS_BETTER = {"saliency": False, "super_resolution": True, "inpainting": False}
 METRIC = {"saliency": "mae", "super_resolution": "psnr", "inpainting": "fid"}
@@ -123,7 +126,7 @@ CASES = {
     "table2-beats-ddpm": (lambda: make_metrics(tasks=_swap_task(TASKS, "super_resolution", 5)),
                           lambda: make_metrics(tasks=None)),
     "table3-flat": (lambda: make_metrics(tasks={**TASKS, "inpainting": {**TASKS["inpainting"], "ddpm": {
-                        n: [100.0, 100.5][:len(v)] for n, v in TASKS["inpainting"]["ddpm"].items()}}}),
+                        n: [100.0, 100.5, 100.2][:len(v)] for n, v in TASKS["inpainting"]["ddpm"].items()}}}),
                     lambda: make_metrics(tasks=None)),
 }
 
@@ -201,9 +204,66 @@ def test_close_states_unequal_counts_and_the_ratio():
 
 def test_thresholds_are_stated_in_the_criteria():
     text = {r["id"]: r["criterion"] for r in verdicts(make_metrics())}
-    assert f"$p < {claims.ALPHA:g}$" in text["table1-few-step"]
+    lo, hi = claims.P_BAND
+    assert f"$p < {lo:g}$" in text["table1-few-step"] and f"{lo:g} \\leq p < {hi:g}" in text["table1-few-step"]
     assert f"{claims.FLAT_REL:.0%}".replace("%", r"\%") in text["table3-flat"]
-    assert f"$p \\geq {claims.ALPHA:g}$" in text["table5-defaults"]
+    assert f"$p < {claims.ALPHA:g}$" in text["table3-flat"] and "equivalence test" in text["table3-flat"]
+    assert f"$p \\geq {hi:g}$" in text["table5-defaults"]
+    for claim in ("table1-few-step", "table1-close-to-long", "table4-constant", "table5-defaults", "fig3-x0-mse",
+                  "table2-beats-ddpm", "table3-flat"):
+        assert "borderline" in text[claim].lower(), claim  # every criterion states its margin
+
+
+# --------------------------------------------------------------------------- margins and Table 3's tests
+def test_borderline_wins_over_missing_and_loses_to_false():
+    assert claims.verdict([True, claims.BORDERLINE, None]) == claims.BORDERLINE
+    assert claims.verdict([claims.BORDERLINE, False]) == NOT_REPRODUCED
+    assert claims.verdict([True, claims.BORDERLINE]) == claims.BORDERLINE
+
+
+def test_a_p_value_inside_the_band_is_borderline():
+    """Table 1's marker p: below P_BAND reproduced, inside it borderline, above it not reproduced."""
+    near = {**FID, "ddpm": {**FID["ddpm"], 20: [8.5, 8.9, 8.3]}}  # DDM 8.0 +- 0.1 against a noisy second best (p 0.07)
+    p = make_metrics(fid=near)["datasets"]["digits"]["table1"]["20"]["p"]
+    assert claims.P_BAND[0] <= p < claims.P_BAND[1], p
+    assert _verdict(make_metrics(fid=near), "table1-few-step")["verdict"] == claims.BORDERLINE
+
+
+def test_a_hair_between_two_means_is_borderline():
+    """Two means closer than CPU_REL: the ordering is within one CPU's numerics (Tables 2, 4; close ratio)."""
+    tasks = {**TASKS, "saliency": {**TASKS["saliency"], "ddpm": {**TASKS["saliency"]["ddpm"], 5: [0.0506, 0.0507]}}}
+    assert _verdict(make_metrics(tasks=tasks), "table2-beats-ddpm")["verdict"] == claims.BORDERLINE
+    fid = {**FID, "ht_linear": {10: [10.1, 10.3, 9.9], 50: [8.0, 8.1, 7.9]}}
+    assert _verdict(make_metrics(fid=fid), "table4-constant")["verdict"] == claims.BORDERLINE
+    ratio = claims.CLOSE_RATIO * (1 + claims.CPU_REL)  # just above the threshold, inside its margin
+    fid = {**FID, "ddm": {**FID["ddm"], 1000: [v / ratio for v in FID["ddm"][10]]}}
+    assert _verdict(make_metrics(fid=fid), "table1-close-to-long")["verdict"] == claims.BORDERLINE
+
+
+def _ddm_column(tasks: dict, task: str, by_nfe: dict) -> dict:
+    return {**tasks, task: {**tasks[task], "ddm": {**tasks[task]["ddm"], **by_nfe}}}
+
+
+def test_table3_flips_when_the_ddm_column_slopes():
+    """A DDM column that falls by 20 % over Table 3's NFEs is not flat: shown apart, not reproduced."""
+    sloped = _ddm_column(TASKS, "inpainting", {20: [5.0, 5.05, 4.95], 100: [4.4, 4.45, 4.35]})
+    row = _verdict(make_metrics(tasks=sloped), "table3-flat")
+    assert row["verdict"] == NOT_REPRODUCED, row["evidence"]
+    assert row["conditions"] == [True, True, False]
+    assert "NFE 100: equal p = " in row["evidence"] and "apart p = " in row["evidence"]
+
+
+def test_table3_noise_that_shows_nothing_is_borderline():
+    """A DDM column whose sets are too noisy to show equality within FLAT_REL, or a difference beyond it."""
+    noisy = _ddm_column(TASKS, "inpainting", {20: [5.0, 6.1, 5.5], 100: [5.1, 6.0, 5.4]})
+    row = _verdict(make_metrics(tasks=noisy), "table3-flat")
+    assert row["verdict"] == claims.BORDERLINE, row["evidence"]
+
+
+def test_table3_needs_two_sample_sets_per_column():
+    one = {t: {m: {n: v[:1] for n, v in by.items()} for m, by in ms.items()} for t, ms in TASKS.items()}
+    row = _verdict(make_metrics(tasks=one), "table3-flat")
+    assert row["verdict"] == NOT_TESTED and "table3.repeats" in row["evidence"]
 
 
 # --------------------------------------------------------------------------- claims.tex
@@ -217,7 +277,7 @@ def test_rendered_claims_contain_each_row_and_are_stable():
     for r in verdicts(metrics):
         assert r["claim"] in tex and r["criterion"] in tex and r["evidence"] in tex
     assert r"\textbf{not reproduced}" in tex and r"\textit{not tested in this run}" in tex
-    assert "5 reproduced, 1 not\nreproduced, 1 not tested" in tex
+    assert "5 reproduced, 1 not\nreproduced, 0 borderline, 1 not tested" in tex
 
 
 def test_ddm_report_writes_claims_tex(tmp_path):

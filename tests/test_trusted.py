@@ -17,7 +17,7 @@ from ddm.validation import load_params
 from ddm.io import save_json
 from ddm.kid import RowSample, kid
 from ddm.metrics import feature_statistics, frechet_distance
-from ddm.plateau import CONVERGED, NOT_CHECKED, NOT_CONVERGED, plateau_check
+from ddm.plateau import BORDERLINE, CONVERGED, NOT_CHECKED, NOT_CONVERGED, plateau_check
 from ddm.replicates import check_method, replicate_name, split_replicate
 from ddm.report.collect import add_plateau, collect
 from ddm.report.tables import render_tables
@@ -192,20 +192,34 @@ def test_the_plateau_check_flags_a_model_whose_fid_still_falls():
     assert found["sde"]["verdict"] == NOT_CHECKED
 
 
+def test_a_difference_within_the_margin_of_the_std_is_borderline():
+    """diff against std on a knife edge (the converged run's SDE: 6.587 against 6.579) is neither verdict."""
+    results = {m: {"2": {"values": SETS[m], "mean": float(np.mean(SETS[m])), "std": float(np.std(SETS[m], ddof=1)),
+                         "n": 3}} for m in SETS}
+    std = results["sde"]["2"]["std"]  # 0.5; the margin is 2 x CPU_REL of it, 0.03
+    found = plateau_check([_convergence("sde", [40.0, 30.0, 30.0 + std * 1.01]),
+                           _convergence("ddpm", [40.0, 20.0, 20.0 + 0.2 * 0.9])], results)
+    assert found["sde"]["verdict"] == BORDERLINE and found["sde"]["checks"][0]["margin"] == pytest.approx(0.03)
+    assert found["ddpm"]["verdict"] == CONVERGED  # 10 % below its std: outside the margin
+
+
 def test_a_model_that_is_not_converged_is_named_in_the_caption(params, tmp_path):
     paths = _write(tmp_path, _replicate_rows())
     metrics = collect(paths, params)
     conv = []
-    for m, fids in (("ddm", [50.0, 10.0, 10.01]), ("ddpm", [60.0, 30.0, 21.0])):
+    for m, fids in (("ddm", [50.0, 10.0, 10.01]), ("ddpm", [60.0, 30.0, 21.0]), ("sde", [40.0, 30.0, 30.5])):
         p = tmp_path / f"conv-{m}.json"
         save_json(_convergence(m, fids), p)
         conv.append(p)
     add_plateau(metrics, conv)
     plateau = metrics["datasets"]["digits"]["plateau"]
-    assert [plateau[m]["verdict"] for m in ("ddm", "ddpm", "sde")] == [CONVERGED, NOT_CONVERGED, NOT_CHECKED]
+    assert [plateau[m]["verdict"] for m in ("ddm", "ddpm", "sde")] == [CONVERGED, NOT_CONVERGED, BORDERLINE]
     tex = render_tables(metrics)
     assert "Not converged (the FIDs of its last two checkpoints differ by more than the sample-set std): DDPM (" in tex
-    assert "Plateau not checked (no convergence record): SDE (" in tex
+    assert r"Borderline (that difference within 6\% of the std): SDE (" in tex
+    del metrics["datasets"]["digits"]["plateau"]["sde"]
+    add_plateau(metrics, conv[:2])
+    assert "Plateau not checked (no convergence record): SDE (" in render_tables(metrics)
 
 
 # -- through the real graph: the shared tiny run, then replicates: 2 ---------------------------------

@@ -17,6 +17,7 @@ from typing import Mapping
 from ddm.report.labels import DATASET_LABELS, latex_escape, method_label
 from ddm.report.provenance import provenance_text
 from ddm.resources import PUBLISHED_CSV, TABLES_TEMPLATE
+from ddm.stats import CPU_REL
 
 __all__ = ["render_tables", "nonfinite_cells", "check_published_csv", "format_params", "TASK_COLUMNS",
            "REFERENCE_LABELS"]
@@ -115,12 +116,16 @@ def _run_caption(metrics: Mapping, d: Mapping, methods: list[str]) -> dict:
                  for n in sorted(res[m], key=int)[:1] if (res[m][n].get("sample_sets") or {}).get("std") is not None]
         spread = ("Std over the sample sets of one network (the first NFE): " + ", ".join(parts) + ".") if parts else ""
     plateau = d.get("plateau") or {}
-    stale = [method_label(m, metrics) for m in methods if plateau.get(m, {}).get("verdict") == "not converged"]
-    unchecked = [method_label(m, metrics) for m in methods if plateau.get(m, {}).get("verdict") == "not checked"]
+    def having(v: str) -> list[str]:
+        return [method_label(m, metrics) for m in methods if plateau.get(m, {}).get("verdict") == v]
+
+    stale, edge, unchecked = having("not converged"), having("borderline"), having("not checked")
     verdict = ""
     if plateau:
         verdict = (f"Not converged (the FIDs of its last two checkpoints differ by more than the sample-set std): "
-                   f"{', '.join(stale)}." if stale else "" if unchecked else "Every network is on its plateau.")
+                   f"{', '.join(stale)}." if stale else "" if unchecked or edge else "Every network is on its plateau.")
+        verdict += (f" Borderline (that difference within {2 * CPU_REL:.0%} of the std): "
+                    f"{', '.join(edge)}.").replace("%", r"\%") if edge else ""
         verdict += f" Plateau not checked (no convergence record): {', '.join(unchecked)}." if unchecked else ""
     return {"text": text, "unit": unit, "spread": spread, "plateau": verdict.strip()}
 
