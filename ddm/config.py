@@ -20,7 +20,8 @@ from ddm import snapshot
 from ddm.replicates import check_replicate, replicate_seed, split_replicate
 from ddm.yamlio import ConfigError
 
-__all__ = ["ConfigError", "dataset_names", "all_methods", "resolve", "resolved_hash", "model_of", "check_fit",
+__all__ = ["ConfigError", "dataset_names", "all_methods", "resolve", "resolved_hash", "model_of", "training_twins",
+           "check_fit",
            "method_path", "METHOD_DEFAULTS", "SAMPLING_KEYS", "REPORT_KEYS", "DATASET_CHANNELS", "TASKS", "TASK_ONLY",
            "TASK_HASH_KEYS", "LATENT_DEFAULTS", "conditioned_block", "task_names", "task_sets", "resolve_task",
            "inpainting_dataset", "latent_factor", "task_hash"]
@@ -106,9 +107,36 @@ def all_methods(params: Mapping) -> dict[str, dict]:
 
 
 def model_of(params: Mapping, method: str) -> str:
-    """The method whose trained network ``method`` uses (itself, unless a solver variant)."""
+    """The method whose trained network ``method`` uses: a solver variant's ``model``; a method whose
+    training is another's (:func:`training_twins`) that method; else itself."""
     entry = params["solver_methods"].get(method)
-    return entry["model"] if entry else method
+    if entry:
+        return entry["model"]
+    return training_twins(params).get(method, method)
+
+
+_TWINS: dict[str, dict[str, str]] = {}
+
+
+def training_twins(params: Mapping) -> dict[str, str]:
+    """method -> the earlier method it trains the same network as: the same :func:`resolved_hash`
+    (data, network, training, method; seed included) on every dataset of the preset. Earlier: Table
+    1's methods first, then the ablations, in params.yaml's order. Table 4's ``h_t = c`` row and
+    Table 1's DDM with ``ht: constant`` are one network: it is trained once, and both rows sample it
+    (each with its own sampling options). Replicates (``ddm-s1``) are never twins: their seeds differ."""
+    key = json.dumps(params, sort_keys=True, default=str)
+    if key not in _TWINS:
+        owners: dict[tuple, str] = {}
+        twins = {}
+        for method in [*params["methods"], *params["ablation_methods"]]:
+            sig = tuple(resolved_hash(_resolve_method(params, ds, method)) for ds in dataset_names(params))
+            if sig in owners:
+                twins[method] = owners[sig]
+            else:
+                owners[sig] = method
+        _TWINS.clear()  # one params at a time (a Snakefile, a job): no growth
+        _TWINS[key] = twins
+    return _TWINS[key]
 
 
 def resolve(params: Mapping, dataset: str, method: str) -> dict:
@@ -133,19 +161,26 @@ def resolve(params: Mapping, dataset: str, method: str) -> dict:
         cfg["sampling"].update({k: v for k, v in variant.items() if k in SAMPLING_KEYS})
         check_fit(params, method, cfg)
         return cfg
-    block = preset[dataset]
-    cfg = {
+    cfg = _resolve_method(params, dataset, method)
+    # keep the EMA weights of every checkpoint in the model file (the convergence figure), also for a
+    # twin's convergence record (it reads this network: model_of)
+    listed = preset[dataset].get("convergence", {}).get("methods", [])
+    cfg["snapshots"] = any(m == method or model_of(params, m) == method for m in listed)
+    check_fit(params, method, cfg)
+    return cfg
+
+
+def _resolve_method(params: Mapping, dataset: str, method: str) -> dict:
+    """:func:`resolve` of a Table 1 or ablation method, before its ``snapshots`` flag and fit check."""
+    block = params["presets"][params["preset"]][dataset]
+    return {
         "dataset": dataset,
         "channels": DATASET_CHANNELS[dataset],
         "resolution": block["resolution"],
         "model": copy.deepcopy(block["model"]),
         "train": {**copy.deepcopy(block["train"]), "seed": params["seed"]},
-        **_method_parts(params, methods[method], block["method_overrides"].get(method, {})),
-        # keep the EMA weights of every checkpoint in the model file (the convergence figure)
-        "snapshots": method in block.get("convergence", {}).get("methods", []),
+        **_method_parts(params, all_methods(params)[method], block["method_overrides"].get(method, {})),
     }
-    check_fit(params, method, cfg)
-    return cfg
 
 
 def _method_parts(params: Mapping, entry: Mapping, override: Mapping) -> dict:

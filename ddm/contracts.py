@@ -62,7 +62,7 @@ SCHEMAS: dict[str, dict] = {
     "evaluation": _obj({"dataset": STR, "method": STR, "nfe": INT, "repeat": INT, "fid": NUM, "num_samples": INT,
                         "extractor": STR, "reference": STR}, {"kid": NUM}),
     "metrics": _obj({"preset": STR, "ht": STR, "table1_methods": _list(STR), "datasets": _map(_DATASET)},
-                    {"method_labels": _map(STR),
+                    {"method_labels": _map(STR), "shared_networks": _map(STR),
                      "ablation_rows": _obj({}, {"table4": _list(_obj(_ROW)), "table5": _list(_obj({**_ROW, "group": STR}))}),
                      "conditioned": _obj({"methods": _list(STR), "labels": _map(STR), "table2_nfe": _list(INT),
                                           "table3_nfe": _list(INT), "tasks": _TASKS})}),

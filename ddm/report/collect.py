@@ -14,7 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Mapping
 
-from ddm.config import all_methods, model_of
+from ddm.config import all_methods, model_of, training_twins
 from ddm.registry import GRIDS, SAMPLERS
 from ddm.replicates import replicate_count, replicated_methods, split_replicate
 from ddm.report.labels import latex_escape
@@ -190,6 +190,10 @@ def collect(paths: Iterable[Path] | pd.DataFrame, params: Mapping, model_params:
            "train_steps": {ds: preset[ds]["train"]["steps"] for ds in sorted(preset)}}
     out = {"preset": params["preset"], "ht": params["ht"], "table1_methods": list(params["methods"]), "run": run,
            "ablation_rows": table_rows(params), "datasets": {}}
+    measured = set(records["base"])
+    shared = {m: owner for m, owner in training_twins(params).items() if m in measured}
+    if shared:  # rows that sample another row's network (the same training: trained once; ddm.config)
+        out["shared_networks"] = shared
     own = {m: e["label"] for m, e in params["methods"].items() if e.get("label")}
     if own:
         out["method_labels"] = own

@@ -210,7 +210,7 @@ def render_tables(metrics: Mapping, published_csv: Path = PUBLISHED_CSV) -> str:
             "run": _run_caption(metrics, d, t1_methods),
             "extractor": latex_escape(d["extractor"]), "reference": latex_escape(d["reference"]),
             "samplers": "; ".join(d.get("samplers", {}).values()),
-            "table4": t4, "t4_nfes": t4_nfes, "table5": t5,
+            "table4": t4, "t4_nfes": t4_nfes, "table5": t5, "shared_note": shared_note(metrics),
         })
     cond = metrics.get("conditioned")
     return _env().get_template(TABLES_TEMPLATE.name).render(
@@ -225,12 +225,26 @@ def _ablation_tables(metrics: Mapping, res: Mapping) -> tuple[list[dict], list[i
     rows = metrics.get("ablation_rows", {})
     t4_rows = [r for r in rows.get("table4", []) if r["method"] in res]
     t4_nfes = sorted({n for r in t4_rows for n in _nfes(res, r["method"])})
-    t4 = [{"label": r["label"], "cells": [_cell(res[r["method"]].get(str(n))) for n in t4_nfes]} for r in t4_rows]
+    shared = metrics.get("shared_networks", {})
+    dagger = {m: r"$^\dagger$" if m in shared else "" for m in res}
+    t4 = [{"label": r["label"] + dagger[r["method"]], "cells": [_cell(res[r["method"]].get(str(n))) for n in t4_nfes]}
+          for r in t4_rows]
     t5_rows = rows.get("table5", [])
     measured = any(r["method"] in res for r in t5_rows if r["method"] not in metrics["table1_methods"])
-    t5 = [{"group": r["group"], "label": r["label"], "cell": _cell(res[r["method"]].get("10")) if r["method"] in res
-           else "--"} for r in t5_rows] if measured else []
+    t5 = [{"group": r["group"], "label": r["label"] + dagger.get(r["method"], ""),
+           "cell": _cell(res[r["method"]].get("10")) if r["method"] in res else "--"} for r in t5_rows] if measured else []
     return t4, t4_nfes, t5
+
+
+def shared_note(metrics: Mapping) -> str:
+    """The captions' note on rows that sample another row's network (``shared_networks``: the same
+    training config, trained once; ``ddm.config.training_twins``)."""
+    shared = metrics.get("shared_networks", {})
+    if not shared:
+        return ""
+    pairs = "; ".join(f"{latex_escape(m)}: {method_label(owner, metrics)}" for m, owner in sorted(shared.items()))
+    return (r" $^\dagger$: the network of another row, whose training config is the same, trained once and "
+            f"sampled for both rows ({pairs}).")
 
 
 # -- conditioned generation (Tables 2 and 3) ------------------------------------------------

@@ -96,7 +96,7 @@ rule fig3:
 
 rule convergence:
     input:
-        model="results/models/{dataset}/{method}.pt",
+        model=model_file,  # a twin's record reads its owner's network (ddm.config.training_twins)
         reference="results/fid/{dataset}/reference.npz",
         extractor="results/fid/{dataset}/extractor.json",
     output:
