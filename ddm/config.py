@@ -21,6 +21,7 @@ from ddm.replicates import check_replicate, replicate_seed, split_replicate
 from ddm.yamlio import ConfigError
 
 __all__ = ["ConfigError", "dataset_names", "all_methods", "resolve", "resolved_hash", "model_of", "training_twins",
+           "convergence_methods",
            "check_fit",
            "method_path", "METHOD_DEFAULTS", "SAMPLING_KEYS", "REPORT_KEYS", "DATASET_CHANNELS", "TASKS", "TASK_ONLY",
            "TASK_HASH_KEYS", "LATENT_DEFAULTS", "conditioned_block", "task_names", "task_sets", "resolve_task",
@@ -164,10 +165,21 @@ def resolve(params: Mapping, dataset: str, method: str) -> dict:
     cfg = _resolve_method(params, dataset, method)
     # keep the EMA weights of every checkpoint in the model file (the convergence figure), also for a
     # twin's convergence record (it reads this network: model_of)
-    listed = preset[dataset].get("convergence", {}).get("methods", [])
-    cfg["snapshots"] = any(m == method or model_of(params, m) == method for m in listed)
+    cfg["snapshots"] = any(m == method or model_of(params, m) == method for m in convergence_methods(params, dataset))
     check_fit(params, method, cfg)
     return cfg
+
+
+def convergence_methods(params: Mapping, dataset: str) -> list[str]:
+    """The networks of ``dataset`` with a convergence record (FID against training step, from every
+    kept checkpoint: the plateau check's input, ddm.plateau): the preset's ``convergence: methods``
+    and, with ``convergence: {ablations: true}`` and ``ablations`` on, every ablation network
+    (Tables 4-5, Fig. 3) that trains its own network (a twin's is its owner's, :func:`training_twins`)."""
+    conv = params["presets"][params["preset"]][dataset].get("convergence") or {}
+    out = list(conv.get("methods", []))
+    if conv.get("ablations") and params.get("ablations"):
+        out += [m for m in params["ablation_methods"] if m not in out and model_of(params, m) == m]
+    return out
 
 
 def _resolve_method(params: Mapping, dataset: str, method: str) -> dict:

@@ -358,12 +358,12 @@ def test_published_csv_missing(metrics, tmp_path):
 ABLATION_FID = {m: {10: [11.0 + i], 50: [5.0 + i / 3]} for i, m in enumerate(
     ["ht_constant", "ht_linear", "ht_quadratic", "ht_exp", "ht_sin", "w_unit", "w_exp", "arch_conv", "loss_l1"])}
 #: Tables 4 and 5 as the name-based report wrote them (before roles): the rows must not change.
-TABLE4_GOLDEN = r"""\caption{Choices of $\mathbf{h}_t$ on Digits (8$\times$8) (Table 4): FID$\downarrow$.\ddmprovenance}
+TABLE4_GOLDEN = r"""\caption{Choices of $\mathbf{h}_t$ on Digits (8$\times$8) (Table 4): FID$\downarrow$. $^\dagger$: the same training config as another row's, so one network, trained once and sampled for both rows ($\mathbf{c}$: the network of DDM (ours)).\ddmprovenance}
 \begin{tabular}{lrr}
 \hline
 $\mathbf{h}_t$ $\backslash$ NFE & 10 & 50 \\
 \hline
-$\mathbf{c}$ & 11.00 & 5.00 \\
+$\mathbf{c}$$^\dagger$ & 11.00 & 5.00 \\
 $\mathbf{a}t + \mathbf{c}$ & 12.00 & 5.33 \\
 $\mathbf{a}t^2 + \mathbf{b}t + \mathbf{c}$ & 13.00 & 5.67 \\
 $e^{\mathbf{a}t} + \mathbf{c}$ & 14.00 & 6.00 \\
@@ -638,9 +638,11 @@ def test_report_pages_from_figure_names():
     from ddm.report.pdf import ReportError, report_pages
 
     pages = report_pages(["f/fid_vs_nfe_digits.png", "f/samples_digits_ddm_x_nfe20.png", "f/samples_digits_ddm_x_nfe3.png",
-                          "f/fig3_digits.png", "f/samples_digits_ddpm_nfe3.png"])
+                          "f/fig3_digits.png", "f/samples_digits_ddpm_nfe3.png", "f/samples_digits_ddpm-s2_nfe3.png"])
     assert [p["files"] for p in pages] == [["fid_vs_nfe_digits.png"], ["samples_digits_ddm_x_nfe3.png", "samples_digits_ddm_x_nfe20.png"],
-                                           ["samples_digits_ddpm_nfe3.png"], ["fig3_digits.png"]]
+                                           ["samples_digits_ddpm_nfe3.png"], ["samples_digits_ddpm-s2_nfe3.png"],
+                                           ["fig3_digits.png"]]
+    assert "Samples of DDPM (VP-SDE, EM), network 2 on" in pages[3]["caption"]  # a grid per training seed
     assert r"ddm\_x on Digits (8$\times$8) at NFE 3, 20" in pages[1]["caption"]
     assert report_pages(["f/convergence_digits.png", "f/new_plot.png"]) == [
         {"files": ["convergence_digits.png"], "caption": "FID against training step on Digits (8$\\times$8)."},

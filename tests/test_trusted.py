@@ -99,6 +99,16 @@ def test_table1_is_over_the_k_networks_and_keeps_the_sample_set_std(params, tmp_
     tex = render_tables(metrics)
     assert "3 independently trained networks (training seeds)" in tex
     assert "Std over the sample sets of one network" in tex
+    # the values behind each mean: one row per network, so the seed that moves a mean is named
+    assert "The networks behind each mean $\\pm$ std over training seeds" in tex
+    for m, label in (("ddm", "DDM (ours)"), ("sde", "SDE (VE-SDE, EM)")):
+        for k, v in enumerate(SEEDS[m]):
+            assert f"{label}, network {k} & {v:.2f}" in tex
+
+
+def test_one_seed_has_no_table_of_networks(tmp_path, params):
+    metrics = collect(_write(tmp_path, [(m, 2, r, v, None, 20) for m in SETS for r, v in enumerate(SETS[m])]), params)
+    assert "The networks behind each mean" not in render_tables(metrics)
 
 
 def test_one_seed_says_so_and_is_the_run_without_replicates(tmp_path):
@@ -279,6 +289,17 @@ def test_the_converged_overlay_plans_k_seeds_a_plateau_check_and_pixel_space_sr(
     trained = sorted(w["method"] for rule, w in jobs if rule == "train")
     assert trained == sorted(f"{m}{s}" for m in ("ddm", "ddpm", "sde") for s in ("", "-s1", "-s2"))
     assert sorted(w["method"] for rule, w in jobs if rule == "convergence") == ["ddm", "ddpm", "sde"]
+    # with the ablations: every network of Tables 4-5 and Fig. 3 is plateau-checked too (the twin h_t = c
+    # is Table 1's DDM, checked as such), each with 3 sample sets at the check's NFE for its std
+    r = run_snakemake(work, "-n", "--cores", "2", "all", "--configfile", "runs/converged.yaml", "--config", "ablations=True")
+    assert r.returncode == 0, r.stderr[-3000:]
+    jobs = dry_run_jobs(r.stdout)
+    checked = sorted(w["method"] for rule, w in jobs if rule == "convergence")
+    ablations = ["arch_conv", "ddpm_x0", "ht_exp", "ht_linear", "ht_quadratic", "ht_sin", "loss_l1", "w_exp", "w_unit"]
+    assert checked == sorted(["ddm", "ddpm", "sde", *ablations])
+    sets = {(w["method"], w["repeat"]) for rule, w in jobs if rule in ("sample", "sample_shard") and w["nfe"] == "10"}
+    assert all((m, str(r)) in sets for m in ablations for r in range(3)), sorted(sets)
+    assert "ht_constant" not in {w["method"] for rule, w in jobs if rule == "train"}
     assert not [w for rule, w in jobs if rule == "train_autoencoder"]
     assert ("train_autoencoder", {"task": "super_resolution"}) in dry_run_jobs(
         run_snakemake(make_workdir(tmp_path / "tiny"), "-n", "--cores", "2", "all").stdout)

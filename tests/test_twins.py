@@ -64,7 +64,7 @@ def test_both_rows_are_filled_from_one_training(workdir_factory):
     assert res["ddm"]["2"]["values"][0] == res["ht_constant"]["2"]["values"][0]  # one network, the same seeds
     assert metrics["shared_networks"] == {"ht_constant": "ddm"}
     tex = (work / "reports/tables.tex").read_text()
-    assert r"$\mathbf{c}$$^\dagger$ &" in tex and "trained once and sampled for both rows (ht\\_constant: DDM" in tex
+    assert r"$\mathbf{c}$$^\dagger$ &" in tex and "trained once and sampled for both rows ($\\mathbf{c}$: the network of DDM" in tex
 
 
 def test_the_caption_names_the_shared_network(tmp_path):

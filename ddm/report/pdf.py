@@ -17,6 +17,7 @@ from ddm.report.figures import _pyplot
 from ddm.report.labels import DATASET_LABELS, METHOD_LABELS, latex_escape
 from ddm.report.provenance import provenance_text
 from ddm.report.tables import TASK_COLUMNS, _env
+from ddm.replicates import split_replicate
 
 __all__ = ["ReportError", "LATEX_PACKAGES", "find_latex", "no_latex_message", "report_pages", "render_report",
            "build_report_pdf"]
@@ -25,7 +26,7 @@ __all__ = ["ReportError", "LATEX_PACKAGES", "find_latex", "no_latex_message", "r
 #: Debian packages that give pdflatex and what reports/report.tex.j2 uses.
 LATEX_PACKAGES = "texlive-latex-base texlive-latex-recommended texlive-fonts-recommended"
 _FIGURE = re.compile(r"^(?:fid_vs_nfe_(?P<fid>[a-z0-9]+)|fig3_(?P<fig3>[a-z0-9]+)|convergence_(?P<conv>[a-z0-9]+)"
-                     r"|samples_(?P<ds>[a-z0-9]+)_(?P<method>[a-z][a-z0-9_]*)_nfe(?P<nfe>\d+)"
+                     r"|samples_(?P<ds>[a-z0-9]+)_(?P<method>[a-z][a-z0-9_]*(?:-s[1-9][0-9]*)?)_nfe(?P<nfe>\d+)"
                      r"|tasks_(?P<task>[a-z_]+))\.png$")
 
 
@@ -41,6 +42,12 @@ def find_latex() -> str | None:
 def no_latex_message(out: str | Path) -> str:
     return (f"{out}: no pdflatex on PATH, so the report is a one-page placeholder; to build it install "
             f"LaTeX (Debian: apt-get install {LATEX_PACKAGES}) and rerun `snakemake all`")
+
+
+def _network_label(model: str) -> str:
+    """A grid's network: its method's label, and ``network k`` for training-seed replicate k (ddm.replicates)."""
+    method, k = split_replicate(model)
+    return METHOD_LABELS.get(method, latex_escape(method)) + (f", network {k}" if k else "")
 
 
 def report_pages(figures: Iterable[str | Path]) -> list[dict]:
@@ -73,7 +80,7 @@ def report_pages(figures: Iterable[str | Path]) -> list[dict]:
             if d == ds:
                 nfes = sorted(by_nfe)
                 pages.append({"files": [by_nfe[n] for n in nfes], "caption": (
-                    f"Samples of {METHOD_LABELS.get(m, latex_escape(m))} on {name} at NFE "
+                    f"Samples of {_network_label(m)} on {name} at NFE "
                     f"{', '.join(map(str, nfes))} (left to right): the first 64 samples of sample set 0.")})
         if ds in fig3:
             pages.append({"files": [fig3[ds]], "caption": f"Fig.~3 (left) on {name}: MSE between the predicted "

@@ -16,6 +16,7 @@ from typing import Mapping
 
 from ddm.report.labels import DATASET_LABELS, latex_escape, method_label
 from ddm.report.provenance import provenance_text
+from ddm.report.seeds import seed_table
 from ddm.resources import PUBLISHED_CSV, TABLES_TEMPLATE
 from ddm.stats import CPU_REL
 
@@ -115,19 +116,25 @@ def _run_caption(metrics: Mapping, d: Mapping, methods: list[str]) -> dict:
         parts = [f"{method_label(m, metrics)} {res[m][n]['sample_sets']['std']:.3f}" for m in methods
                  for n in sorted(res[m], key=int)[:1] if (res[m][n].get("sample_sets") or {}).get("std") is not None]
         spread = ("Std over the sample sets of one network (the first NFE): " + ", ".join(parts) + ".") if parts else ""
-    plateau = d.get("plateau") or {}
+    return {"text": text, "unit": unit, "spread": spread, "plateau": plateau_text(metrics, d, methods)}
+
+
+def plateau_text(metrics: Mapping, d: Mapping, methods: list[str]) -> str:
+    """What a caption says of its rows' networks' plateau check (``ddm.plateau``); empty when none was checked."""
+    plateau = {m: p for m, p in (d.get("plateau") or {}).items() if m in methods}
+
     def having(v: str) -> list[str]:
         return [method_label(m, metrics) for m in methods if plateau.get(m, {}).get("verdict") == v]
 
+    if not plateau:
+        return ""
     stale, edge, unchecked = having("not converged"), having("borderline"), having("not checked")
-    verdict = ""
-    if plateau:
-        verdict = (f"Not converged (the FIDs of its last two checkpoints differ by more than the sample-set std): "
-                   f"{', '.join(stale)}." if stale else "" if unchecked or edge else "Every network is on its plateau.")
-        verdict += (f" Borderline (that difference within {2 * CPU_REL:.0%} of the std): "
-                    f"{', '.join(edge)}.").replace("%", r"\%") if edge else ""
-        verdict += f" Plateau not checked (no convergence record): {', '.join(unchecked)}." if unchecked else ""
-    return {"text": text, "unit": unit, "spread": spread, "plateau": verdict.strip()}
+    verdict = (f"Not converged (the FIDs of its last two checkpoints differ by more than the sample-set std): "
+               f"{', '.join(stale)}." if stale else "" if unchecked or edge else "Every network is on its plateau.")
+    verdict += (f" Borderline (that difference within {2 * CPU_REL:.0%} of the std): "
+                f"{', '.join(edge)}.").replace("%", r"\%") if edge else ""
+    verdict += f" Plateau not checked (no convergence record): {', '.join(unchecked)}." if unchecked else ""
+    return verdict.strip()
 
 
 def check_published_csv(path=None) -> Path:
@@ -210,7 +217,10 @@ def render_tables(metrics: Mapping, published_csv: Path = PUBLISHED_CSV) -> str:
             "run": _run_caption(metrics, d, t1_methods),
             "extractor": latex_escape(d["extractor"]), "reference": latex_escape(d["reference"]),
             "samplers": "; ".join(d.get("samplers", {}).values()),
-            "table4": t4, "t4_nfes": t4_nfes, "table5": t5, "shared_note": shared_note(metrics),
+            "table4": t4, "t4_nfes": t4_nfes, "table5": t5, "t4_note": shared_note(metrics, "table4"),
+            "t5_note": shared_note(metrics, "table5"),
+            "ablation_plateau": plateau_text(metrics, d, [m for m in res if m not in t1_methods]),
+            "seeds": seed_table(metrics, d),
         })
     cond = metrics.get("conditioned")
     return _env().get_template(TABLES_TEMPLATE.name).render(
@@ -236,15 +246,16 @@ def _ablation_tables(metrics: Mapping, res: Mapping) -> tuple[list[dict], list[i
     return t4, t4_nfes, t5
 
 
-def shared_note(metrics: Mapping) -> str:
-    """The captions' note on rows that sample another row's network (``shared_networks``: the same
-    training config, trained once; ``ddm.config.training_twins``)."""
+def shared_note(metrics: Mapping, table: str) -> str:
+    """Table 4's or 5's caption note on its rows that sample another row's network (``shared_networks``:
+    the same training config, trained once; ``ddm.config.training_twins``); empty when none does."""
     shared = metrics.get("shared_networks", {})
-    if not shared:
+    rows = [r for r in (metrics.get("ablation_rows") or {}).get(table, []) if r["method"] in shared]
+    if not rows:
         return ""
-    pairs = "; ".join(f"{latex_escape(m)}: {method_label(owner, metrics)}" for m, owner in sorted(shared.items()))
-    return (r" $^\dagger$: the network of another row, whose training config is the same, trained once and "
-            f"sampled for both rows ({pairs}).")
+    pairs = "; ".join(f"{r['label']}: the network of {method_label(shared[r['method']], metrics)}" for r in rows)
+    return (r" $^\dagger$: the same training config as another row's, so one network, trained once and sampled "
+            f"for both rows ({pairs}).")
 
 
 # -- conditioned generation (Tables 2 and 3) ------------------------------------------------

@@ -13,12 +13,13 @@ from pathlib import Path
 import yaml
 
 from ddm.config import ConfigError, dataset_names, model_of, resolve  # config validated in the Snakefile
+from ddm.config import convergence_methods as config_convergence_methods
 from ddm.config import TASKS, resolve_task, task_names, task_sets
 from ddm.codedeps import cached_code_digests, package_dir
 from ddm.plugins import with_code
 from ddm.io import save_text
 from ddm.yamlio import read_yaml
-from ddm.replicates import replicate_count, replicate_name, replicated_methods
+from ddm.replicates import replicate_count, replicate_name, replicated_methods, split_replicate
 from ddm.roles import fid_ablations, fig3_methods, table_rows
 from ddm.shards import set_shard_size, shard_count
 
@@ -120,6 +121,9 @@ def sample_jobs():
                 jobs += [(ds, m, n, 0) for n in b["nfe_long"]]
         for m in ABLATIONS:
             jobs += [(ds, m, n, 0) for n in b["ablation_nfe"]]
+        # an ablation network in the plateau check: the repeated sets of its cell at the check's NFEs (the std)
+        for m in [m for m in convergence_methods(ds) if m in ABLATIONS + FIG3 and m not in TABLE1]:
+            jobs += [(ds, m, n, r) for n in b["convergence"]["nfe"] for r in range(b["fid"]["repeats"])]
         if SOLVERS:  # the fair-solver table: each solver variant and the models' own samplers
             models = {model_of(config, m) for m in SOLVERS}
             jobs += [(ds, m, n, r) for m in SOLVERS + sorted(models)
@@ -140,8 +144,8 @@ def replicate_jobs(ds, b):
 
 
 def convergence_methods(dataset):
-    """Methods whose FID against training step is plotted (the preset's `convergence` block)."""
-    return PRESET[dataset].get("convergence", {}).get("methods", [])
+    """Methods whose FID against training step is recorded, plotted and plateau-checked (ddm.config)."""
+    return config_convergence_methods(config, dataset)
 
 
 def convergence_files():
@@ -211,7 +215,9 @@ def figure_files():
     files = [f"reports/figures/fid_vs_nfe_{d}.png" for d in DATASETS]
     files += task_files("tables")
     files += [f"reports/figures/convergence_{d}.png" for d in DATASETS if convergence_methods(d)]
-    files += [f"reports/figures/samples_{d}_{m}_nfe{n}.png" for d in DATASETS for m in TABLE1 for n in PRESET[d]["nfe"]]
+    # a grid per trained network: each training-seed replicate of Table 1 (network k: its sample set k)
+    networks = [replicate_name(m, k) for m in TABLE1 for k in range(replicate_count(config) if m in replicated_methods(config) else 1)]
+    files += [f"reports/figures/samples_{d}_{m}_nfe{n}.png" for d in DATASETS for m in networks for n in PRESET[d]["nfe"]]
     files += [f"reports/figures/fig3_{d}.png" for d in DATASETS] if FIG3 else []
     return files
 

@@ -92,7 +92,8 @@ rule fid_plot:
 
 rule sample_grid:
     input:
-        lambda wc: sample_set_files(wc.dataset, wc.method, wc.nfe, 0)[0],  # set 0, its first shard if sharded
+        # the network's own set (repeat 0; replicate k's: repeat k), its first shard if sharded
+        lambda wc: sample_set_files(wc.dataset, wc.method, wc.nfe, split_replicate(wc.method)[1])[0],
     output:
         report("reports/figures/samples_{dataset}_{method}_nfe{nfe}.png", caption="../report/sample_grid.rst",
                category="Figures", subcategory="Samples",
