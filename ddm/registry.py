@@ -90,10 +90,10 @@ def _choices() -> dict[str, list[str]]:
     """The fixed choices of a method entry and of a budget, each from the module whose code takes
     it: the U-Net's heads (``ddm.nets.HEAD_TYPES``), the loss types and reductions
     (``ddm.losses``), the condition encoders and fusions (``ddm.conditioning.ENCODERS``,
-    ``CONDITIONINGS``) and the training precisions (``ddm.training.PRECISIONS``)."""
+    ``CONDITIONINGS``) and the training precisions (``ddm.training.config.PRECISIONS``)."""
     from ddm.conditioning import CONDITIONINGS, ENCODERS  # codedeps: names only (what params.yaml may name)
     from ddm.nets import HEAD_TYPES  # codedeps: names only (what params.yaml may name)
-    from ddm.training import PRECISIONS  # codedeps: names only (what params.yaml may name)
+    from ddm.training.config import PRECISIONS  # codedeps: names only (what params.yaml may name)
 
     return {"head": list(HEAD_TYPES), "loss_type": list(LOSS_TYPES), "reduction": list(REDUCTIONS),
             "encoder": list(ENCODERS), "conditioning": list(CONDITIONINGS), "precision": list(PRECISIONS)}

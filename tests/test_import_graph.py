@@ -7,8 +7,8 @@
   a floor (e.g. ``ddm.catalog`` below ``ddm.registry``), or to build the pair one floor up
   (``ddm.experiment`` builds a process and its objective; ``ddm.losses`` knows ``ddm.process``,
   never the reverse);
-* no module over :data:`MAX_MODULE_LINES` lines, except ``ddm/training.py`` (the Trainer) and the
-  modules of :data:`OVER_THE_LIMIT`, which may only shrink;
+* no module over :data:`MAX_MODULE_LINES` lines, except the modules of :data:`OVER_THE_LIMIT`,
+  which may only shrink;
 * no function over :data:`MAX_FUNCTION_LINES` lines.
 """
 
@@ -25,7 +25,7 @@ MAX_MODULE_LINES = 500
 #: The longest a function of ddm/ may be (lines).
 MAX_FUNCTION_LINES = 80
 #: Modules that may be longer than MAX_MODULE_LINES for good: one class earns it.
-EXEMPT = {"ddm/training.py": "the Trainer"}
+EXEMPT: dict[str, str] = {}  # ddm/training.py left it: it is the package ddm/training/
 #: Modules over MAX_MODULE_LINES today, with their line counts as ceilings: each may only shrink,
 #: and leaves this list once it is within the limit. Issue 24 removed them all (cli.py: thin
 #: subcommands, their shared parts in cli_base.py, the conditioned tasks' in cli_tasks.py; the rest
