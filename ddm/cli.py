@@ -109,15 +109,15 @@ def cmd_train(args) -> None:
 
     params = _params(args)
     cfg = resolve(params, args.dataset, args.method)
-    from ddm.datasets import to_model_range  # torch: once params.yaml passed (a config error stays fast)
+    from ddm.datasets import ModelRangeImages  # torch: once params.yaml passed (a config error stays fast)
     from ddm.experiment import build
     from ddm.fit import train_config
 
     tcfg = train_config(cfg, f"presets/{params['preset']}/{args.dataset}/train")
     exp = build(cfg)
     images = load_images(args.data, "dataset file", "ddm prepare", channels=cfg["channels"],
-                         resolution=cfg["resolution"])
-    if _fit(args, exp, tcfg, to_model_range(images), resolved_hash(cfg)):
+                         resolution=cfg["resolution"], mmap=True)  # read per batch: no float32 copy of the set
+    if _fit(args, exp, tcfg, ModelRangeImages(images), resolved_hash(cfg)):
         log.info("trained %s on %s -> %s (EMA weights)", args.method, args.dataset, args.out)
 
 

@@ -34,7 +34,7 @@ def check_inputs(data, cfg, model_meta) -> dict:
     lazy = not isinstance(data, Tensor) and all(hasattr(data, a) for a in ("shape", "dtype", "device", "__getitem__"))
     if not (isinstance(data, Tensor) or lazy) or len(data.shape) < 1 or data.shape[0] < 1:
         raise ValueError("data must be a tensor (N, ...) with N >= 1, or an object with shape, dtype, device "
-                         "and rows data[idx] (ddm.conditioned.PackedSplit)")
+                         "and rows data[idx] (ddm.datasets.ModelRangeImages, ddm.conditioned.PackedSplit)")
     if not data.dtype.is_floating_point:
         raise ValueError(f"data must be floating point in the model's range, got {data.dtype}")
     model_meta = {} if model_meta is None else model_meta
