@@ -403,11 +403,11 @@ VERDICT_TEX = {REPRODUCED: r"\textbf{reproduced}", NOT_REPRODUCED: r"\textbf{not
 def render_claims(metrics: Mapping) -> str:
     """reports/claims.tex: the rows of :func:`verdicts` as one LaTeX table (ddm/templates/claims.tex.j2,
     the environment of reports/tables.tex: LaTeX-safe delimiters, StrictUndefined; byte-stable)."""
-    from ddm.report.tables import _env
+    from ddm.report.tables import template_env
 
     rows = [{**r, "verdict_tex": VERDICT_TEX[r["verdict"]]} for r in verdicts(metrics)]
     counts = {v: sum(r["verdict"] == v for r in rows) for v in (REPRODUCED, NOT_REPRODUCED, NOT_TESTED)}
-    return _env().get_template(CLAIMS_TEMPLATE).render(rows=rows, counts=counts, preset=_esc(metrics["preset"]))
+    return template_env().get_template(CLAIMS_TEMPLATE).render(rows=rows, counts=counts, preset=_esc(metrics["preset"]))
 
 
 def render_report(metrics: Mapping, published_csv=resources.PUBLISHED_CSV,

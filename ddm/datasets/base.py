@@ -124,13 +124,15 @@ def default_root() -> Path:
 
 
 
-def _get_spec(name: str) -> DatasetSpec:
+def get_spec(name: str) -> DatasetSpec:
+    """The registered dataset ``name``; a ValueError naming the valid names."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
     return DATASETS[name]
 
 
-def _check_split(spec: DatasetSpec, split: str) -> None:
+def check_split(spec: DatasetSpec, split: str) -> None:
+    """A ValueError naming the valid splits unless ``split`` is one of ``spec``'s."""
     if split not in spec.splits:
         raise ValueError(
             f"unknown split {split!r} for dataset {spec.name!r}; valid splits: {', '.join(spec.splits)}"
@@ -147,8 +149,8 @@ def load_dataset(
     .options`` for the valid ones and their defaults (``download=True`` fetches a missing
     dataset first). ``duts`` returns ``(images, masks)``.
     """
-    spec = _get_spec(name)
-    _check_split(spec, split)
+    spec = get_spec(name)
+    check_split(spec, split)
     unknown = sorted(set(options) - set(spec.options))
     if unknown:
         valid = ", ".join(f"{k}={v!r}" for k, v in spec.options.items()) or "none"
@@ -164,7 +166,8 @@ def load_dataset(
 
 
 
-def _require_dir(path: Path, name: str, root: Path) -> Path:
+def require_dir(path: Path, name: str, root: Path) -> Path:
+    """``path`` if it is a folder, else a FileNotFoundError naming the ``download_dataset`` call that makes it."""
     if not path.is_dir():
         spec = DATASETS[name]
         how = (
