@@ -59,7 +59,7 @@ TABLE5_NFE = 10
 #: The methods' params.yaml names (Table 1, Fig. 3, Tables 2-3) and their names in the evidence.
 DDM, DDPM, SDE, DDPM_X0 = "ddm", "ddpm", "sde", "ddpm_x0"
 NAMES = {DDM: "DDM", DDPM: "DDPM", SDE: "SDE", DDPM_X0: "DDPM + $x_0$ branch"}
-#: The h_t family Table 4 claims best (its row is found by the family's label, ddm.catalog).
+#: The h_t family Table 4 claims best (its row is found by the family's label, ddm.snapshot).
 BEST_FAMILY = "constant"
 #: The conditioned tasks of Tables 2 and 3, in the paper's column order.
 TASKS = ("saliency", "super_resolution", "inpainting")
