@@ -34,7 +34,7 @@ from typing import Callable, Iterable, Mapping
 from ddm import resources
 
 __all__ = ["REPRODUCED", "NOT_REPRODUCED", "NOT_TESTED", "ALPHA", "CLOSE_RATIO", "FLAT_REL", "CLAIMS", "Claim",
-           "verdict", "verdicts", "render_claims", "render_report", "CLAIMS_TEMPLATE"]
+           "verdict", "verdicts", "render_claims", "render_tables_and_claims", "CLAIMS_TEMPLATE"]
 
 REPRODUCED = "reproduced"
 NOT_REPRODUCED = "not reproduced"
@@ -410,8 +410,8 @@ def render_claims(metrics: Mapping) -> str:
     return template_env().get_template(CLAIMS_TEMPLATE).render(rows=rows, counts=counts, preset=_esc(metrics["preset"]))
 
 
-def render_report(metrics: Mapping, published_csv=resources.PUBLISHED_CSV,
-                  fig3: Mapping | None = None) -> tuple[str, str | None]:
+def render_tables_and_claims(metrics: Mapping, published_csv=resources.PUBLISHED_CSV,
+                             fig3: Mapping | None = None) -> tuple[str, str | None]:
     """The LaTeX of ``ddm report``: reports/tables.tex (``ddm.report.tables.render_tables``, the
     published results of ``published_csv`` beside the measured ones) and, when ``fig3`` is given
     (dataset -> the content of its fig3.json; empty: no curves), reports/claims.tex

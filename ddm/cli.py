@@ -45,10 +45,11 @@ import traceback
 import warnings
 from pathlib import Path
 
-from ddm.cli_base import (Parser, add_command, cpu_seconds, dataset_block, default_device, parse_device, exit_code, run_fit,
-                          int_at_least, error_message, model_for, parse_nfe, read_params, save_output, set_threads, show_warning)
+from ddm.cli_base import (Parser, add_command, cpu_seconds, dataset_block, default_device, error_message, exit_code,
+                          int_at_least, model_for, parse_device, parse_nfe, read_params, run_fit, save_output,
+                          set_threads, show_warning)
 from ddm.cli_tasks import add_task_steps
-from ddm.contracts import (check_metric_files, check_reference, check_task_metric_files, load_images, load_json,
+from ddm.contracts import (check_metric_files, check_reference, check_task_metric_files, load_images, load_json_product,
                            load_sample_set)
 # InputError (exit code 2), OutputError (exit code 1): ddm.cli_base's exit-code table
 from ddm.io import (InputError, OutputError, check_input_file as _input_file, check_output as _check_out, file_checksum,
@@ -94,7 +95,7 @@ def cmd_extractor(args) -> None:
 
 
 def cmd_refstats(args) -> None:
-    ex = load_json(args.extractor, "extractor")
+    ex = load_json_product(args.extractor, "extractor")
     images = load_images(args.data, "dataset file", "ddm prepare", min_count=2, mmap=True)  # streamed if large
     _check_out(args.out)
     from ddm.fidstats import reference_stats  # torch-fidelity: once the checks passed
@@ -173,7 +174,7 @@ def cmd_evaluate(args) -> None:
     params = read_params(args)
     block = dataset_block(params, args.dataset)
     check_method(params, args.method)  # a method of params, or a training-seed replicate of one
-    ex = load_json(args.extractor, "extractor")
+    ex = load_json_product(args.extractor, "extractor")
     # one file: the one-pass FID of its images; shards: one in memory at a time
     samples = load_sample_set(args.samples, channels=DATASET_CHANNELS.get(args.dataset), resolution=block["resolution"])
     from ddm.kid import reference_features
@@ -217,30 +218,30 @@ def cmd_convergence(args) -> None:
     if not blob.get("snapshots"):
         raise InputError(f"model file {args.model} holds no snapshots: list its method under the preset's "
                          f"`convergence: methods` in params.yaml and train it again")
-    ex = load_json(args.extractor, "extractor")
+    ex = load_json_product(args.extractor, "extractor")
     check_reference(args.reference)
     _check_out(args.out)
     rows = convergence_rows(exp, net, blob["snapshots"], args.nfe, args.num_samples, args.reference, ex["extractor"],
                             ex["weights"], device=default_device(args))
     save_output(save_json, {"dataset": args.dataset, "method": args.method, "num_samples": args.num_samples,
-                      "extractor": ex["extractor"], "rows": rows}, args.out)
+                            "extractor": ex["extractor"], "rows": rows}, args.out)
 
 
 def cmd_convergence_plot(args) -> None:
     from ddm.report.figures import convergence_plot
 
     for p in args.inputs:
-        load_json(p, "convergence")
+        load_json_product(p, "convergence")
     _check_out(args.out)
     with _writing(args.out):
         convergence_plot([Path(p) for p in args.inputs], Path(args.out))
 
 
 def cmd_report(args) -> None:
-    from ddm.claims import render_report
+    from ddm.claims import render_tables_and_claims
     from ddm.report.tables import check_published_csv, nonfinite_cells
 
-    metrics = load_json(args.metrics, "metrics")
+    metrics = load_json_product(args.metrics, "metrics")
     bad = nonfinite_cells(metrics)
     if bad:
         raise InputError(f"metrics file {args.metrics}: {bad[0]} is not a finite number"
@@ -250,9 +251,9 @@ def cmd_report(args) -> None:
     _check_out(args.out)
     fig3 = None
     if args.claims:  # a verdict per claim of the paper (ddm.claims); Fig. 3's curves by dataset (folder name)
-        fig3 = {Path(f).parent.name: load_json(f, "fig3") for f in args.fig3}
+        fig3 = {Path(f).parent.name: load_json_product(f, "fig3") for f in args.fig3}
         _check_out(args.claims)
-    text, claims = render_report(metrics, published, fig3)
+    text, claims = render_tables_and_claims(metrics, published, fig3)
     save_output(save_text, text, args.out)
     if args.claims:
         save_output(save_text, claims, args.claims)
@@ -261,7 +262,7 @@ def cmd_report(args) -> None:
 def cmd_report_pdf(args) -> None:
     from ddm.report.pdf import ReportError, build_report_pdf, no_latex_message
 
-    load_json(args.metrics, "metrics")
+    load_json_product(args.metrics, "metrics")
     for path in (args.template, args.tables, *([args.claims] if args.claims else []), *args.figures):
         _input_file(path, "report input")
     _check_out(args.out)
@@ -279,7 +280,7 @@ def cmd_report_pdf(args) -> None:
 def cmd_figures(args) -> None:
     from ddm.report.figures import fid_plot
 
-    metrics = load_json(args.metrics, "metrics")
+    metrics = load_json_product(args.metrics, "metrics")
     if args.dataset not in metrics["datasets"]:
         raise InputError(f"metrics file {args.metrics} has no dataset '{args.dataset}' "
                          f"(it has: {', '.join(sorted(metrics['datasets'])) or 'none'})")
@@ -300,7 +301,7 @@ def cmd_grid(args) -> None:
 def cmd_fig3_plot(args) -> None:
     from ddm.report.figures import fig3_plot
 
-    load_json(args.curves, "fig3")
+    load_json_product(args.curves, "fig3")
     _check_out(args.out)
     with _writing(args.out):
         fig3_plot(Path(args.curves), Path(args.out))
@@ -324,10 +325,11 @@ def _add_steps(sub) -> None:
 
     s = add_command(sub, "prepare", cmd_prepare, "dataset -> uint8 tensor file (downloads if needed)", "dataset", "out")
     s.add_argument("--data-root", default="data")
-    add_command(sub, "extractor", cmd_extractor, "FID feature extractor (trains the digits classifier)", "dataset", "out")
+    add_command(sub, "extractor", cmd_extractor, "FID feature extractor (trains the digits classifier)", "dataset",
+                "out")
     add_command(sub, "refstats", cmd_refstats, "FID reference statistics of a dataset file", "data", "extractor", "out")
     s = add_command(sub, "train", cmd_train, "train one (dataset, method); resumes from its checkpoints",
-             "dataset", "method", "data", "out")
+                    "dataset", "method", "data", "out")
     s.add_argument("--checkpoints", required=True, help="folder of per-config checkpoint folders")
     s.add_argument("--curve", help="also write the training curve (CSV) here")
     s.add_argument("--device", **device)
@@ -342,12 +344,12 @@ def _add_steps(sub) -> None:
     s.add_argument("--data", help="training images (for `denoiser: posterior_mean`, the sampler ceiling)")
     s.add_argument("--device", **device)
     s = add_command(sub, "convergence", cmd_convergence, "FID against training step from a model's snapshots",
-             "dataset", "method", "model", "reference", "extractor", "out")
+                    "dataset", "method", "model", "reference", "extractor", "out")
     s.add_argument("--nfe", type=parse_nfe, nargs="+", required=True)
     s.add_argument("--num-samples", type=samples, required=True)
     s.add_argument("--device", **device)
-    s = add_command(sub, "evaluate", cmd_evaluate, "FID of a sample set (one file, or its shards in order)", "reference",
-             "extractor", "dataset", "method", "out")
+    s = add_command(sub, "evaluate", cmd_evaluate, "FID of a sample set (one file, or its shards in order)",
+                    "reference", "extractor", "dataset", "method", "out")
     s.add_argument("--samples", nargs="+", required=True, help="the set's file, or its shard files (streamed)")
     s.add_argument("--nfe", type=positive, required=True)
     s.add_argument("--repeat", type=count, required=True)
@@ -379,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "the evidence of its claim in --claims")
     add_command(sub, "figures", cmd_figures, "FID-vs-NFE plot of one dataset", "metrics", "dataset", "out")
     s = add_command(sub, "report-pdf", cmd_report_pdf, "reports/report.pdf: tables and figures", "template", "tables",
-             "metrics", "out")
+                    "metrics", "out")
     s.add_argument("--figures", nargs="*", default=[])
     s.add_argument("--latex", default="none", help="latexmk or pdflatex to use; none: a placeholder page")
     s.add_argument("--claims", help="reports/claims.tex (`ddm report --claims`), shown on the first page")

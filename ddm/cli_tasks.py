@@ -7,7 +7,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from ddm.cli_base import add_command, default_device, parse_device, run_fit, int_at_least, model_for, read_params, save_output
+from ddm.cli_base import (add_command, default_device, int_at_least, model_for, parse_device, read_params, run_fit,
+                          save_output)
 from ddm.contracts import load_images
 from ddm.io import InputError, check_output as _check_out, save_json, save_torch, writing as _writing
 
@@ -141,35 +142,36 @@ def add_task_steps(sub) -> None:
     """The subcommands of the conditioned tasks (Tables 2 and 3)."""
     positive = int_at_least(1)
     device = {"type": parse_device, "help": "cpu, cuda or cuda:N (default: cuda if there is one, else cpu)"}
-    sets = {"type": parse_nfe_repeat, "nargs": "+", "required": True, "help": "sample sets NFE:REPEAT, e.g. 5:0 5:1 10:0"}
+    sets = {"type": parse_nfe_repeat, "nargs": "+", "required": True,
+            "help": "sample sets NFE:REPEAT, e.g. 5:0 5:1 10:0"}
     s = add_command(sub, "prepare-task", cmd_prepare_task, "a conditioned task's train and test splits (Tables 2, 3)",
-             "task", "train", "test")
+                    "task", "train", "test")
     s.add_argument("--data-root", default="data", help="data folder of a task that reads a data set (`dataset:`)")
     autoencoder = {"help": "a latent task's autoencoder (`ddm train-autoencoder`); required for one"}
-    s = add_command(sub, "train-autoencoder", cmd_train_autoencoder, "a latent task's KL autoencoder and its test-split "
-             "reconstruction PSNR (§5.1)", "task", "data", "test", "out", "metrics")
+    s = add_command(sub, "train-autoencoder", cmd_train_autoencoder, "a latent task's KL autoencoder and its "
+                    "test-split reconstruction PSNR (§5.1)", "task", "data", "test", "out", "metrics")
     s.add_argument("--checkpoints", required=True, help="folder of per-task checkpoint folders")
     s.add_argument("--device", **device)
     s = add_command(sub, "train-task", cmd_train_task, "train one (task, method) conditioned network; resumes",
-             "task", "method", "data", "out")
+                    "task", "method", "data", "out")
     s.add_argument("--checkpoints", required=True, help="folder of per-config checkpoint folders")
     s.add_argument("--curve", help="also write the training curve (CSV) here")
     s.add_argument("--autoencoder", **autoencoder)
     s.add_argument("--device", **device)
     s = add_command(sub, "sample-task", cmd_sample_task, "one sample per test condition for each sample set",
-             "task", "method", "model", "data", "out-dir")
+                    "task", "method", "model", "data", "out-dir")
     s.add_argument("--autoencoder", **autoencoder)
     s.add_argument("--sets", **sets)
     s.add_argument("--batch-size", type=positive, default=256)
     s.add_argument("--device", **device)
     s = add_command(sub, "evaluate-task", cmd_evaluate_task, "Table 2's metric of every sample set of a task, and the "
-             "trivial references", "task", "data", "samples-dir", "out-dir")
+                    "trivial references", "task", "data", "samples-dir", "out-dir")
     s.add_argument("--methods", nargs="+", required=True)
     s.add_argument("--sets", **sets)
     s.add_argument("--reference", help="FID reference statistics (inpainting)")
     s.add_argument("--extractor", help="FID extractor file (inpainting)")
     s = add_command(sub, "task-figure", cmd_task_figure, "condition | samples | target, one row per test example",
-             "task", "data", "out")
+                    "task", "data", "out")
     s.add_argument("--samples", nargs="+", required=True)
     s.add_argument("--labels", nargs="+", required=True)
     s.add_argument("--rows", type=positive, default=8)
