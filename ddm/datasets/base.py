@@ -37,9 +37,10 @@ def to_model_range(u8: torch.Tensor) -> torch.Tensor:
 class ModelRangeImages:
     """uint8 images (N, C, H, W) read in the model range one batch at a time: ``images[idx]`` is
     ``to_model_range(u8)[idx]`` exactly (the same elementwise arithmetic), while memory holds the
-    uint8 tensor, a quarter of a float32 copy, or nothing at all for a memory-mapped file
-    (``ddm.contracts.load_images(..., mmap=True)``; CIFAR-10's 50,000 images: 154 MB of uint8
-    instead of 614 MB of float32, CelebA-HQ at 256²: 5.9 GB instead of 23.6 GB). What
+    uint8 tensor, a quarter of a float32 copy (CIFAR-10's 50,000 images: 154 MB instead of 614 MB;
+    CelebA-HQ at 256²: 5.9 GB instead of 23.6 GB), or, for a memory-mapped file
+    (``ddm.contracts.load_images(..., mmap=True)``), no private copy at all: its pages are the
+    page cache's, shared by the processes of a node and dropped under memory pressure. What
     ``ddm.training.Trainer`` reads of its data: ``shape``, ``dtype``, ``device`` and ``[idx]``."""
 
     def __init__(self, u8: torch.Tensor):
