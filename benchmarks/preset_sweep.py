@@ -29,7 +29,8 @@ from ddm.datasets import load_dataset, to_model_range, to_uint8
 from ddm.digits_classifier import DIGITS_CLASSIFIER, train_digits_classifier
 from ddm.experiment import build
 from ddm.generate import generate
-from ddm.training import TrainConfig, _list_checkpoints, ema_model, train
+from ddm.training import TrainConfig, ema_model, train
+from ddm.training.checkpoint import list_checkpoints
 
 
 def _kv(items):
@@ -86,7 +87,7 @@ def main(argv=None) -> None:
     finals = ["paper", "x0_head"] if cfg["method"]["process"] == "ddm" else ["paper", "denoise"]
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     with open(a.out, "a") as f:
-        for step, ckpt in _list_checkpoints(work / a.method):
+        for step, ckpt in list_checkpoints(work / a.method):
             ema_model(ckpt, model)
             model.eval()
             for nfe in a.nfe:

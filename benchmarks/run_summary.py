@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 
 from ddm.claims import verdicts
-from ddm.report.tables import _kid_power
+from ddm.report.tables import kid_power
 
 MARK = {"significant": " ■", "not_significant": " □"}
 
@@ -49,7 +49,7 @@ def table1(metrics: dict) -> list[str]:
         res = d["results"]
         methods = [m for m in metrics["table1_methods"] if m in res]
         nfes = sorted({int(n) for m in methods for n in res[m]})
-        power = _kid_power([c["kid"]["mean"] for m in methods for c in res[m].values() if c.get("kid")])
+        power = kid_power([c["kid"]["mean"] for m in methods for c in res[m].values() if c.get("kid")])
         out += [f"Table 1, {ds} ({d['extractor']} features, {d['reference']}); cells: FID mean ± std "
                 f"(KID x 10^{power} mean ± std); ■ / □: best, lower than the second best with p < 0.05 / not.", "",
                 "| Method | Param | " + " | ".join(f"NFE {n}" for n in nfes) + " | plateau |",

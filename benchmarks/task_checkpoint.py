@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from ddm.conditioned import build_task, load_split, reference_record, set_records, task_autoencoder  # noqa: E402
 from ddm.config import resolve_task  # noqa: E402
-from ddm.cli_tasks import _nfe_repeat  # noqa: E402
+from ddm.cli_tasks import parse_nfe_repeat  # noqa: E402
 from ddm.generate import sample_sets  # noqa: E402
 from ddm.training import ema_model  # noqa: E402
 
@@ -45,7 +45,7 @@ def main() -> None:
     ap.add_argument("--task", required=True)
     ap.add_argument("--method", required=True)
     ap.add_argument("--checkpoint", type=Path, required=True)
-    ap.add_argument("--sets", type=_nfe_repeat, nargs="+", default=[(5, 0), (10, 0)], help="NFE:REPEAT")
+    ap.add_argument("--sets", type=parse_nfe_repeat, nargs="+", default=[(5, 0), (10, 0)], help="NFE:REPEAT")
     ap.add_argument("--autoencoder", help="a latent task's autoencoder model file")
     ap.add_argument("--mean-of", type=int, default=0, help="also score the mean of this many sample sets")
     ap.add_argument("--threads", type=int, default=1)

@@ -167,13 +167,13 @@ def main() -> None:
               f"(ratio {tt / tb:.3f})")
     # the trainer's extra per-step work in isolation (less noisy than the ratio on a busy
     # machine): EMA update (one _foreach_lerp_) + gradient-norm clipping
-    from ddm.training import _EMA
+    from ddm.training.bookkeeping import EMA
     net = fresh()
     obj = DDMLikeObjective()
     x0 = data[:BATCH]
     loss, _ = obj(net, x0, obj.draw(x0, torch.Generator().manual_seed(0)))
     loss.mean().backward()
-    ema = _EMA(net, 0.9999)
+    ema = EMA(net, 0.9999)
     params = [p for p in net.parameters()]
     ts = []
     for _ in range(50):

@@ -3,7 +3,7 @@ process into latent space for high-resolution (>256) image synthesis following R
 (2022)").
 
 The design is latent diffusion's ``AutoencoderKL`` at a small size: a convolutional encoder with
-residual blocks (:class:`ResBlock`, no time input) and ``len(ch_mult) - 1`` strided
+residual blocks (:class:`AutoencoderResBlock`, no time input) and ``len(ch_mult) - 1`` strided
 down-samplings (down-sampling factor f = 4 with the default three levels) ending in the mean and
 log-variance of a diagonal Gaussian over ``z_channels`` (3 or 4) latent channels, and a mirrored
 decoder. Training loss per image (:class:`AutoencoderObjective`, for :func:`ddm.training.train`):
@@ -49,7 +49,7 @@ def _norm(c: int) -> nn.GroupNorm:
     return nn.GroupNorm(num_groups(c, max(1, c // 4)), c, eps=1e-6)
 
 
-class ResBlock(nn.Module):
+class AutoencoderResBlock(nn.Module):
     """LDM's residual block without a time input: (GroupNorm, SiLU, conv3x3) twice + skip."""
 
     def __init__(self, in_ch: int, out_ch: int):
@@ -70,14 +70,14 @@ class _Encoder(nn.Module):
         layers, cur = [], ch
         for i, mult in enumerate(ch_mult):
             for _ in range(num_blocks):
-                layers.append(ResBlock(cur, ch * mult))
+                layers.append(AutoencoderResBlock(cur, ch * mult))
                 cur = ch * mult
             if i != len(ch_mult) - 1:
                 layers.append(Downsample(cur))
         out = nn.Conv2d(cur, 2 * z_channels, 3, padding=1)
         with torch.no_grad():  # log-variance starts at LOGVAR_INIT (module docstring)
             out.bias[z_channels:].fill_(LOGVAR_INIT)
-        layers += [ResBlock(cur, cur), _norm(cur), nn.SiLU(), out]
+        layers += [AutoencoderResBlock(cur, cur), _norm(cur), nn.SiLU(), out]
         self.body = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -89,10 +89,10 @@ class _Decoder(nn.Module):
                  z_channels: int):
         super().__init__()
         cur = ch * ch_mult[-1]
-        layers = [nn.Conv2d(z_channels, cur, 3, padding=1), ResBlock(cur, cur)]
+        layers = [nn.Conv2d(z_channels, cur, 3, padding=1), AutoencoderResBlock(cur, cur)]
         for i in reversed(range(len(ch_mult))):
             for _ in range(num_blocks + 1):
-                layers.append(ResBlock(cur, ch * ch_mult[i]))
+                layers.append(AutoencoderResBlock(cur, ch * ch_mult[i]))
                 cur = ch * ch_mult[i]
             if i != 0:
                 layers.append(Upsample(cur))

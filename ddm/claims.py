@@ -25,68 +25,26 @@ each results/metrics/<dataset>/fig3.json under the key ``"fig3"`` (dataset -> cu
 The t-tests are those of ``ddm stats`` (Table 1's markers: Welch, two-sided, best against second
 best; Table 2's per-column markers) or :func:`ddm.stats.ttest` (Table 5's ties). They run over
 the repeated sample sets of one trained network per method, unless a marker column names
-another ``unit`` (training-seed replicates): the evidence says which.
+another ``unit`` (training-seed replicates): the evidence says which. The thresholds, margins and
+conditions are ddm.criteria's.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Mapping
 
 from ddm import resources
-from ddm.stats import CPU_REL
+from ddm.criteria import (ALPHA, BEST_FAMILY, BORDERLINE, CLOSE_RATIO, CPU_REL, DDM, DDPM, DDPM_X0, FLAT_REL,
+                          LONG_NFE, NOT_REPRODUCED, NOT_TESTED, P_BAND, REPRODUCED, SAMPLE_SETS, SDE, SHORT_NFE,
+                          TABLE1_NFES, TABLE2_NFES, TABLE5_NFE, TASKS, VERDICTS, Check, absent, ahead, all_hold,
+                          at_most, by_p, datasets_of, esc, fmt_num, fmt_p, fmt_unit, fmt_value, method_name, verdict)
 
 __all__ = ["REPRODUCED", "NOT_REPRODUCED", "NOT_TESTED", "BORDERLINE", "VERDICTS", "ALPHA", "CLOSE_RATIO", "FLAT_REL",
            "CPU_REL", "P_BAND", "CLAIMS", "Claim",
-           "verdict", "verdicts", "render_claims", "render_report", "CLAIMS_TEMPLATE"]
+           "verdict", "verdicts", "render_claims", "render_tables_and_claims", "CLAIMS_TEMPLATE"]
 
-REPRODUCED = "reproduced"
-NOT_REPRODUCED = "not reproduced"
-NOT_TESTED = "not tested in this run"
-BORDERLINE = "borderline"
-#: Every verdict, in the order the report counts them.
-VERDICTS = (REPRODUCED, NOT_REPRODUCED, BORDERLINE, NOT_TESTED)
-
-#: Significance level of every t-test (Table 1: "p-value < 0.05 based on the two sample t-test").
-ALPHA = 0.05
-#: "Close" (Table 1): DDM's FID at NFE 10 is at most this many times its FID at NFE 1000: no
-#: further than the paper's own Table 1 puts it (13.92 / 2.40 = 5.8 on CIFAR-10, 27.45 / 7.10 = 3.9
-#: on CelebA-HQ-256), so a run that reproduces the paper's gap passes and a wider gap fails.
-CLOSE_RATIO = 6.0
-#: "Flat" (Table 3): at every NFE of Table 3, DDM's mean metric is within this fraction of its mean at
-#: the fewest steps, shown by an equivalence test over the sample sets (ddm.stats.within, p <
-#: ALPHA); "improves": DDPM's mean at the most steps is better than at the fewest by more than this
-#: fraction, shown by a one-sided Welch test (ddm.stats.beyond, p < ALPHA). Fixed before any run
-#: with at least 3 sample sets per Table 3 column (params.yaml, table3.repeats).
-FLAT_REL = 0.05
-#: Two means closer than CPU_REL (ddm.stats: how far a number moves between CPUs), or a ratio within
-#: twice it of its threshold, are a borderline condition.
-#: The p-values a verdict calls borderline: within a factor 2 of ALPHA on either side. Below it the
-#: test is significant, above it not; inside it a CPU's numerics could decide.
-P_BAND = (ALPHA / 2, 2 * ALPHA)
-#: The NFEs of the claims: Table 1's few-step columns, its close-to-long pair, Table 2's steps,
-#: Table 5's column (10-step FID).
-TABLE1_NFES = (10, 20)
-SHORT_NFE, LONG_NFE = 10, 1000
-TABLE2_NFES = (5, 10)
-TABLE5_NFE = 10
-#: The methods' params.yaml names (Table 1, Fig. 3, Tables 2-3) and their names in the evidence.
-DDM, DDPM, SDE, DDPM_X0 = "ddm", "ddpm", "sde", "ddpm_x0"
-NAMES = {DDM: "DDM", DDPM: "DDPM", SDE: "SDE", DDPM_X0: "DDPM + $x_0$ branch"}
-#: The h_t family Table 4 claims best (its row is found by the family's label, ddm.catalog).
-BEST_FAMILY = "constant"
-#: The conditioned tasks of Tables 2 and 3, in the paper's column order.
-TASKS = ("saliency", "super_resolution", "inpainting")
-#: The template of reports/claims.tex (ddm/templates), by file name.
 CLAIMS_TEMPLATE = resources.CLAIMS_TEMPLATE.name
-#: The unit of a t-test when its column names none: repeated sample sets of one trained network
-#: per method (the criteria say so; a column of training-seed replicates names its own ``unit``).
-SAMPLE_SETS = "sample sets"
-
-Check = tuple  # (True | False | BORDERLINE | None, evidence text)
-
-
 @dataclass(frozen=True)
 class Claim:
     """One claim of the paper: ``check(metrics)`` -> conditions, each ``(ok, evidence)``."""
@@ -98,124 +56,52 @@ class Claim:
     check: Callable[[Mapping], list]
 
 
-def verdict(oks: Iterable[bool | str | None]) -> str:
-    """Any false -> not reproduced; else any borderline -> borderline; else any unknown (or none
-    at all) -> not tested; else reproduced."""
-    oks = list(oks)
-    if any(ok is False for ok in oks):
-        return NOT_REPRODUCED
-    if any(ok == BORDERLINE for ok in oks):
-        return BORDERLINE
-    return NOT_TESTED if not oks or any(ok is None for ok in oks) else REPRODUCED
-
-
-def _by_p(p: float) -> bool | str:
-    """A significance condition: p below :data:`P_BAND` -> True, inside it -> borderline, above -> False."""
-    return True if p < P_BAND[0] else BORDERLINE if p < P_BAND[1] else False
-
-
-def _ahead(a: float, b: float, lower_is_better: bool = True) -> bool | str:
-    """``a`` better than ``b``: True / False, or borderline when they are within :data:`CPU_REL` of each other."""
-    if abs(a - b) <= CPU_REL * max(abs(a), abs(b)):
-        return BORDERLINE
-    return a < b if lower_is_better else a > b
-
-
-def _all(oks: Iterable[bool | str]) -> bool | str:
-    """Conditions that must all hold, as one: False if any is, else borderline if any is, else True."""
-    oks = list(oks)
-    return False if any(ok is False for ok in oks) else BORDERLINE if BORDERLINE in oks else True
-
-
-def _at_most(x: float, threshold: float) -> bool | str:
-    """``x <= threshold``, borderline within twice :data:`CPU_REL` of it (a ratio of two numbers that each move)."""
-    if abs(x - threshold) <= 2 * CPU_REL * threshold:
-        return BORDERLINE
-    return x <= threshold
-
-
-# -- formatting -------------------------------------------------------------------------------
-def _esc(text: str) -> str:
-    from ddm.report.labels import latex_escape
-
-    return latex_escape(text)
-
-
-def _num(x: float) -> str:
-    return f"{x:.4g}"
-
-
-def _p(p: float | None) -> str:
-    return "undefined" if p is None or math.isnan(p) else f"{p:.2g}"
-
-
-def _value(r: Mapping) -> str:
-    """A result (mean, std, n) as 'mean $\\pm$ std' (the mean alone for one repeat)."""
-    return _num(r["mean"]) + (rf" $\pm$ {r['std']:.2g}" if r.get("std") is not None else "")
-
-
-def _name(method: str) -> str:
-    return NAMES.get(method) or _esc(method)
-
-
-def _unit(column: Mapping, n_a: int, n_b: int) -> str:
-    return f"{n_a} vs {n_b} {_esc(column.get('unit') or SAMPLE_SETS)}"
-
-
-def _datasets(metrics: Mapping) -> list[tuple[str, Mapping]]:
-    return sorted(metrics.get("datasets", {}).items())
-
-
-def _absent(what: str) -> list[Check]:
-    return [(None, what)]
-
-
 # -- Table 1 ----------------------------------------------------------------------------------
 def _table1_column(ds: str, d: Mapping, nfe: int) -> Check:
     """DDM is Table 1's best at ``nfe`` with the significance marker (best vs second best)."""
     res, key = d["results"], str(nfe)
     missing = [m for m in (DDM, DDPM, SDE) if key not in res.get(m, {})]
     if missing:
-        return None, f"{_esc(ds)}, NFE {nfe}: no FID of {', '.join(_name(m) for m in missing)}"
+        return None, f"{esc(ds)}, NFE {nfe}: no FID of {', '.join(method_name(m) for m in missing)}"
     col = d.get("table1", {}).get(key, {})
-    text = f"{_esc(ds)}, NFE {nfe}: " + ", ".join(f"{_name(m)} {_value(res[m][key])}" for m in (DDM, DDPM, SDE))
+    text = f"{esc(ds)}, NFE {nfe}: " + ", ".join(f"{method_name(m)} {fmt_value(res[m][key])}" for m in (DDM, DDPM, SDE))
     if col.get("best") != DDM:
         best = col.get("best", "?")
-        ok = _ahead(res[DDM][key]["mean"], res[best][key]["mean"]) if best in res else False
-        return (False if ok is True else ok), text + f"; best: {_name(best)}"
+        ok = ahead(res[DDM][key]["mean"], res[best][key]["mean"]) if best in res else False
+        return (False if ok is True else ok), text + f"; best: {method_name(best)}"
     second = col.get("second")
     if col.get("marker") not in ("significant", "not_significant"):
-        return None, text + f"; no t-test ({_esc(col.get('reason') or 'untested')})"
-    unit = _unit(col, res[DDM][key]["n"], res[second][key]["n"])
+        return None, text + f"; no t-test ({esc(col.get('reason') or 'untested')})"
+    unit = fmt_unit(col, res[DDM][key]["n"], res[second][key]["n"])
     test = (col.get("test") or "welch").capitalize()
-    text += f"; {test} p = {_p(col.get('p'))} vs {_name(second)} ({unit})"
-    return _by_p(col["p"]), text
+    text += f"; {test} p = {fmt_p(col.get('p'))} vs {method_name(second)} ({unit})"
+    return by_p(col["p"]), text
 
 
 def _check_table1(metrics: Mapping) -> list[Check]:
     """Table 1: DDM at NFE 10 and 20 beats DDPM and the SDE with p < ALPHA."""
-    out = [_table1_column(ds, d, n) for ds, d in _datasets(metrics) for n in TABLE1_NFES]
-    return out or _absent("Table 1 was not built")
+    out = [_table1_column(ds, d, n) for ds, d in datasets_of(metrics) for n in TABLE1_NFES]
+    return out or absent("Table 1 was not built")
 
 
 def _check_close(metrics: Mapping) -> list[Check]:
     """Table 1: DDM's FID at NFE 10 within CLOSE_RATIO of its FID at NFE 1000."""
     out = []
-    for ds, d in _datasets(metrics):
+    for ds, d in datasets_of(metrics):
         by_nfe = d["results"].get(DDM, {})
         short, long = by_nfe.get(str(SHORT_NFE)), by_nfe.get(str(LONG_NFE))
         if short is None or long is None:
-            out.append((None, f"{_esc(ds)}: no DDM FID at NFE {LONG_NFE if short else SHORT_NFE}"))
+            out.append((None, f"{esc(ds)}: no DDM FID at NFE {LONG_NFE if short else SHORT_NFE}"))
             continue
         ratio = short["mean"] / long["mean"]
-        text = (f"{_esc(ds)}: DDM {_value(short)} at NFE {SHORT_NFE} ({short['num_samples']} samples), "
-                f"{_value(long)} at NFE {LONG_NFE} ({long['num_samples']} samples): ratio {ratio:.2f}")
+        text = (f"{esc(ds)}: DDM {fmt_value(short)} at NFE {SHORT_NFE} ({short['num_samples']} samples), "
+                f"{fmt_value(long)} at NFE {LONG_NFE} ({long['num_samples']} samples): ratio {ratio:.2f}")
         if short["num_samples"] != long["num_samples"]:
             text += "; unequal sample counts (FID is biased upward at the smaller count)"
             if short.get("kid") and long.get("kid"):  # unbiased at any count (ddm.kid): the comparable pair
-                text += f"; KID {_num(short['kid']['mean'])} and {_num(long['kid']['mean'])}"
-        out.append((_at_most(ratio, CLOSE_RATIO), text))
-    return out or _absent("Table 1 was not built")
+                text += f"; KID {fmt_num(short['kid']['mean'])} and {fmt_num(long['kid']['mean'])}"
+        out.append((at_most(ratio, CLOSE_RATIO), text))
+    return out or absent("Table 1 was not built")
 
 
 # -- Tables 4 and 5 ---------------------------------------------------------------------------
@@ -231,7 +117,7 @@ def _check_table4(metrics: Mapping) -> list[Check]:
     families = _family_names()
     rows = metrics.get("ablation_rows", {}).get("table4", [])
     out = []
-    for ds, d in _datasets(metrics):
+    for ds, d in datasets_of(metrics):
         res = d["results"]
         measured = [r for r in rows if r["method"] in res]
         if not measured:
@@ -240,17 +126,17 @@ def _check_table4(metrics: Mapping) -> list[Check]:
         nfes = sorted({int(n) for r in measured for n in res[r["method"]]})
         for nfe in nfes:
             means = {r["method"]: res[r["method"]][str(nfe)]["mean"] for r in measured if str(nfe) in res[r["method"]]}
-            text = f"{_esc(ds)}, NFE {nfe}: " + ", ".join(
-                f"{_esc(families.get(r['label'], r['method']))} {_num(means[r['method']])}"
+            text = f"{esc(ds)}, NFE {nfe}: " + ", ".join(
+                f"{esc(families.get(r['label'], r['method']))} {fmt_num(means[r['method']])}"
                 for r in measured if r["method"] in means)
             others = [v for m, v in means.items() if m != best]
             if best not in means:
-                out.append((None, text + f"; no FID of $\\mathbf{{h}}_t$ = {_esc(BEST_FAMILY)}"))
+                out.append((None, text + f"; no FID of $\\mathbf{{h}}_t$ = {esc(BEST_FAMILY)}"))
             elif not others:
                 out.append((None, text + "; no other family measured"))
             else:
-                out.append((_ahead(means[best], min(others)), text))
-    return out or _absent("Table 4 was not built (ablations off)")
+                out.append((ahead(means[best], min(others)), text))
+    return out or absent("Table 4 was not built (ablations off)")
 
 
 def _group_check(group: str, rows: list[Mapping], res: Mapping, main: str) -> Check:
@@ -260,10 +146,10 @@ def _group_check(group: str, rows: list[Mapping], res: Mapping, main: str) -> Ch
     key = str(TABLE5_NFE)
     got = {r["method"]: res[r["method"]][key] for r in rows if key in res.get(r["method"], {})}
     label = {r["method"]: r["label"] for r in rows}  # Table 5's row labels (LaTeX, ddm.roles)
-    text = f"{_esc(group)}: " + ", ".join(
-        f"{label[m]}{' (default)' if m == main else ''} {_value(got[m])}" for m in label if m in got)
+    text = f"{esc(group)}: " + ", ".join(
+        f"{label[m]}{' (default)' if m == main else ''} {fmt_value(got[m])}" for m in label if m in got)
     if main not in got or len(got) < 2:
-        return None, f"{_esc(group)}: the default or every other setting lacks a {TABLE5_NFE}-step FID"
+        return None, f"{esc(group)}: the default or every other setting lacks a {TABLE5_NFE}-step FID"
     best = min(got, key=lambda m: got[m]["mean"])
     if got[main]["mean"] <= got[best]["mean"]:
         return True, text + "; the default wins"
@@ -271,11 +157,11 @@ def _group_check(group: str, rows: list[Mapping], res: Mapping, main: str) -> Ch
     if len(a) < 2 or len(b) < 2:
         return None, text + f"; {label[best]} is lower, and a tie cannot be tested (fewer than 2 repeats)"
     p = ttest(a, b)["p"]
-    loses = _by_p(p)  # a significant loss is the claim's contradiction; a loss inside P_BAND is borderline
+    loses = by_p(p)  # a significant loss is the claim's contradiction; a loss inside P_BAND is borderline
     verdict_text = {True: "loses to", False: "ties with", BORDERLINE: "borderline against"}[loses]
     ok = BORDERLINE if loses == BORDERLINE else not loses
     unit = got[main].get("unit") or SAMPLE_SETS
-    return ok, text + f"; the default {verdict_text} {label[best]}: Welch p = {_p(p)} ({len(a)} vs {len(b)} {_esc(unit)})"
+    return ok, text + f"; the default {verdict_text} {label[best]}: Welch p = {fmt_p(p)} ({len(a)} vs {len(b)} {esc(unit)})"
 
 
 def _check_table5(metrics: Mapping) -> list[Check]:
@@ -283,14 +169,14 @@ def _check_table5(metrics: Mapping) -> list[Check]:
     rows = metrics.get("ablation_rows", {}).get("table5", [])
     main = next((r["method"] for r in rows if r["method"] in metrics.get("table1_methods", [])), None)
     out = []
-    for ds, d in _datasets(metrics):
+    for ds, d in datasets_of(metrics):
         if not any(r["method"] in d["results"] and r["method"] != main for r in rows):
             continue
         groups: dict[str, list] = {}
         for r in rows:
             groups.setdefault(r["group"], []).append(r)
         out += [_group_check(f"{ds}, {g}", rs, d["results"], main) for g, rs in groups.items()]
-    return out or _absent("Table 5 was not built (ablations off)")
+    return out or absent("Table 5 was not built (ablations off)")
 
 
 # -- Fig. 3 -----------------------------------------------------------------------------------
@@ -302,13 +188,13 @@ def _check_fig3(metrics: Mapping) -> list[Check]:
         order = (DDPM, DDPM_X0, DDM)
         missing = [m for m in order if m not in curves]
         if missing:
-            out.append((None, f"{_esc(ds)}: no curve of {', '.join(_name(m) for m in missing)}"))
+            out.append((None, f"{esc(ds)}: no curve of {', '.join(method_name(m) for m in missing)}"))
             continue
         mse = {m: sum(curves[m]["mse"]) / len(curves[m]["mse"]) for m in order}
-        text = (f"{_esc(ds)} (NFE {f['nfe']}, {f['num_samples']} samples): mean $x_0$ MSE "
-                + ", ".join(f"{_name(m)} {_num(mse[m])}" for m in order))
-        out.append((_all([_ahead(mse[DDPM_X0], mse[DDPM]), _ahead(mse[DDM], mse[DDPM_X0])]), text))
-    return out or _absent("Fig. 3 was not built (ablations off)")
+        text = (f"{esc(ds)} (NFE {f['nfe']}, {f['num_samples']} samples): mean $x_0$ MSE "
+                + ", ".join(f"{method_name(m)} {fmt_num(mse[m])}" for m in order))
+        out.append((all_hold([ahead(mse[DDPM_X0], mse[DDPM]), ahead(mse[DDM], mse[DDPM_X0])]), text))
+    return out or absent("Fig. 3 was not built (ablations off)")
 
 
 # -- Tables 2 and 3 ---------------------------------------------------------------------------
@@ -323,7 +209,7 @@ def _task_name(task: str) -> str:
 def _check_table2(metrics: Mapping) -> list[Check]:
     """Table 2: DDM's mean beats DDPM's on every task at 5 and 10 steps (the metric's direction)."""
     if not metrics.get("conditioned"):
-        return _absent("Table 2 was not built (conditioned off)")
+        return absent("Table 2 was not built (conditioned off)")
     tasks = metrics["conditioned"].get("tasks", {})
     out = []
     for task in TASKS:
@@ -336,12 +222,12 @@ def _check_table2(metrics: Mapping) -> list[Check]:
             if ddm is None or ddpm is None:
                 out.append((None, f"{_task_name(task)}, {nfe} steps: not measured"))
                 continue
-            text = f"{_task_name(task)} {_metric(t)}, {nfe} steps: DDM {_value(ddm)}, DDPM {_value(ddpm)}"
+            text = f"{_task_name(task)} {_metric(t)}, {nfe} steps: DDM {fmt_value(ddm)}, DDPM {fmt_value(ddpm)}"
             col = t.get("markers", {}).get(str(nfe), {})
             if {col.get("best"), col.get("second")} == {DDM, DDPM} and col.get("p") is not None:
                 test = (col.get("test") or "welch").capitalize()
-                text += f" ({test} p = {_p(col['p'])}, {_unit(col, ddm['n'], ddpm['n'])})"
-            out.append((_ahead(ddm["mean"], ddpm["mean"], not t["higher_is_better"]), text))
+                text += f" ({test} p = {fmt_p(col['p'])}, {fmt_unit(col, ddm['n'], ddpm['n'])})"
+            out.append((ahead(ddm["mean"], ddpm["mean"], not t["higher_is_better"]), text))
     return out
 
 
@@ -358,8 +244,8 @@ def _flat(values: list[list[float]], nfes: list[int]) -> tuple[bool | str, str]:
         p_eq = within(v, base, margin)
         p_out = min(beyond(v, base, margin), beyond(base, v, margin))
         oks.append(True if p_eq < ALPHA else False if p_out < ALPHA else BORDERLINE)
-        notes.append(f"NFE {n}: equal p = {_p(p_eq)}" + (f", apart p = {_p(p_out)}" if oks[-1] is not True else ""))
-    return _all(oks), "; ".join(notes)
+        notes.append(f"NFE {n}: equal p = {fmt_p(p_eq)}" + (f", apart p = {fmt_p(p_out)}" if oks[-1] is not True else ""))
+    return all_hold(oks), "; ".join(notes)
 
 
 def _improves(first: list[float], last: list[float], higher_is_better: bool) -> tuple[bool | str, str]:
@@ -372,7 +258,7 @@ def _improves(first: list[float], last: list[float], higher_is_better: bool) -> 
     a, b = (last, first) if higher_is_better else (first, last)  # mean(a) - mean(b): the gain
     p_gain, p_less = beyond(a, b, margin), beyond([x + margin for x in b], a, 0.0)
     ok = True if p_gain < ALPHA else False if p_less < ALPHA else BORDERLINE
-    return ok, f"gain beyond the margin p = {_p(p_gain)}" + (f", within it p = {_p(p_less)}" if ok is not True else "")
+    return ok, f"gain beyond the margin p = {fmt_p(p_gain)}" + (f", within it p = {fmt_p(p_less)}" if ok is not True else "")
 
 
 def _task_trend(t: Mapping, nfes: list[int]) -> Check:
@@ -387,20 +273,20 @@ def _task_trend(t: Mapping, nfes: list[int]) -> Check:
     sign = 1.0 if t["higher_is_better"] else -1.0
     gain = sign * (ddpm[-1] - ddpm[0]) / abs(ddpm[0])
     sets = sorted({len(r["values"]) for s in series.values() for r in s})
-    text = (f"DDM {_num(ddm[0])} to {_num(ddm[-1])} (spread {spread:.1%}), "
-            f"DDPM {_num(ddpm[0])} to {_num(ddpm[-1])} (improves {gain:.1%}); "
+    text = (f"DDM {fmt_num(ddm[0])} to {fmt_num(ddm[-1])} (spread {spread:.1%}), "
+            f"DDPM {fmt_num(ddpm[0])} to {fmt_num(ddpm[-1])} (improves {gain:.1%}); "
             f"{'/'.join(map(str, sets))} sample sets per column").replace("%", r"\%")
     if sets[0] < 2:
         return None, text + "; a test needs at least 2 sample sets per column (params.yaml: table3.repeats)"
     flat, flat_text = _flat([r["values"] for r in series[DDM]], nfes)
     improves, gain_text = _improves(series[DDPM][0]["values"], series[DDPM][-1]["values"], t["higher_is_better"])
-    return _all([flat, improves]), text + f"; DDM flat: {flat_text}; DDPM: {gain_text}"
+    return all_hold([flat, improves]), text + f"; DDM flat: {flat_text}; DDPM: {gain_text}"
 
 
 def _check_table3(metrics: Mapping) -> list[Check]:
     """Table 3: over its NFEs, DDM stays flat while DDPM improves, on every task."""
     if not metrics.get("conditioned"):
-        return _absent("Table 3 was not built (conditioned off)")
+        return absent("Table 3 was not built (conditioned off)")
     cond = metrics["conditioned"]
     nfes = sorted(cond.get("table3_nfe", []))
     out = []
@@ -491,15 +377,15 @@ VERDICT_TEX = {REPRODUCED: r"\textbf{reproduced}", NOT_REPRODUCED: r"\textbf{not
 def render_claims(metrics: Mapping) -> str:
     """reports/claims.tex: the rows of :func:`verdicts` as one LaTeX table (ddm/templates/claims.tex.j2,
     the environment of reports/tables.tex: LaTeX-safe delimiters, StrictUndefined; byte-stable)."""
-    from ddm.report.tables import _env
+    from ddm.report.tables import template_env
 
     rows = [{**r, "verdict_tex": VERDICT_TEX[r["verdict"]]} for r in verdicts(metrics)]
     counts = {v: sum(r["verdict"] == v for r in rows) for v in VERDICTS}
-    return _env().get_template(CLAIMS_TEMPLATE).render(rows=rows, counts=counts, preset=_esc(metrics["preset"]))
+    return template_env().get_template(CLAIMS_TEMPLATE).render(rows=rows, counts=counts, preset=esc(metrics["preset"]))
 
 
-def render_report(metrics: Mapping, published_csv=resources.PUBLISHED_CSV,
-                  fig3: Mapping | None = None) -> tuple[str, str | None]:
+def render_tables_and_claims(metrics: Mapping, published_csv=resources.PUBLISHED_CSV,
+                             fig3: Mapping | None = None) -> tuple[str, str | None]:
     """The LaTeX of ``ddm report``: reports/tables.tex (``ddm.report.tables.render_tables``, the
     published results of ``published_csv`` beside the measured ones) and, when ``fig3`` is given
     (dataset -> the content of its fig3.json; empty: no curves), reports/claims.tex

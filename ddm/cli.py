@@ -46,10 +46,11 @@ import traceback
 import warnings
 from pathlib import Path
 
-from ddm.cli_base import (_Parser, _add, _cpu_seconds, _dataset_block, _default_device, _device, _exit_code, _fit,
-                          _int_at_least, _message, _model_for, _nfe, _params, _save, _set_threads, _show_warning)
-from ddm.cli_tasks import _add_task_steps
-from ddm.contracts import (check_metric_files, check_reference, check_task_metric_files, load_images, load_json,
+from ddm.cli_base import (Parser, add_command, cpu_seconds, dataset_block, default_device, error_message, exit_code,
+                          int_at_least, model_for, parse_device, parse_nfe, read_params, run_fit, save_output,
+                          set_threads, show_warning)
+from ddm.cli_tasks import add_task_steps
+from ddm.contracts import (check_metric_files, check_reference, check_task_metric_files, load_images, load_json_product,
                            load_sample_set)
 # InputError (exit code 2), OutputError (exit code 1): ddm.cli_base's exit-code table
 from ddm.io import (InputError, OutputError, check_input_file as _input_file, check_output as _check_out, file_checksum,
@@ -63,19 +64,19 @@ log = logging.getLogger("ddm")
 
 # -- steps ----------------------------------------------------------------------------------------
 def cmd_prepare(args) -> None:
-    params = _params(args)
-    block = _dataset_block(params, args.dataset)
+    params = read_params(args)
+    block = dataset_block(params, args.dataset)
     _check_out(args.out)
     from ddm.datasets import prepare_dataset
 
     images = prepare_dataset(args.dataset, block, args.data_root, f"presets/{params['preset']}/{args.dataset}")
-    _save(save_torch, images.contiguous(), args.out)
+    save_output(save_torch, images.contiguous(), args.out)
     log.info("prepared %s: %s images of shape %s -> %s", args.dataset, images.shape[0], tuple(images.shape[1:]), args.out)
 
 
 def cmd_extractor(args) -> None:
-    params = _params(args)
-    fid_cfg = _dataset_block(params, args.dataset)["fid"]
+    params = read_params(args)
+    fid_cfg = dataset_block(params, args.dataset)["fid"]
     name = fid_cfg["extractor"]
     out = _check_out(args.out)
     from ddm import digits_classifier, metrics  # torch-fidelity: imported once the checks passed (errors stay fast)
@@ -90,12 +91,12 @@ def cmd_extractor(args) -> None:
         weights = metrics.resolve_weights(name, fid_cfg.get("weights"))  # clear error if missing
         info = {"extractor": name, "weights": str(weights)}
     info["weights_sha256"] = file_checksum(weights, memo=True)
-    _save(save_json, info, out)
+    save_output(save_json, info, out)
     log.info("FID extractor %s: %s", name, info)
 
 
 def cmd_refstats(args) -> None:
-    ex = load_json(args.extractor, "extractor")
+    ex = load_json_product(args.extractor, "extractor")
     images = load_images(args.data, "dataset file", "ddm prepare", min_count=2, mmap=True)  # streamed if large
     _check_out(args.out)
     from ddm.fidstats import reference_stats  # torch-fidelity: once the checks passed
@@ -108,24 +109,24 @@ def cmd_refstats(args) -> None:
 def cmd_train(args) -> None:
     from ddm.config import resolve, resolved_hash
 
-    params = _params(args)
+    params = read_params(args)
     cfg = resolve(params, args.dataset, args.method)
-    from ddm.datasets import to_model_range  # torch: once params.yaml passed (a config error stays fast)
+    from ddm.datasets import ModelRangeImages  # torch: once params.yaml passed (a config error stays fast)
     from ddm.experiment import build
     from ddm.fit import train_config
 
     tcfg = train_config(cfg, f"presets/{params['preset']}/{args.dataset}/train")
     exp = build(cfg)
     images = load_images(args.data, "dataset file", "ddm prepare", channels=cfg["channels"],
-                         resolution=cfg["resolution"])
-    if _fit(args, exp, tcfg, to_model_range(images), resolved_hash(cfg)):
+                         resolution=cfg["resolution"], mmap=True)  # read per batch: no float32 copy of the set
+    if run_fit(args, exp, tcfg, ModelRangeImages(images), resolved_hash(cfg)):
         log.info("trained %s on %s -> %s (EMA weights)", args.method, args.dataset, args.out)
 
 
 def cmd_sample(args) -> None:
     from ddm.config import resolve, resolved_hash
 
-    cfg = resolve(_params(args), args.dataset, args.method)
+    cfg = resolve(read_params(args), args.dataset, args.method)
     from ddm.limits import samples_error  # the set fits in this machine's memory
 
     if msg := samples_error(args.num_samples, cfg["channels"], cfg["resolution"]):
@@ -134,7 +135,7 @@ def cmd_sample(args) -> None:
     from ddm.experiment import load_model  # torch: once params.yaml passed
     from ddm.sampleset import sample_set
 
-    exp, net = _model_for(args, cfg, load_model, resolved_hash, f"{args.dataset}/{args.method}")
+    exp, net = model_for(args, cfg, load_model, resolved_hash, f"{args.dataset}/{args.method}")
     _check_out(args.out)
     images = None
     if cfg["sampling"]["denoiser"] == "posterior_mean":  # the sampler ceiling: its training images
@@ -144,8 +145,8 @@ def cmd_sample(args) -> None:
         images = load_images(args.data, "dataset file", "ddm prepare", channels=cfg["channels"],
                              resolution=cfg["resolution"])
     x = sample_set(exp, net, args.nfe, args.repeat, args.num_samples, bounds=bounds, batch_size=args.batch_size,
-                   device=_default_device(args), training_images=images)
-    _save(save_torch, x, args.out)
+                   device=default_device(args), training_images=images)
+    save_output(save_torch, x, args.out)
     log.info("%d samples at NFE %d -> %s", len(x), args.nfe, args.out)
 
 
@@ -171,10 +172,10 @@ def cmd_evaluate(args) -> None:
     from ddm.config import DATASET_CHANNELS
     from ddm.replicates import check_method
 
-    params = _params(args)
-    block = _dataset_block(params, args.dataset)
+    params = read_params(args)
+    block = dataset_block(params, args.dataset)
     check_method(params, args.method)  # a method of params, or a training-seed replicate of one
-    ex = load_json(args.extractor, "extractor")
+    ex = load_json_product(args.extractor, "extractor")
     # one file: the one-pass FID of its images; shards: one in memory at a time
     samples = load_sample_set(args.samples, channels=DATASET_CHANNELS.get(args.dataset), resolution=block["resolution"])
     from ddm.kid import reference_features
@@ -186,12 +187,12 @@ def cmd_evaluate(args) -> None:
     result = score_set(samples, args.reference, ex["extractor"], ex["weights"], ref_rows)
     result.update({k: getattr(args, k) for k in ("dataset", "method", "nfe", "repeat")})
     result["computed_at"] = utc_timestamp()  # provenance: when this FID was computed (reports' date)
-    _save(save_json, result, args.out)
+    save_output(save_json, result, args.out)
     log.info("FID %.3f (%d samples, %s) -> %s", result["fid"], result["num_samples"], result["extractor"], args.out)
 
 
 def cmd_stats(args) -> None:
-    params = _params(args)
+    params = read_params(args)
     check_metric_files(args.inputs, params, args.params)
     check_task_metric_files(args.task_metrics or [])  # the conditioned tasks (Tables 2 and 3)
     _check_out(args.out)
@@ -201,9 +202,9 @@ def cmd_stats(args) -> None:
 
     metrics, records = collect_metrics(args.inputs, params, models=args.models or (), convergence=args.convergence,
                                        task_metrics=args.task_metrics)
-    _save(save_json, metrics, args.out)
+    save_output(save_json, metrics, args.out)
     if args.csv:
-        _save(save_text, records_csv(records), args.csv)
+        save_output(save_text, records_csv(records), args.csv)
 
 
 def cmd_convergence(args) -> None:
@@ -211,37 +212,37 @@ def cmd_convergence(args) -> None:
     from ddm.experiment import load_model
     from ddm.generate import convergence_rows
 
-    cfg = resolve(_params(args), args.dataset, args.method)
+    cfg = resolve(read_params(args), args.dataset, args.method)
     blob = read_model(args.model)
-    exp, net = load_model(args.model, _default_device(args), blob=blob)
+    exp, net = load_model(args.model, default_device(args), blob=blob)
     exp.cfg["sampling"] = cfg["sampling"]  # sampling options come from params.yaml, not the model file
     if not blob.get("snapshots"):
         raise InputError(f"model file {args.model} holds no snapshots: list its method under the preset's "
                          f"`convergence: methods` in params.yaml and train it again")
-    ex = load_json(args.extractor, "extractor")
+    ex = load_json_product(args.extractor, "extractor")
     check_reference(args.reference)
     _check_out(args.out)
     rows = convergence_rows(exp, net, blob["snapshots"], args.nfe, args.num_samples, args.reference, ex["extractor"],
-                            ex["weights"], device=_default_device(args))
-    _save(save_json, {"dataset": args.dataset, "method": args.method, "num_samples": args.num_samples,
-                      "extractor": ex["extractor"], "rows": rows}, args.out)
+                            ex["weights"], device=default_device(args))
+    save_output(save_json, {"dataset": args.dataset, "method": args.method, "num_samples": args.num_samples,
+                            "extractor": ex["extractor"], "rows": rows}, args.out)
 
 
 def cmd_convergence_plot(args) -> None:
     from ddm.report.figures import convergence_plot
 
     for p in args.inputs:
-        load_json(p, "convergence")
+        load_json_product(p, "convergence")
     _check_out(args.out)
     with _writing(args.out):
         convergence_plot([Path(p) for p in args.inputs], Path(args.out))
 
 
 def cmd_report(args) -> None:
-    from ddm.claims import render_report
+    from ddm.claims import render_tables_and_claims
     from ddm.report.tables import check_published_csv, nonfinite_cells
 
-    metrics = load_json(args.metrics, "metrics")
+    metrics = load_json_product(args.metrics, "metrics")
     bad = nonfinite_cells(metrics)
     if bad:
         raise InputError(f"metrics file {args.metrics}: {bad[0]} is not a finite number"
@@ -251,18 +252,18 @@ def cmd_report(args) -> None:
     _check_out(args.out)
     fig3 = None
     if args.claims:  # a verdict per claim of the paper (ddm.claims); Fig. 3's curves by dataset (folder name)
-        fig3 = {Path(f).parent.name: load_json(f, "fig3") for f in args.fig3}
+        fig3 = {Path(f).parent.name: load_json_product(f, "fig3") for f in args.fig3}
         _check_out(args.claims)
-    text, claims = render_report(metrics, published, fig3)
-    _save(save_text, text, args.out)
+    text, claims = render_tables_and_claims(metrics, published, fig3)
+    save_output(save_text, text, args.out)
     if args.claims:
-        _save(save_text, claims, args.claims)
+        save_output(save_text, claims, args.claims)
 
 
 def cmd_report_pdf(args) -> None:
     from ddm.report.pdf import ReportError, build_report_pdf, no_latex_message
 
-    load_json(args.metrics, "metrics")
+    load_json_product(args.metrics, "metrics")
     for path in (args.template, args.tables, *([args.claims] if args.claims else []), *args.figures):
         _input_file(path, "report input")
     _check_out(args.out)
@@ -280,7 +281,7 @@ def cmd_report_pdf(args) -> None:
 def cmd_figures(args) -> None:
     from ddm.report.figures import fid_plot
 
-    metrics = load_json(args.metrics, "metrics")
+    metrics = load_json_product(args.metrics, "metrics")
     if args.dataset not in metrics["datasets"]:
         raise InputError(f"metrics file {args.metrics} has no dataset '{args.dataset}' "
                          f"(it has: {', '.join(sorted(metrics['datasets'])) or 'none'})")
@@ -301,7 +302,7 @@ def cmd_grid(args) -> None:
 def cmd_fig3_plot(args) -> None:
     from ddm.report.figures import fig3_plot
 
-    load_json(args.curves, "fig3")
+    load_json_product(args.curves, "fig3")
     _check_out(args.out)
     with _writing(args.out):
         fig3_plot(Path(args.curves), Path(args.out))
@@ -320,30 +321,31 @@ def cmd_fig3(args) -> None:
     from ddm.experiment import load_model
     from ddm.generate import x0_mse_curve
 
-    models = [(Path(path).stem, *load_model(path, _default_device(args))) for path in args.models]
+    models = [(Path(path).stem, *load_model(path, default_device(args))) for path in args.models]
     _check_out(args.out)
     curves = {name: x0_mse_curve(exp, net, args.nfe, sample_seeds(0, args.num_samples)) for name, exp, net in models}
-    _save(save_json, {"nfe": args.nfe, "num_samples": args.num_samples, "curves": curves}, args.out)
+    save_output(save_json, {"nfe": args.nfe, "num_samples": args.num_samples, "curves": curves}, args.out)
 
 
 # -- parser ---------------------------------------------------------------------------------------
 def _add_steps(sub) -> None:
     """The subcommands of the data, training and sampling steps."""
-    positive, count, samples = _int_at_least(1), _int_at_least(0), _int_at_least(1, SEED_BLOCK)
-    device = {"type": _device, "help": "cpu, cuda or cuda:N (default: cuda if there is one, else cpu)"}
+    positive, count, samples = int_at_least(1), int_at_least(0), int_at_least(1, SEED_BLOCK)
+    device = {"type": parse_device, "help": "cpu, cuda or cuda:N (default: cuda if there is one, else cpu)"}
 
-    s = _add(sub, "prepare", cmd_prepare, "dataset -> uint8 tensor file (downloads if needed)", "dataset", "out")
+    s = add_command(sub, "prepare", cmd_prepare, "dataset -> uint8 tensor file (downloads if needed)", "dataset", "out")
     s.add_argument("--data-root", default="data")
-    _add(sub, "extractor", cmd_extractor, "FID feature extractor (trains the digits classifier)", "dataset", "out")
-    _add(sub, "refstats", cmd_refstats, "FID reference statistics of a dataset file", "data", "extractor", "out")
-    s = _add(sub, "train", cmd_train, "train one (dataset, method); resumes from its checkpoints",
-             "dataset", "method", "data", "out")
+    add_command(sub, "extractor", cmd_extractor, "FID feature extractor (trains the digits classifier)", "dataset",
+                "out")
+    add_command(sub, "refstats", cmd_refstats, "FID reference statistics of a dataset file", "data", "extractor", "out")
+    s = add_command(sub, "train", cmd_train, "train one (dataset, method); resumes from its checkpoints",
+                    "dataset", "method", "data", "out")
     s.add_argument("--checkpoints", required=True, help="folder of per-config checkpoint folders")
     s.add_argument("--curve", help="also write the training curve (CSV) here")
     s.add_argument("--device", **device)
-    s = _add(sub, "sample", cmd_sample, "draw samples from a trained model", "dataset", "model", "out")
+    s = add_command(sub, "sample", cmd_sample, "draw samples from a trained model", "dataset", "model", "out")
     s.add_argument("--method", required=True, help="a method of params.yaml (may be a solver variant)")
-    s.add_argument("--nfe", type=_nfe, required=True)
+    s.add_argument("--nfe", type=parse_nfe, required=True)
     s.add_argument("--repeat", type=count, default=0)
     s.add_argument("--num-samples", type=samples, required=True)
     s.add_argument("--batch-size", type=positive, default=SAMPLE_BATCH)
@@ -351,52 +353,52 @@ def _add_steps(sub) -> None:
     s.add_argument("--shard-size", type=positive, help="S, the samples per shard (with --shard)")
     s.add_argument("--data", help="training images (for `denoiser: posterior_mean`, the sampler ceiling)")
     s.add_argument("--device", **device)
-    s = _add(sub, "convergence", cmd_convergence, "FID against training step from a model's snapshots",
-             "dataset", "method", "model", "reference", "extractor", "out")
-    s.add_argument("--nfe", type=_nfe, nargs="+", required=True)
+    s = add_command(sub, "convergence", cmd_convergence, "FID against training step from a model's snapshots",
+                    "dataset", "method", "model", "reference", "extractor", "out")
+    s.add_argument("--nfe", type=parse_nfe, nargs="+", required=True)
     s.add_argument("--num-samples", type=samples, required=True)
     s.add_argument("--device", **device)
-    s = _add(sub, "evaluate", cmd_evaluate, "FID of a sample set (one file, or its shards in order)", "reference",
-             "extractor", "dataset", "method", "out")
+    s = add_command(sub, "evaluate", cmd_evaluate, "FID of a sample set (one file, or its shards in order)",
+                    "reference", "extractor", "dataset", "method", "out")
     s.add_argument("--samples", nargs="+", required=True, help="the set's file, or its shard files (streamed)")
     s.add_argument("--nfe", type=positive, required=True)
     s.add_argument("--repeat", type=count, required=True)
-    s = _add(sub, "fig3", cmd_fig3, "Fig. 3: MSE of the predicted x0 against t", "out")
+    s = add_command(sub, "fig3", cmd_fig3, "Fig. 3: MSE of the predicted x0 against t", "out")
     s.add_argument("--models", nargs="+", required=True)
-    s.add_argument("--nfe", type=_nfe, default=100)
+    s.add_argument("--nfe", type=parse_nfe, default=100)
     s.add_argument("--num-samples", type=samples, default=64)
     s.add_argument("--device", **device)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="ddm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog="ddm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging; tracebacks of errors")
     sub = p.add_subparsers(dest="command", required=True)
     _add_steps(sub)
-    _add_task_steps(sub)
-    s = _add(sub, "stats", cmd_stats, "mean +- std over repeats and Table 1's t-test markers", "out")
+    add_task_steps(sub)
+    s = add_command(sub, "stats", cmd_stats, "mean +- std over repeats and Table 1's t-test markers", "out")
     s.add_argument("--inputs", nargs="+", required=True)
     s.add_argument("--models", nargs="*", help="trained model files (Table 1's Param column)")
     s.add_argument("--csv", help="also write the metric files as one table, a row per sample set (CSV)")
     s.add_argument("--convergence", nargs="*", help="files of `ddm convergence`: the plateau check of each model")
     s.add_argument("--task-metrics", nargs="*", help="files of `ddm evaluate-task` (Tables 2 and 3): per sample "
                    "set, and each task's reference.json; and of `ddm train-autoencoder` (latent tasks)")
-    s = _add(sub, "report", cmd_report, "reports/tables.tex from reports/metrics.json", "metrics", "out")
+    s = add_command(sub, "report", cmd_report, "reports/tables.tex from reports/metrics.json", "metrics", "out")
     s.add_argument("--published", help="published results shown beside the measured ones (default: the "
                    "package's ddm/data/published.csv)")
     s.add_argument("--claims", help="also write a verdict per claim of the paper (LaTeX; reports/claims.tex)")
     s.add_argument("--fig3", nargs="*", default=[], help="Fig. 3's curves (results/metrics/<dataset>/fig3.json), "
                    "the evidence of its claim in --claims")
-    _add(sub, "figures", cmd_figures, "FID-vs-NFE plot of one dataset", "metrics", "dataset", "out")
-    s = _add(sub, "report-pdf", cmd_report_pdf, "reports/report.pdf: tables and figures", "template", "tables",
-             "metrics", "out")
+    add_command(sub, "figures", cmd_figures, "FID-vs-NFE plot of one dataset", "metrics", "dataset", "out")
+    s = add_command(sub, "report-pdf", cmd_report_pdf, "reports/report.pdf: tables and figures", "template", "tables",
+                    "metrics", "out")
     s.add_argument("--figures", nargs="*", default=[])
     s.add_argument("--latex", default="none", help="latexmk or pdflatex to use; none: a placeholder page")
     s.add_argument("--claims", help="reports/claims.tex (`ddm report --claims`), shown on the first page")
-    s = _add(sub, "grid", cmd_grid, "sample grid of a sample file", "samples", "out")
+    s = add_command(sub, "grid", cmd_grid, "sample grid of a sample file", "samples", "out")
     s.add_argument("--title", default="")
-    _add(sub, "fig3-plot", cmd_fig3_plot, "plot of the Fig. 3 curves", "curves", "out")
-    s = _add(sub, "convergence-plot", cmd_convergence_plot, "plot of FID against training step", "out")
+    add_command(sub, "fig3-plot", cmd_fig3_plot, "plot of the Fig. 3 curves", "curves", "out")
+    s = add_command(sub, "convergence-plot", cmd_convergence_plot, "plot of FID against training step", "out")
     s.add_argument("--inputs", nargs="+", required=True)
     _add_compare(sub)
     return p
@@ -405,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_compare(sub) -> None:
     from ddm import compare
 
-    s = _add(sub, "compare", cmd_compare, "two runs' table cells side by side and every verdict that changed "
+    s = add_command(sub, "compare", cmd_compare, "two runs' table cells side by side and every verdict that changed "
              "(exit 1 when a cell moves beyond its tolerance or a verdict flips)")
     s.add_argument("run_a", help="a run's folder (its reports/metrics.json) or a metrics.json file")
     s.add_argument("run_b", help="the run to hold against it")
@@ -423,19 +425,19 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    warnings.showwarning = _show_warning
+    warnings.showwarning = show_warning
     try:
-        _set_threads()
+        set_threads()
         load_plugins(args.params)  # params.yaml's plug-ins (ddm.plugins), also for a subcommand that reads no params
         code = args.fn(args) or 0  # a command that judges (compare) returns its verdict as the exit code
-        log.info("ddm %s done: %.1f s CPU", args.command, _cpu_seconds())
+        log.info("ddm %s done: %.1f s CPU", args.command, cpu_seconds())
     except Exception as e:
-        code = _exit_code(e)
+        code = exit_code(e)
         if code is None:
             raise  # a bug: Python's traceback
         if args.verbose:
             traceback.print_exc()
-        for line in _message(e, getattr(args, "params", None)):
+        for line in error_message(e, getattr(args, "params", None)):
             print(f"ddm {args.command}: {line}", file=sys.stderr)
         return code
     return code

@@ -25,7 +25,7 @@ EXIT_PREEMPTED = 75
 
 
 # -- argparse option types ------------------------------------------------------------------------
-def _int_at_least(low: int, high: int | None = None):
+def int_at_least(low: int, high: int | None = None):
     """argparse type: an integer in [low, high]."""
     def parse(text: str) -> int:
         try:
@@ -41,12 +41,12 @@ def _int_at_least(low: int, high: int | None = None):
     return parse
 
 
-def _nfe(text: str) -> int:
+def parse_nfe(text: str) -> int:
     """argparse type: an NFE >= 1 whose time grid fits in this machine's memory (``ddm.limits``)."""
     from ddm.limits import nfe_error
     from ddm.yamlio import ConfigError
 
-    value = _int_at_least(1)(text)
+    value = int_at_least(1)(text)
     try:
         msg = nfe_error(value)
     except ConfigError as e:  # DDM_MEMORY that is not a size
@@ -56,7 +56,7 @@ def _nfe(text: str) -> int:
     return value
 
 
-def _device(name: str) -> str:
+def parse_device(name: str) -> str:
     """argparse type: a device this machine has (cpu, cuda, cuda:N, mps)."""
     import torch
 
@@ -78,13 +78,15 @@ def _device(name: str) -> str:
 
 
 # -- checks and steps the handlers share ----------------------------------------------------------
-def _params(args):
+def read_params(args):
+    """params.yaml (``--params``), loaded and validated (``ddm.validation.load_params``)."""
     from ddm.validation import load_params
 
     return load_params(args.params)
 
 
-def _dataset_block(params, dataset: str) -> dict:
+def dataset_block(params, dataset: str) -> dict:
+    """The preset's block of ``dataset``; a ConfigError naming the datasets the preset has."""
     from ddm.config import ConfigError, dataset_names
 
     if dataset not in params["presets"][params["preset"]]:
@@ -93,21 +95,22 @@ def _dataset_block(params, dataset: str) -> dict:
     return params["presets"][params["preset"]][dataset]
 
 
-def _save(save, obj, path) -> None:
+def save_output(save, obj, path) -> None:
     """``save(obj, path)`` (a writer of ``ddm.io``: atomic, with its checksum), an OS error as
     one line naming ``path``."""
     with _writing(path):
         save(obj, path)
 
 
-def _default_device(args) -> str:
+def default_device(args) -> str:
+    """``--device``, else cuda when a GPU is there, else cpu."""
     import torch
 
     return args.device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 
-def _fit(args, exp, tcfg, data, config_hash: str) -> bool:
+def run_fit(args, exp, tcfg, data, config_hash: str) -> bool:
     """``ddm.fit.fit`` in the checkpoint folder of this config under --checkpoints, once the
     outputs are checked; False on the processes of a distributed run other than rank 0."""
     from ddm.fit import checkpoint_dir, fit
@@ -118,13 +121,13 @@ def _fit(args, exp, tcfg, data, config_hash: str) -> bool:
     ckpt_dir = checkpoint_dir(args.checkpoints, args.method, config_hash)
     _check_out(ckpt_dir / "probe", "--checkpoints")
     return fit(exp, data, tcfg, ckpt_dir, args.out, config_hash=config_hash, curve=args.curve,
-               device=_default_device(args))
+               device=default_device(args))
 
 
-def _model_for(args, cfg: dict, load, config_hash, what: str):
+def model_for(args, cfg: dict, load, config_hash, what: str):
     """(experiment, network) of --model on the device, checked to be trained with ``cfg`` (the
     resolved config of ``what`` in params.yaml), with ``cfg``'s sampling options."""
-    exp, net = load(args.model, _default_device(args))
+    exp, net = load(args.model, default_device(args))
     if config_hash(cfg) != config_hash(exp.cfg):
         raise InputError(f"model file {args.model} was trained with another config than params.yaml gives for "
                          f"{what}: retrain it (snakemake does so by itself)")
@@ -134,14 +137,16 @@ def _model_for(args, cfg: dict, load, config_hash, what: str):
 
 
 # -- parser, exit codes, messages -----------------------------------------------------------------
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
     """argparse with the one-line error of every other failure: ``ddm <subcommand>: <message>``."""
 
     def error(self, message: str):
         self.exit(EXIT_USAGE, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
 
 
-def _add(sub, name: str, fn, help_: str, *required: str) -> argparse.ArgumentParser:
+def add_command(sub, name: str, fn, help_: str, *required: str) -> argparse.ArgumentParser:
+    """Register the subcommand ``name`` run by ``fn`` with ``--params`` and the ``required`` options
+    (``ddm.codedeps`` reads these calls to find each subcommand's code)."""
     s = sub.add_parser(name, help=help_)
     s.set_defaults(fn=fn)
     s.add_argument("--params", default=os.environ.get("DDM_PARAMS") or "params.yaml",
@@ -165,7 +170,7 @@ _EXPECTED = {
 }
 
 
-def _exit_code(e: BaseException) -> int | None:
+def exit_code(e: BaseException) -> int | None:
     """The documented exit code of an expected error; None for a bug."""
     if isinstance(e, InputError):
         return EXIT_USAGE
@@ -176,7 +181,7 @@ def _exit_code(e: BaseException) -> int | None:
     return EXIT_FAILURE if isinstance(e, (OutputError, OSError)) else None
 
 
-def _message(e: BaseException, params: str | None = None) -> list[str]:
+def error_message(e: BaseException, params: str | None = None) -> list[str]:
     """The lines of an expected error (one, or one per params.yaml error reported at once); a
     config error names the params file the command read (``params``: --params or $DDM_PARAMS)."""
     if isinstance(e, OSError) and e.errno is not None and e.strerror:
@@ -189,7 +194,7 @@ def _message(e: BaseException, params: str | None = None) -> list[str]:
     return text.splitlines() or [type(e).__name__]
 
 
-def _set_threads() -> None:
+def set_threads() -> None:
     """DDM_THREADS=N: N intra-op threads (before torch is imported, so `--help` stays fast)."""
     threads = os.environ.get("DDM_THREADS")
     if not threads:
@@ -202,14 +207,14 @@ def _set_threads() -> None:
         os.environ["OMP_NUM_THREADS"] = threads
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """A library's warning (e.g. ddm.datasets' skipped or linked image files) as one log line, as
     the command's own warnings are; ``-v`` adds where it was raised."""
     where = f" ({filename}:{lineno})" if log.isEnabledFor(logging.DEBUG) else ""
     logging.getLogger("ddm").warning("%s%s", message, where)
 
 
-def _cpu_seconds() -> float:
+def cpu_seconds() -> float:
     """CPU time of this process and its finished children (user + system): what a job cost, which
     a loaded machine inflates far less than the wall time (ddm.plan's estimates are checked on it)."""
     import resource

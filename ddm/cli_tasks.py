@@ -7,14 +7,15 @@ import argparse
 import logging
 from pathlib import Path
 
-from ddm.cli_base import _add, _default_device, _device, _fit, _int_at_least, _model_for, _params, _save
+from ddm.cli_base import (add_command, default_device, int_at_least, model_for, parse_device, read_params, run_fit,
+                          save_output)
 from ddm.contracts import load_images
 from ddm.io import InputError, check_output as _check_out, save_json, save_torch, writing as _writing
 
 log = logging.getLogger("ddm")
 
 
-def _nfe_repeat(text: str) -> tuple[int, int]:
+def parse_nfe_repeat(text: str) -> tuple[int, int]:
     """argparse type: a sample set ``NFE:REPEAT`` (e.g. 10:0)."""
     nfe, _, repeat = text.partition(":")
     if not (nfe.isdigit() and repeat.isdigit() and int(nfe) >= 1):
@@ -44,10 +45,10 @@ def _set_file(folder, nfe: int, repeat: int, ext: str) -> Path:
 def cmd_prepare_task(args) -> None:
     from ddm.conditioned import task_splits
 
-    cfg = _task_cfg(_params(args), args.task)
+    cfg = _task_cfg(read_params(args), args.task)
     outs = {"train": _check_out(args.train, "--train"), "test": _check_out(args.test, "--test")}
     for split, blob in task_splits(args.task, cfg["data"], args.data_root):
-        _save(save_torch, blob, outs[split])
+        save_output(save_torch, blob, outs[split])
         n = next(len(v) for k, v in blob.items() if k.endswith("_uint8"))
         log.info("%s %s split: %d examples -> %s", args.task, split, n, outs[split])
 
@@ -56,7 +57,7 @@ def cmd_train_autoencoder(args) -> None:
     """A latent task's KL autoencoder (§5.1; ``ddm.autoencoder.train_autoencoder``) -> model file + JSON."""
     from ddm.config import resolved_hash
 
-    params = _params(args)
+    params = read_params(args)
     cfg = _task_cfg(params, args.task)
     if "latent" not in cfg:
         raise InputError(f"the {args.task} task has no latent block in conditioned_presets/{params['preset']}/tasks: "
@@ -68,8 +69,8 @@ def cmd_train_autoencoder(args) -> None:
 
     train, test = _split(args.data, cfg, "train"), _split(args.test, cfg, "test")
     record = train_autoencoder(args.task, cfg["data"], cfg["latent"], train["target"], test["target"], ckpt_dir, out,
-                               seed=params["seed"], device=_default_device(args))
-    _save(save_json, record, metrics)
+                               seed=params["seed"], device=default_device(args))
+    save_output(save_json, record, metrics)
     log.info("%s autoencoder (f=%d, %d latent channels): reconstruction PSNR %.2f dB on %d test images -> %s",
              args.task, record["factor"], record["z_channels"], record["psnr"], record["num_samples"], out)
 
@@ -77,7 +78,7 @@ def cmd_train_autoencoder(args) -> None:
 def cmd_train_task(args) -> None:
     from ddm.config import task_hash
 
-    params = _params(args)
+    params = read_params(args)
     cfg = _task_cfg(params, args.task, args.method)
     from ddm.conditioned import build_task, task_autoencoder, training_data  # torch: once params.yaml passed
     from ddm.fit import train_config
@@ -86,24 +87,24 @@ def cmd_train_task(args) -> None:
     exp = build_task(cfg)
     split = _split(args.data, cfg, "train", tensors=False)  # uint8: training makes each batch's floats
     data = training_data(cfg, split, task_autoencoder(cfg, args.autoencoder))
-    if _fit(args, exp, tcfg, data, task_hash(cfg)):
+    if run_fit(args, exp, tcfg, data, task_hash(cfg)):
         log.info("trained %s on the %s task -> %s (EMA weights)", args.method, args.task, args.out)
 
 
 def cmd_sample_task(args) -> None:
     from ddm.config import task_hash
 
-    cfg = _task_cfg(_params(args), args.task, args.method)
+    cfg = _task_cfg(read_params(args), args.task, args.method)
     from ddm.conditioned import load_task_model, task_autoencoder  # torch: once params.yaml passed
     from ddm.generate import sample_sets
 
-    exp, net = _model_for(args, cfg, load_task_model, task_hash, f"{args.task}/{args.method}")
+    exp, net = model_for(args, cfg, load_task_model, task_hash, f"{args.task}/{args.method}")
     split = _split(args.data, cfg, "test")
-    ae = task_autoencoder(cfg, args.autoencoder, _default_device(args))
+    ae = task_autoencoder(cfg, args.autoencoder, default_device(args))
     outs = {s: _check_out(_set_file(args.out_dir, *s, "pt"), "--out-dir") for s in args.sets}
     for (nfe, repeat), x in sample_sets(exp, net, split, outs, batch_size=args.batch_size,
-                                        device=_default_device(args), autoencoder=ae):
-        _save(save_torch, x, outs[nfe, repeat])
+                                        device=default_device(args), autoencoder=ae):
+        save_output(save_torch, x, outs[nfe, repeat])
         log.info("%s/%s: %d samples at NFE %d (repeat %d) -> %s", args.task, args.method, len(x), nfe, repeat,
                  outs[nfe, repeat])
 
@@ -111,7 +112,7 @@ def cmd_sample_task(args) -> None:
 def cmd_evaluate_task(args) -> None:
     from ddm.conditioned import reference_record, set_records, task_fid
 
-    cfg = _task_cfg(_params(args), args.task)
+    cfg = _task_cfg(read_params(args), args.task)
     split = _split(args.data, cfg, "test")
     files = {(m, s): Path(args.samples_dir) / m / _set_file("", *s, "pt") for m in args.methods for s in args.sets}
     samples = {k: load_images(p, min_count=2) for k, p in files.items()}
@@ -119,15 +120,15 @@ def cmd_evaluate_task(args) -> None:
     outs = {k: _check_out(Path(args.out_dir) / k[0] / _set_file("", *k[1], "json"), "--out-dir") for k in files}
     ref_out = _check_out(Path(args.out_dir) / "reference.json", "--out-dir")
     for (method, (nfe, repeat)), record in set_records(cfg, split, samples, fid):
-        _save(save_json, record, outs[method, (nfe, repeat)])
+        save_output(save_json, record, outs[method, (nfe, repeat)])
         log.info("%s/%s NFE %d repeat %d: %s %.4f", args.task, method, nfe, repeat, cfg["metric"], record["value"])
-    _save(save_json, reference_record(cfg, split, fid), ref_out)
+    save_output(save_json, reference_record(cfg, split, fid), ref_out)
 
 
 def cmd_task_figure(args) -> None:
     from ddm.report.figures import task_figure
 
-    cfg = _task_cfg(_params(args), args.task)
+    cfg = _task_cfg(read_params(args), args.task)
     split = _split(args.data, cfg, "test")
     if len(args.labels) != len(args.samples):
         raise InputError(f"{len(args.samples)} sample files but {len(args.labels)} labels: give one label per file")
@@ -137,39 +138,40 @@ def cmd_task_figure(args) -> None:
         task_figure(split, samples, args.labels, Path(args.out), n=args.rows)
 
 
-def _add_task_steps(sub) -> None:
+def add_task_steps(sub) -> None:
     """The subcommands of the conditioned tasks (Tables 2 and 3)."""
-    positive = _int_at_least(1)
-    device = {"type": _device, "help": "cpu, cuda or cuda:N (default: cuda if there is one, else cpu)"}
-    sets = {"type": _nfe_repeat, "nargs": "+", "required": True, "help": "sample sets NFE:REPEAT, e.g. 5:0 5:1 10:0"}
-    s = _add(sub, "prepare-task", cmd_prepare_task, "a conditioned task's train and test splits (Tables 2, 3)",
-             "task", "train", "test")
+    positive = int_at_least(1)
+    device = {"type": parse_device, "help": "cpu, cuda or cuda:N (default: cuda if there is one, else cpu)"}
+    sets = {"type": parse_nfe_repeat, "nargs": "+", "required": True,
+            "help": "sample sets NFE:REPEAT, e.g. 5:0 5:1 10:0"}
+    s = add_command(sub, "prepare-task", cmd_prepare_task, "a conditioned task's train and test splits (Tables 2, 3)",
+                    "task", "train", "test")
     s.add_argument("--data-root", default="data", help="data folder of a task that reads a data set (`dataset:`)")
     autoencoder = {"help": "a latent task's autoencoder (`ddm train-autoencoder`); required for one"}
-    s = _add(sub, "train-autoencoder", cmd_train_autoencoder, "a latent task's KL autoencoder and its test-split "
-             "reconstruction PSNR (§5.1)", "task", "data", "test", "out", "metrics")
+    s = add_command(sub, "train-autoencoder", cmd_train_autoencoder, "a latent task's KL autoencoder and its "
+                    "test-split reconstruction PSNR (§5.1)", "task", "data", "test", "out", "metrics")
     s.add_argument("--checkpoints", required=True, help="folder of per-task checkpoint folders")
     s.add_argument("--device", **device)
-    s = _add(sub, "train-task", cmd_train_task, "train one (task, method) conditioned network; resumes",
-             "task", "method", "data", "out")
+    s = add_command(sub, "train-task", cmd_train_task, "train one (task, method) conditioned network; resumes",
+                    "task", "method", "data", "out")
     s.add_argument("--checkpoints", required=True, help="folder of per-config checkpoint folders")
     s.add_argument("--curve", help="also write the training curve (CSV) here")
     s.add_argument("--autoencoder", **autoencoder)
     s.add_argument("--device", **device)
-    s = _add(sub, "sample-task", cmd_sample_task, "one sample per test condition for each sample set",
-             "task", "method", "model", "data", "out-dir")
+    s = add_command(sub, "sample-task", cmd_sample_task, "one sample per test condition for each sample set",
+                    "task", "method", "model", "data", "out-dir")
     s.add_argument("--autoencoder", **autoencoder)
     s.add_argument("--sets", **sets)
     s.add_argument("--batch-size", type=positive, default=256)
     s.add_argument("--device", **device)
-    s = _add(sub, "evaluate-task", cmd_evaluate_task, "Table 2's metric of every sample set of a task, and the "
-             "trivial references", "task", "data", "samples-dir", "out-dir")
+    s = add_command(sub, "evaluate-task", cmd_evaluate_task, "Table 2's metric of every sample set of a task, and the "
+                    "trivial references", "task", "data", "samples-dir", "out-dir")
     s.add_argument("--methods", nargs="+", required=True)
     s.add_argument("--sets", **sets)
     s.add_argument("--reference", help="FID reference statistics (inpainting)")
     s.add_argument("--extractor", help="FID extractor file (inpainting)")
-    s = _add(sub, "task-figure", cmd_task_figure, "condition | samples | target, one row per test example",
-             "task", "data", "out")
+    s = add_command(sub, "task-figure", cmd_task_figure, "condition | samples | target, one row per test example",
+                    "task", "data", "out")
     s.add_argument("--samples", nargs="+", required=True)
     s.add_argument("--labels", nargs="+", required=True)
     s.add_argument("--rows", type=positive, default=8)

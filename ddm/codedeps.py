@@ -7,7 +7,7 @@ sample jobs and everything downstream of them, not the training. Read statically
 :mod:`ast` (nothing is imported, no torch):
 
 * the command line's modules, ``ddm/cli.py`` and ``ddm/cli_*.py`` (:func:`cli_modules`), read
-  part by part: the subcommand's handler (registered in one of them as ``_add(sub, "<name>",
+  part by part: the subcommand's handler (registered in one of them as ``add_command(sub, "<name>",
   <handler>, ...)``), ``main``, the functions and classes of those modules they refer to
   (transitively, across the modules), cli.py's module-level statements and those of another
   cli module that bind a name its parts use (a task handler's module-level imports count for
@@ -147,10 +147,10 @@ def cli_modules(modules: dict) -> list[str]:
 
 
 def _handlers(tree: ast.Module) -> dict[str, str]:
-    """Subcommand -> handler function name, from a module's ``_add(sub, "<name>", <handler>, ...)``."""
+    """Subcommand -> handler function name, from a module's ``add_command(sub, "<name>", <handler>, ...)``."""
     found = {}
     for node in ast.walk(tree):
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "_add"
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "add_command"
                 and len(node.args) >= 3 and isinstance(node.args[1], ast.Constant)
                 and isinstance(node.args[2], ast.Name)):
             found[node.args[1].value] = node.args[2].id

@@ -99,7 +99,7 @@ def load_run(path: str | Path) -> tuple[dict, dict]:
     """(metrics, fig3) of a run: ``path`` is a run's folder (its reports/metrics.json and
     results/metrics/*/fig3.json) or a metrics.json file (no Fig. 3 curves). The metrics file's
     checksum is verified (``ddm.contracts``)."""
-    from ddm.contracts import load_json
+    from ddm.contracts import load_json_product as load_json
 
     p = Path(path)
     if p.is_dir():

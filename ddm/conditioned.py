@@ -317,10 +317,10 @@ def task_fid(cfg: Mapping, reference, extractor) -> Callable[[Tensor], dict] | N
         ds = cfg["data"].get("dataset") or "digits"
         raise InputError(f"task {cfg['task']} is scored by FID: pass --reference and --extractor (its data set's "
                          f"results/fid/{ds}/reference.npz and extractor.json)")
-    from ddm.contracts import check_reference, load_json
+    from ddm.contracts import check_reference, load_json_product
     from ddm.metrics import fid
 
-    ex = load_json(extractor, "extractor")
+    ex = load_json_product(extractor, "extractor")
     check_reference(reference)
     return lambda u8: fid(u8, reference, ex["extractor"], ex["weights"])
 

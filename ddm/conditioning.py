@@ -349,11 +349,11 @@ def build_cond_unet(cfg: Mapping) -> CondUNet:
     plus ``cond_channels`` (required), ``encoder``, ``encoder_weights``,
     ``cross_attn_resolutions``, ``cond_resolution``, ``conditioning`` (§5.1, §B.2). Unknown keys raise ``ValueError``
     naming them."""
-    from ddm.nets import _UNET_KEYS  # the one list of UNet keys
+    from ddm.nets import UNET_KEYS  # the one list of UNet keys
 
     if not isinstance(cfg, Mapping):
         raise ValueError(f"build_cond_unet expects a mapping, got {type(cfg).__name__}")
-    allowed = [k for k in _UNET_KEYS if k != "cond_channels"] + list(_COND_KEYS)
+    allowed = [k for k in UNET_KEYS if k != "cond_channels"] + list(_COND_KEYS)
     unknown = sorted(str(k) for k in cfg if k not in allowed)
     if unknown:
         raise ValueError(f"unknown conditioned-UNet config keys {unknown}; allowed keys are "

@@ -1,6 +1,6 @@
 """The files the pipeline's steps hand each other, declared once: what a reader may rely on.
 
-* JSON products (:data:`SCHEMAS`): JSON Schemas checked with jsonschema. :func:`load_json` reads
+* JSON products (:data:`SCHEMAS`): JSON Schemas checked with jsonschema. :func:`load_json_product` reads
   one with its checksum verified (``ddm.io.load_json``) and refuses, in one line naming the first
   field that is missing or of the wrong type, a file that is not what its maker writes.
 * Image sets (a prepared dataset of ``ddm prepare``, a sample set of ``ddm sample``):
@@ -23,7 +23,7 @@ from typing import Any
 
 from ddm.io import InputError, check_input_file, load_json as _json_file, load_torch
 
-__all__ = ["SCHEMAS", "MAKERS", "shape_error", "load_json", "load_images", "load_sample_set", "check_reference",
+__all__ = ["SCHEMAS", "MAKERS", "shape_error", "load_json_product", "load_images", "load_sample_set", "check_reference",
            "is_autoencoder_file", "check_metric_files", "check_task_metric_files"]
 
 NUM, INT, STR = {"type": "number"}, {"type": "integer"}, {"type": "string"}
@@ -114,7 +114,7 @@ def shape_error(obj: Any, kind: str) -> str | None:
     return f"{where or '(top level)'}: expected {want}, got {_kind(e.instance)}"
 
 
-def load_json(path, kind: str) -> dict:
+def load_json_product(path, kind: str) -> dict:
     """A JSON product of ``kind`` (:data:`SCHEMAS`) with its checksum verified; InputError naming
     the first field that is not what its maker writes."""
     what, maker = MAKERS[kind]
@@ -194,7 +194,7 @@ def check_metric_files(paths, params: dict, params_file: str) -> None:
 
     seen, tables = {}, {}
     for i, p in enumerate(paths):
-        obj = load_json(p, "evaluation")
+        obj = load_json_product(p, "evaluation")
         key = tuple(obj[k] for k in ("dataset", "method", "nfe", "repeat"))
         for kind, mark in (("path", os.path.realpath(p)), ("content", hashlib.sha256(Path(p).read_bytes()).digest()),
                            ("set", key)):
@@ -229,9 +229,9 @@ def check_task_metric_files(paths) -> None:
     autoencoder metrics (``ddm train-autoencoder``, :func:`is_autoencoder_file`)."""
     for p in paths:
         if is_autoencoder_file(p):
-            load_json(p, "autoencoder_metric")
+            load_json_product(p, "autoencoder_metric")
             continue
-        load_json(p, "task_reference" if Path(p).name == "reference.json" else "task_metric")
+        load_json_product(p, "task_reference" if Path(p).name == "reference.json" else "task_metric")
 
 
 #: What a section of params.yaml's methods is called in a refusal (the table its FIDs make).

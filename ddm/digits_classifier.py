@@ -39,7 +39,8 @@ DIGITS_CLASSIFIER = "digits-classifier"
 _DIGITS_ARCH = "ddm-digits-cnn-v1"
 
 
-def _missing_digits_message(weights_path) -> str:
+def missing_digits_message(weights_path) -> str:
+    """The refusal for a missing digits-classifier weights file: the path and the command that writes it."""
     return (
         f"digits-classifier weights not found: {weights_path}\n"
         f"  the {DIGITS_CLASSIFIER!r} FID extractor needs the checkpoint written by\n"
@@ -184,7 +185,7 @@ def _train_digits(xtr, ytr, xte, yte, seed, epochs, batch_size, lr):
 def load_digits_classifier(weights_path: str | os.PathLike) -> tuple[DigitsClassifier, dict]:
     """Load a checkpoint written by :func:`train_digits_classifier`: (model in eval mode, metadata)."""
     if weights_path is None or not Path(weights_path).is_file():
-        raise MissingWeightsError(_missing_digits_message(weights_path))
+        raise MissingWeightsError(missing_digits_message(weights_path))
     try:  # its checksum verified; it is rebuilt with the extractor.json beside it
         ckpt = load_torch(weights_path, "digits classifier file", "ddm extractor")
     except InputError as e:

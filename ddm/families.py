@@ -130,13 +130,19 @@ class HtFamily(abc.ABC):
         """The image phi implies through x0 = -H_1(phi)."""
         return -self.H(phi, torch.ones(phi.shape[0], device=phi.device, dtype=phi.dtype))
 
-    def _t(self, t: Tensor, like: Tensor) -> Tensor:
+    # -- for subclasses (plug-in families call these from H and solve) ----------------------
+    def t_like(self, t: Tensor, like: Tensor) -> Tensor:
+        """``t`` (a number, or a (B,) tensor) on ``like``'s device and dtype, shaped to broadcast
+        against it ((B, 1, 1, 1) for images): what ``H(phi, t)`` multiplies ``phi`` by."""
         t = torch.as_tensor(t, device=like.device, dtype=like.dtype)
         if t.ndim == 0:
             return t
         return expand_t(t, like)
 
-    def _check_free(self, x0: Tensor, z: Tensor | None) -> tuple[Tensor, ...]:
+    def check_free(self, x0: Tensor, z: Tensor | None) -> tuple[Tensor, ...]:
+        """The free parameters ``z`` of ``solve(x0, z)`` split into the family's ``n_free`` parts
+        (each shaped like ``x0``); () for a family without free parameters; a ValueError naming the
+        family and the shapes when ``z`` does not fit ``x0``."""
         if self.n_free == 0:
             return ()
         expected = (x0.shape[0], self.n_free * x0.shape[1], *x0.shape[2:])
@@ -159,10 +165,10 @@ class ConstantFamily(HtFamily):
     n_free = 0
 
     def H(self, phi: Tensor, t: Tensor) -> Tensor:
-        return phi * self._t(t, phi)
+        return phi * self.t_like(t, phi)
 
     def solve(self, x0: Tensor, z: Tensor | None = None) -> Tensor:
-        self._check_free(x0, z)
+        self.check_free(x0, z)
         return -x0
 
 
@@ -180,11 +186,11 @@ class LinearFamily(HtFamily):
 
     def H(self, phi: Tensor, t: Tensor) -> Tensor:
         a, c = self.split(phi)
-        t = self._t(t, a)
+        t = self.t_like(t, a)
         return a * t**2 / 2 + c * t
 
     def solve(self, x0: Tensor, z: Tensor | None) -> Tensor:
-        (a,) = self._check_free(x0, z)
+        (a,) = self.check_free(x0, z)
         return torch.cat([a, -x0 - a / 2], dim=1)
 
 
@@ -198,11 +204,11 @@ class QuadraticFamily(HtFamily):
 
     def H(self, phi: Tensor, t: Tensor) -> Tensor:
         a, b, c = self.split(phi)
-        t = self._t(t, a)
+        t = self.t_like(t, a)
         return a * t**3 / 3 + b * t**2 / 2 + c * t
 
     def solve(self, x0: Tensor, z: Tensor | None) -> Tensor:
-        a, b = self._check_free(x0, z)
+        a, b = self.check_free(x0, z)
         return torch.cat([a, b, -x0 - a / 3 - b / 2], dim=1)
 
 
@@ -225,11 +231,11 @@ class ExpFamily(HtFamily):
 
     def H(self, phi: Tensor, t: Tensor) -> Tensor:
         a, c = self.split(phi)
-        t = self._t(t, a)
+        t = self.t_like(t, a)
         return _expm1_over(a, t) + c * t
 
     def solve(self, x0: Tensor, z: Tensor | None) -> Tensor:
-        (a,) = self._check_free(x0, z)
+        (a,) = self.check_free(x0, z)
         one = torch.ones((), device=a.device, dtype=a.dtype)
         return torch.cat([a, -x0 - _expm1_over(a, one)], dim=1)
 
@@ -260,11 +266,11 @@ class SinFamily(HtFamily):
     F_MAX = (1 - math.cos(A_MAX)) / A_MAX
 
     def H(self, phi: Tensor, t: Tensor) -> Tensor:
-        return _one_minus_cos_over(phi, self._t(t, phi))
+        return _one_minus_cos_over(phi, self.t_like(t, phi))
 
     def solve(self, x0: Tensor, z: Tensor | None = None) -> Tensor:
         """Bisection on the monotone branch [-A_MAX, A_MAX] for (1 - cos a)/a = -x0."""
-        self._check_free(x0, z)
+        self.check_free(x0, z)
         work = x0.double()
         target = (-work).clamp(-self.F_MAX, self.F_MAX)
         lo = torch.full_like(work, -self.A_MAX)

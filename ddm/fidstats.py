@@ -164,14 +164,14 @@ def reference_stats(
 
     from ddm.io import file_checksum, save_npz
     from ddm.kid import RowSample
-    from ddm.metrics import _STATS_FORMAT, FID_FEATURE_LAYER, resolve_weights
+    from ddm.metrics import STATS_FORMAT, FID_FEATURE_LAYER, resolve_weights
 
     weights = resolve_weights(extractor, weights_path)
     rows = RowSample(len(images_uint8))
     mu, sigma, count = reference_statistics(images_uint8, extractor, weights, batch_size=batch_size, cuda=cuda,
                                             on_features=rows.add)
     record = {
-        "format": _STATS_FORMAT,
+        "format": STATS_FORMAT,
         "extractor": extractor,
         "feature_layer": FID_FEATURE_LAYER[extractor],
         "weights_sha256": file_checksum(weights, memo=True),

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 
-def _list_images(folder: Path) -> list[Path]:
+def list_images(folder: Path) -> list[Path]:
     """The image files under ``folder``, in sorted relative-path order, each real file once.
 
     Symlinks are followed, but each real folder and each real file (by device and inode) is
@@ -78,12 +78,12 @@ def _walk_images(top: Path, follow: bool, seen_dirs: set) -> tuple[list[Path], l
 
 def image_folder_manifest(folder: Path | str) -> list[tuple[str, int, int]]:
     """``(relative path, size in bytes, mtime in ns)`` of every image file the ``imagefolder``
-    loader reads under ``folder`` (the files of :func:`_list_images`, in its order). An added,
+    loader reads under ``folder`` (the files of :func:`list_images`, in its order). An added,
     removed, renamed, resized or touched image changes it; the pipeline uses its digest
     (:func:`image_folder_digest`) as a parameter of the prepare job."""
     folder = Path(folder).expanduser()
     out = []
-    for p in _list_images(folder):
+    for p in list_images(folder):
         try:
             st = p.stat()
             out.append((p.relative_to(folder).as_posix(), st.st_size, st.st_mtime_ns))
@@ -117,7 +117,7 @@ def _to_8bit(im):
     return Image.fromarray((np.clip(a, 0, 65535) >> 8).astype(np.uint8))  # 2-D uint8: "L"
 
 
-def _read_image(path: Path, resolution: int, *, mode: str, resample: int, resize: bool) -> np.ndarray:
+def read_image(path: Path, resolution: int, *, mode: str, resample: int, resize: bool) -> np.ndarray:
     """Decode one image -> (C, R, R) uint8. Raises on undecodable files."""
     from PIL import Image, ImageOps
 
@@ -145,13 +145,14 @@ def _read_image(path: Path, resolution: int, *, mode: str, resample: int, resize
     return a.transpose(2, 0, 1)
 
 
-def _decode_errors() -> tuple[type[BaseException], ...]:
+def decode_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that mean "this file is not a readable image" (PIL imported here, when needed)."""
     from PIL import Image
 
     return (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
-def _load_folder(
+def load_folder(
     folder: Path,
     *,
     resolution: int,
@@ -159,11 +160,15 @@ def _load_folder(
     on_error: str,
     resize: bool = True,
 ) -> torch.Tensor:
+    """The images under ``folder`` (:func:`list_images`, at most ``limit``) as uint8 RGB (N, 3,
+    resolution, resolution): the short side scaled to ``resolution`` (bicubic; without ``resize``
+    only when it is smaller), then centre-cropped; unreadable files skipped with one warning
+    (``on_error="skip"``) or refused (``"raise"``)."""
     from PIL import Image
 
-    resolution, limit, on_error = _check_resolution(resolution), _check_limit(limit), _check_on_error(on_error)
-    paths = _list_images(folder)
-    errors = _decode_errors()
+    resolution, limit, on_error = check_resolution(resolution), check_limit(limit), check_on_error(on_error)
+    paths = list_images(folder)
+    errors = decode_errors()
     out: list[np.ndarray] = []
     bad: list[str] = []
     outside: list[str] = []
@@ -172,7 +177,7 @@ def _load_folder(
         if limit is not None and len(out) >= limit:
             break
         try:
-            out.append(_read_image(p, resolution, mode="RGB", resample=Image.BICUBIC, resize=resize))
+            out.append(read_image(p, resolution, mode="RGB", resample=Image.BICUBIC, resize=resize))
         except errors as e:
             if on_error == "raise":
                 raise ValueError(
@@ -200,7 +205,8 @@ def _load_folder(
 
 
 # --------------------------------------------------------------------------- option checks (every reader)
-def _check_resolution(resolution: Any) -> int:
+def check_resolution(resolution: Any) -> int:
+    """``resolution`` checked to be a positive integer (pixels per side)."""
     if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) or resolution < 1:
         raise ValueError(
             f"resolution must be a positive integer (pixels per side), got {resolution!r}"
@@ -208,7 +214,8 @@ def _check_resolution(resolution: Any) -> int:
     return int(resolution)
 
 
-def _check_limit(limit: Any) -> int | None:
+def check_limit(limit: Any) -> int | None:
+    """``limit`` checked to be a positive integer or None (all images)."""
     if limit is None:
         return None
     if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
@@ -216,7 +223,8 @@ def _check_limit(limit: Any) -> int | None:
     return int(limit)
 
 
-def _check_on_error(on_error: Any) -> str:
+def check_on_error(on_error: Any) -> str:
+    """``on_error`` checked to be "skip" or "raise"."""
     if on_error not in ("skip", "raise"):
         raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
     return on_error

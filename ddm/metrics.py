@@ -46,7 +46,7 @@ from torch_fidelity.metric_fid import (
     fid_statistics_to_metric,
 )
 
-from ddm.digits_classifier import DIGITS_CLASSIFIER, _missing_digits_message
+from ddm.digits_classifier import DIGITS_CLASSIFIER, missing_digits_message
 from ddm.io import MissingWeightsError, file_checksum, load_npz
 from ddm.names import EXTRACTORS
 from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
@@ -73,7 +73,7 @@ def register_extractor(name: str, layer: str, *, label: str | None = None):
         return cls
     return add
 
-_STATS_FORMAT = "ddm-fid-reference-v1"
+STATS_FORMAT = "ddm-fid-reference-v1"
 
 
 class ReferenceMismatchError(ValueError):
@@ -143,7 +143,7 @@ def resolve_weights(extractor: str, weights_path: str | os.PathLike | None) -> P
     if extractor not in EXTRACTORS:
         raise ValueError(f"unknown FID extractor {extractor!r}; known: {', '.join(map(repr, EXTRACTORS))}")
     if weights_path is None or not Path(weights_path).is_file():
-        raise MissingWeightsError(_missing_digits_message(weights_path) if extractor == DIGITS_CLASSIFIER else
+        raise MissingWeightsError(missing_digits_message(weights_path) if extractor == DIGITS_CLASSIFIER else
                                   f"FID extractor {extractor!r}: weights file not found: {weights_path} (set fid: weights)")
     return Path(weights_path)
 
@@ -233,7 +233,7 @@ def load_reference_stats(path: str | os.PathLike) -> dict:
     """Read a reference statistics file written by ``ddm.fidstats.reference_stats``, its checksum
     verified (``ddm.io.load_npz``: an ``InputError`` naming the file if it changed since)."""
     z = load_npz(path, "FID reference file", "ddm refstats")
-    if "format" not in z or str(z["format"]) != _STATS_FORMAT:
+    if "format" not in z or str(z["format"]) != STATS_FORMAT:
         raise ValueError(f"{path} is not a ddm FID reference statistics file")
     return {
         "mu": z["mu"],

@@ -219,7 +219,7 @@ class UNet(nn.Module):
         return (dec.conv_out(feat),) + tuple(head(feat) for head in self.conv_heads)
 
 
-_UNET_KEYS = ("in_channels", "out_channels", "resolution", "ch", "ch_mult", "num_blocks",
+UNET_KEYS = ("in_channels", "out_channels", "resolution", "ch", "ch_mult", "num_blocks",
               "attn_resolutions", "dropout", "head", "cond_channels")
 _UNET_REQUIRED = ("in_channels", "out_channels", "resolution")
 
@@ -232,9 +232,9 @@ def build_unet(cfg: Mapping) -> UNet:
     """
     if not isinstance(cfg, Mapping):
         raise ValueError(f"build_unet expects a mapping, got {type(cfg).__name__}")
-    unknown = sorted(str(k) for k in cfg if k not in _UNET_KEYS)
+    unknown = sorted(str(k) for k in cfg if k not in UNET_KEYS)
     if unknown:
-        raise ValueError(f"unknown UNet config keys {unknown}; allowed keys are {list(_UNET_KEYS)}")
+        raise ValueError(f"unknown UNet config keys {unknown}; allowed keys are {list(UNET_KEYS)}")
     missing = [k for k in _UNET_REQUIRED if k not in cfg]
     if missing:
         raise ValueError(f"missing required UNet config keys {missing}")

@@ -1,9 +1,8 @@
 """Which sampler and which time grid fit which forward process, and every name params.yaml may
 use: the one place that ``ddm.validation`` checks params.yaml against (through its snapshot,
 :func:`snapshot`, which ``ddm.snapshot`` caches so that reading params.yaml does not import torch),
-so a misfit fails before any job starts. ``fit_error``, ``samplers_for`` and ``grids_for`` are
-``ddm.catalog``'s, here on the live tables (this module depends on the torch-free catalog, never
-the reverse).
+so a misfit fails before any job starts (``ddm.snapshot.fit_error``, ``samplers_for`` and
+``grids_for`` read what fits what from that snapshot; this module never imports ``ddm.snapshot``).
 
 A process is named as in params.yaml (``ddm``, ``vp``, ``ve``); ``ddm/constant`` is DDM with
 h_t = c only, whose forward process x_t = (1 - t) x0 + sqrt(t) eps (Eq. 7 with H_t = -t x0) is
@@ -31,15 +30,14 @@ from typing import Any, Callable, Mapping
 
 from torch import Tensor
 
-from ddm import catalog, sampling, sde_samplers
-from ddm.catalog import kinds  # noqa: F401  (re-exported)
+from ddm import sampling, sde_samplers
 from ddm.families import FAMILIES
 from ddm.losses import LOSS_TYPES, REDUCTIONS, WEIGHTINGS
 from ddm.names import EXTRACTORS, GAUSSIAN, PROCESSES, Names, grid_table, sampler_table
 
 __all__ = ["SAMPLERS", "GRIDS", "sampler", "grid", "get_sampler", "make_grid", "grid_options", "PROCESSES",
-           "GAUSSIAN", "SAMPLER_PROCESSES", "GRID_PROCESSES", "SAMPLER_FINAL_STEPS", "kinds", "samplers_for",
-           "grids_for", "fit_error", "schema_enums", "snapshot"]
+           "GAUSSIAN", "SAMPLER_PROCESSES", "GRID_PROCESSES", "SAMPLER_FINAL_STEPS", "schema_enums",
+           "snapshot"]
 
 #: Every sampler and time grid by params.yaml name: the package's (``ddm.sampling``,
 #: ``ddm.baselines``), then any registered here.
@@ -90,10 +88,10 @@ def _choices() -> dict[str, list[str]]:
     """The fixed choices of a method entry and of a budget, each from the module whose code takes
     it: the U-Net's heads (``ddm.nets.HEAD_TYPES``), the loss types and reductions
     (``ddm.losses``), the condition encoders and fusions (``ddm.conditioning.ENCODERS``,
-    ``CONDITIONINGS``) and the training precisions (``ddm.training.PRECISIONS``)."""
+    ``CONDITIONINGS``) and the training precisions (``ddm.training.config.PRECISIONS``)."""
     from ddm.conditioning import CONDITIONINGS, ENCODERS  # codedeps: names only (what params.yaml may name)
     from ddm.nets import HEAD_TYPES  # codedeps: names only (what params.yaml may name)
-    from ddm.training import PRECISIONS  # codedeps: names only (what params.yaml may name)
+    from ddm.training.config import PRECISIONS  # codedeps: names only (what params.yaml may name)
 
     return {"head": list(HEAD_TYPES), "loss_type": list(LOSS_TYPES), "reduction": list(REDUCTIONS),
             "encoder": list(ENCODERS), "conditioning": list(CONDITIONINGS), "precision": list(PRECISIONS)}
@@ -111,7 +109,7 @@ def schema_enums() -> dict[str, list[str]]:
 
 
 def snapshot() -> dict[str, Any]:
-    """The registries as plain data (``ddm.snapshot`` and ``ddm.catalog``, which read params.yaml's
+    """The registries as plain data (``ddm.snapshot``, which reads params.yaml's
     names from it without importing torch): the schema's enums, which processes each sampler and grid fits, each
     sampler's final steps, the labels of the h_t families and weightings, and the datasets' facts."""
     return {"enums": schema_enums(),
@@ -121,20 +119,3 @@ def snapshot() -> dict[str, Any]:
             "labels": {"family": {k: cls.label for k, cls in FAMILIES.items()},
                        "weighting": {k: WEIGHTINGS.info(k)["label"] for k in WEIGHTINGS}},
             "datasets": _datasets()}
-
-
-def samplers_for(process: str, ht: str | None = None) -> list[str]:
-    """The samplers that fit a process (sorted; ``ddm.catalog.samplers_for`` on the live tables)."""
-    return catalog.samplers_for(process, ht, cat=snapshot())
-
-
-def grids_for(process: str, ht: str | None = None) -> list[str]:
-    """The time grids that fit a process (sorted; ``ddm.catalog.grids_for`` on the live tables)."""
-    return catalog.grids_for(process, ht, cat=snapshot())
-
-
-def fit_error(sampler: str, grid: str, process: str, ht: str | None = None,
-              final_step: str = "paper") -> str | None:
-    """None if the sampler, the grid and the final step fit the process, else one sentence saying
-    why not (``ddm.catalog.fit_error`` on the live tables)."""
-    return catalog.fit_error(sampler, grid, process, ht, final_step, cat=snapshot())

@@ -98,7 +98,8 @@ def check_grid(grid: Tensor) -> Tensor:
     return grid
 
 
-def _check_n(n: int) -> int:
+def check_steps(n: int) -> int:
+    """``n``, the number of sampler steps (NFE), checked to be an integer >= 1."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"number of steps N must be an integer >= 1; got {n!r}")
     return n
@@ -107,13 +108,13 @@ def _check_n(n: int) -> int:
 @GRIDS.register("uniform", label="uniform $t$")
 def uniform_grid(n: int) -> Tensor:
     """The paper's grid (Alg. 2): t = 1, 1 - 1/N, ..., 1/N, 0 — uniform steps s = 1/N."""
-    return torch.linspace(1.0, 0.0, _check_n(n) + 1, dtype=torch.float64)
+    return torch.linspace(1.0, 0.0, check_steps(n) + 1, dtype=torch.float64)
 
 
 @GRIDS.register("authors", label="authors' grid")
 def authors_grid(n: int, t_min: float = 1e-4) -> Tensor:
     """The authors' code: N times linear from 1 to t_min, then 0 (still N network calls)."""
-    _check_n(n)
+    check_steps(n)
     return torch.cat([torch.linspace(1.0, t_min, n, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)])
 
 
@@ -122,7 +123,7 @@ def polynomial_grid(n: int, rho: float = 2.0) -> Tensor:
     """t_i = (1 - i/N)^rho: denser near t = 0 for rho > 1 (rho = 1 is ``uniform_grid``)."""
     if rho <= 0:
         raise ValueError(f"rho must be positive; got {rho}")
-    return (1 - torch.arange(_check_n(n) + 1, dtype=torch.float64) / n) ** rho
+    return (1 - torch.arange(check_steps(n) + 1, dtype=torch.float64) / n) ** rho
 
 
 # -- final steps -----------------------------------------------------------------------------
@@ -142,7 +143,8 @@ def check_final_step(final_step: str, kind: str) -> str:
 
 
 # -- DDM samplers ---------------------------------------------------------------------------
-def _times(grid: Tensor, i: int, x: Tensor) -> tuple[Tensor, Tensor]:
+def step_times(grid: Tensor, i: int, x: Tensor) -> tuple[Tensor, Tensor]:
+    """(t_i, t_{i+1}) of step ``i`` of ``grid``, each (B,) on ``x``'s device and dtype."""
     t = grid[i].to(device=x.device, dtype=x.dtype).expand(x.shape[0])
     return t, grid[i + 1].to(device=x.device, dtype=x.dtype).expand(x.shape[0])
 
@@ -185,7 +187,7 @@ def sample_ddm(
     family = process.family
     n = grid.numel() - 1
     for i in range(n):
-        t, t_next = _times(grid, i, x)
+        t, t_next = step_times(grid, i, x)
         last_x0 = final_step == "x0_head" and i == n - 1
         x0_hat, (phi, eps, *_) = process.predict(net, x, t, head=last_x0)
         root_t = expand_t(t.sqrt(), x)
@@ -226,7 +228,7 @@ def sample_ddm_deterministic(
     x = noise
     family = process.family
     for i in range(grid.numel() - 1):
-        t, t_next = _times(grid, i, x)
+        t, t_next = step_times(grid, i, x)
         x0_hat, (phi, eps, *_) = process.predict(net, x, t)
         if clip is not None:
             x0_hat = x0_hat.clamp(-clip, clip)
@@ -263,7 +265,7 @@ def lambda_grid(n: int, process=None, t_end: float = 1e-3) -> Tensor:
     lambda(1/N) (the interior end points of the uniform grid). Baselines (alpha_1 > 0): uniform
     in lambda from t = 1 to t = t_end.
     """
-    _check_n(n)
+    check_steps(n)
     if process is None:
         raise ValueError("the lambda grid needs the process (its alpha_t and sigma_t)")
     ddm = isinstance(process, DecoupledProcess)
@@ -294,7 +296,7 @@ def _solver(net, process, noise, grid, *, order: int, clip, callback, x0_source)
     x0_prev, h_prev = None, None
     n = grid.numel() - 1
     for i in range(n):
-        t, s = _times(grid, i, x)
+        t, s = step_times(grid, i, x)
         x0, _ = process.predict(net, x, t, head=x0_source == "phi")
         if clip is not None:
             x0 = x0.clamp(-clip, clip)

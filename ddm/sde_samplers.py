@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ddm.baselines import GaussianSDE, VESDE, VPSDE
 from ddm.names import Names, grid_table, sampler_table
-from ddm.sampling import FINAL_STEPS, SampleRNG, Callback, check_final_step, check_grid, _check_n, _times
+from ddm.sampling import FINAL_STEPS, SampleRNG, Callback, check_final_step, check_grid, check_steps, step_times
 from ddm.times import expand_t
 
 __all__ = ["sde_grid", "sample_vp_em", "sample_vp_ancestral", "sample_ve_em", "SAMPLERS", "GRIDS"]
@@ -34,7 +34,7 @@ def sde_grid(n: int, t_end: float = 1e-3) -> Tensor:
     """N + 1 times linear from 1 to t_end (Song et al.'s Euler-Maruyama grid)."""
     if not 0 < t_end < 1:
         raise ValueError(f"t_end must lie in (0, 1); got {t_end}")
-    return torch.linspace(1.0, t_end, _check_n(n) + 1, dtype=torch.float64)
+    return torch.linspace(1.0, t_end, check_steps(n) + 1, dtype=torch.float64)
 
 
 @SAMPLERS.register("vp_em", fits=("vp",), final_steps=FINAL_STEPS["sde"], label="Euler-Maruyama")  # Eq. 5
@@ -68,7 +68,7 @@ def sample_vp_ancestral(
     rng = rng or SampleRNG(range(noise.shape[0]), noise.device)
     x = noise
     for i in range(grid.numel() - 1):
-        t, s = _times(grid, i, x)
+        t, s = step_times(grid, i, x)
         x0_hat, heads = process.predict(net, x, t)
         if clip is not None:
             x0_hat = x0_hat.clamp(-clip, clip)
@@ -111,7 +111,7 @@ def _reverse_em(net, process: GaussianSDE, noise: Tensor, grid: Tensor, g2, drif
     x = noise
     n = grid.numel() - 1
     for i in range(n):
-        t, t_next = _times(grid, i, x)
+        t, t_next = step_times(grid, i, x)
         x0_hat, (eps, *_) = process.predict(net, x, t, head=True)  # the x0 branch where there is one
         if callback is not None:
             callback(i, t, x, x0_hat)

@@ -1,4 +1,4 @@
-"""ddm.catalog and ddm.snapshot: reading params.yaml (ddm.config, ddm.roles: what the Snakefile
+"""ddm.snapshot: reading params.yaml (ddm.config, ddm.roles: what the Snakefile
 imports) does not import torch once the registries' snapshot is cached, and the snapshot is the
 registries'."""
 
@@ -12,7 +12,7 @@ import sys
 import yaml
 
 from conftest import REPO, tiny_params
-from ddm import catalog, registry, snapshot
+from ddm import registry, snapshot
 
 #: What the Snakefile does when it starts: validate params.yaml, resolve a job, derive the rows.
 PARSE = r"""
@@ -41,7 +41,7 @@ def test_reading_params_imports_torch_only_to_fill_the_cache(tmp_path):
     cache = tmp_path / "cache"
     first = _parse(tmp_path, cache)
     assert first["torch"], "the first start fills the cache from the registries (torch imported)"
-    assert [p.name for p in cache.iterdir()] == [f"catalog-{catalog.digest()[:24]}.json"]
+    assert [p.name for p in cache.iterdir()] == [f"snapshot-{snapshot.digest()[:24]}.json"]
     second = _parse(tmp_path, cache)
     assert not second["torch"], "ddm.config / ddm.roles imported torch although the snapshot is cached"
     assert second == {**first, "torch": False}
@@ -61,20 +61,20 @@ def test_a_changed_package_gets_a_new_snapshot(tmp_path, monkeypatch):
     pkg = tmp_path / "ddm"
     pkg.mkdir()
     (pkg / "a.py").write_text("x = 1\n")
-    monkeypatch.setattr(catalog, "PACKAGE", pkg)
-    before = catalog.digest()
+    monkeypatch.setattr(snapshot, "PACKAGE", pkg)
+    before = snapshot.digest()
     (pkg / "a.py").write_text("x = 2\n")
-    assert catalog.digest() != before
+    assert snapshot.digest() != before
     (pkg / "a.py").write_text("x = 1\n")
-    assert catalog.digest() == before
+    assert snapshot.digest() == before
     (pkg / "b.py").write_text("")
-    assert catalog.digest() != before
+    assert snapshot.digest() != before
 
 
 def test_a_stale_or_unreadable_cache_file_is_replaced(tmp_path, monkeypatch):
     monkeypatch.setenv("DDM_CACHE_DIR", str(tmp_path))
     monkeypatch.delitem(sys.modules, "torch")  # as in a fresh Snakemake process (restored afterwards)
-    path = tmp_path / f"catalog-{catalog.digest()[:24]}.json"
+    path = tmp_path / f"snapshot-{snapshot.digest()[:24]}.json"
     path.write_text("{not json")
     assert snapshot.load() == registry.snapshot()
     assert json.loads(path.read_text()) == registry.snapshot()

@@ -57,8 +57,8 @@ CLI = '''\
 
 
     def build(sub):
-        _add(sub, "a", cmd_a, "a")
-        _add(sub, "b", cmd_b, "b")
+        add_command(sub, "a", cmd_a, "a")
+        add_command(sub, "b", cmd_b, "b")
 '''
 
 
@@ -132,7 +132,7 @@ CLI_TASKS = '''\
 
 
     def add_tasks(sub):
-        _add(sub, "t", cmd_t, "t")
+        add_command(sub, "t", cmd_t, "t")
 '''
 
 

@@ -429,7 +429,7 @@ def test_what_the_fit_table_allows_runs(tiny, process, ht):
     """Every (sampler, grid) the table allows for a process runs on it: N calls, finite output."""
     import torch
 
-    from ddm.registry import grids_for, samplers_for
+    from ddm.snapshot import grids_for, samplers_for
     from ddm.registry import get_sampler, make_grid
     from ddm.sampling import SampleRNG
 
@@ -451,7 +451,7 @@ def test_the_misfits_of_issue_12_would_fail_in_the_sample_job(tiny, process, sam
     """What the validation prevents: these pairs fail only inside the sampler, after training."""
     import torch
 
-    from ddm.registry import samplers_for
+    from ddm.snapshot import samplers_for
     from ddm.registry import get_sampler
     from ddm.sampling import SampleRNG, uniform_grid
 
@@ -476,7 +476,7 @@ def test_the_misfits_of_issue_12_would_fail_in_the_sample_job(tiny, process, sam
 ], ids=["vp-ddm", "ddm-ve_em", "ve-vp_ancestral", "sin-2m", "exp-lambda", "solver-on-vp", "solver-study-quadratic",
         "main-ht-lambda", "override"])
 def test_sampler_or_grid_misfit_names_method_sampler_process_and_allowed(tiny, change, needles):
-    from ddm.registry import grids_for, samplers_for
+    from ddm.snapshot import grids_for, samplers_for
 
     bad = merge_params(tiny, change)
     msg = _error(bad)
@@ -505,7 +505,7 @@ def test_a_misfit_that_is_switched_off_is_allowed(tiny):
 
 
 def test_final_step_must_fit_the_sampler():
-    from ddm.registry import fit_error
+    from ddm.snapshot import fit_error
 
     assert fit_error("ddm", "uniform", "ddm", "linear", "x0_head") is None
     assert fit_error("ve_em", "sde", "ve", None, "denoise") is None

@@ -62,10 +62,10 @@ class CubicFamily(HtFamily):
     n_free = 0
 
     def H(self, phi, t):
-        return phi * self._t(t, phi) ** 4 / 4
+        return phi * self.t_like(t, phi) ** 4 / 4  # t shaped to broadcast against phi
 
     def solve(self, x0, z=None):
-        self._check_free(x0, z)
+        self.check_free(x0, z)  # z checked, split into n_free parts (none here)
         return -4 * x0
 '''
 SAMPLER = '''\

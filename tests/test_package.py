@@ -99,7 +99,7 @@ print(json.dumps({
     "valid": sorted(ddm.validation.load_params("params.yaml")["methods"]),
     "published_rows": len(rows),
     "published_columns": sorted(rows[0]),
-    "template": ddm.report.tables._env().get_template(TABLES_TEMPLATE.name).name,
+    "template": ddm.report.tables.template_env().get_template(TABLES_TEMPLATE.name).name,
     "report_default": str(ddm.report.tables.check_published_csv(parsed.published)),  # no --published: the package's
 }))
 """

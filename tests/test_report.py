@@ -295,11 +295,11 @@ def test_template_is_strict(metrics, monkeypatch):
     monkeypatch.setattr(jinja2.Template, "render", capture)
     good = render_tables(metrics, PUBLISHED)
     monkeypatch.undo()
-    from ddm.report.tables import _env
+    from ddm.report.tables import template_env
 
-    tpl = _env().get_template("tables.tex.j2")
+    tpl = template_env().get_template("tables.tex.j2")
     assert tpl.render(**seen) == good
-    assert isinstance(_env().undefined(), jinja2.StrictUndefined)
+    assert isinstance(template_env().undefined(), jinja2.StrictUndefined)
 
     for top in ("preset", "ht", "datasets"):
         ctx = {k: v for k, v in seen.items() if k != top}

@@ -24,9 +24,9 @@ from torch import nn
 
 from ddm.training import (PREEMPT_EXIT_CODE, RESUMABLE_KEYS, CheckpointError,
                           CheckpointMismatchError, NonFiniteLoss, TrainConfig,
-                          TrainingInterrupted, _build_optimizer, _build_scheduler,
-                          checkpoint_path, ema_model,
+                          TrainingInterrupted, checkpoint_path, ema_model,
                           latest_checkpoint, load_checkpoint, lr_at, train)
+from ddm.training.config import build_optimizer, build_scheduler
 
 REPO = Path(__file__).resolve().parents[1]
 THIS = Path(__file__).resolve()
@@ -221,8 +221,8 @@ def test_lr_schedule_matches_formula():
     assert lr_at(0, paper) == 1e-4
     assert lr_at(400_000, paper) == pytest.approx(1e-4 * 0.5 ** 0.96, rel=1e-12)
     # the LambdaLR inside the trainer sets exactly lr_at(step) before update `step`
-    opt, _ = _build_optimizer(nn.Linear(2, 2), cfg)
-    sched = _build_scheduler(opt, cfg)
+    opt, _ = build_optimizer(nn.Linear(2, 2), cfg)
+    sched = build_scheduler(opt, cfg)
     assert isinstance(sched, torch.optim.lr_scheduler.LambdaLR)
     for s in range(105):
         assert opt.param_groups[0]["lr"] == lr_at(s, cfg)
@@ -231,7 +231,7 @@ def test_lr_schedule_matches_formula():
     # a scheduler rebuilt at step s (resume) sets exactly lr_at(s) of its own config
     longer = TrainConfig(steps=200, batch_size=4, lr=1e-3, lr_min=1e-5, warmup=10)
     for s in (1, 10, 57, 104):
-        again = _build_scheduler(opt, longer, s)
+        again = build_scheduler(opt, longer, s)
         assert opt.param_groups[0]["lr"] == lr_at(s, longer) == again.get_last_lr()[0]
 
 

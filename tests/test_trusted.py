@@ -241,7 +241,7 @@ def test_two_seeds_train_two_distinct_networks_and_the_t_test_is_over_them(tiny_
     import torch
 
     from conftest import dry_run_jobs, run_snakemake
-    from ddm.contracts import load_json
+    from ddm.contracts import load_json_product
     from ddm.modelfile import read_model
 
     tiny_run = tiny_run_copy
@@ -249,7 +249,7 @@ def test_two_seeds_train_two_distinct_networks_and_the_t_test_is_over_them(tiny_
     assert sorted(w["method"] for rule, w in plan if rule == "train") == ["ddm-s1", "ddpm-s1", "sde-s1"]
     r = run_snakemake(tiny_run, "--cores", "2", "all", "--config", "replicates=2", timeout=1200)
     assert r.returncode == 0, r.stderr[-3000:]
-    metrics = load_json(tiny_run / "reports/metrics.json", "metrics")
+    metrics = load_json_product(tiny_run / "reports/metrics.json", "metrics")
     d = metrics["datasets"]["digits"]
     assert metrics["run"]["replicates"] == 2
     for m in ("ddm", "ddpm", "sde"):

@@ -33,8 +33,8 @@ every source, so :data:`DATASETS` is complete whichever name is imported.
 from __future__ import annotations
 
 from ddm.datasets import digits, cifar10, celebahq, div2k, duts, folder
-from ddm.datasets.base import (DATASETS, DatasetSpec, Resource, default_root, load_dataset, register_dataset,
-                               to_model_range, to_uint8)
+from ddm.datasets.base import (DATASETS, DatasetSpec, ModelRangeImages, Resource, default_root, load_dataset,
+                               register_dataset, to_model_range, to_uint8)
 from ddm.datasets.cifar10 import load_cifar10_labels
 from ddm.datasets.digits import DIGITS_SPLIT_SEED, DIGITS_TEST_SIZE, load_digits_labels
 from ddm.datasets.install import download_dataset, prepare_dataset
@@ -57,6 +57,7 @@ __all__ = [
     "load_digits_labels",
     "load_cifar10_labels",
     "to_model_range",
+    "ModelRangeImages",
     "to_uint8",
     "DIGITS_TEST_SIZE",
     "DIGITS_SPLIT_SEED",

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from ddm.datasets.base import DATASETS, DatasetSpec, Resource, _require_dir, register_dataset
-from ddm.imagefolder import _load_folder
+from ddm.datasets.base import DATASETS, DatasetSpec, Resource, require_dir, register_dataset
+from ddm.imagefolder import load_folder
 
 __all__: list[str] = []
 
@@ -23,8 +23,8 @@ def _load_celebahq(
     limit: int | None = None,
     on_error: str = "skip",
 ) -> torch.Tensor:
-    folder = _require_dir(DATASETS["celebahq256"].dir(root), "celebahq256", root)
-    return _load_folder(folder, resolution=resolution, limit=limit, on_error=on_error)
+    folder = require_dir(DATASETS["celebahq256"].dir(root), "celebahq256", root)
+    return load_folder(folder, resolution=resolution, limit=limit, on_error=on_error)
 
 
 

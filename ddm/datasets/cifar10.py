@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ddm.datasets.base import DATASETS, DatasetSpec, Resource, _check_split, default_root, register_dataset
-from ddm.datasets.install import _maybe_download
+from ddm.datasets.base import DATASETS, DatasetSpec, Resource, check_split, default_root, register_dataset
+from ddm.datasets.install import maybe_download
 
 __all__ = ["CIFAR10_URL", "CIFAR10_SHA256", "CIFAR10_MD5", "load_cifar10_labels"]
 
@@ -105,14 +105,14 @@ def _cifar10_arrays(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _load_cifar10(root: Path, split: str, *, download: bool = False) -> torch.Tensor:
-    _maybe_download("cifar10", root, download, lambda: _cifar10_dir(root))
+    maybe_download("cifar10", root, download, lambda: _cifar10_dir(root))
     images, _ = _cifar10_arrays(root, split)
     return torch.from_numpy(np.ascontiguousarray(images))
 
 
 def load_cifar10_labels(root: Path | str | None, split: str = "train") -> torch.Tensor:
     """CIFAR-10 labels (int64, 0..9) in the order :func:`load_dataset` returns the images."""
-    _check_split(DATASETS["cifar10"], split)
+    check_split(DATASETS["cifar10"], split)
     _, labels = _cifar10_arrays(Path(root) if root is not None else default_root(), split)
     return torch.from_numpy(labels)
 

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ddm.datasets.base import DATASETS, DatasetSpec, _check_split, register_dataset
-from ddm.imagefolder import _check_resolution
+from ddm.datasets.base import DATASETS, DatasetSpec, check_split, register_dataset
+from ddm.imagefolder import check_resolution
 
 __all__ = ["DIGITS_TEST_SIZE", "DIGITS_SPLIT_SEED", "load_digits_labels"]
 
@@ -46,7 +46,7 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
 
 
 def _load_digits(root: Path | None, split: str, *, resolution: int = 8) -> torch.Tensor:
-    resolution = _check_resolution(resolution)
+    resolution = check_resolution(resolution)
     images, _, idx = _digits_arrays()
     x = torch.from_numpy(images[idx[split]].astype(np.float64) * (255.0 / 16.0))
     x = x.unsqueeze(1)  # (N, 1, 8, 8), 0..255 float
@@ -59,7 +59,7 @@ def _load_digits(root: Path | None, split: str, *, resolution: int = 8) -> torch
 
 def load_digits_labels(split: str = "train") -> torch.Tensor:
     """Labels (int64, 0..9) of the ``digits`` split, in the order :func:`load_dataset` uses."""
-    _check_split(DATASETS["digits"], split)
+    check_split(DATASETS["digits"], split)
     _, labels, idx = _digits_arrays()
     return torch.from_numpy(labels[idx[split]].copy())
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import torch
 
-from ddm.datasets.base import DATASETS, DatasetSpec, Resource, _require_dir, register_dataset
-from ddm.datasets.install import _maybe_download
-from ddm.imagefolder import _load_folder
+from ddm.datasets.base import DATASETS, DatasetSpec, Resource, require_dir, register_dataset
+from ddm.datasets.install import maybe_download
+from ddm.imagefolder import load_folder
 
 __all__ = ["DIV2K_BASE"]
 
@@ -30,9 +30,9 @@ def _load_div2k(
     download: bool = False,
 ) -> torch.Tensor:
     folder = DATASETS["div2k"].dir(root) / split
-    _maybe_download("div2k", root, download, lambda: _require_dir(folder, "div2k", root))
-    _require_dir(folder, "div2k", root)
-    return _load_folder(folder, resolution=resolution, limit=limit, on_error=on_error, resize=resize)
+    maybe_download("div2k", root, download, lambda: require_dir(folder, "div2k", root))
+    require_dir(folder, "div2k", root)
+    return load_folder(folder, resolution=resolution, limit=limit, on_error=on_error, resize=resize)
 
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ddm.datasets.base import DATASETS, DatasetSpec, Resource, _require_dir, register_dataset
-from ddm.datasets.install import _maybe_download
-from ddm.imagefolder import _check_limit, _check_on_error, _check_resolution, _decode_errors, _list_images, _read_image
+from ddm.datasets.base import DATASETS, DatasetSpec, Resource, require_dir, register_dataset
+from ddm.datasets.install import maybe_download
+from ddm.imagefolder import check_limit, check_on_error, check_resolution, decode_errors, list_images, read_image
 
 __all__ = ["DUTS_BASE"]
 
@@ -38,32 +38,32 @@ def _load_duts(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     from PIL import Image
 
-    resolution, limit, on_error = _check_resolution(resolution), _check_limit(limit), _check_on_error(on_error)
+    resolution, limit, on_error = check_resolution(resolution), check_limit(limit), check_on_error(on_error)
     base = DATASETS["duts"].dir(root) / split
-    _maybe_download("duts", root, download, lambda: _require_dir(base, "duts", root))
-    _require_dir(base, "duts", root)
+    maybe_download("duts", root, download, lambda: require_dir(base, "duts", root))
+    require_dir(base, "duts", root)
     img_dir, mask_dir = _find_dir(base, "-Image"), _find_dir(base, "-Mask")
     if img_dir is None or mask_dir is None:
         raise FileNotFoundError(
             f"{base} must contain a '*-Image' and a '*-Mask' folder (as DUTS-TR.zip / "
             f"DUTS-TE.zip do); found image folder {img_dir}, mask folder {mask_dir}"
         )
-    images = _list_images(img_dir)
-    masks = {p.stem: p for p in _list_images(mask_dir)}
+    images = list_images(img_dir)
+    masks = {p.stem: p for p in list_images(mask_dir)}
     unpaired = [p.name for p in images if p.stem not in masks]
     if unpaired:
         raise ValueError(
             f"{len(unpaired)} DUTS image(s) in {img_dir} have no mask in {mask_dir} (by file "
             f"stem), e.g. {', '.join(unpaired[:5])}; restore the masks or remove those images"
         )
-    errors = _decode_errors()
+    errors = decode_errors()
     xs, ms, bad = [], [], []
     for p in images:
         if limit is not None and len(xs) >= limit:
             break
         try:
-            x = _read_image(p, resolution, mode="RGB", resample=Image.BICUBIC, resize=True)
-            m = _read_image(masks[p.stem], resolution, mode="L", resample=Image.BILINEAR, resize=True)
+            x = read_image(p, resolution, mode="RGB", resample=Image.BICUBIC, resize=True)
+            m = read_image(masks[p.stem], resolution, mode="L", resample=Image.BILINEAR, resize=True)
         except errors as e:
             if on_error == "raise":
                 raise ValueError(f"cannot decode DUTS pair {p.stem!r}: {e}") from e

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from ddm.datasets.base import DatasetSpec, register_dataset
-from ddm.imagefolder import _load_folder
+from ddm.imagefolder import load_folder
 
 __all__: list[str] = []
 
@@ -37,7 +37,7 @@ def _load_imagefolder(
 ) -> torch.Tensor:
     if root is None:
         raise ValueError("dataset 'imagefolder' needs root=<a folder of PNG/JPEG images>")
-    return _load_folder(Path(root), resolution=resolution, limit=limit, on_error=on_error)
+    return load_folder(Path(root), resolution=resolution, limit=limit, on_error=on_error)
 
 
 

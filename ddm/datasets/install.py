@@ -1,6 +1,6 @@
 """Downloading a dataset of :mod:`ddm.datasets` into its folder: :func:`download_dataset` (the
 archives of a spec's :class:`~ddm.datasets.base.Resource` s, fetched and checked by
-:mod:`ddm.download`, or a local ``source`` folder copied atomically), and ``_maybe_download``,
+:mod:`ddm.download`, or a local ``source`` folder copied atomically), and ``maybe_download``,
 the readers' ``download=True``.
 
 Data location: ``root`` (or ``$DDM_DATA_ROOT``, default ``./data``) holds ``downloads/`` (the
@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from ddm.datasets.base import _get_spec, default_root
+from ddm.datasets.base import get_spec, default_root
 from ddm.download import MARKER, DownloadError, extract, fetch
 from ddm.io import make_temp_dir
 
@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 _DEFAULT = object()  # "use the registry's checksum"
 
 
-def _maybe_download(name: str, root: Path, download: bool, probe: Callable[[], Any]) -> None:
+def maybe_download(name: str, root: Path, download: bool, probe: Callable[[], Any]) -> None:
+    """With ``download``, fetch dataset ``name`` into ``root`` when ``probe()`` finds it missing."""
     if not download:
         return
     try:
@@ -124,7 +125,7 @@ def download_dataset(
     verified). Pass a ``"sha256:..."``/``"md5:..."`` string (single-archive datasets only) or
     ``None`` to override. ``digits`` needs no download (returns None).
     """
-    spec = _get_spec(name)
+    spec = get_spec(name)
     if name == "digits":
         log.info("dataset 'digits' ships with scikit-learn: nothing to download")
         return None

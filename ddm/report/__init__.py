@@ -6,7 +6,7 @@ NFE), one module per job:
   and the numbers of reports/metrics.json: mean +- std and Table 1's markers (``collect``), the
   conditioned tasks' section (``collect_conditioned``);
 * ``ddm.report.tables``: reports/metrics.json -> reports/tables.tex (``render_tables``) through the
-  package's jinja2 templates (``_env``);
+  package's jinja2 templates (``template_env``);
 * ``ddm.report.figures``: the PNG figures (FID against NFE, sample grids, task figures, Fig. 3, FID
   against training step);
 * ``ddm.report.provenance``: git commit, params hash, dates and package versions of the numbers;

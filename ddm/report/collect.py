@@ -214,10 +214,10 @@ def add_plateau(metrics: dict, convergence_paths: Iterable[Path]) -> None:
     """Each dataset's ``plateau`` (``ddm.plateau.plateau_check``: is each Table 1 network, and each
     ablation network with a record, on its plateau?) from the convergence records of ``ddm
     convergence``, their checksums verified; a Table 1 method without a record is ``not checked``."""
-    from ddm.contracts import load_json
+    from ddm.contracts import load_json_product
     from ddm.plateau import CRITERION, NOT_CHECKED, plateau_check
 
-    records = [load_json(p, "convergence") for p in sorted(Path(p) for p in convergence_paths)]
+    records = [load_json_product(p, "convergence") for p in sorted(Path(p) for p in convergence_paths)]
     for ds, d in metrics["datasets"].items():
         found = plateau_check([r for r in records if r["dataset"] == ds], d["results"])
         checked = [*metrics["table1_methods"], *(m for m in found if m not in metrics["table1_methods"])]

@@ -16,7 +16,8 @@ from ddm.report.labels import METHOD_LABELS, method_label
 __all__ = ["fid_plot", "tile", "sample_grid", "task_condition", "task_figure", "fig3_plot", "convergence_plot"]
 
 
-def _pyplot():
+def load_pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (imported when a figure is drawn)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -29,7 +30,7 @@ def _save(fig, out: Path, **kw) -> Path:
     from ddm.io import atomic_write
 
     atomic_write(out, lambda f: fig.savefig(f, format="png", dpi=120, **kw))
-    _pyplot().close(fig)
+    load_pyplot().close(fig)
     return out
 
 
@@ -45,7 +46,7 @@ def _finish(fig, ax, out: Path, xlabel: str, ylabel: str, title: str, **title_kw
 
 def fid_plot(metrics: Mapping, dataset: str, out: Path) -> Path:
     """FID against NFE, one line per method, error bars = std over repeats."""
-    plt = _pyplot()
+    plt = load_pyplot()
     d = metrics["datasets"][dataset]
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for m, by_nfe in sorted(d["results"].items()):
@@ -77,7 +78,7 @@ def tile(x: torch.Tensor, nrow: int, padding: int = 1, pad_value: float = 0) -> 
 
 def sample_grid(samples: Path, title: str, out: Path, n: int = 64) -> Path:
     """The first n samples of a sample file as an 8-wide grid."""
-    plt = _pyplot()
+    plt = load_pyplot()
     from ddm.io import load_torch
 
     x = load_torch(samples, "sample file", "ddm sample")[:n]  # its checksum verified
@@ -112,7 +113,7 @@ def task_figure(split: Mapping, samples: list[torch.Tensor], labels: list[str], 
     columns = [task_condition(split)[:n], *[_rgb(x[:n]) for x in samples], _rgb(target[:n])]
     rows = torch.stack(columns, dim=1).flatten(0, 1)  # row-major: example i, then its columns
     grid = tile(rows, nrow=len(columns), padding=1, pad_value=0.5)
-    plt = _pyplot()
+    plt = load_pyplot()
     names = ["condition", *labels, "target"]
     fig = plt.figure(figsize=(1.1 * len(columns) + 0.5, 1.1 * min(n, len(target)) + 0.6))
     plt.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
@@ -124,7 +125,7 @@ def task_figure(split: Mapping, samples: list[torch.Tensor], labels: list[str], 
 
 def fig3_plot(fig3_json: Path, out: Path) -> Path:
     """Fig. 3 (left): MSE of the predicted x0 against reverse time, per model."""
-    plt = _pyplot()
+    plt = load_pyplot()
     with open(fig3_json) as f:
         data = json.load(f)
     fig, ax = plt.subplots(figsize=(5, 3.5))
@@ -138,7 +139,7 @@ def fig3_plot(fig3_json: Path, out: Path) -> Path:
 def convergence_plot(inputs: list[Path], out: Path) -> Path:
     """FID against training step per (method, NFE) from ``ddm convergence`` files: whether the
     Table 1 models sit on their FID plateau."""
-    plt = _pyplot()
+    plt = load_pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     info = {}
     for path in sorted(inputs):

@@ -13,10 +13,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from ddm.report.figures import _pyplot
+from ddm.report.figures import load_pyplot
 from ddm.report.labels import DATASET_LABELS, METHOD_LABELS, latex_escape
 from ddm.report.provenance import provenance_text
-from ddm.report.tables import TASK_COLUMNS, _env
+from ddm.report.tables import TASK_COLUMNS, template_env
 from ddm.replicates import split_replicate
 
 __all__ = ["ReportError", "LATEX_PACKAGES", "find_latex", "no_latex_message", "report_pages", "render_report",
@@ -96,7 +96,7 @@ def render_report(template: Path, metrics: Mapping, pages: list[dict], claims: b
     """reports/report.tex from its template (reports/report.tex.j2): a title page with the
     provenance (and claims.tex, the verdicts of ddm.claims, with ``claims``), then tables.tex (one
     page per table) and the figure pages."""
-    env = _env()
+    env = template_env()
     env.loader = __import__("jinja2").FileSystemLoader(str(Path(template).parent))
     prov = metrics.get("provenance")
     text = provenance_text(prov)
@@ -144,7 +144,7 @@ def _placeholder_pdf(out: Path, message: str) -> Path:
     """A one-page PDF that says why the report was not built (matplotlib; no LaTeX needed)."""
     import textwrap
 
-    plt = _pyplot()
+    plt = load_pyplot()
     fig = plt.figure(figsize=(8.27, 11.69))
     fig.text(0.08, 0.92, "reports/report.pdf was not built", fontsize=16, va="top")
     fig.text(0.08, 0.86, textwrap.fill(message, 90), fontsize=9, va="top", family="monospace")

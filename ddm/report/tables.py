@@ -1,5 +1,5 @@
 """The numbers of reports/metrics.json -> LaTeX: reports/tables.tex (Tables 1-5 and the fair-solver
-table; ``render_tables``) through the package's jinja2 templates (``_env``, which ``ddm.claims``
+table; ``render_tables``) through the package's jinja2 templates (``template_env``, which ``ddm.claims``
 and the PDF report use too): numbers are formatted in Python, the template uses LaTeX-safe
 delimiters and StrictUndefined (a missing number fails instead of leaving a blank cell), and the
 output is byte-stable (sorted keys, fixed decimals, no dates). The published results shown beside
@@ -24,7 +24,7 @@ __all__ = ["render_tables", "nonfinite_cells", "check_published_csv", "format_pa
            "REFERENCE_LABELS"]
 
 
-def _env():
+def template_env():
     """The jinja2 environment of the package's templates (ddm/templates: ``TABLES_TEMPLATE``'s
     folder, loaded through the installed package, not the working directory), with LaTeX-safe
     delimiters."""
@@ -78,7 +78,7 @@ def _cell(res: Mapping | None, marker: str | None = None, digits: int = 2) -> st
     return text
 
 
-def _kid_power(kids: list[float]) -> int:
+def kid_power(kids: list[float]) -> int:
     """The power of ten a table's KIDs are shown at (x 10^power), a multiple of 3 that puts the
     largest in [1, 1000): 10^3 for Inception-scale KIDs (0.001-0.1), other features as they come."""
     top = max(kids, default=0.0)
@@ -196,7 +196,7 @@ def render_tables(metrics: Mapping, published_csv: Path = PUBLISHED_CSV) -> str:
         samples = {n: next(res[m][str(n)]["num_samples"] for m in t1_methods if str(n) in res[m]) for n in nfes}
         repeats = {n: max(res[m][str(n)]["n"] for m in t1_methods if str(n) in res[m]) for n in nfes}
         kids = [abs(c["kid"]["mean"]) for m in t1_methods for c in res[m].values() if c.get("kid")]
-        power = _kid_power(kids)
+        power = kid_power(kids)
         kid_rows = [{"label": method_label(m, metrics), "cells": [_kid_cell(res[m].get(str(n)), power) for n in nfes]}
                     for m in t1_methods] if kids else []
         t4, t4_nfes, t5 = _ablation_tables(metrics, res)
@@ -223,7 +223,7 @@ def render_tables(metrics: Mapping, published_csv: Path = PUBLISHED_CSV) -> str:
             "seeds": seed_table(metrics, d),
         })
     cond = metrics.get("conditioned")
-    return _env().get_template(TABLES_TEMPLATE.name).render(
+    return template_env().get_template(TABLES_TEMPLATE.name).render(
         datasets=datasets, preset=metrics["preset"], ht=metrics["ht"], provenance=provenance_text(metrics.get("provenance")),
         table2=_table2(cond, published) if cond else None, table3=_table3(cond, published) if cond else None)
 
