@@ -6,7 +6,7 @@ adds the object and keeps ``info`` beside it (``info(name)``): for a sampler the
 fits and the values of its ``final_step`` option, for a grid the processes it fits, for each a
 ``label`` (how the tables write it). A table may join others: ``Names("sampler", a, b)`` reads
 through ``a`` and ``b`` in order, and what is registered on it is its own, so ``ddm.registry``
-joins ``ddm.sampling``'s and ``ddm.baselines``' tables without editing either. Every view of a
+joins ``ddm.sampling``'s and ``ddm.sde_samplers``' tables without editing either. Every view of a
 table is live: a name registered later (a test, a user's module) is seen everywhere at once.
 
 The h_t families (Table 4) register themselves as subclasses of ``ddm.families.HtFamily``, the

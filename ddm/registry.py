@@ -11,7 +11,7 @@ a Gaussian path x_t = alpha_t x0 + sigma_t eps, as the VP and VE SDEs are (Eq. 1
 solvers (``ddm.sampling.sample_ddim``, ``sample_dpmpp_2m``) and the ``lambda`` grid need such a
 path (``ddm.sampling.alpha_sigma``); the other h_t families of Table 4 are not one.
 
-``SAMPLERS`` and ``GRIDS`` join ``ddm.sampling``'s and ``ddm.baselines``' tables (``ddm.names``:
+``SAMPLERS`` and ``GRIDS`` join ``ddm.sampling``'s and ``ddm.sde_samplers``' tables (``ddm.names``:
 neither module imports the other's table, so there is no import cycle, and no table is edited at
 import time by another module). Each sampler and grid is registered where it is defined, with
 the processes it fits (``fits``), the values of its ``final_step`` option and its label, so a
@@ -27,6 +27,7 @@ weightings, processes), which ``ddm.validation`` puts into the params.yaml schem
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from torch import Tensor
@@ -37,12 +38,13 @@ from ddm.families import FAMILIES
 from ddm.losses import LOSS_TYPES, REDUCTIONS, WEIGHTINGS
 from ddm.names import EXTRACTORS, GAUSSIAN, PROCESSES, Names, grid_table, sampler_table
 
-__all__ = ["SAMPLERS", "GRIDS", "sampler", "grid", "get_sampler", "make_grid", "grid_options", "PROCESSES",
+__all__ = ["SAMPLERS", "GRIDS", "sampler", "grid", "get_sampler", "make_grid", "grid_options", "BoundSampler", "bind",
+           "PROCESSES",
            "GAUSSIAN", "SAMPLER_PROCESSES", "GRID_PROCESSES", "SAMPLER_FINAL_STEPS", "kinds", "samplers_for",
            "grids_for", "fit_error", "schema_enums", "snapshot"]
 
 #: Every sampler and time grid by params.yaml name: the package's (``ddm.sampling``,
-#: ``ddm.baselines``), then any registered here.
+#: ``ddm.sde_samplers``), then any registered here.
 SAMPLERS: Names[Callable[..., Tensor]] = sampler_table(sampling.SAMPLERS, sde_samplers.SAMPLERS)
 GRIDS: Names[Callable[..., Tensor]] = grid_table(sampling.GRIDS, sde_samplers.GRIDS)
 
@@ -75,6 +77,40 @@ def grid_options(name: str, available: Mapping[str, Any]) -> dict[str, Any]:
     resolved config and the process): a grid takes what it names in its signature."""
     params = inspect.signature(GRIDS.lookup(name)).parameters
     return {k: v for k, v in available.items() if k in params and k != "n"}
+
+
+@dataclass(frozen=True)
+class BoundSampler:
+    """An experiment's sampling bound once (:func:`bind`): its sampler and time grid looked up by
+    their params.yaml names, the grid's options, the process, ``clip`` and ``final_step``. Calling
+    it draws one batch: ``draw(net, noise, nfe, rng=..., callback=...)`` runs the sampler on the
+    grid of N = ``nfe`` steps (``ddm.sampling``'s one signature); nothing is looked up again."""
+
+    sampler: Callable[..., Tensor]
+    grid: Callable[..., Tensor]
+    grid_options: Mapping[str, Any]
+    process: Any
+    options: Mapping[str, Any]  # clip, and final_step unless it is the paper's
+
+    def time_grid(self, nfe: int) -> Tensor:
+        """The time grid of N = ``nfe`` steps (N + 1 points)."""
+        return self.grid(nfe, **self.grid_options)
+
+    def __call__(self, net, noise: Tensor, nfe: int, *, rng=None, callback=None) -> Tensor:
+        return self.sampler(net, self.process, noise, self.time_grid(nfe), rng=rng, callback=callback, **self.options)
+
+
+def bind(sampling: Mapping[str, Any], process) -> BoundSampler:
+    """The sampling of a resolved config (its ``sampling`` block: ``sampler``, ``grid``, the grid's
+    options such as ``rho`` and ``t_end``, ``clip``, ``final_step``) bound to ``process``: every
+    name looked up here, once; an unknown name is a ValueError listing the valid ones."""
+    grid = GRIDS.lookup(sampling["grid"])
+    final = sampling.get("final_step", "paper")
+    options = {"clip": sampling["clip"]}
+    if final != "paper":  # only the DDM and EM samplers take the option
+        options["final_step"] = final
+    return BoundSampler(SAMPLERS.lookup(sampling["sampler"]), grid,
+                        grid_options(sampling["grid"], {**sampling, "process": process}), process, options)
 
 
 def _datasets() -> dict[str, Any]:
