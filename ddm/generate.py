@@ -73,9 +73,13 @@ def convergence_rows(exp: Experiment, model: nn.Module, snapshots: list[dict], n
     """The rows of ``ddm convergence``: :func:`checkpoint_fids` of a model file's ``snapshots``
     (``[{"step", "ema"}]``, ``ddm.training.snapshots``) at each NFE of ``nfes``, ``num_samples``
     samples with the seeds of repeat 0, each scored by ``ddm.metrics.fid`` against the reference
-    statistics file ``reference`` with the FID extractor ``extractor`` (weights file ``weights``)."""
+    statistics file ``reference`` with the FID extractor ``extractor`` (weights file ``weights``).
+    A model trained without snapshots is an InputError (one line: what to change in params.yaml)."""
     from ddm.metrics import fid
 
+    if not snapshots:
+        raise InputError("the model holds no snapshots to score: list its method under the preset's "
+                         "`convergence: methods` in params.yaml and train it again")
     return checkpoint_fids(exp, model, [(s["step"], s["ema"]) for s in snapshots], nfes, sample_seeds(0, num_samples),
                            lambda u8: fid(u8, reference, extractor, weights), device=device)
 
