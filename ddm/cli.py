@@ -77,18 +77,16 @@ def cmd_extractor(args) -> None:
     fid_cfg = _dataset_block(params, args.dataset)["fid"]
     name = fid_cfg["extractor"]
     out = _check_out(args.out)
-    from ddm import digits_classifier, metrics  # torch-fidelity: imported once the checks passed (errors stay fast)
+    from ddm.extractors import WEIGHTS, resolve_weights  # torch-fidelity: imported once the checks passed
 
-    if name == digits_classifier.DIGITS_CLASSIFIER:
-        weights = out.with_name("digits_classifier.pt")
-        _check_out(weights, "the classifier's weights file")
+    source = WEIGHTS[name]
+    if source.make:  # the extractor's weights are made here (the digits classifier: trained)
+        weights = _check_out(out.with_name(source.file_name), "the extractor's weights file")
         with _writing(weights):
-            acc = digits_classifier.train_digits_classifier(weights, seed=params["seed"])
-        info = {"extractor": name, "weights": str(weights), "test_accuracy": acc}
+            info = {"extractor": name, "weights": str(weights), **source.make(weights, params["seed"])}
     else:
-        weights = metrics.resolve_weights(name, fid_cfg.get("weights"))  # clear error if missing
-        info = {"extractor": name, "weights": str(weights)}
-    info["weights_sha256"] = file_checksum(weights, memo=True)
+        info = {"extractor": name, "weights": str(resolve_weights(name, fid_cfg.get("weights")))}
+    info["weights_sha256"] = file_checksum(info["weights"], memo=True)
     _save(save_json, info, out)
     log.info("FID extractor %s: %s", name, info)
 

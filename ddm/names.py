@@ -113,12 +113,12 @@ class Names(Mapping[str, T]):
 #: table is complete once ``ddm.baselines`` is imported (``ddm.registry`` imports it).
 PROCESSES: Names[type] = Names("process")
 #: The FID feature extractors of params.yaml (``fid: extractor:``) by name -> the feature layer FID
-#: uses (torch-fidelity's name); torch-fidelity's own registry holds the extractor classes. The
-#: package's two are here (torch-fidelity's InceptionV3, ``ddm.digits_classifier``); one of
-#: a plug-in registers with ``ddm.metrics.register_extractor``.
-EXTRACTORS: Names[str] = Names("extractor")
-EXTRACTORS.register("digits-classifier", label="FID (digits classifier)")("64")
-EXTRACTORS.register("inception-v3-compat", label="FID (InceptionV3)")("2048")
+#: uses (torch-fidelity's name); ``weights`` says where the weights file comes from (``"params"``:
+#: the file ``fid: weights:`` names, checked when params are validated; ``"default"``: that file or
+#: a default place; ``"made"``: ``ddm extractor`` makes it). torch-fidelity's own registry holds the
+#: classes. Every extractor, the package's two included, registers with
+#: ``ddm.extractors.register_extractor`` (``ddm.metrics.register_extractor``).
+EXTRACTORS: Names[str] = Names("extractor", defaults={"weights": "params"})
 #: Every Gaussian path x_t = alpha_t x0 + sigma_t eps ("ddm/constant": DDM with h_t = c, Eq. 7).
 GAUSSIAN = ("ddm/constant", "vp", "ve")
 

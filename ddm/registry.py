@@ -140,6 +140,8 @@ def schema_enums() -> dict[str, list[str]]:
     schema's enums (``ddm.validation``): those of each registry (h_t families (Table 4), samplers,
     grids, final steps, weightings (Table 5), processes, the datasets of a preset (``ddm.datasets``),
     the FID extractors (``ddm.names.EXTRACTORS``)) and the fixed choices of :func:`_choices`."""
+    from ddm import extractors  # noqa: F401  codedeps: names only (the FID extractors register on import)
+
     steps = [s for name in SAMPLERS for s in SAMPLER_FINAL_STEPS[name]]
     return {"family": list(FAMILIES), "ht": ["main", *FAMILIES], "sampler": list(SAMPLERS), "grid": list(GRIDS),
             "final_step": list(dict.fromkeys(steps)), "weighting": list(WEIGHTINGS), "process": list(PROCESSES),
@@ -149,14 +151,16 @@ def schema_enums() -> dict[str, list[str]]:
 def snapshot() -> dict[str, Any]:
     """The registries as plain data (``ddm.snapshot`` and ``ddm.catalog``, which read params.yaml's
     names from it without importing torch): the schema's enums, which processes each sampler and grid fits, each
-    sampler's final steps, the labels of the h_t families and weightings, and the datasets' facts."""
+    sampler's final steps, the labels of the h_t families and weightings, the datasets' facts, and
+    where each FID extractor's weights come from (``ddm.names.EXTRACTORS``' ``weights``)."""
     return {"enums": schema_enums(),
             "fits": {"sampler": {k: list(v) for k, v in SAMPLER_PROCESSES.items()},
                      "grid": {k: list(v) for k, v in GRID_PROCESSES.items()}},
             "final_steps": {k: list(v) for k, v in SAMPLER_FINAL_STEPS.items()},
             "labels": {"family": {k: cls.label for k, cls in FAMILIES.items()},
                        "weighting": {k: WEIGHTINGS.info(k)["label"] for k in WEIGHTINGS}},
-            "datasets": _datasets()}
+            "datasets": _datasets(),
+            "extractors": {k: {"weights": EXTRACTORS.info(k)["weights"]} for k in EXTRACTORS}}
 
 
 def samplers_for(process: str, ht: str | None = None) -> list[str]:

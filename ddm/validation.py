@@ -160,6 +160,7 @@ def _validate(params: Mapping) -> None:
         if why:
             raise ConfigError(f"params.yaml: presets/{params['preset']}/{ds}/shard_size: {why}")
     _validate_fit(params)
+    _validate_fid_weights(params)
     _validate_denoisers(params, trained)
     _validate_conditioned(params, validator, schema_)
 
@@ -274,6 +275,21 @@ def _validate_convergence(params: Mapping, ds: str, block: Mapping, trained: Map
         raise ConfigError(f"{where}/train/keep_last: {train.get('keep_last', 3)} keeps too few checkpoints for the "
                           f"convergence figure: {train['steps']} steps every {train.get('ckpt_every', 1000)} need "
                           f"keep_last >= {needed}")
+
+
+def _validate_fid_weights(params: Mapping) -> None:
+    """A file ``fid: weights:`` names is there, and an extractor that reads its weights from params.yaml
+    alone (``ddm.names.EXTRACTORS``' ``weights: params``, a plug-in's by default) has one named."""
+    sources = snapshot.load()["extractors"]
+    for ds, block in params["presets"][params["preset"]].items():
+        name, path = block["fid"]["extractor"], block["fid"].get("weights")
+        where = f"params.yaml: presets/{params['preset']}/{ds}/fid/weights"
+        if path is None and sources[name]["weights"] == "params":
+            raise ConfigError(f"{where}: null, but FID extractor '{name}' reads its weights from the file named here: "
+                              "set it to the path of that file")
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"{where}: '{path}' is not a file (FID extractor '{name}'): set it to the path of the "
+                              "extractor's weights file")
 
 
 def _validate_denoisers(params: Mapping, trained: Mapping) -> None:

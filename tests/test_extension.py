@@ -361,3 +361,23 @@ def test_a_plugin_is_imported_once_per_process(tmp_path):
     assert r.returncode == 0, r.stderr
     from ddm import plugins
     assert plugins.with_code({"sample": "abc"}) == {"sample": "abc"}  # no plug-in: the digests are the package's
+
+
+def test_an_extractor_without_its_weights_file_is_one_line_at_validation(workdir_factory):
+    """The plug-in's extractor reads its weights from the file ``fid: weights:`` names: with
+    ``weights: null``, or a path with no file, params validation says so in one line (`ddm` exit 2,
+    and the Snakemake dry run refuses to start), not a job halfway through the run."""
+    work = _plugin_workdir(workdir_factory)
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    fid = params["presets"]["embedded"]["greyfolder"]["fid"]
+    fid["weights"] = None
+    write_params(work, params)
+    r = run_ddm(work, "extractor", "--dataset", "greyfolder", "--out", "x.json")
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "ddm extractor: params.yaml: presets/embedded/greyfolder/fid/weights: null, but FID extractor 'pixels' reads "
+        "its weights from the file named here: set it to the path of that file"], r.stderr
+    fid["weights"] = "gone.pt"
+    write_params(work, params)
+    s = run_snakemake(work, "-n", "all")
+    assert s.returncode != 0 and ("presets/embedded/greyfolder/fid/weights: 'gone.pt' is not a file (FID extractor "
+                                  "'pixels'): set it to the path of the extractor's weights file") in s.output, s.output[-3000:]
