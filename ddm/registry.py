@@ -141,18 +141,21 @@ def schema_enums() -> dict[str, list[str]]:
     grids, final steps, weightings (Table 5), processes, the datasets of a preset (``ddm.datasets``),
     the FID extractors (``ddm.names.EXTRACTORS``)) and the fixed choices of :func:`_choices`."""
     from ddm import extractors  # noqa: F401  codedeps: names only (the FID extractors register on import)
+    from ddm.task_metrics import TASK_METRICS  # codedeps: names only (what params.yaml may name)
 
     steps = [s for name in SAMPLERS for s in SAMPLER_FINAL_STEPS[name]]
     return {"family": list(FAMILIES), "ht": ["main", *FAMILIES], "sampler": list(SAMPLERS), "grid": list(GRIDS),
             "final_step": list(dict.fromkeys(steps)), "weighting": list(WEIGHTINGS), "process": list(PROCESSES),
-            "dataset": list(_datasets()), "extractor": list(EXTRACTORS), **_choices()}
+            "dataset": list(_datasets()), "extractor": list(EXTRACTORS), "task_metric": list(TASK_METRICS),
+            **_choices()}
 
 
 def snapshot() -> dict[str, Any]:
     """The registries as plain data (``ddm.snapshot`` and ``ddm.catalog``, which read params.yaml's
     names from it without importing torch): the schema's enums, which processes each sampler and grid fits, each
-    sampler's final steps, the labels of the h_t families and weightings, the datasets' facts, and
-    where each FID extractor's weights come from (``ddm.names.EXTRACTORS``' ``weights``)."""
+    sampler's final steps, the labels of the h_t families and weightings, the datasets' facts,
+    where each FID extractor's weights come from (``ddm.names.EXTRACTORS``' ``weights``) and the
+    extra task metrics' facts (``ddm.task_metrics``)."""
     return {"enums": schema_enums(),
             "fits": {"sampler": {k: list(v) for k, v in SAMPLER_PROCESSES.items()},
                      "grid": {k: list(v) for k, v in GRID_PROCESSES.items()}},
@@ -160,7 +163,15 @@ def snapshot() -> dict[str, Any]:
             "labels": {"family": {k: cls.label for k, cls in FAMILIES.items()},
                        "weighting": {k: WEIGHTINGS.info(k)["label"] for k in WEIGHTINGS}},
             "datasets": _datasets(),
-            "extractors": {k: {"weights": EXTRACTORS.info(k)["weights"]} for k in EXTRACTORS}}
+            "extractors": {k: {"weights": EXTRACTORS.info(k)["weights"]} for k in EXTRACTORS},
+            "task_metrics": _task_metrics()}
+
+
+def _task_metrics() -> dict[str, dict[str, Any]]:
+    """Each extra task metric's tasks, label, direction and decimals (``ddm.task_metrics``)."""
+    from ddm.task_metrics import TASK_METRICS  # codedeps: names only (what params.yaml may name)
+
+    return {k: {**TASK_METRICS.info(k), "tasks": list(TASK_METRICS.info(k)["tasks"])} for k in TASK_METRICS}
 
 
 def samplers_for(process: str, ht: str | None = None) -> list[str]:

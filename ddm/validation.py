@@ -47,6 +47,7 @@ SCHEMA_ENUMS: dict[str, tuple[str, ...]] = {
     "encoder": ("definitions", "cond_model", "properties", "encoder"),
     "conditioning": ("definitions", "cond_model", "properties", "conditioning"),
     "task_dataset": ("definitions", "cond_task", "properties", "dataset"),
+    "task_metric": ("definitions", "cond_task", "properties", "metrics", "items"),
 }
 #: The schema node whose ``properties`` are the conditioned tasks (``ddm.config.TASKS``), each a ``cond_task``.
 TASKS_NODE = ("definitions", "cond_preset", "properties", "tasks")
@@ -119,7 +120,7 @@ def _validate(params: Mapping) -> None:
             seen.add(path)
             allowed = ""
             if "enum" in e.schema:
-                allowed = f" (allowed: {', '.join(map(str, e.schema['enum']))})"
+                allowed = f" (allowed: {', '.join(map(str, e.schema['enum'])) or 'none'})"
             elif e.validator == "additionalProperties" and "properties" in e.schema:
                 allowed = f" (allowed: {', '.join(sorted(e.schema['properties']))})"
             lines.append(f"params.yaml: {path}: {e.message}{allowed}")
@@ -194,6 +195,7 @@ def _validate_conditioned(params: Mapping, validator, schema_: Mapping) -> None:
         if not t.get("dataset") and task != "inpainting" and any(t.get(k) is None for k in ("n_train", "n_test")):
             raise ConfigError(f"{where}/{task}: set n_train and n_test (an embedded stand-in draws that many examples; "
                               "null takes every image of a split only for inpainting or a task with a dataset)")
+        _check_task_metrics(task, t, f"{where}/{task}/metrics")
         size = _check_latent(task, t, f"{where}/{task}")
         _check_task_size(params, task, t, {**block["model"], **t.get("model", {})}, f"{where}/{task}", size)
     for name, entry in params["conditioned_methods"].items():
@@ -202,6 +204,15 @@ def _validate_conditioned(params: Mapping, validator, schema_: Mapping) -> None:
                               "posterior mean of a conditional model here); remove it")
         for task in block["tasks"]:
             resolve_task(params, task, name)
+
+
+def _check_task_metrics(task: str, t: Mapping, where: str) -> None:
+    """Each extra metric a task names (``ddm.task_metrics``) fits that task."""
+    facts = snapshot.load()["task_metrics"]
+    for name in t.get("metrics", []):
+        if task not in facts[name]["tasks"]:
+            raise ConfigError(f"{where}: '{name}' does not score the {task} task (it scores: "
+                              f"{', '.join(facts[name]['tasks'])}); remove it from this task's metrics")
 
 
 def _check_latent(task: str, t: Mapping, where: str) -> int:
