@@ -37,10 +37,10 @@ from ddm.catalog import kinds  # noqa: F401  (re-exported)
 from ddm.families import FAMILIES
 from ddm.losses import LOSS_TYPES, REDUCTIONS, WEIGHTINGS
 from ddm.names import EXTRACTORS, GAUSSIAN, PROCESSES, Names, grid_table, sampler_table
+from ddm.task_metrics import TASK_METRICS  # codedeps: names only (what params.yaml may name)
 
 __all__ = ["SAMPLERS", "GRIDS", "sampler", "grid", "get_sampler", "make_grid", "grid_options", "BoundSampler", "bind",
-           "PROCESSES",
-           "GAUSSIAN", "SAMPLER_PROCESSES", "GRID_PROCESSES", "SAMPLER_FINAL_STEPS", "kinds", "samplers_for",
+           "PROCESSES", "GAUSSIAN", "SAMPLER_PROCESSES", "GRID_PROCESSES", "SAMPLER_FINAL_STEPS", "kinds", "samplers_for",
            "grids_for", "fit_error", "schema_enums", "snapshot"]
 
 #: Every sampler and time grid by params.yaml name: the package's (``ddm.sampling``,
@@ -139,9 +139,10 @@ def schema_enums() -> dict[str, list[str]]:
     """The names params.yaml may use that torch-importing code defines, as the params.yaml
     schema's enums (``ddm.validation``): those of each registry (h_t families (Table 4), samplers,
     grids, final steps, weightings (Table 5), processes, the datasets of a preset (``ddm.datasets``),
-    the FID extractors (``ddm.names.EXTRACTORS``)) and the fixed choices of :func:`_choices`."""
-    from ddm import extractors  # noqa: F401  codedeps: names only (the FID extractors register on import)
-    from ddm.task_metrics import TASK_METRICS  # codedeps: names only (what params.yaml may name)
+    the FID extractors (``ddm.extractors``), the extra task metrics (``ddm.task_metrics``)) and the
+    fixed choices of :func:`_choices`."""
+    # the FID extractors register on import (torch-fidelity: imported here, not at start-up)
+    from ddm import extractors  # noqa: F401  codedeps: names only
 
     steps = [s for name in SAMPLERS for s in SAMPLER_FINAL_STEPS[name]]
     return {"family": list(FAMILIES), "ht": ["main", *FAMILIES], "sampler": list(SAMPLERS), "grid": list(GRIDS),
@@ -169,8 +170,6 @@ def snapshot() -> dict[str, Any]:
 
 def _task_metrics() -> dict[str, dict[str, Any]]:
     """Each extra task metric's tasks, label, direction and decimals (``ddm.task_metrics``)."""
-    from ddm.task_metrics import TASK_METRICS  # codedeps: names only (what params.yaml may name)
-
     return {k: {**TASK_METRICS.info(k), "tasks": list(TASK_METRICS.info(k)["tasks"])} for k in TASK_METRICS}
 
 
