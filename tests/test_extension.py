@@ -290,7 +290,7 @@ def _plugin_workdir(workdir_factory) -> Path:
     """A workdir whose params.yaml runs only the plug-in's things on the plug-in's dataset, with the
     fewest jobs: Table 1 of DDM alone, the Table 4 row of h_t = c t^3, the sampler's row of the solver
     table; FID by the plug-in's extractor; of the conditioned tasks super-resolution alone, in pixel space,
-    scored also by the plug-in's SSIM; no long NFE, no convergence figure."""
+    scored also by the plug-in's SSIM, DDM's row alone; no long NFE, no convergence figure."""
     work = workdir_factory()
     (work / "my_plugin.py").write_text(PLUGIN)
     images = work / "images"
@@ -311,6 +311,7 @@ def _plugin_workdir(workdir_factory) -> Path:
     del cond["tasks"]["super_resolution"]["latent"]  # pixel space: the fewest jobs
     params.update(copy.deepcopy(PLUGIN_ENTRIES), long_nfe=False, ablations=True,
                   solver_study=True, methods={"ddm": params["methods"]["ddm"]},
+                  conditioned_methods={"ddm": params["conditioned_methods"]["ddm"]},
                   presets={"embedded": {"greyfolder": block}})
     write_params(work, params)
     return work
@@ -342,7 +343,7 @@ def test_a_plugin_file_adds_a_family_sampler_metric_and_dataset(workdir_factory)
     records = [json.loads(p.read_text()) for p in (work / "results/metrics/tasks/super_resolution").glob("*/nfe*.json")]
     assert records and all(-1 <= r["extra"]["ssim"] <= 1 for r in records)
     ssim = metrics["conditioned"]["tasks"]["super_resolution"]["extra"]["ssim"]
-    assert set(ssim["results"]) == {"ddm", "ddpm"} and ssim["label"] == "SSIM"
+    assert set(ssim["results"]) == {"ddm"} and ssim["label"] == "SSIM"
     table2 = tex[tex.index("Super-resolution"):]
     assert r"Method & PSNR$\uparrow$ & Method & SSIM$\uparrow$ \\" in table2, table2[:400]
     print(f"plug-in run: {r.elapsed:.0f} s")
