@@ -36,8 +36,8 @@ from ddm.names import PROCESSES
 from ddm.nets import UNet
 from ddm.process import DecoupledProcess, Process
 
-__all__ = ["Experiment", "Recipe", "RECIPES", "recipe_for", "recipe", "build", "make_process", "make_objective", "out_channels",
-           "model_kwargs", "load_model"]
+__all__ = ["Experiment", "Recipe", "RECIPES", "recipe_for", "recipe", "build", "make_process", "make_objective",
+           "out_channels", "model_kwargs", "load_model"]
 
 
 @dataclass
