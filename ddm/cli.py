@@ -79,18 +79,16 @@ def cmd_extractor(args) -> None:
     fid_cfg = dataset_block(params, args.dataset)["fid"]
     name = fid_cfg["extractor"]
     out = _check_out(args.out)
-    from ddm import digits_classifier, metrics  # torch-fidelity: imported once the checks passed (errors stay fast)
+    from ddm.extractors import WEIGHTS, resolve_weights  # torch-fidelity: imported once the checks passed
 
-    if name == digits_classifier.DIGITS_CLASSIFIER:
-        weights = out.with_name("digits_classifier.pt")
-        _check_out(weights, "the classifier's weights file")
+    source = WEIGHTS[name]
+    if source.make:  # the extractor's weights are made here (the digits classifier: trained)
+        weights = _check_out(out.with_name(source.file_name), "the extractor's weights file")
         with _writing(weights):
-            acc = digits_classifier.train_digits_classifier(weights, seed=params["seed"])
-        info = {"extractor": name, "weights": str(weights), "test_accuracy": acc}
+            info = {"extractor": name, "weights": str(weights), **source.make(weights, params["seed"])}
     else:
-        weights = metrics.resolve_weights(name, fid_cfg.get("weights"))  # clear error if missing
-        info = {"extractor": name, "weights": str(weights)}
-    info["weights_sha256"] = file_checksum(weights, memo=True)
+        info = {"extractor": name, "weights": str(resolve_weights(name, fid_cfg.get("weights")))}
+    info["weights_sha256"] = file_checksum(info["weights"], memo=True)
     save_output(save_json, info, out)
     log.info("FID extractor %s: %s", name, info)
 
@@ -127,45 +125,28 @@ def cmd_sample(args) -> None:
     from ddm.config import resolve, resolved_hash
 
     cfg = resolve(read_params(args), args.dataset, args.method)
-    from ddm.limits import samples_error  # the set fits in this machine's memory
-
-    if msg := samples_error(args.num_samples, cfg["channels"], cfg["resolution"]):
-        raise InputError(f"--num-samples {args.num_samples}: {msg}")
-    bounds = _shard_bounds(args)
     from ddm.experiment import load_model  # torch: once params.yaml passed
-    from ddm.sampleset import sample_set
+    from ddm.sampleset import SampleSetError, sample_set, set_bounds
 
+    request = {"shard": args.shard, "shard_size": args.shard_size, "batch_size": args.batch_size}
+    try:  # the library's rules, checked before the model loads; its argument names as this command's options
+        set_bounds(cfg, args.num_samples, **request, training_images=args.data)
+    except SampleSetError as e:
+        raise InputError(f"{_SAMPLE_OPTIONS.get(e.option, '--' + e.option.replace('_', '-'))} {e.message}") from None
     exp, net = model_for(args, cfg, load_model, resolved_hash, f"{args.dataset}/{args.method}")
     _check_out(args.out)
     images = None
     if cfg["sampling"]["denoiser"] == "posterior_mean":  # the sampler ceiling: its training images
-        if not args.data:
-            raise InputError(f"method '{args.method}' uses denoiser posterior_mean: pass its training images "
-                             f"with --data (data/prepared/{args.dataset}.pt)")
         images = load_images(args.data, "dataset file", "ddm prepare", channels=cfg["channels"],
                              resolution=cfg["resolution"])
-    x = sample_set(exp, net, args.nfe, args.repeat, args.num_samples, bounds=bounds, batch_size=args.batch_size,
-                   device=default_device(args), training_images=images)
+    x = sample_set(exp, net, args.nfe, args.repeat, args.num_samples, **request, device=default_device(args),
+                   training_images=images)
     save_output(save_torch, x, args.out)
     log.info("%d samples at NFE %d -> %s", len(x), args.nfe, args.out)
 
 
-def _shard_bounds(args) -> tuple[int, int]:
-    """[start, stop) of the samples this job draws: the whole set, or shard --shard of
-    --shard-size samples (ddm.shards: whole batches, so the shards merge to the one-job set)."""
-    from ddm.shards import shard_bounds, shard_size_error
-
-    if args.shard is None:
-        return 0, args.num_samples
-    if args.shard_size is None:
-        raise InputError(f"--shard {args.shard} needs --shard-size: pass the set's shard size (params.yaml shard_size)")
-    why = shard_size_error(args.shard_size, args.batch_size)
-    if why:
-        raise InputError(f"--shard-size {why} (--batch-size {args.batch_size})")
-    try:
-        return shard_bounds(args.shard, args.num_samples, args.shard_size)
-    except ValueError as e:
-        raise InputError(f"--{e}") from None
+#: ``ddm.sampleset``'s argument -> the ``ddm sample`` option that gives it (the rest: ``--`` + the name).
+_SAMPLE_OPTIONS = {"training_images": "--data"}
 
 
 def cmd_evaluate(args) -> None:
@@ -216,16 +197,13 @@ def cmd_convergence(args) -> None:
     blob = read_model(args.model)
     exp, net = load_model(args.model, default_device(args), blob=blob)
     exp.cfg["sampling"] = cfg["sampling"]  # sampling options come from params.yaml, not the model file
-    if not blob.get("snapshots"):
-        raise InputError(f"model file {args.model} holds no snapshots: list its method under the preset's "
-                         f"`convergence: methods` in params.yaml and train it again")
     ex = load_json_product(args.extractor, "extractor")
     check_reference(args.reference)
     _check_out(args.out)
-    rows = convergence_rows(exp, net, blob["snapshots"], args.nfe, args.num_samples, args.reference, ex["extractor"],
+    rows = convergence_rows(exp, net, blob.get("snapshots"), args.nfe, args.num_samples, args.reference, ex["extractor"],
                             ex["weights"], device=default_device(args))
     save_output(save_json, {"dataset": args.dataset, "method": args.method, "num_samples": args.num_samples,
-                            "extractor": ex["extractor"], "rows": rows}, args.out)
+                      "extractor": ex["extractor"], "rows": rows}, args.out)
 
 
 def cmd_convergence_plot(args) -> None:
@@ -282,12 +260,12 @@ def cmd_figures(args) -> None:
     from ddm.report.figures import fid_plot
 
     metrics = load_json_product(args.metrics, "metrics")
-    if args.dataset not in metrics["datasets"]:
-        raise InputError(f"metrics file {args.metrics} has no dataset '{args.dataset}' "
-                         f"(it has: {', '.join(sorted(metrics['datasets'])) or 'none'})")
     _check_out(args.out)
-    with _writing(args.out):
-        fid_plot(metrics, args.dataset, Path(args.out))
+    try:
+        with _writing(args.out):
+            fid_plot(metrics, args.dataset, Path(args.out))
+    except InputError as e:
+        raise InputError(f"metrics file {args.metrics}: {e}") from None
 
 
 def cmd_grid(args) -> None:

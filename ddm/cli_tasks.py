@@ -130,8 +130,6 @@ def cmd_task_figure(args) -> None:
 
     cfg = _task_cfg(read_params(args), args.task)
     split = _split(args.data, cfg, "test")
-    if len(args.labels) != len(args.samples):
-        raise InputError(f"{len(args.samples)} sample files but {len(args.labels)} labels: give one label per file")
     samples = [load_images(p) for p in args.samples]
     _check_out(args.out)
     with _writing(args.out):

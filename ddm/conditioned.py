@@ -333,12 +333,17 @@ def set_records(cfg: Mapping, split: Mapping, samples: Mapping, fid: Callable[[T
                 ) -> Iterator[tuple[tuple[str, tuple[int, int]], dict]]:
     """The metric files of ``ddm evaluate-task``, one sample set at a time: for each ``(method,
     (nfe, repeat))`` of ``samples`` (-> uint8 samples of the test ``split``), that key and its
-    record: Table 2's metric (:func:`task_metric`) as ``value``, with the task, metric, sample
-    count, method, NFE, repeat and ``computed_at``."""
+    record: Table 2's metric (:func:`task_metric`) as ``value``, each extra metric the task names
+    (``cfg["metrics"]``, ``ddm.task_metrics``) in ``extra``, with the task, metric, sample count,
+    method, NFE, repeat and ``computed_at``."""
+    from ddm.task_metrics import TASK_METRICS
+
     for (method, (nfe, repeat)), x in samples.items():
         value = task_metric(cfg["task"], x, split, fid)
+        extra = {name: float(TASK_METRICS.lookup(name)(x, split)) for name in cfg.get("metrics", [])}
         yield (method, (nfe, repeat)), {**_record(cfg, split), "method": method, "nfe": nfe, "repeat": repeat,
-                                        "value": value, "computed_at": utc_timestamp()}
+                                        "value": value, **({"extra": extra} if extra else {}),
+                                        "computed_at": utc_timestamp()}
 
 
 def reference_record(cfg: Mapping, split: Mapping, fid: Callable[[Tensor], dict] | None = None) -> dict:

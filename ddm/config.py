@@ -233,7 +233,7 @@ def task_sets(block: Mapping) -> list[tuple[int, int]]:
 
 def resolve_task(params: Mapping, task: str, method: str) -> dict:
     """The full config of one (task, method) of ``conditioned_methods``: keys task, channels,
-    cond_channels, resolution, metric, data (what ``ddm.tasks`` draws: size, n_train, n_test,
+    cond_channels, resolution, metric, metrics (the extra ones, ``ddm.task_metrics``), data (what ``ddm.tasks`` draws: size, n_train, n_test,
     seed, and scale for super-resolution), model (UNet keys + condition encoder keys), train,
     method and sampling (as :func:`resolve`; inpainting adds ``paste_known``)."""
     block = conditioned_block(params)
@@ -250,12 +250,13 @@ def resolve_task(params: Mapping, task: str, method: str) -> dict:
         raise ConfigError(f"params.yaml: conditioned_presets/{params['preset']}/tasks/{task}/dataset: "
                           f"'{t['dataset']}' is not a data set of this task (allowed: {', '.join(TASKS[task]['datasets'])})")
     data = {**TASK_DEFAULTS, **TASK_ONLY.get(task, {}),
-            **{k: v for k, v in t.items() if k not in ("model", "train", "latent")}}
+            **{k: v for k, v in t.items() if k not in ("model", "train", "latent", "metrics")}}
     parts = _method_parts(params, methods[method], {})
     if "paste_known" in data:
         parts["sampling"]["paste_known"] = data.pop("paste_known")
     cfg = {
         "task": task, **{k: TASKS[task][k] for k in ("channels", "cond_channels", "metric")},
+        "metrics": list(t.get("metrics", [])),  # extra metrics (ddm.task_metrics): scoring only, no hash
         **({"channels": DATASET_CHANNELS[t["dataset"]], "cond_channels": DATASET_CHANNELS[t["dataset"]] + 1}
            if task == "inpainting" and t.get("dataset") else {}),
         "resolution": t["size"], "data": {**data, "seed": params["seed"]},

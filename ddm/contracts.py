@@ -70,7 +70,7 @@ SCHEMAS: dict[str, dict] = {
                          "rows": _list({"type": "object"})}),
     "fig3": _obj({"nfe": INT, "num_samples": INT, "curves": _map(_obj({"t": _list(NUM), "mse": _list(NUM)}))}),
     "task_metric": _obj({"task": STR, "method": STR, "nfe": INT, "repeat": INT, "metric": STR, "value": NUM,
-                         "num_samples": INT}),
+                         "num_samples": INT}, {"extra": _map(NUM)}),
     "task_reference": _obj({"task": STR, "metric": STR, "references": _map(NUM), "num_samples": INT}),
     # a latent task's autoencoder (§5.1)
     "autoencoder_metric": _obj({"task": STR, "psnr": NUM, "factor": INT, "z_channels": INT, "num_samples": INT}),

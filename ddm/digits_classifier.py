@@ -11,7 +11,7 @@ computed with it is *not* comparable to an Inception FID.
   :func:`load_digits_classifier` reads it back, its checksum verified. A missing checkpoint is a
   ``ddm.io.MissingWeightsError`` that says how to write it.
 * :class:`DigitsClassifierFeatureExtractor` is its torch-fidelity feature extractor, registered
-  under :data:`DIGITS_CLASSIFIER` when this module is imported (``ddm.metrics`` imports it). It
+  under :data:`DIGITS_CLASSIFIER` by ``ddm.extractors`` (as a plug-in's is). It
   runs in float64, so that features (and FID) do not depend on batch composition.
 """
 
@@ -25,16 +25,14 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torch_fidelity
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
-from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
 from ddm.io import REBUILD, InputError, MissingWeightsError, load_torch, save_torch
 
 __all__ = ["DIGITS_CLASSIFIER", "DigitsClassifier", "DigitsClassifierFeatureExtractor", "train_digits_classifier",
            "load_digits_classifier"]
 
-#: The extractor's name (params.yaml ``fid: extractor:``, torch-fidelity's registry, ``ddm.names.EXTRACTORS``).
+#: The extractor's name (params.yaml ``fid: extractor:``, torch-fidelity's registry, ``ddm.extractors``).
 DIGITS_CLASSIFIER = "digits-classifier"
 _DIGITS_ARCH = "ddm-digits-cnn-v1"
 
@@ -245,6 +243,3 @@ class DigitsClassifierFeatureExtractor(FeatureExtractorBase):
             out["logits"] = self.model.logits_from_embedding(h)
         return tuple(out[a] for a in self.features_list)
 
-
-if DIGITS_CLASSIFIER not in FEATURE_EXTRACTORS_REGISTRY:
-    torch_fidelity.register_feature_extractor(DIGITS_CLASSIFIER, DigitsClassifierFeatureExtractor)

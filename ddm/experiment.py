@@ -6,18 +6,25 @@ grid, ``ddm.registry``) is ``ddm.generate``'s: training imports no sampler code,
 sampler reruns the sample jobs and not the training (ddm.codedeps).
 
 A process knows the maths only (``ddm.process.Process``); what a params.yaml method entry makes
-of it is its :class:`Recipe` in :data:`RECIPES`: the process with the entry's options, its
-training objective and how many heads its network has. A process class of one's own registers
-its name by subclassing ``Process`` (``name = ...``) and its recipe here::
+of it is its :class:`Recipe` (:data:`RECIPES`): the process with the entry's options, its
+training objective and how many heads its network has, each a method a reader can follow. A
+process class of one's own registers its name by subclassing ``Process`` (``name = ...``) and its
+recipe here::
 
-    ddm.experiment.RECIPES[MyProcess] = Recipe(lambda m: MyProcess(m["my_option"]), my_objective)
+    @ddm.experiment.recipe_for(MyProcess)
+    class MyRecipe(ddm.experiment.Recipe):
+        def process(self, method):
+            return MyProcess(method["my_option"])
+
+        def objective(self, process, method):
+            return MyObjective(process)
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Any, Callable, Mapping
 
 from torch import nn
 
@@ -29,8 +36,8 @@ from ddm.names import PROCESSES
 from ddm.nets import UNet
 from ddm.process import DecoupledProcess, Process
 
-__all__ = ["Experiment", "Recipe", "RECIPES", "recipe", "build", "make_process", "make_objective", "out_channels",
-           "model_kwargs", "load_model"]
+__all__ = ["Experiment", "Recipe", "RECIPES", "recipe_for", "recipe", "build", "make_process", "make_objective",
+           "out_channels", "model_kwargs", "load_model"]
 
 
 @dataclass
@@ -48,47 +55,76 @@ class Experiment:
         return float(self.process.prior_std)
 
 
-class Recipe(NamedTuple):
+class Recipe:
     """What a resolved method entry (``ddm.config.resolve``'s ``method``) makes of one process
-    class: ``process(method)`` the process with the entry's options, ``objective(process,
-    method)`` its training objective, ``n_heads(method)`` the number of its network's heads
-    (None: the process' ``n_heads``)."""
+    class: :meth:`process` the process with the entry's options, :meth:`objective` its training
+    objective, :meth:`n_heads` the number of its network's heads (None: the process' ``n_heads``).
+    A subclass states them for the class it registers with :func:`recipe_for`."""
 
-    process: Callable[[Mapping[str, Any]], Process]
-    objective: Callable[[Process, Mapping[str, Any]], Any]
-    n_heads: Callable[[Mapping[str, Any]], int | None] = lambda method: None
+    def process(self, method: Mapping[str, Any]) -> Process:
+        raise NotImplementedError
 
+    def objective(self, process: Process, method: Mapping[str, Any]) -> Any:
+        raise NotImplementedError
 
-def _ddm(method: Mapping[str, Any]) -> DecoupledProcess:
-    """DDM with the entry's h_t family (Table 4) and its option ``clamp_free``."""
-    opts = {"clamp_free": method["clamp_free"]} if method.get("clamp_free") else {}
-    return DecoupledProcess(method["ht"], **opts)
-
-
-def _ddm_objective(process: DecoupledProcess, method: Mapping[str, Any]) -> DDMObjective:
-    """DDM's loss (Eq. 10, Alg. 1) with the weights of Table 5."""
-    return DDMObjective(process, weighting=method["weighting"], loss_type=method["loss_type"],
-                        t_min=method["t_min"], reduction=method["reduction"], recon_weight=method["recon_weight"])
-
-
-def _vp_objective(process: VPSDE, method: Mapping[str, Any]) -> VPObjective:
-    """DDPM's eps loss (Eq. 4), with the x0 branch's term (§4.1) if the method has one."""
-    return VPObjective(process, t_min=method["t_min"], x0_branch=method["x0_branch"],
-                       loss_type=method["loss_type"], reduction=method["reduction"])
-
-
-def _ve_objective(process: VESDE, method: Mapping[str, Any]) -> VEObjective:
-    """Denoising score matching on the VE-SDE as an eps loss."""
-    return VEObjective(process, t_min=method["t_min"], loss_type=method["loss_type"], reduction=method["reduction"])
+    def n_heads(self, method: Mapping[str, Any]) -> int | None:
+        return None
 
 
 #: Process class -> its :class:`Recipe`; a subclass without a recipe of its own uses its parent's.
-RECIPES: dict[type, Recipe] = {
-    DecoupledProcess: Recipe(_ddm, _ddm_objective),
-    VPSDE: Recipe(lambda m: VPSDE(m["beta_min"], m["beta_max"]), _vp_objective,
-                  lambda m: 2 if m.get("x0_branch") else 1),  # eps, + x0 for "DDPM + x0 branch" (§4.1)
-    VESDE: Recipe(lambda m: VESDE(m["sigma_min"], m["sigma_max"]), _ve_objective),
-}
+RECIPES: dict[type, Recipe] = {}
+
+
+def recipe_for(process_class: type) -> Callable[[type[Recipe]], type[Recipe]]:
+    """Class decorator: the :class:`Recipe` subclass becomes ``process_class``'s recipe (one
+    instance, in :data:`RECIPES`); a class given a recipe twice is refused."""
+    def add(cls: type[Recipe]) -> type[Recipe]:
+        if process_class in RECIPES:
+            raise ValueError(f"process class {process_class.__name__} already has a recipe: "
+                             f"{type(RECIPES[process_class]).__name__}")
+        RECIPES[process_class] = cls()
+        return cls
+    return add
+
+
+@recipe_for(DecoupledProcess)
+class DDMRecipe(Recipe):
+    def process(self, method: Mapping[str, Any]) -> DecoupledProcess:
+        """DDM with the entry's h_t family (Table 4) and its option ``clamp_free``."""
+        opts = {"clamp_free": method["clamp_free"]} if method.get("clamp_free") else {}
+        return DecoupledProcess(method["ht"], **opts)
+
+    def objective(self, process: DecoupledProcess, method: Mapping[str, Any]) -> DDMObjective:
+        """DDM's loss (Eq. 10, Alg. 1) with the weights of Table 5."""
+        return DDMObjective(process, weighting=method["weighting"], loss_type=method["loss_type"],
+                            t_min=method["t_min"], reduction=method["reduction"], recon_weight=method["recon_weight"])
+
+
+@recipe_for(VPSDE)
+class VPRecipe(Recipe):
+    def process(self, method: Mapping[str, Any]) -> VPSDE:
+        """The VP-SDE (DDPM, Eq. 1-5) with the entry's beta range."""
+        return VPSDE(method["beta_min"], method["beta_max"])
+
+    def objective(self, process: VPSDE, method: Mapping[str, Any]) -> VPObjective:
+        """DDPM's eps loss (Eq. 4), with the x0 branch's term (§4.1) if the method has one."""
+        return VPObjective(process, t_min=method["t_min"], x0_branch=method["x0_branch"],
+                           loss_type=method["loss_type"], reduction=method["reduction"])
+
+    def n_heads(self, method: Mapping[str, Any]) -> int:
+        """eps, + x0 for "DDPM + x0 branch" (§4.1)."""
+        return 2 if method.get("x0_branch") else 1
+
+
+@recipe_for(VESDE)
+class VERecipe(Recipe):
+    def process(self, method: Mapping[str, Any]) -> VESDE:
+        """The VE-SDE with the entry's sigma range."""
+        return VESDE(method["sigma_min"], method["sigma_max"])
+
+    def objective(self, process: VESDE, method: Mapping[str, Any]) -> VEObjective:
+        """Denoising score matching on the VE-SDE as an eps loss."""
+        return VEObjective(process, t_min=method["t_min"], loss_type=method["loss_type"], reduction=method["reduction"])
 
 
 def recipe(cls: type) -> Recipe:
@@ -96,8 +132,8 @@ def recipe(cls: type) -> Recipe:
     for klass in cls.__mro__:
         if klass in RECIPES:
             return RECIPES[klass]
-    raise ValueError(f"process '{getattr(cls, 'name', cls.__name__)}' has no recipe: add one to "
-                     f"ddm.experiment.RECIPES")
+    raise ValueError(f"process '{getattr(cls, 'name', cls.__name__)}' has no recipe: register one with "
+                     f"@ddm.experiment.recipe_for({cls.__name__})")
 
 
 def make_process(method: Mapping) -> Process:

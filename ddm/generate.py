@@ -1,5 +1,5 @@
-"""Sampling from an experiment (``ddm.experiment``): its sampler and time grid by their
-params.yaml names (``ddm.registry``), samples one per seed (Alg. 2 / Eq. 11 for DDM, the
+"""Sampling from an experiment (``ddm.experiment``): its sampler, time grid and options bound once
+by their params.yaml names (``ddm.registry.bind_sampler``), samples one per seed (Alg. 2 / Eq. 11 for DDM, the
 baselines' Euler-Maruyama, ...), FID against training step from a model's snapshots
 (:func:`checkpoint_fids`, :func:`convergence_rows`), the conditioned tasks' samples of a test split
 (Tables 2 and 3: :func:`sample_split`, :func:`sample_sets`), and Fig. 3's x0 MSE along the reverse
@@ -16,51 +16,37 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Mapping
 import torch
 from torch import Tensor, nn
 
-from ddm.conditioning import bind
+from ddm.conditioning import bind as bind_condition
 from ddm.experiment import Experiment
 from ddm.io import InputError
 from ddm.modelfile import sample_seeds
-from ddm.registry import get_sampler, grid_options, make_grid
+from ddm.registry import bind_sampler
 from ddm.sampling import SampleRNG
 
 if TYPE_CHECKING:
     from ddm.conditioned import TaskExperiment
 
-__all__ = ["time_grid", "sampler", "generate", "checkpoint_fids", "convergence_rows", "sample_split", "sample_sets",
+__all__ = ["generate", "checkpoint_fids", "convergence_rows", "sample_split", "sample_sets",
            "x0_mse_curve"]
-
-
-def time_grid(exp: Experiment, nfe: int) -> Tensor:
-    """The time grid of N = nfe steps, given the sampling options it names (``rho``, ``t_end``)
-    and, if it names it, the process (``ddm.registry.grid_options``)."""
-    s = exp.cfg["sampling"]
-    return make_grid(s["grid"], nfe, **grid_options(s["grid"], {**s, "process": exp.process}))
-
-
-def sampler(exp: Experiment) -> Callable[..., Tensor]:
-    """The experiment's sampler (``sampling.sampler`` of its config)."""
-    return get_sampler(exp.cfg["sampling"]["sampler"])
 
 
 @torch.no_grad()
 def generate(exp: Experiment, net: nn.Module, nfe: int, seeds: list[int], *, batch_size: int = 500,
              device: str | torch.device = "cpu", callback=None, cond: Tensor | None = None) -> Tensor:
-    """Samples in the model's range, one per seed, in batches (pixels independent of batch size).
+    """Samples in the model's range, one per seed, in batches (pixels independent of batch size),
+    by the experiment's sampling bound once (``ddm.registry.bind_sampler``: sampler, grid and options).
     ``cond`` (one condition per seed, a conditioned network's): sample i sees ``cond[i]``
     (``ddm.conditioning.bind``), so every method given the same seeds sees the same conditions."""
     shape = (exp.cfg["channels"], exp.cfg["resolution"], exp.cfg["resolution"])
-    grid = time_grid(exp, nfe)
-    final = exp.cfg["sampling"].get("final_step", "paper")
-    options = {} if final == "paper" else {"final_step": final}  # only DDM and EM samplers have one
+    draw = bind_sampler(exp.cfg["sampling"], exp.process)
     if cond is not None and len(cond) != len(seeds):
         raise ValueError(f"{len(cond)} conditions for {len(seeds)} seeds: give one condition per sample")
     out = []
     for i in range(0, len(seeds), batch_size):
         rng = SampleRNG(seeds[i : i + batch_size], device)
         noise = exp.process.prior_sample(rng, shape)
-        model = net if cond is None else bind(net, cond[i : i + batch_size].to(device))
-        out.append(sampler(exp)(model, exp.process, noise, grid, rng=rng, clip=exp.cfg["sampling"]["clip"],
-                               callback=callback, **options).cpu())
+        model = net if cond is None else bind_condition(net, cond[i : i + batch_size].to(device))
+        out.append(draw(model, noise, nfe, rng=rng, callback=callback).cpu())
     return torch.cat(out)
 
 
@@ -87,9 +73,13 @@ def convergence_rows(exp: Experiment, model: nn.Module, snapshots: list[dict], n
     """The rows of ``ddm convergence``: :func:`checkpoint_fids` of a model file's ``snapshots``
     (``[{"step", "ema"}]``, ``ddm.training.snapshots``) at each NFE of ``nfes``, ``num_samples``
     samples with the seeds of repeat 0, each scored by ``ddm.metrics.fid`` against the reference
-    statistics file ``reference`` with the FID extractor ``extractor`` (weights file ``weights``)."""
+    statistics file ``reference`` with the FID extractor ``extractor`` (weights file ``weights``).
+    A model trained without snapshots is an InputError (one line: what to change in params.yaml)."""
     from ddm.metrics import fid
 
+    if not snapshots:
+        raise InputError("the model holds no snapshots to score: list its method under the preset's "
+                         "`convergence: methods` in params.yaml and train it again")
     return checkpoint_fids(exp, model, [(s["step"], s["ema"]) for s in snapshots], nfes, sample_seeds(0, num_samples),
                            lambda u8: fid(u8, reference, extractor, weights), device=device)
 

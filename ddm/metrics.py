@@ -6,21 +6,8 @@ Features are extracted with torch-fidelity's machinery (its feature-extractor re
 ``torch_fidelity.utils.get_featuresdict_from_dataset``); statistics and the Fréchet distance use
 torch-fidelity's own ``fid_features_to_statistics`` / ``fid_statistics_to_metric``.
 
-Two extractors are supported, by name:
-
-``"inception-v3-compat"``
-    torch-fidelity's own InceptionV3 (the "FID" of the literature; CIFAR-10, CelebA-HQ). Its
-    weights come from an explicit ``weights_path`` or from the torch hub cache,
-    ``$TORCH_HOME/hub/checkpoints/weights-inception-2015-12-05-6726825d.pth``. When neither
-    exists a ``ddm.io.MissingWeightsError`` names the file, the URL torch-fidelity fetches it from
-    and the command that fetches it on a connected machine (:func:`fetch_inception_weights`).
-    There is never a quiet fallback to another extractor.
-
-``"digits-classifier"``
-    A small CNN trained on the 8x8 scikit-learn digits (``ddm.digits_classifier``, which
-    registers it with torch-fidelity when this module imports it). Its features are the 64-d
-    penultimate layer. It is the extractor for the CPU-sized digits experiments; an FID computed
-    with it is *not* comparable to an Inception FID.
+The extractors are registered by name (``ddm.extractors``: the package's two, torch-fidelity's
+InceptionV3 and the digits classifier, the same way as a plug-in's, :func:`register_extractor`).
 
 torch-fidelity's own statistics cache is keyed by input name and extractor name only (not the
 weights file), so it is never used: reference statistics live in our own ``.npz``
@@ -37,17 +24,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch_fidelity
 from torch.utils.data import Dataset
-from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 from torch_fidelity.metric_fid import (
     KEY_METRIC_FID,
     fid_features_to_statistics,
     fid_statistics_to_metric,
 )
 
-from ddm.digits_classifier import DIGITS_CLASSIFIER, missing_digits_message
-from ddm.io import MissingWeightsError, file_checksum, load_npz
+from ddm.extractors import (INCEPTION, INCEPTION_WEIGHTS_FILENAME, INCEPTION_WEIGHTS_URL,  # noqa: F401 (re-exported)
+                            default_inception_weights_path, fetch_inception_weights, register_extractor,
+                            resolve_weights)
+from ddm.io import file_checksum, load_npz
 from ddm.names import EXTRACTORS
 from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 
@@ -56,96 +43,14 @@ __all__ = ["INCEPTION", "INCEPTION_WEIGHTS_FILENAME", "INCEPTION_WEIGHTS_URL", "
            "extract_features", "feature_statistics", "frechet_distance", "load_reference_stats", "checked_reference",
            "fid", "rgb_to_y", "psnr", "mae"]
 
-INCEPTION = "inception-v3-compat"
-INCEPTION_WEIGHTS_URL = URL_INCEPTION_V3
-INCEPTION_WEIGHTS_FILENAME = URL_INCEPTION_V3.rsplit("/", 1)[-1]
 #: The feature layer used for FID, per extractor (torch-fidelity's names): ``ddm.names.EXTRACTORS``.
 FID_FEATURE_LAYER = EXTRACTORS
-
-
-def register_extractor(name: str, layer: str, *, label: str | None = None):
-    """Class decorator: a torch-fidelity feature extractor (``FeatureExtractorBase``; built as
-    ``cls(name, features_list, feature_extractor_weights_path=...)``) as the FID extractor ``name``
-    of params.yaml, FID on its feature ``layer``; its weights are the file ``fid: weights:`` names."""
-    def add(cls):
-        EXTRACTORS.register(name, label=label)(layer)  # refuses a name given twice
-        torch_fidelity.register_feature_extractor(name, cls)
-        return cls
-    return add
 
 STATS_FORMAT = "ddm-fid-reference-v1"
 
 
 class ReferenceMismatchError(ValueError):
     """Samples and reference statistics were (or would be) made with different extractors/weights."""
-
-
-# --------------------------------------------------------------------------------------------
-# Inception weights
-# --------------------------------------------------------------------------------------------
-
-
-def default_inception_weights_path() -> Path:
-    """Where torch-fidelity (through torch.hub) looks for its Inception weights:
-    ``$TORCH_HOME/hub/checkpoints/weights-inception-2015-12-05-6726825d.pth``."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_WEIGHTS_FILENAME
-
-
-def _missing_inception_message(tried: Path) -> str:
-    dest = default_inception_weights_path()
-    return (
-        f"Inception weights for FID (extractor {INCEPTION!r}) not found: {tried}\n"
-        f"  file: {INCEPTION_WEIGHTS_FILENAME} (about 100 MB; the 8 hex digits in its name are the "
-        f"hash prefix torch.hub uses; reference statistics record the full sha256 of the file used)\n"
-        f"  torch-fidelity downloads it from: {INCEPTION_WEIGHTS_URL}\n"
-        f"  on a connected machine, fetch it with:\n"
-        f"    python -c \"from ddm.metrics import fetch_inception_weights; "
-        f"fetch_inception_weights('{dest}')\"\n"
-        f"  or: curl -L -o {dest} {INCEPTION_WEIGHTS_URL}\n"
-        f"  then copy it to {dest} (the torch hub cache; set $TORCH_HOME to move it) or pass "
-        f"weights_path=... explicitly. No other extractor is substituted."
-    )
-
-
-def fetch_inception_weights(
-    dest: str | os.PathLike | None = None, *, url: str = INCEPTION_WEIGHTS_URL, progress: bool = True
-) -> Path:
-    """Download torch-fidelity's Inception weights to ``dest`` (default: the torch hub cache).
-
-    Uses the same download as torch-fidelity (``torch.hub.load_state_dict_from_url`` on
-    torch-fidelity's URL), only with an explicit destination; needs network access. An existing
-    ``dest`` is not downloaded again. Checks that the file holds a state dict with Inception's
-    1008-way ``fc`` layer, prints its sha256 and returns its path. ``url`` may be changed (e.g. a
-    ``file://`` mirror).
-    """
-    dest = Path(dest) if dest is not None else default_inception_weights_path()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    existed = dest.exists()
-    state = torch.hub.load_state_dict_from_url(
-        url, model_dir=str(dest.parent), file_name=dest.name, progress=progress, map_location="cpu"
-    )
-    fc = state.get("fc.weight") if isinstance(state, dict) else None
-    if fc is None or tuple(fc.shape) != (1008, 2048):
-        if not existed:
-            dest.unlink(missing_ok=True)  # never leave a wrong file where FID would pick it up
-        raise ValueError(f"{dest} (from {url}) is not torch-fidelity's InceptionV3 state dict")
-    print(f"{dest}  sha256={file_checksum(dest, memo=True)}")
-    return dest
-
-
-def resolve_weights(extractor: str, weights_path: str | os.PathLike | None) -> Path:
-    """The weights file an extractor will use; raises :class:`MissingWeightsError` if absent."""
-    if extractor == INCEPTION:
-        path = Path(weights_path) if weights_path is not None else default_inception_weights_path()
-        if not path.is_file():
-            raise MissingWeightsError(_missing_inception_message(path))
-        return path
-    if extractor not in EXTRACTORS:
-        raise ValueError(f"unknown FID extractor {extractor!r}; known: {', '.join(map(repr, EXTRACTORS))}")
-    if weights_path is None or not Path(weights_path).is_file():
-        raise MissingWeightsError(missing_digits_message(weights_path) if extractor == DIGITS_CLASSIFIER else
-                                  f"FID extractor {extractor!r}: weights file not found: {weights_path} (set fid: weights)")
-    return Path(weights_path)
 
 
 # --------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ adds the object and keeps ``info`` beside it (``info(name)``): for a sampler the
 fits and the values of its ``final_step`` option, for a grid the processes it fits, for each a
 ``label`` (how the tables write it). A table may join others: ``Names("sampler", a, b)`` reads
 through ``a`` and ``b`` in order, and what is registered on it is its own, so ``ddm.registry``
-joins ``ddm.sampling``'s and ``ddm.baselines``' tables without editing either. Every view of a
+joins ``ddm.sampling``'s and ``ddm.sde_samplers``' tables without editing either. Every view of a
 table is live: a name registered later (a test, a user's module) is seen everywhere at once.
 
 The h_t families (Table 4) register themselves as subclasses of ``ddm.families.HtFamily``, the
@@ -113,12 +113,12 @@ class Names(Mapping[str, T]):
 #: table is complete once ``ddm.baselines`` is imported (``ddm.registry`` imports it).
 PROCESSES: Names[type] = Names("process")
 #: The FID feature extractors of params.yaml (``fid: extractor:``) by name -> the feature layer FID
-#: uses (torch-fidelity's name); torch-fidelity's own registry holds the extractor classes. The
-#: package's two are here (torch-fidelity's InceptionV3, ``ddm.digits_classifier``); one of
-#: a plug-in registers with ``ddm.metrics.register_extractor``.
-EXTRACTORS: Names[str] = Names("extractor")
-EXTRACTORS.register("digits-classifier", label="FID (digits classifier)")("64")
-EXTRACTORS.register("inception-v3-compat", label="FID (InceptionV3)")("2048")
+#: uses (torch-fidelity's name); ``weights`` says where the weights file comes from (``"params"``:
+#: the file ``fid: weights:`` names, checked when params are validated; ``"default"``: that file or
+#: a default place; ``"made"``: ``ddm extractor`` makes it). torch-fidelity's own registry holds the
+#: classes. Every extractor, the package's two included, registers with
+#: ``ddm.extractors.register_extractor`` (``ddm.metrics.register_extractor``).
+EXTRACTORS: Names[str] = Names("extractor", defaults={"weights": "params"})
 #: Every Gaussian path x_t = alpha_t x0 + sigma_t eps ("ddm/constant": DDM with h_t = c, Eq. 7).
 GAUSSIAN = ("ddm/constant", "vp", "ve")
 

@@ -10,7 +10,7 @@ a Gaussian path x_t = alpha_t x0 + sigma_t eps, as the VP and VE SDEs are (Eq. 1
 solvers (``ddm.sampling.sample_ddim``, ``sample_dpmpp_2m``) and the ``lambda`` grid need such a
 path (``ddm.sampling.alpha_sigma``); the other h_t families of Table 4 are not one.
 
-``SAMPLERS`` and ``GRIDS`` join ``ddm.sampling``'s and ``ddm.baselines``' tables (``ddm.names``:
+``SAMPLERS`` and ``GRIDS`` join ``ddm.sampling``'s and ``ddm.sde_samplers``' tables (``ddm.names``:
 neither module imports the other's table, so there is no import cycle, and no table is edited at
 import time by another module). Each sampler and grid is registered where it is defined, with
 the processes it fits (``fits``), the values of its ``final_step`` option and its label, so a
@@ -26,6 +26,7 @@ weightings, processes), which ``ddm.validation`` puts into the params.yaml schem
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from torch import Tensor
@@ -34,13 +35,14 @@ from ddm import sampling, sde_samplers
 from ddm.families import FAMILIES
 from ddm.losses import LOSS_TYPES, REDUCTIONS, WEIGHTINGS
 from ddm.names import EXTRACTORS, GAUSSIAN, PROCESSES, Names, grid_table, sampler_table
+from ddm.task_metrics import TASK_METRICS  # codedeps: names only (what params.yaml may name)
 
-__all__ = ["SAMPLERS", "GRIDS", "sampler", "grid", "get_sampler", "make_grid", "grid_options", "PROCESSES",
+__all__ = ["SAMPLERS", "GRIDS", "sampler", "grid", "get_sampler", "make_grid", "grid_options", "BoundSampler", "bind_sampler", "PROCESSES",
            "GAUSSIAN", "SAMPLER_PROCESSES", "GRID_PROCESSES", "SAMPLER_FINAL_STEPS", "schema_enums",
            "snapshot"]
 
 #: Every sampler and time grid by params.yaml name: the package's (``ddm.sampling``,
-#: ``ddm.baselines``), then any registered here.
+#: ``ddm.sde_samplers``), then any registered here.
 SAMPLERS: Names[Callable[..., Tensor]] = sampler_table(sampling.SAMPLERS, sde_samplers.SAMPLERS)
 GRIDS: Names[Callable[..., Tensor]] = grid_table(sampling.GRIDS, sde_samplers.GRIDS)
 
@@ -75,6 +77,40 @@ def grid_options(name: str, available: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in available.items() if k in params and k != "n"}
 
 
+@dataclass(frozen=True)
+class BoundSampler:
+    """An experiment's sampling bound once (:func:`bind_sampler`): its sampler and time grid looked up by
+    their params.yaml names, the grid's options, the process, ``clip`` and ``final_step``. Calling
+    it draws one batch: ``draw(net, noise, nfe, rng=..., callback=...)`` runs the sampler on the
+    grid of N = ``nfe`` steps (``ddm.sampling``'s one signature); nothing is looked up again."""
+
+    sampler: Callable[..., Tensor]
+    grid: Callable[..., Tensor]
+    grid_options: Mapping[str, Any]
+    process: Any
+    options: Mapping[str, Any]  # clip, and final_step unless it is the paper's
+
+    def time_grid(self, nfe: int) -> Tensor:
+        """The time grid of N = ``nfe`` steps (N + 1 points)."""
+        return self.grid(nfe, **self.grid_options)
+
+    def __call__(self, net, noise: Tensor, nfe: int, *, rng=None, callback=None) -> Tensor:
+        return self.sampler(net, self.process, noise, self.time_grid(nfe), rng=rng, callback=callback, **self.options)
+
+
+def bind_sampler(sampling: Mapping[str, Any], process) -> BoundSampler:
+    """The sampling of a resolved config (its ``sampling`` block: ``sampler``, ``grid``, the grid's
+    options such as ``rho`` and ``t_end``, ``clip``, ``final_step``) bound to ``process``: every
+    name looked up here, once; an unknown name is a ValueError listing the valid ones."""
+    grid = GRIDS.lookup(sampling["grid"])
+    final = sampling.get("final_step", "paper")
+    options = {"clip": sampling["clip"]}
+    if final != "paper":  # only the DDM and EM samplers take the option
+        options["final_step"] = final
+    return BoundSampler(SAMPLERS.lookup(sampling["sampler"]), grid,
+                        grid_options(sampling["grid"], {**sampling, "process": process}), process, options)
+
+
 def _datasets() -> dict[str, Any]:
     """The datasets a preset may name (``ddm.datasets.DATASETS``: those with ``channels``), each with
     its channels, resolution and report label: the facts of the one registered object."""
@@ -101,21 +137,35 @@ def schema_enums() -> dict[str, list[str]]:
     """The names params.yaml may use that torch-importing code defines, as the params.yaml
     schema's enums (``ddm.validation``): those of each registry (h_t families (Table 4), samplers,
     grids, final steps, weightings (Table 5), processes, the datasets of a preset (``ddm.datasets``),
-    the FID extractors (``ddm.names.EXTRACTORS``)) and the fixed choices of :func:`_choices`."""
+    the FID extractors (``ddm.extractors``), the extra task metrics (``ddm.task_metrics``)) and the
+    fixed choices of :func:`_choices`."""
+    # the FID extractors register on import (torch-fidelity: imported here, not at start-up)
+    from ddm import extractors  # noqa: F401  codedeps: names only
+
     steps = [s for name in SAMPLERS for s in SAMPLER_FINAL_STEPS[name]]
     return {"family": list(FAMILIES), "ht": ["main", *FAMILIES], "sampler": list(SAMPLERS), "grid": list(GRIDS),
             "final_step": list(dict.fromkeys(steps)), "weighting": list(WEIGHTINGS), "process": list(PROCESSES),
-            "dataset": list(_datasets()), "extractor": list(EXTRACTORS), **_choices()}
+            "dataset": list(_datasets()), "extractor": list(EXTRACTORS), "task_metric": list(TASK_METRICS),
+            **_choices()}
 
 
 def snapshot() -> dict[str, Any]:
     """The registries as plain data (``ddm.snapshot``, which reads params.yaml's
     names from it without importing torch): the schema's enums, which processes each sampler and grid fits, each
-    sampler's final steps, the labels of the h_t families and weightings, and the datasets' facts."""
+    sampler's final steps, the labels of the h_t families and weightings, the datasets' facts,
+    where each FID extractor's weights come from (``ddm.names.EXTRACTORS``' ``weights``) and the
+    extra task metrics' facts (``ddm.task_metrics``)."""
     return {"enums": schema_enums(),
             "fits": {"sampler": {k: list(v) for k, v in SAMPLER_PROCESSES.items()},
                      "grid": {k: list(v) for k, v in GRID_PROCESSES.items()}},
             "final_steps": {k: list(v) for k, v in SAMPLER_FINAL_STEPS.items()},
             "labels": {"family": {k: cls.label for k, cls in FAMILIES.items()},
                        "weighting": {k: WEIGHTINGS.info(k)["label"] for k in WEIGHTINGS}},
-            "datasets": _datasets()}
+            "datasets": _datasets(),
+            "extractors": {k: {"weights": EXTRACTORS.info(k)["weights"]} for k in EXTRACTORS},
+            "task_metrics": _task_metrics()}
+
+
+def _task_metrics() -> dict[str, dict[str, Any]]:
+    """Each extra task metric's tasks, label, direction and decimals (``ddm.task_metrics``)."""
+    return {k: {**TASK_METRICS.info(k), "tasks": list(TASK_METRICS.info(k)["tasks"])} for k in TASK_METRICS}

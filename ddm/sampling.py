@@ -17,12 +17,12 @@ Every sampler has one signature::
 
 Time grids are separate functions (``uniform_grid`` is the paper's); a grid takes the number of
 steps N and, by keyword, any sampling option of params.yaml it names (``rho``, ``t_end``) and the
-``process`` (``ddm.experiment.Experiment.grid`` passes exactly those).
+``process`` (``ddm.registry.bind_sampler`` passes exactly those, ``ddm.registry.grid_options``).
 
 Each sampler and grid is registered by its params.yaml name where it is defined
 (``@SAMPLERS.register(name, fits=..., label=...)``, ``ddm.names``). DDM samplers (this module);
-the DDPM/VP-SDE and VE-SDE samplers live in ``ddm.baselines``; ``ddm.registry`` joins both
-tables and looks them up by name (``get_sampler``, ``make_grid``).
+the DDPM/VP-SDE and VE-SDE samplers live in ``ddm.sde_samplers``; ``ddm.registry`` joins both
+tables and looks them up by name (``bind``, ``get_sampler``, ``make_grid``).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ Callback = Callable[[int, Tensor, Tensor, Tensor], None]
 #: This module's samplers by params.yaml name: ``fits`` names the processes a sampler fits
 #: ("ddm": every h_t family; "ddm/constant": h_t = c only; ``ddm.names.GAUSSIAN``),
 #: ``final_steps`` the values of its ``final_step`` option (:data:`FINAL_STEPS`), ``label`` how
-#: the tables write it. ``ddm.registry`` joins it with the baselines' (``ddm.baselines``).
+#: the tables write it. ``ddm.registry`` joins it with the baselines' (``ddm.sde_samplers``).
 SAMPLERS: Names[Callable[..., Tensor]] = sampler_table()
 #: This module's time grids by params.yaml name: ``fits`` as for samplers (default: every process).
 GRIDS: Names[Callable[..., Tensor]] = grid_table()

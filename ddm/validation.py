@@ -47,6 +47,7 @@ SCHEMA_ENUMS: dict[str, tuple[str, ...]] = {
     "encoder": ("definitions", "cond_model", "properties", "encoder"),
     "conditioning": ("definitions", "cond_model", "properties", "conditioning"),
     "task_dataset": ("definitions", "cond_task", "properties", "dataset"),
+    "task_metric": ("definitions", "cond_task", "properties", "metrics", "items"),
 }
 #: The schema node whose ``properties`` are the conditioned tasks (``ddm.config.TASKS``), each a ``cond_task``.
 TASKS_NODE = ("definitions", "cond_preset", "properties", "tasks")
@@ -119,7 +120,7 @@ def _validate(params: Mapping) -> None:
             seen.add(path)
             allowed = ""
             if "enum" in e.schema:
-                allowed = f" (allowed: {', '.join(map(str, e.schema['enum']))})"
+                allowed = f" (allowed: {', '.join(map(str, e.schema['enum'])) or 'none'})"
             elif e.validator == "additionalProperties" and "properties" in e.schema:
                 allowed = f" (allowed: {', '.join(sorted(e.schema['properties']))})"
             lines.append(f"params.yaml: {path}: {e.message}{allowed}")
@@ -160,6 +161,7 @@ def _validate(params: Mapping) -> None:
         if why:
             raise ConfigError(f"params.yaml: presets/{params['preset']}/{ds}/shard_size: {why}")
     _validate_fit(params)
+    _validate_fid_weights(params)
     _validate_denoisers(params, trained)
     _validate_conditioned(params, validator, schema_)
 
@@ -193,6 +195,7 @@ def _validate_conditioned(params: Mapping, validator, schema_: Mapping) -> None:
         if not t.get("dataset") and task != "inpainting" and any(t.get(k) is None for k in ("n_train", "n_test")):
             raise ConfigError(f"{where}/{task}: set n_train and n_test (an embedded stand-in draws that many examples; "
                               "null takes every image of a split only for inpainting or a task with a dataset)")
+        _check_task_metrics(task, t, f"{where}/{task}/metrics")
         size = _check_latent(task, t, f"{where}/{task}")
         _check_task_size(params, task, t, {**block["model"], **t.get("model", {})}, f"{where}/{task}", size)
     for name, entry in params["conditioned_methods"].items():
@@ -201,6 +204,15 @@ def _validate_conditioned(params: Mapping, validator, schema_: Mapping) -> None:
                               "posterior mean of a conditional model here); remove it")
         for task in block["tasks"]:
             resolve_task(params, task, name)
+
+
+def _check_task_metrics(task: str, t: Mapping, where: str) -> None:
+    """Each extra metric a task names (``ddm.task_metrics``) fits that task."""
+    facts = snapshot.load()["task_metrics"]
+    for name in t.get("metrics", []):
+        if task not in facts[name]["tasks"]:
+            raise ConfigError(f"{where}: '{name}' does not score the {task} task (it scores: "
+                              f"{', '.join(facts[name]['tasks'])}); remove it from this task's metrics")
 
 
 def _check_latent(task: str, t: Mapping, where: str) -> int:
@@ -274,6 +286,21 @@ def _validate_convergence(params: Mapping, ds: str, block: Mapping, trained: Map
         raise ConfigError(f"{where}/train/keep_last: {train.get('keep_last', 3)} keeps too few checkpoints for the "
                           f"convergence figure: {train['steps']} steps every {train.get('ckpt_every', 1000)} need "
                           f"keep_last >= {needed}")
+
+
+def _validate_fid_weights(params: Mapping) -> None:
+    """A file ``fid: weights:`` names is there, and an extractor that reads its weights from params.yaml
+    alone (``ddm.names.EXTRACTORS``' ``weights: params``, a plug-in's by default) has one named."""
+    sources = snapshot.load()["extractors"]
+    for ds, block in params["presets"][params["preset"]].items():
+        name, path = block["fid"]["extractor"], block["fid"].get("weights")
+        where = f"params.yaml: presets/{params['preset']}/{ds}/fid/weights"
+        if path is None and sources[name]["weights"] == "params":
+            raise ConfigError(f"{where}: null, but FID extractor '{name}' reads its weights from the file named here: "
+                              "set it to the path of that file")
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"{where}: '{path}' is not a file (FID extractor '{name}'): set it to the path of the "
+                              "extractor's weights file")
 
 
 def _validate_denoisers(params: Mapping, trained: Mapping) -> None:

@@ -46,7 +46,7 @@ def _error(params) -> str:
 def _assert_allowed(msg: str, values) -> None:
     m = re.search(r"allowed: ([^)]*)\)", msg)
     assert m, f"no '(allowed: ...)' in: {msg}"
-    assert [v.strip() for v in m.group(1).split(",")] == list(values), msg
+    assert [v.strip() for v in m.group(1).split(",")] == (list(values) or ["none"]), msg
 
 
 # --------------------------------------------------------------------------- load / validate
@@ -91,6 +91,7 @@ def _sources() -> dict[str, list[str]]:
     from ddm.config import TASKS
     from ddm.datasets import DATASETS
     from ddm.registry import GRIDS, SAMPLER_FINAL_STEPS, SAMPLERS
+    from ddm.task_metrics import TASK_METRICS
 
     return {"family": list(families.FAMILIES), "ht": ["main", *families.FAMILIES], "process": list(names.PROCESSES),
             "weighting": list(losses.WEIGHTINGS), "sampler": list(SAMPLERS), "grid": list(GRIDS),
@@ -99,7 +100,8 @@ def _sources() -> dict[str, list[str]]:
             "role": list(roles.ROLES), "dataset": [k for k, spec in DATASETS.items() if spec.channels is not None],
             "extractor": list(names.EXTRACTORS), "precision": list(training.PRECISIONS),
             "encoder": list(conditioning.ENCODERS), "conditioning": list(conditioning.CONDITIONINGS),
-            "task_dataset": list(dict.fromkeys(d for t in TASKS.values() for d in t["datasets"]))}
+            "task_dataset": list(dict.fromkeys(d for t in TASKS.values() for d in t["datasets"])),
+            "task_metric": list(TASK_METRICS)}
 
 
 def _at(tree: dict, path: tuple[str, ...]) -> dict:
@@ -121,6 +123,8 @@ ENUM_VALUES = {
     "conditioning": ("conditioned_presets.embedded.model.conditioning", "conditioned_presets/embedded/model/conditioning"),
     "task_dataset": ("conditioned_presets.embedded.tasks.saliency.dataset",
                      "conditioned_presets/embedded/tasks/saliency/dataset"),
+    "task_metric": ("conditioned_presets.embedded.tasks.saliency.metrics",
+                    "conditioned_presets/embedded/tasks/saliency/metrics/0"),
 }
 
 
@@ -146,6 +150,7 @@ def test_each_schema_enum_is_its_source_and_refuses_another_name(tiny, name):
     assert _at(schema(), SCHEMA_ENUMS[name])["enum"] == allowed
     key, where = ENUM_VALUES[name]
     value = copy.deepcopy(tiny["presets"]["embedded"]["digits"]) if name == "dataset" else "nosuch"
+    value = ["nosuch"] if name == "task_metric" else value  # a list of names
     msg = _error(merge_params(tiny, {key: value}))
     assert msg.startswith(f"params.yaml: {where}: ") and "'nosuch'" in msg, msg
     _assert_allowed(msg, allowed)

@@ -213,7 +213,7 @@ def test_the_readme_shows_this_code():
 #: below write it into their workdir, and only the Snakemake run and its jobs import it (this
 #: process keeps the package's own registries).
 PLUGIN = '''\
-"""My plug-in (params.yaml: plugins: [my_plugin.py]): a family, a sampler, a metric, a dataset."""
+"""My plug-in (params.yaml: plugins: [my_plugin.py]): a family, a sampler, metrics, a dataset."""
 
 import dataclasses
 
@@ -224,6 +224,7 @@ from ddm import registry
 from ddm.datasets import DATASETS, register_dataset
 from ddm.families import HtFamily
 from ddm.metrics import register_extractor
+from ddm.task_metrics import register_task_metric
 
 
 ''' + FAMILY + "\n\n" + SAMPLER + '''
@@ -265,6 +266,15 @@ def load_grey(root, split, **options):
 register_dataset(dataclasses.replace(
     DATASETS["imagefolder"], name="greyfolder", description="a folder of images, in grey", loader=load_grey,
     options={"resolution": 8, "limit": None, "on_error": "skip"}, channels=1, label="Grey folder"))
+
+
+@register_task_metric("ssim", tasks=("super_resolution",), label="SSIM", digits=4)
+def ssim(samples, split):
+    """Mean SSIM (Wang et al. 2004; scikit-image's, 7x7 windows) of the samples against the targets."""
+    from skimage.metrics import structural_similarity
+
+    pairs = zip(samples.numpy(), split["hr_uint8"].numpy())
+    return sum(structural_similarity(x, y, channel_axis=0, data_range=255) for x, y in pairs) / len(samples)
 '''
 
 #: The params.yaml entries that use the plug-in (merged into the tiny params).
@@ -279,7 +289,8 @@ PLUGIN_ENTRIES = {
 def _plugin_workdir(workdir_factory) -> Path:
     """A workdir whose params.yaml runs only the plug-in's things on the plug-in's dataset, with the
     fewest jobs: Table 1 of DDM alone, the Table 4 row of h_t = c t^3, the sampler's row of the solver
-    table; FID by the plug-in's extractor; no conditioned tasks, no long NFE, no convergence figure."""
+    table; FID by the plug-in's extractor; of the conditioned tasks super-resolution alone, in pixel space,
+    scored also by the plug-in's SSIM, DDM's row alone; no long NFE, no convergence figure."""
     work = workdir_factory()
     (work / "my_plugin.py").write_text(PLUGIN)
     images = work / "images"
@@ -295,8 +306,12 @@ def _plugin_workdir(workdir_factory) -> Path:
     block = {k: v for k, v in params["presets"]["embedded"]["digits"].items() if k != "convergence"}
     block.update(source=str(images), method_overrides={},
                  fid={"extractor": "pixels", "weights": str(work / "pixels.pt"), "num_samples": 20, "repeats": 2})
-    params.update(copy.deepcopy(PLUGIN_ENTRIES), conditioned=False, long_nfe=False, ablations=True,
+    cond = params["conditioned_presets"]["embedded"]
+    cond["tasks"] = {"super_resolution": {**cond["tasks"]["super_resolution"], "metrics": ["ssim"]}}
+    del cond["tasks"]["super_resolution"]["latent"]  # pixel space: the fewest jobs
+    params.update(copy.deepcopy(PLUGIN_ENTRIES), long_nfe=False, ablations=True,
                   solver_study=True, methods={"ddm": params["methods"]["ddm"]},
+                  conditioned_methods={"ddm": params["conditioned_methods"]["ddm"]},
                   presets={"embedded": {"greyfolder": block}})
     write_params(work, params)
     return work
@@ -306,7 +321,8 @@ def _plugin_workdir(workdir_factory) -> Path:
 def test_a_plugin_file_adds_a_family_sampler_metric_and_dataset(workdir_factory):
     """Issue 24's "Done when": from one plug-in file outside ddm/ and one params.yaml entry each, an
     h_t family, a sampler, a metric and a dataset go through the real Snakemake graph on the tiny
-    configuration: validate, prepare, train, sample, FID by the plug-in's extractor, a Table 4 row."""
+    configuration: validate, prepare, train, sample, FID by the plug-in's extractor, a Table 4 row;
+    and (issue 31) a task metric, SSIM beside super-resolution's PSNR, to a column of Table 2."""
     work = _plugin_workdir(workdir_factory)
     r = run_snakemake(work, "--cores", "2", "all", timeout=900)
     assert r.returncode == 0, r.output[-6000:]
@@ -323,6 +339,13 @@ def test_a_plugin_file_adds_a_family_sampler_metric_and_dataset(workdir_factory)
     assert fids and all(f["extractor"] == "pixels" and math.isfinite(f["fid"]) for f in fids)
     tex = (work / "reports/tables.tex").read_text()
     assert r"$\mathbf{c}t^3$ &" in tex and "Grey folder" in tex  # the Table 4 row; the dataset's label
+    # the task metric: in every sample set's file, in metrics.json beside PSNR, and a column of Table 2
+    records = [json.loads(p.read_text()) for p in (work / "results/metrics/tasks/super_resolution").glob("*/nfe*.json")]
+    assert records and all(-1 <= r["extra"]["ssim"] <= 1 for r in records)
+    ssim = metrics["conditioned"]["tasks"]["super_resolution"]["extra"]["ssim"]
+    assert set(ssim["results"]) == {"ddm"} and ssim["label"] == "SSIM"
+    table2 = tex[tex.index("Super-resolution"):]
+    assert r"Method & PSNR$\uparrow$ & Method & SSIM$\uparrow$ \\" in table2, table2[:400]
     print(f"plug-in run: {r.elapsed:.0f} s")
 
 
@@ -361,3 +384,59 @@ def test_a_plugin_is_imported_once_per_process(tmp_path):
     assert r.returncode == 0, r.stderr
     from ddm import plugins
     assert plugins.with_code({"sample": "abc"}) == {"sample": "abc"}  # no plug-in: the digests are the package's
+
+
+def test_an_extractor_without_its_weights_file_is_one_line_at_validation(workdir_factory):
+    """The plug-in's extractor reads its weights from the file ``fid: weights:`` names: with
+    ``weights: null``, or a path with no file, params validation says so in one line (`ddm` exit 2,
+    and the Snakemake dry run refuses to start), not a job halfway through the run."""
+    work = _plugin_workdir(workdir_factory)
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    fid = params["presets"]["embedded"]["greyfolder"]["fid"]
+    fid["weights"] = None
+    write_params(work, params)
+    r = run_ddm(work, "extractor", "--dataset", "greyfolder", "--out", "x.json")
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "ddm extractor: params.yaml: presets/embedded/greyfolder/fid/weights: null, but FID extractor 'pixels' reads "
+        "its weights from the file named here: set it to the path of that file"], r.stderr
+    fid["weights"] = "gone.pt"
+    write_params(work, params)
+    s = run_snakemake(work, "-n", "all")
+    assert s.returncode != 0 and ("presets/embedded/greyfolder/fid/weights: 'gone.pt' is not a file (FID extractor "
+                                  "'pixels'): set it to the path of the extractor's weights file") in s.output, s.output[-3000:]
+
+
+@pytest.fixture
+def edge_metric():
+    """A task metric of one's own (the mean absolute difference of neighbouring pixels' gradients
+    against the targets'), registered for super-resolution while the test runs."""
+    from ddm.task_metrics import TASK_METRICS, register_task_metric
+
+    @register_task_metric("edges", tasks=("super_resolution",), label="Edge error", higher_is_better=False)
+    def edges(samples, split):
+        def grad(x):
+            return x.double().diff(dim=-1).abs().mean()
+        return float((grad(samples) - grad(split["hr_uint8"])).abs())
+
+    yield edges
+    TASK_METRICS.unregister("edges")
+
+
+def test_a_task_metric_is_one_function_and_one_params_entry(edge_metric):
+    """Named in a task's ``metrics``, a registered task metric is validated (it must score that task),
+    scores every sample set beside the task's own metric, and is not a training input (no hash changes)."""
+    from ddm.conditioned import set_records
+    from ddm.config import resolve_task, task_hash
+
+    sr = "conditioned_presets.embedded.tasks.super_resolution.metrics"
+    params = merge_params(tiny_params(), {sr: ["edges"]})
+    validate(params)
+    cfg = resolve_task(params, "super_resolution", "ddm")
+    assert cfg["metrics"] == ["edges"] and task_hash(cfg) == task_hash(resolve_task(tiny_params(), "super_resolution", "ddm"))
+    with pytest.raises(ConfigError, match="saliency/metrics: 'edges' does not score the saliency task "
+                                          r"\(it scores: super_resolution\); remove it"):
+        validate(merge_params(params, {"conditioned_presets.embedded.tasks.saliency.metrics": ["edges"]}))
+    hr = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8)
+    split = {"target": hr, "hr_uint8": hr, "scale": 4}
+    (key, record), = set_records(cfg, split, {("ddm", (5, 0)): hr})
+    assert key == ("ddm", (5, 0)) and record["extra"] == {"edges": 0.0} and record["value"] == math.inf

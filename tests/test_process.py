@@ -139,7 +139,7 @@ def test_the_process_table_holds_ddm_vp_and_ve():
 def test_a_method_entry_becomes_a_process_and_its_objective_through_its_recipe():
     """The process knows no loss and no params.yaml entry: ddm.experiment's recipe of its class
     builds both (a subclass without a recipe of its own uses its parent's)."""
-    from ddm.experiment import RECIPES, make_objective, recipe
+    from ddm.experiment import RECIPES, Recipe, make_objective, recipe, recipe_for
     from ddm.losses import DDMObjective
     from ddm.process import Process
 
@@ -158,8 +158,11 @@ def test_a_method_entry_becomes_a_process_and_its_objective_through_its_recipe()
         pass
 
     assert recipe(Mine) is RECIPES[DecoupledProcess]
-    with pytest.raises(ValueError, match="process 'Bare' has no recipe: add one to ddm.experiment.RECIPES"):
+    with pytest.raises(ValueError, match=r"process 'Bare' has no recipe: register one with "
+                                         r"@ddm.experiment.recipe_for\(Bare\)"):
         recipe(Bare)
+    with pytest.raises(ValueError, match="process class DecoupledProcess already has a recipe: DDMRecipe"):
+        recipe_for(DecoupledProcess)(type("Again", (Recipe,), {}))
 
 
 @pytest.mark.parametrize("index", [0, 1, 2], ids=["ddm", "vp", "ve"])

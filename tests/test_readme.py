@@ -143,3 +143,30 @@ def test_the_readme_links_to_the_moved_details():
     targets = {t.partition("#")[0] for _, t in links(README)}
     for doc in ("docs/results.md", "docs/measurements.md", "docs/conditioned.md", "docs/training.md"):
         assert doc in targets, f"README.md does not link to {doc}"
+
+
+COMMIT = re.compile(r"\b(?=[0-9a-f]*[0-9])(?=[0-9a-f]*[a-f])[0-9a-f]{7,40}\b")
+DATE = re.compile(r"\b20\d\d-\d\d-\d\d\b")
+
+
+def command_costs() -> dict[str, str]:
+    """docs/measurements.md's table of what each documented command costs: command -> cost."""
+    text = (REPO / "docs" / "measurements.md").read_text(encoding="utf-8")
+    section = text[text.index("## What each documented command costs"):]
+    section = section[:section.index("\n## ", 1)]
+    rows = [ln.split("|")[1:3] for ln in section.splitlines() if ln.startswith("| `")]
+    return {cmd.strip().strip("`"): cost.strip() for cmd, cost in rows}
+
+
+def test_the_readme_states_each_commands_cost_once_as_measured():
+    """Each cost of docs/measurements.md's table is written in the README exactly once (the same
+    figure everywhere), and the README carries no commit hash, date or load average: those live
+    in docs/measurements.md and docs/results.md, which it links to."""
+    costs = command_costs()
+    assert len(costs) >= 4 and ".venv/bin/snakemake all" in costs, costs
+    readme = README.read_text(encoding="utf-8")
+    for command, cost in costs.items():
+        assert readme.count(cost) == 1, f"README.md states {command!r}'s cost {cost!r} {readme.count(cost)} times"
+    assert "docs/measurements.md#what-each-documented-command-costs" in readme
+    dated = [m.group() for rx in (COMMIT, DATE, re.compile(r"load average")) for m in rx.finditer(readme)]
+    assert not dated, f"README.md dates itself: {dated}"

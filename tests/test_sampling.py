@@ -151,3 +151,25 @@ def test_grids_and_bad_input():
         sample_ddm(lambda x, t: (x, x), DecoupledProcess("constant"), torch.zeros(1, 1, 2, 2), torch.tensor([1.5, 0.0]))
     with pytest.raises(ValueError, match="3 samples but 2 seeds"):
         SampleRNG([1, 2]).randn_like(torch.zeros(3, 1))
+
+
+def test_an_experiments_sampling_is_bound_once():
+    """ddm.registry.bind_sampler looks the sampler and grid of a resolved config up once, with the grid's
+    options and the process; drawing through it is the sampler called by hand on that grid."""
+    from ddm import registry
+    from ddm.sde_samplers import sample_vp_em, sde_grid
+    from ddm.baselines import VPSDE
+
+    proc = VPSDE(0.1, 20.0)
+    sampling = {"sampler": "vp_em", "grid": "sde", "t_end": 1e-3, "rho": 2.0, "clip": 1.0, "final_step": "denoise"}
+    draw = registry.bind_sampler(sampling, proc)
+    assert draw.sampler is sample_vp_em and draw.grid is sde_grid and draw.process is proc
+    assert dict(draw.grid_options) == {"t_end": 1e-3} and dict(draw.options) == {"clip": 1.0, "final_step": "denoise"}
+    net = lambda x, t: (0.1 * x,)  # noqa: E731
+    rng, again = SampleRNG([3, 4]), SampleRNG([3, 4])
+    expected = sample_vp_em(net, proc, again.randn((1, 2, 2)), sde_grid(4, t_end=1e-3), rng=again, clip=1.0,
+                            final_step="denoise")
+    assert torch.equal(draw(net, rng.randn((1, 2, 2)), 4, rng=rng), expected)
+    assert "final_step" not in registry.bind_sampler({**sampling, "final_step": "paper"}, proc).options
+    with pytest.raises(ValueError, match="unknown grid 'cosine'"):
+        registry.bind_sampler({**sampling, "grid": "cosine"}, proc)

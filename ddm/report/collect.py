@@ -231,13 +231,16 @@ def add_plateau(metrics: dict, convergence_paths: Iterable[Path]) -> None:
 TASK_METHOD_LABELS = {"ddm": "DDM", "ddpm": "DDPM"}
 
 
-def _task_results(metric_paths: Iterable[Path]) -> dict:
-    """task -> method -> NFE -> mean +- std of the per-sample-set files of ``ddm evaluate-task``."""
+def _task_results(metric_paths: Iterable[Path], extra: str | None = None) -> dict:
+    """task -> method -> NFE -> mean +- std of the per-sample-set files of ``ddm evaluate-task``:
+    of the task's own metric, or of the extra metric ``extra`` (``ddm.task_metrics``) where a file has it."""
     values: dict = defaultdict(list)
     for p in sorted(Path(p) for p in metric_paths):
         with open(p) as f:
             r = json.load(f)
-        values[r["task"], r["method"], int(r["nfe"])].append((int(r["repeat"]), float(r["value"]), r["num_samples"]))
+        if extra is None or extra in r.get("extra", {}):
+            value = r["value"] if extra is None else r["extra"][extra]
+            values[r["task"], r["method"], int(r["nfe"])].append((int(r["repeat"]), float(value), r["num_samples"]))
     out: dict = defaultdict(lambda: defaultdict(dict))
     for (task, method, nfe), rows in sorted(values.items()):
         vals = [v for _, v, _ in sorted(rows)]
@@ -258,6 +261,7 @@ def collect_conditioned(metric_paths: Iterable[Path], reference_paths: Iterable[
     from ddm.config import TASKS, conditioned_block
 
     block = conditioned_block(params) or {}
+    metric_paths = list(metric_paths)  # read once per metric
     results = _task_results(metric_paths)
     methods = [m for m in params.get("conditioned_methods", {}) if any(m in r for r in results.values())]
     tasks = {}
@@ -269,6 +273,7 @@ def collect_conditioned(metric_paths: Iterable[Path], reference_paths: Iterable[
                        "size": t.get("size"), "scale": t.get("scale", 4) if task == "super_resolution" else None,
                        "results": res, "markers": _markers(res, rows, not TASKS[task]["higher_is_better"]),
                        "references": {}}
+    _extra_task_metrics(tasks, metric_paths, block, methods)
     for p in sorted(Path(p) for p in reference_paths):
         with open(p) as f:
             r = json.load(f)
@@ -285,6 +290,21 @@ def collect_conditioned(metric_paths: Iterable[Path], reference_paths: Iterable[
                                            for m in methods},
             "table2_nfe": block.get("table2", {}).get("nfe", nfes), "table3_nfe": block.get("table3", {}).get("nfe", nfes),
             "tasks": tasks}
+
+
+def _extra_task_metrics(tasks: dict, metric_paths: Iterable[Path], block: Mapping, methods: list[str]) -> None:
+    """Each task's extra metrics (its ``metrics`` in params.yaml, ``ddm.task_metrics``) as
+    ``extra``: name -> label, direction, decimals, results and markers, as the task's own metric."""
+    from ddm.task_metrics import TASK_METRICS
+
+    for task, t in tasks.items():
+        for name in block.get("tasks", {}).get(task, {}).get("metrics", []):
+            res = _task_results(metric_paths, name).get(task, {})
+            info = TASK_METRICS.info(name)
+            rows = [m for m in methods if m in res]
+            t.setdefault("extra", {})[name] = {
+                "label": info["label"] or latex_escape(name), "higher_is_better": info["higher_is_better"],
+                "digits": info["digits"], "results": res, "markers": _markers(res, rows, not info["higher_is_better"])}
 
 
 # -- all of ``ddm stats``' numbers ------------------------------------------------------------------

@@ -11,6 +11,7 @@ from typing import Mapping
 
 import torch
 
+from ddm.io import InputError
 from ddm.report.labels import METHOD_LABELS, method_label
 
 __all__ = ["fid_plot", "tile", "sample_grid", "task_condition", "task_figure", "fig3_plot", "convergence_plot"]
@@ -45,7 +46,11 @@ def _finish(fig, ax, out: Path, xlabel: str, ylabel: str, title: str, **title_kw
 
 
 def fid_plot(metrics: Mapping, dataset: str, out: Path) -> Path:
-    """FID against NFE, one line per method, error bars = std over repeats."""
+    """FID against NFE, one line per method, error bars = std over repeats (InputError, one line,
+    for a dataset the metrics do not have)."""
+    if dataset not in metrics["datasets"]:
+        raise InputError(f"no dataset '{dataset}' in the metrics (they have: "
+                         f"{', '.join(sorted(metrics['datasets'])) or 'none'}): pick one of them")
     plt = load_pyplot()
     d = metrics["datasets"][dataset]
     fig, ax = plt.subplots(figsize=(5, 3.5))
@@ -108,7 +113,10 @@ def task_condition(split: Mapping) -> torch.Tensor:
 
 
 def task_figure(split: Mapping, samples: list[torch.Tensor], labels: list[str], out: Path, n: int = 8) -> Path:
-    """condition | one column per sample file | target, for the first ``n`` test examples."""
+    """condition | one column per sample file | target, for the first ``n`` test examples; one
+    label per sample file (else InputError, one line)."""
+    if len(labels) != len(samples):
+        raise InputError(f"{len(samples)} sample files but {len(labels)} labels: give one label per file")
     target = split["mask_uint8"] if "mask_uint8" in split else split["hr_uint8"] if "hr_uint8" in split else split["image_uint8"]
     columns = [task_condition(split)[:n], *[_rgb(x[:n]) for x in samples], _rgb(target[:n])]
     rows = torch.stack(columns, dim=1).flatten(0, 1)  # row-major: example i, then its columns

@@ -278,10 +278,14 @@ def _task_order(cond: Mapping) -> list[str]:
 
 
 def _task_cell(cond: Mapping, task: str, method: str, nfe: int) -> str:
-    t = cond["tasks"][task]
+    return _marked_cell(cond["tasks"][task], method, nfe, TASK_COLUMNS[task]["digits"])
+
+
+def _marked_cell(t: Mapping, method: str, nfe: int, digits: int) -> str:
+    """A method's cell of a metric's ``results`` at ``nfe``, with its column's marker if it is the best."""
     column = t["markers"].get(str(nfe), {})
     marker = column.get("marker") if column.get("best") == method else None
-    return _cell(t["results"].get(method, {}).get(str(nfe)), marker, TASK_COLUMNS[task]["digits"])
+    return _cell(t["results"].get(method, {}).get(str(nfe)), marker, digits)
 
 
 def _reported(published: list[dict], table: str, task: str) -> list[tuple[str, int, float]]:
@@ -291,25 +295,39 @@ def _reported(published: list[dict], table: str, task: str) -> list[tuple[str, i
 
 
 def _table2(cond: Mapping, published: list[dict]) -> dict:
-    """Table 2: one (method, value) column pair per task; rows: the measured methods at Table 2's
-    NFEs, the trivial references, the paper's reported rows (its DDPM/DDM and the state of the art)."""
+    """Table 2: one (method, value) column pair per task, and one per extra metric of a task
+    (``ddm.task_metrics``) beside it; rows: the measured methods at Table 2's NFEs, the trivial
+    references, the paper's reported rows (its DDPM/DDM and the state of the art)."""
     from itertools import zip_longest
 
     tasks = _task_order(cond)
     digits = {t: TASK_COLUMNS[t]["digits"] for t in tasks}
+    extras = [(t, name) for t in tasks for name in cond["tasks"][t].get("extra", {})]
     measured = [[(f"{cond['labels'][m]}-{n} step", _task_cell(cond, t, m, n)) for t in tasks]
+                + [(f"{cond['labels'][m]}-{n} step", _extra_cell(cond, t, e, m, n)) for t, e in extras]
                 for m in cond["methods"] for n in cond["table2_nfe"]]
     refs = [[(REFERENCE_LABELS.get(k, latex_escape(k)), f"{v:.{digits[t]}f}")
-             for k, v in cond["tasks"][t]["references"].items()] for t in tasks]
+             for k, v in cond["tasks"][t]["references"].items()] for t in tasks] + [[] for _ in extras]
     reported = [[(latex_escape(m) + (f"-{n} step (paper)" if n else "") + r"\reported{}", f"{v:.{digits[t]}f}")
-                 for m, n, v in _reported(published, "2", t)] for t in tasks]
+                 for m, n, v in _reported(published, "2", t)] for t in tasks] + [[] for _ in extras]
     blank = ("", "")
 
     def pad(columns):
         return [list(row) for row in zip_longest(*columns, fillvalue=blank)]
 
-    return {"tasks": [{"title": TASK_COLUMNS[t]["title"], "metric": TASK_COLUMNS[t]["metric"]} for t in tasks],
-            "measured": measured, "references": pad(refs), "reported": pad(reported), "caption": _task_caption(cond)}
+    columns = [{"title": TASK_COLUMNS[t]["title"], "metric": TASK_COLUMNS[t]["metric"]} for t in tasks]
+    for t, e in extras:
+        x = cond["tasks"][t]["extra"][e]
+        columns.append({"title": TASK_COLUMNS[t]["title"],
+                        "metric": x["label"] + (r"$\uparrow$" if x["higher_is_better"] else r"$\downarrow$")})
+    return {"tasks": columns, "measured": measured, "references": pad(refs), "reported": pad(reported),
+            "caption": _task_caption(cond)}
+
+
+def _extra_cell(cond: Mapping, task: str, name: str, method: str, nfe: int) -> str:
+    """The cell of an extra task metric (``ddm.task_metrics``), marked as the task's own are."""
+    x = cond["tasks"][task]["extra"][name]
+    return _marked_cell(x, method, nfe, x["digits"])
 
 
 def _table3(cond: Mapping, published: list[dict]) -> dict:

@@ -132,6 +132,7 @@ rule evaluate_task:
         sets=task_sets_arg(),
         methods=" ".join(TASK_METHODS),
         fid=lambda wc, input: f"--reference {input.reference} --extractor {input.extractor}" if "reference" in input.keys() else "",
+        metrics=lambda wc: " ".join(task_config(wc.task)["metrics"]),  # the extra ones (ddm.task_metrics): a rerun trigger
     log:
         "logs/tasks/evaluate/{task}.log",
     threads: 1
