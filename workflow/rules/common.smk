@@ -14,7 +14,8 @@ import yaml
 
 from ddm.config import ConfigError, dataset_names, model_of, resolve  # config validated in the Snakefile
 from ddm.config import TASKS, resolve_task, task_names, task_sets
-from ddm.codedeps import cached_code_digests, package_dir
+from ddm.codecache import cached_code_digests
+from ddm.codedeps import package_dir
 from ddm.plugins import with_code
 from ddm.io import save_text
 from ddm.yamlio import read_yaml
