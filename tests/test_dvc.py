@@ -43,6 +43,7 @@ import pytest
 import yaml
 
 from conftest import BIN, REPO, copy_run, make_workdir, merge_params, run_tool, tiny_params, tool_env
+from test_checksums import flip_torch
 
 pytestmark = pytest.mark.slow
 
@@ -321,6 +322,28 @@ def test_snakemake_all_records_the_products_in_dvc_lock(tiny_run):
     for name, stage in lock["stages"].items():
         assert stage["outs"] and all(o.get("md5") or o.get("hash") for o in stage["outs"]), (name, stage)
     up_to_date(tiny_run)
+
+
+@pytest.mark.parametrize("product", ["results/models/digits/ddm.pt", "results/samples/digits/ddm/nfe2-r0.pt"])
+def test_a_silently_corrupt_product_stops_snakemake_and_dvc(tiny_run_copy, product):
+    """4 bytes flipped in a model or a sample set, its size and mtime kept: Snakemake's rerun
+    triggers cannot see it, and DVC would record its new hash. `snakemake all` (nothing to do) and
+    `dvc repro` (whose stage of that phase runs) each stop before any job with one line naming the
+    file and how to rebuild it; dvc.lock is unchanged and `dvc status` still names the change."""
+    work = tiny_run_copy
+    needs_dvc_repo(work)
+    path, lock = work / product, (work / "dvc.lock").read_bytes()
+    st = path.stat()
+    flip_torch(path, 4)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    for cmd in (("snakemake", "--cores", "2", "all"), ("dvc", "repro")):
+        r = run_tool(work, *cmd, check=False, timeout=REPRO_TIMEOUT)
+        said = [line for line in r.output.splitlines() if product in line]
+        assert r.returncode != 0 and len(said) == 1, r.output[-4000:]
+        assert "changed after it was written" in said[0] and "`snakemake all` rebuilds it" in said[0], said
+        assert "Traceback" not in r.output and (work / "dvc.lock").read_bytes() == lock, r.output[-4000:]
+    assert "Data and pipelines are up to date" not in run_tool(work, "dvc", "status").output
 
 
 def test_repro_without_the_venv_on_path(tiny_run, tmp_path):

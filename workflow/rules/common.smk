@@ -259,14 +259,40 @@ def task_config(task, method=None):
     return resolve_task(config, task, method or TASK_METHODS[0])
 
 
+# -- before the run: the products verified (an input function of `all` and of each phase target) --
+def verified_before_run(phase=None):
+    """An input function (it adds no input) of `all` (phase None: every product) and of the target of
+    one phase (`phase_<name>`, the command of its DVC stage): before a real run, in the main process
+    (not a dry run, not a job of a cluster), every existing product of the target is verified
+    against its embedded digest (ddm.io.verify_product). A product that changed after it was
+    written keeps its size and mtime (a flipped byte, an edit that restored the mtime), which
+    Snakemake's rerun triggers and a nothing-to-do run cannot see; left alone, DVC would record
+    it in dvc.lock. So the first one stops the run before any job, with one line naming the file
+    and the fix, exit code 1: `snakemake all` fails, and so does the DVC stage, which leaves
+    dvc.lock unchanged. Its cost on real products: benchmarks/RESULTS.md, "Product checks"."""
+
+    def check(wildcards):
+        if workflow.dryrun or not workflow.is_main_process:
+            return []
+        paths = all_outputs() if phase is None else phase_outputs(phase)
+        bad = next(iter(corrupt_products(p for p in paths if os.path.isfile(p))), None)
+        if bad:
+            print(f"{bad}; nothing was run or recorded (dvc.lock unchanged); `dvc repro` rebuilds it too",
+                  file=sys.stderr)
+            sys.exit(1)  # one line: a WorkflowError raised here would print Snakemake's traceback
+        return []
+
+    return check
+
+
 # -- after the run (the Snakefile's onsuccess) ---------------------------------------------
 def corrupt_products(paths):
     """The one-line refusals (ddm.io.verify_product) of the products among `paths` whose embedded
     digest does not match their payload: changed after they were written (a flipped byte, an edit
     that kept the mtime), which Snakemake's mtimes cannot see."""
-    from ddm.io import verify_product  # imports torch for .pt files: only at the end of a run
+    from ddm.io import verify_product  # imports torch for .pt files: only when a run checks them
 
-    return [msg for msg in map(verify_product, paths) if msg]
+    return (msg for msg in map(verify_product, paths) if msg)
 
 
 def record_in_dvc():
@@ -297,7 +323,7 @@ def record_in_dvc():
         print(f"dvc.lock not updated: --config/--configfile overrode params.yaml, which DVC reads; run "
               f"{how} without them", file=sys.stderr)
         return
-    bad = corrupt_products(all_outputs())
+    bad = list(corrupt_products(all_outputs()))
     if bad:
         print(f"dvc.lock not updated: {len(bad)} product(s) do not verify, first: {bad[0]}", file=sys.stderr)
         return
