@@ -324,26 +324,37 @@ def test_snakemake_all_records_the_products_in_dvc_lock(tiny_run):
     up_to_date(tiny_run)
 
 
-@pytest.mark.parametrize("product", ["results/models/digits/ddm.pt", "results/samples/digits/ddm/nfe2-r0.pt"])
-def test_a_silently_corrupt_product_stops_snakemake_and_dvc(tiny_run_copy, product):
-    """4 bytes flipped in a model or a sample set, its size and mtime kept: Snakemake's rerun
-    triggers cannot see it, and DVC would record its new hash. `snakemake all` (nothing to do) and
-    `dvc repro` (whose stage of that phase runs) each stop before any job with one line naming the
-    file and how to rebuild it; dvc.lock is unchanged and `dvc status` still names the change."""
+def test_a_silently_corrupt_product_stops_snakemake_and_dvc(tiny_run_copy):
+    """4 bytes flipped in a model, then in a sample set, size and mtime kept (the file rewritten as
+    `rsync -t` does: a new file renamed over it, its mtime set back): Snakemake's rerun triggers
+    cannot see it, and DVC would record its new hash. `snakemake all` (nothing to do) and `dvc repro`
+    (whose stage of that phase runs) each stop before any job with one line naming the file and how
+    to rebuild it; dvc.lock is unchanged and `dvc status` still names the change. (A flip in place,
+    same inode, is not even seen by DVC, whose hash cache is keyed on inode, size and mtime: `dvc
+    repro` then has nothing to do, and `snakemake all` still stops.)"""
     work = tiny_run_copy
     needs_dvc_repo(work)
-    path, lock = work / product, (work / "dvc.lock").read_bytes()
-    st = path.stat()
-    flip_torch(path, 4)
-    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert (path.stat().st_size, path.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
-    for cmd in (("snakemake", "--cores", "2", "all"), ("dvc", "repro")):
-        r = run_tool(work, *cmd, check=False, timeout=REPRO_TIMEOUT)
-        said = [line for line in r.output.splitlines() if product in line]
-        assert r.returncode != 0 and len(said) == 1, r.output[-4000:]
-        assert "changed after it was written" in said[0] and "`snakemake all` rebuilds it" in said[0], said
-        assert "Traceback" not in r.output and (work / "dvc.lock").read_bytes() == lock, r.output[-4000:]
-    assert "Data and pipelines are up to date" not in run_tool(work, "dvc", "status").output
+    lock = (work / "dvc.lock").read_bytes()
+    for product in ("results/models/digits/ddm.pt", "results/samples/digits/ddm/nfe2-r0.pt"):
+        path = work / product
+        st, original, fresh = path.stat(), path.read_bytes(), path.with_name(path.name + ".new")
+        fresh.write_bytes(original)
+        flip_torch(fresh, 4)
+        os.utime(fresh, ns=(st.st_atime_ns, st.st_mtime_ns))
+        fresh.replace(path)
+        assert (path.stat().st_size, path.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+        for cmd in (("snakemake", "--cores", "2", "all"), ("dvc", "repro")):
+            r = run_tool(work, *cmd, check=False, timeout=REPRO_TIMEOUT)
+            said = [line for line in r.output.splitlines() if product in line]
+            assert r.returncode != 0 and len(said) == 1, r.output[-4000:]
+            assert "changed after it was written" in said[0] and "`snakemake all` rebuilds it" in said[0], said
+            assert "Traceback" not in r.output and (work / "dvc.lock").read_bytes() == lock, r.output[-4000:]
+        assert "Data and pipelines are up to date" not in run_tool(work, "dvc", "status").output
+        # The next product's turn: this one as it was, again as a new file (DVC's own hash cache is
+        # keyed on inode, size and mtime, and would keep the corrupt file's hash for the same inode).
+        fresh.write_bytes(original)
+        os.utime(fresh, ns=(st.st_atime_ns, st.st_mtime_ns))
+        fresh.replace(path)
 
 
 def test_repro_without_the_venv_on_path(tiny_run, tmp_path):
