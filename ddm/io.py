@@ -16,7 +16,8 @@ JSON) carries a sha256 digest of its payload, added by the one writer of its kin
 The digest covers the payload's values, not the container's bytes (:func:`payload_digest`):
 
 * torch file: a dict payload gets the key ``"sha256"``, a digest of the rest of the dict; any
-  other payload (a tensor of images) is stored as ``{"payload": obj, "sha256": ...}`` and read
+  other payload (a tensor of images) is stored as ``{"payload": obj, "sha256": ...}`` (with
+  ``"meta"`` beside it when given: a sample file's set and range, under the same digest) and read
   back as ``obj``. The digest walks the payload: dict keys sorted, lists and tuples in order,
   tensors and arrays by dtype, shape and raw bytes, plain scalars and strings by type and repr.
 * .npz: the extra entry ``sha256``, the same walk over the other arrays (sorted by name).
