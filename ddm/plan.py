@@ -30,7 +30,7 @@ import yaml
 
 from ddm import plugins
 from ddm.resources import THROUGHPUT
-from ddm.io import save_text
+from ddm.io import InputError, OutputError, check_output, save_text
 from ddm.yamlio import ConfigError, config_layers, read_yaml
 
 #: The throughput table (ddm/data/throughput.yaml).
@@ -58,8 +58,6 @@ def load_table(path=None) -> dict:
 def check_arguments(args) -> None:
     """Before any work: the folder holds a workflow, a named profile exists, the --json file can be
     written; else a one-line ConfigError naming the option and the fix."""
-    from ddm.io import InputError, OutputError, check_output
-
     folder = Path(args.directory)
     missing = [f for f in ("Snakefile", "params.yaml") if not (folder / f).is_file()]
     if missing:
