@@ -58,6 +58,7 @@ include: "workflow/rules/report.smk"
 rule all:
     input:
         all_outputs(),  # every product of every phase (workflow/rules/common.smk: phase_outputs)
+        verified_before_run(),  # every existing product verified first (common.smk)
     default_target: True
 
 

@@ -57,7 +57,7 @@ from ddm.io import (InputError, OutputError, check_input_file as _input_file, ch
                     save_json, save_text, save_torch, utc_timestamp, writing as _writing)
 from ddm.modelfile import SEED_BLOCK, read_model, sample_seeds  # torch inside
 from ddm.plugins import load_from as load_plugins  # standard library and PyYAML only
-from ddm.shards import SAMPLE_BATCH  # standard library only
+from ddm.shards import SAMPLE_BATCH, shard_meta  # standard library only
 
 log = logging.getLogger("ddm")
 
@@ -130,7 +130,7 @@ def cmd_sample(args) -> None:
 
     request = {"shard": args.shard, "shard_size": args.shard_size, "batch_size": args.batch_size}
     try:  # the library's rules, checked before the model loads; its argument names as this command's options
-        set_bounds(cfg, args.num_samples, **request, training_images=args.data)
+        bounds = set_bounds(cfg, args.num_samples, **request, training_images=args.data)
     except SampleSetError as e:
         raise InputError(f"{_SAMPLE_OPTIONS.get(e.option, '--' + e.option.replace('_', '-'))} {e.message}") from None
     exp, net = model_for(args, cfg, load_model, resolved_hash, f"{args.dataset}/{args.method}")
@@ -141,7 +141,9 @@ def cmd_sample(args) -> None:
                              resolution=cfg["resolution"])
     x = sample_set(exp, net, args.nfe, args.repeat, args.num_samples, **request, device=default_device(args),
                    training_images=images)
-    save_output(save_torch, x, args.out)
+    meta = shard_meta(args.dataset, args.method, args.nfe, args.repeat, args.num_samples,  # where it belongs
+                      file_checksum(args.model, memo=True), bounds, args.shard_size)
+    save_output(lambda obj, path: save_torch(obj, path, meta=meta), x, args.out)
     log.info("%d samples at NFE %d -> %s", len(x), args.nfe, args.out)
 
 
@@ -158,7 +160,8 @@ def cmd_evaluate(args) -> None:
     check_method(params, args.method)  # a method of params, or a training-seed replicate of one
     ex = load_json_product(args.extractor, "extractor")
     # one file: the one-pass FID of its images; shards: one in memory at a time
-    samples = load_sample_set(args.samples, channels=DATASET_CHANNELS.get(args.dataset), resolution=block["resolution"])
+    samples = load_sample_set(args.samples, channels=DATASET_CHANNELS.get(args.dataset), resolution=block["resolution"],
+                              expect=vars(args))  # each file of this set once, in order (ddm.shards.SetCheck)
     from ddm.kid import reference_features
 
     ref_rows = reference_features(check_reference(args.reference), args.reference)  # KID's reference rows

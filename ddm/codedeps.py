@@ -13,16 +13,21 @@ sample jobs and everything downstream of them, not the training. Read statically
   cli module that bind a name its parts use (a task handler's module-level imports count for
   the task's subcommands, not for Table 1's); the modules these parts import are the entry
   modules (no other module imports a cli module);
-* every ``ddm`` module those import, anywhere in the file (module level, inside functions,
-  annotation-only), transitively; the package's ``__init__.py``, always;
+* the modules the code that runs imports, transitively: of a module, what runs once it is
+  imported is every top-level statement but a function definition (so its module-level imports
+  count), and each top-level function whose name code that runs mentions (its function-level
+  imports count then), every class whole (:func:`command_modules` states the rule); so ``ddm
+  prepare-task``, which imports the task module but never calls its training helpers, does not
+  count the trainer; the package's ``__init__.py``, always;
 * the package data files (``ddm/resources.py``: ``NAME = DATA / "file"``) whose constant one of
   those modules names.
 
 :func:`code_digest` hashes the modules' syntax trees without docstrings (a comment, blank-line or
 docstring edit changes no digest) and the data files' bytes. The Snakefile gives each rule its
-subcommand's digest as a param (Snakemake reruns a job whose params changed); dvc.yaml lists each
-phase's files as deps (workflow/make_dvc_yaml.py, :func:`command_files`), so ``dvc status`` names
-the same stale phases.
+subcommand's digest as a param (Snakemake reruns a job whose params changed; ``ddm.codecache``
+keeps the digests between starts, keyed on the files' content); dvc.yaml lists each phase's files
+as deps (workflow/make_dvc_yaml.py, :func:`command_files`), so ``dvc status`` names the same stale
+phases.
 
 Standard library only: the Snakefile imports this at parse time.
 """
@@ -35,8 +40,8 @@ import hashlib
 import os
 from pathlib import Path
 
-__all__ = ["package_dir", "cli_modules", "commands", "command_modules", "command_files", "code_digest",
-           "code_digests", "cached_code_digests"]
+__all__ = ["package_dir", "package_files", "cli_modules", "commands", "command_modules", "command_files",
+           "code_digest", "code_digests"]
 
 #: The package's name (its folder's name).
 PACKAGE = "ddm"
@@ -120,19 +125,22 @@ def _imports(tree: ast.AST, module: str, modules: dict[str, Path], is_pkg: bool,
 
 
 @functools.lru_cache(maxsize=8)
-def _graph(pkg: Path, stamp: tuple) -> tuple[dict[str, Path], dict[str, ast.Module], dict[str, frozenset]]:
+def _graph(pkg: Path, stamp: tuple) -> tuple[dict[str, Path], dict[str, ast.Module], dict[str, list[str]]]:
+    """Module -> file, syntax tree and source lines, of every module of the package."""
     modules = _modules(pkg)
     source = {m: p.read_text() for m, p in modules.items()}
     trees = {m: ast.parse(text, filename=str(modules[m])) for m, text in source.items()}
-    edges = {m: frozenset(_imports(t, m, modules, modules[m].name == "__init__.py", source[m].splitlines()) - {m})
-             for m, t in trees.items()}
-    return modules, trees, edges
+    return modules, trees, {m: text.splitlines() for m, text in source.items()}
+
+
+def package_files(pkg: Path) -> list[Path]:
+    """Every file of the package (``__pycache__`` aside), sorted."""
+    return [p for p in sorted(pkg.rglob("*")) if "__pycache__" not in p.parts and p.is_file()]
 
 
 def _stamp(pkg: Path) -> tuple:
-    """(path, mtime, size) of every file of the package (``__pycache__`` aside)."""
-    return tuple((str(p), st.st_mtime_ns, st.st_size) for p in sorted(pkg.rglob("*"))
-                 if "__pycache__" not in p.parts and p.is_file() for st in [p.stat()])
+    """(path, mtime, ctime, size) of every file of the package: the in-process memo's key."""
+    return tuple((str(p), st.st_mtime_ns, st.st_ctime_ns, st.st_size) for p in package_files(pkg) for st in [p.stat()])
 
 
 def _load(pkg: Path | None):
@@ -230,29 +238,54 @@ def _cli_parts(command: str, modules: dict, trees: dict) -> dict[str, list[ast.s
     return {m: [n for n in trees[m].body if id(n) in chosen] for m in clis}
 
 
-def _entry_modules(command: str, modules: dict, trees: dict) -> set[str]:
-    """The package modules the parts of the cli modules that ``ddm <command>`` runs import (the
-    cli modules aside: they count part by part)."""
-    found = set()
-    for m, parts in _cli_parts(command, modules, trees).items():
-        lines = modules[m].read_text().splitlines()
-        found |= _imports(ast.Module(body=parts, type_ignores=[]), m, modules, False, lines)
-    return found - set(cli_modules(modules))
+_FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+def _runs(stmt: ast.stmt, names: set) -> bool:
+    """Whether a top-level statement of a (non-cli) module may run once its module is imported:
+    every statement but a plain function definition whose name no code reached so far mentions. A
+    class counts whole (its body runs at import, and ``__init_subclass__`` or a registry may reach
+    it by no name); a decorated function too (its decorator may register it), and one whose default
+    values are not constants (they are computed at import)."""
+    if not isinstance(stmt, _FUNCTIONS) or stmt.decorator_list or stmt.name in names:
+        return True
+    return not all(isinstance(d, ast.Constant) for d in stmt.args.defaults + [d for d in stmt.args.kw_defaults if d])
 
 
 def command_modules(command: str, pkg: str | os.PathLike | None = None) -> list[str]:
     """The package modules ``ddm <command>`` may run, sorted: ``ddm``, ``ddm.__main__``, the cli
-    modules it runs parts of (of which the digest counts only those parts) and every module those
-    parts import, transitively, with the ``__init__`` of each subpackage on the way."""
-    _, modules, trees, edges = _load(pkg)
-    clis = {m for m, parts in _cli_parts(command, modules, trees).items() if parts or m == CLI}
-    closure, todo = {*clis, f"{PACKAGE}.__main__"}, [*_entry_modules(command, modules, trees), PACKAGE]
-    while todo:
-        m = todo.pop()
-        if m not in closure:
-            closure.add(m)
-            parents = [".".join(m.split(".")[:i]) for i in range(1, m.count(".") + 1)]
-            todo += [*edges[m], *parents]  # importing ddm.a.b runs ddm/a/__init__.py first
+    modules it runs parts of (of which the digest counts only those parts) and the modules that
+    the code it runs imports, transitively, with the ``__init__`` of each subpackage on the way.
+
+    The rule, what a subcommand runs rather than all it could import: a module counts once an
+    import in code that runs reaches it; of its code, what runs is every top-level statement but a
+    function definition (module-level imports run at import) and each top-level function whose
+    name code that runs mentions (a call, an attribute, an import of it), so a function-level
+    import counts when its function can be called. A name is matched in every module (a method
+    called on an object matches every function of that name): when unsure, a module counts."""
+    _, modules, trees, lines = _load(pkg)
+    clis, parts = set(cli_modules(modules)), _cli_parts(command, modules, trees)
+    closure = {*(m for m, p in parts.items() if p or m == CLI), f"{PACKAGE}.__main__"}
+    names, done, todo = set(), set(), [PACKAGE]
+    for m, p in parts.items():
+        body = ast.Module(body=p, type_ignores=[])
+        todo += _imports(body, m, modules, False, lines[m])
+        names |= _mentions(body)
+    grown = True
+    while grown:  # until no more code runs: a new module, or a function a new name reaches
+        while todo:
+            m = todo.pop()
+            if m not in closure and m in modules:
+                closure.add(m)
+                todo += [".".join(m.split(".")[:i]) for i in range(1, m.count(".") + 1)]  # ddm.a runs first
+        grown = False
+        for m in sorted(m for m in closure - clis if m in modules):
+            for stmt in (s for s in trees[m].body if id(s) not in done and _runs(s, names)):
+                done.add(id(stmt))
+                body = ast.Module(body=[stmt], type_ignores=[])
+                todo += _imports(body, m, modules, modules[m].name == "__init__.py", lines[m])
+                names |= _mentions(body)
+                grown = True
     return sorted(m for m in closure if m in modules)
 
 
@@ -348,29 +381,3 @@ def code_digest(command: str, pkg: str | os.PathLike | None = None) -> str:
 def code_digests(pkg: str | os.PathLike | None = None) -> dict[str, str]:
     """:func:`code_digest` of every subcommand."""
     return {c: code_digest(c, pkg) for c in commands(pkg)}
-
-
-def cached_code_digests(pkg: str | os.PathLike | None = None, cache: str | os.PathLike | None = None) -> dict[str, str]:
-    """:func:`code_digests`, kept in ``cache/<stamp>.json`` where ``<stamp>`` hashes the path,
-    modification time and size of every file of the package: a Snakemake start with unchanged
-    code reads it instead of parsing the package again (about 1 s). A file that cannot be read or
-    written only costs the computation."""
-    import json
-
-    root = Path(pkg).resolve() if pkg is not None else package_dir()
-    if cache is None:
-        return code_digests(root)
-    key = hashlib.sha256(repr(_stamp(root)).encode()).hexdigest()[:16]
-    path = Path(cache) / f"{key}.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        pass
-    digests = code_digests(root)
-    try:
-        from ddm.io import save_text
-
-        save_text(json.dumps(digests, sort_keys=True), path)
-    except OSError:
-        pass
-    return digests

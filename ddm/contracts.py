@@ -132,12 +132,14 @@ def is_autoencoder_file(path) -> bool:
 
 
 def load_images(path, what: str = "sample file", maker: str = "ddm sample", *, min_count: int = 1,
-                channels: int | None = None, resolution: int | None = None, mmap: bool = False):
+                channels: int | None = None, resolution: int | None = None, mmap: bool = False,
+                with_meta: bool = False):
     """A uint8 image tensor (N, C, H, W) from a file of ``ddm prepare`` / ``ddm sample``
-    (``mmap``: read from the file as it is used, for a data set larger than memory)."""
+    (``mmap``: read from the file as it is used, for a data set larger than memory; ``with_meta``:
+    the pair (images, the file's meta: a sample file's set and range, ``ddm.shards.shard_meta``))."""
     import torch
 
-    x = load_torch(path, what, maker, mmap=mmap)
+    x, meta = load_torch(path, what, maker, mmap=mmap, with_meta=True)
     if not isinstance(x, torch.Tensor) or x.ndim != 4:
         got = f"a tensor of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else f"a {type(x).__name__}"
         raise InputError(f"{what} {path} holds {got}; expected uint8 images (N, C, H, W) written by `{maker}`")
@@ -152,19 +154,39 @@ def load_images(path, what: str = "sample file", maker: str = "ddm sample", *, m
                          f"the dataset's resolution is {resolution}x{resolution}")
     if x.shape[0] < min_count:
         raise InputError(f"{what} {path} holds {x.shape[0]} images; at least {min_count} are needed")
-    return x
+    return (x, meta) if with_meta else x
 
 
-def load_sample_set(paths: list, *, channels: int | None = None, resolution: int | None = None):
+def load_sample_set(paths: list, *, channels: int | None = None, resolution: int | None = None,
+                    expect: dict | None = None):
     """A sample set of ``ddm sample`` given as one file (its images, at least 2, checked and in
     memory: the one-pass FID) or as its shard files in order (each checked to be a non-empty file
-    now; an iterator that loads and checks one shard at a time as it is read)."""
-    one = load_images(paths[0], min_count=2, channels=channels, resolution=resolution) if len(paths) == 1 else None
+    now; an iterator that loads and checks one shard at a time as it is read). ``expect``: the
+    set's keys (``ddm.shards.SET_KEYS``); each file must then record that set and its place in it,
+    the files must cover the set once, in order (``ddm.shards.SetCheck``)."""
+    from ddm.shards import SetCheck
+
+    check = SetCheck(expect) if expect is not None else None
+
+    def shard(path, min_count=1):
+        x, meta = load_images(path, min_count=min_count, channels=channels, resolution=resolution, with_meta=True)
+        if check is not None:
+            check.add(path, meta, len(x))
+        return x
+
+    def stream():
+        yield from map(shard, paths)
+        if check is not None:
+            check.finish()
+
+    one = shard(paths[0], min_count=2) if len(paths) == 1 else None
     for path in paths:
         check_input_file(path, "sample file")
-    if one is not None:
-        return one
-    return (load_images(path, channels=channels, resolution=resolution) for path in paths)
+    if one is None:
+        return stream()
+    if check is not None:
+        check.finish()
+    return one
 
 
 def check_reference(path) -> dict:

@@ -16,7 +16,8 @@ JSON) carries a sha256 digest of its payload, added by the one writer of its kin
 The digest covers the payload's values, not the container's bytes (:func:`payload_digest`):
 
 * torch file: a dict payload gets the key ``"sha256"``, a digest of the rest of the dict; any
-  other payload (a tensor of images) is stored as ``{"payload": obj, "sha256": ...}`` and read
+  other payload (a tensor of images) is stored as ``{"payload": obj, "sha256": ...}`` (with
+  ``"meta"`` beside it when given: a sample file's set and range, under the same digest) and read
   back as ``obj``. The digest walks the payload: dict keys sorted, lists and tuples in order,
   tensors and arrays by dtype, shape and raw bytes, plain scalars and strings by type and repr.
 * .npz: the extra entry ``sha256``, the same walk over the other arrays (sorted by name).
@@ -58,8 +59,8 @@ TMP_PREFIX = ".tmp-"
 CHUNK = 1 << 20
 #: The key (torch dict, JSON object) or entry (.npz) of a product's payload digest.
 DIGEST_KEY = "sha256"
-#: Where a non-dict torch payload (a tensor of images) is stored beside the digest.
-_PAYLOAD_KEY = "payload"
+#: Where a non-dict torch payload (a tensor of images) is stored beside the digest, and its meta.
+_PAYLOAD_KEY, _META_KEY = "payload", "meta"
 #: The fix for a product whose digest does not verify.
 REBUILD = "delete it and rerun: `snakemake all` rebuilds it"
 
@@ -113,20 +114,24 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
     return path
 
 
-def save_torch(obj: Any, path: str | os.PathLike) -> Path:
+def save_torch(obj: Any, path: str | os.PathLike, *, meta: dict | None = None) -> Path:
     """``torch.save`` of ``obj`` with its payload digest (module docstring) to ``path``
     atomically: a dict gets the key ``"sha256"``, anything else is stored as ``{"payload": obj,
-    "sha256": ...}``; :func:`load_torch` verifies the digest and returns ``obj``. torch is
-    imported here: the rest of ddm.io, e.g. for workflow/make_dvc_yaml.py, does not need it."""
+    "sha256": ...}``; :func:`load_torch` verifies the digest and returns ``obj``. ``meta`` (a
+    non-dict payload only: e.g. a sample shard's set and range, ``ddm.shards``) is stored beside it
+    as ``"meta"``, under the same digest (of ``{"payload": obj, "meta": meta}``), and read back with
+    ``load_torch(..., with_meta=True)``. torch is imported here: the rest of ddm.io, e.g. for
+    workflow/make_dvc_yaml.py, does not need it."""
     import torch
 
     if isinstance(obj, dict):
-        if DIGEST_KEY in obj or set(obj) == {_PAYLOAD_KEY}:
-            raise ValueError(f"save_torch: a dict payload cannot hold the key {DIGEST_KEY!r} or only "
-                             f"{_PAYLOAD_KEY!r} (reserved for the checksum)")
+        if DIGEST_KEY in obj or set(obj) in ({_PAYLOAD_KEY}, {_PAYLOAD_KEY, _META_KEY}) or meta is not None:
+            raise ValueError(f"save_torch: a dict payload cannot hold the key {DIGEST_KEY!r}, only {_PAYLOAD_KEY!r} "
+                             f"(and {_META_KEY!r}), or take meta= (reserved for the checksum and the wrapper)")
         blob = {**obj, DIGEST_KEY: payload_digest(obj)}
     else:
-        blob = {_PAYLOAD_KEY: obj, DIGEST_KEY: payload_digest(obj)}
+        wrapped = {_PAYLOAD_KEY: obj} if meta is None else {_PAYLOAD_KEY: obj, _META_KEY: meta}
+        blob = {**wrapped, DIGEST_KEY: payload_digest(obj if meta is None else wrapped)}
     return atomic_write(path, lambda f: torch.save(blob, f))
 
 
@@ -242,13 +247,14 @@ def _checksum_error(path, what: str, stored: Any, actual: str) -> InputError | N
     return None
 
 
-def load_torch(path: str | os.PathLike, what: str, maker: str, *, mmap: bool = False) -> Any:
+def load_torch(path: str | os.PathLike, what: str, maker: str, *, mmap: bool = False, with_meta: bool = False) -> Any:
     """The payload of a torch file of :func:`save_torch`, loaded safely (tensors and plain
     containers only, ``weights_only=True``) onto the CPU, its digest verified; InputError naming
     ``what`` and the command ``maker`` that writes it for a file that cannot be read, and naming
     the fix for one whose digest does not verify. A dict payload comes back without its
     ``"sha256"`` key. ``mmap``: tensors read from the file as they are used (a data set larger
-    than memory, streamed by ``ddm refstats``; the digest reads it once, through the page cache)."""
+    than memory, streamed by ``ddm refstats``; the digest reads it once, through the page cache).
+    ``with_meta``: the pair (payload, meta of :func:`save_torch`, or None)."""
     import torch
 
     p = check_input_file(path, what)
@@ -261,13 +267,14 @@ def load_torch(path: str | os.PathLike, what: str, maker: str, *, mmap: bool = F
                          f"file of `{maker}`): write it again with `{maker}`") from None
     if not isinstance(blob, dict):
         raise _checksum_error(path, what, None, "")
-    payload = {k: v for k, v in blob.items() if k != DIGEST_KEY}
-    if set(payload) == {_PAYLOAD_KEY}:
-        payload = payload[_PAYLOAD_KEY]
+    rest = {k: v for k, v in blob.items() if k != DIGEST_KEY}
+    payload = rest[_PAYLOAD_KEY] if set(rest) == {_PAYLOAD_KEY} else rest
     err = _checksum_error(path, what, blob.get(DIGEST_KEY), payload_digest(payload))
     if err:
         raise err
-    return payload
+    meta = rest[_META_KEY] if set(rest) == {_PAYLOAD_KEY, _META_KEY} else None
+    payload = rest[_PAYLOAD_KEY] if meta is not None else payload
+    return (payload, meta) if with_meta else payload
 
 
 def load_json(path: str | os.PathLike, what: str, maker: str) -> dict:

@@ -30,38 +30,85 @@ import yaml
 
 from ddm import plugins
 from ddm.resources import THROUGHPUT
-from ddm.yamlio import ConfigError
+from ddm.io import InputError, OutputError, check_output, save_text
+from ddm.yamlio import ConfigError, config_layers, read_yaml
 
 #: The throughput table (ddm/data/throughput.yaml).
 TABLE = THROUGHPUT
+#: The SLURM profile the plan checks by default (runtime, retries).
+PROFILE = "slurm/config.yaml"
 #: rules whose jobs resume from checkpoints after a time limit (USR1 -> checkpoint -> exit 75)
 RESUMABLE = ("train", "train_task", "train_autoencoder")
 
 
 def load_table(path=None) -> dict:
-    return yaml.safe_load(Path(path).read_text() if path else TABLE.read_text())
+    """The throughput table: the package's, or ``path`` (``--table``; one-line ConfigError for a file that
+    is missing, not YAML, or not a table of devices)."""
+    if not path:
+        return yaml.safe_load(TABLE.read_text())
+    if not Path(path).is_file():
+        raise ConfigError(f"--table {path}: no such file (a throughput table, as ddm/data/throughput.yaml)")
+    table = read_yaml(path)
+    if not isinstance(table, dict) or not isinstance(table.get("devices"), dict):
+        raise ConfigError(f"--table {path}: not a throughput table (a mapping with `devices`, as "
+                          "ddm/data/throughput.yaml)")
+    return table
+
+
+def check_arguments(args) -> None:
+    """Before any work: the folder holds a workflow, a named profile exists, the --json file can be
+    written; else a one-line ConfigError naming the option and the fix."""
+    folder = Path(args.directory)
+    missing = [f for f in ("Snakefile", "params.yaml") if not (folder / f).is_file()]
+    if missing:
+        raise ConfigError(f"--directory {args.directory}: no {' or '.join(missing)} there: run in the folder "
+                          "holding the Snakefile (the repository root), or name it with --directory")
+    if args.profile != PROFILE and not (folder / args.profile).is_file():
+        raise ConfigError(f"--profile {args.profile}: no such file under {folder} (a SLURM profile's "
+                          f"config.yaml, e.g. {PROFILE})")
+    if args.json:
+        try:
+            check_output(args.json, "--json")
+        except (InputError, OutputError) as e:
+            raise ConfigError(str(e)) from None
 
 
 # -- Snakemake's graph ---------------------------------------------------------------------------
 def parse_overrides(entries) -> dict:
-    """``--config k=v`` entries, typed as Snakemake types them."""
+    """``--config k=v`` entries, typed as Snakemake types them; an entry Snakemake cannot parse is a
+    one-line ConfigError naming it."""
     from snakemake.cli import parse_config
 
+    for entry in entries or []:
+        try:
+            parse_config([entry])
+        except ValueError as e:
+            why = str(e).removeprefix("Invalid config definition: ").split(" (Unparsable")[0].rstrip(".")
+            raise ConfigError(f"--config {entry}: {why}; give KEY=VALUE with a key of params.yaml "
+                              "(Snakemake's keys have at least 2 characters), e.g. ht=linear") from None
     return parse_config(entries or [])
 
 
 def merged_config(workdir: Path, overrides: dict, configfiles=()) -> dict:
-    """params.yaml, then each ``--configfile`` (key by key), then the ``--config`` overrides: Snakemake's order."""
+    """params.yaml, then each ``--configfile`` (key by key), then the ``--config`` overrides: Snakemake's
+    order; with the plug-ins loaded (``ddm.plugins``) and the merged config validated as the Snakefile
+    validates it, before Snakemake starts: a bad input (an unknown preset, a value out of range, a YAML
+    syntax error, a file that is not a mapping) is a one-line ConfigError naming the file and line."""
     from snakemake.utils import update_config
 
-    cfg = yaml.safe_load((Path(workdir) / "params.yaml").read_text())
+    from ddm.validation import validate
+
+    workdir = Path(workdir)
     for f in configfiles:
-        path = Path(workdir) / f
-        if not path.is_file():
+        if not (workdir / f).is_file():
             raise ConfigError(f"--configfile {f}: no such file under {workdir} (give a path relative to the "
                               "folder holding the Snakefile, e.g. runs/converged.yaml)")
-        update_config(cfg, yaml.safe_load(path.read_text()) or {})
-    update_config(cfg, copy.deepcopy(overrides))
+    layers = config_layers(workdir / "params.yaml", [workdir / f for f in configfiles], overrides)
+    cfg: dict = {}
+    for layer in layers:
+        update_config(cfg, copy.deepcopy(layer.data))
+    plugins.load(cfg.get("plugins"), workdir)  # before validating, as every job (ddm.plugins)
+    validate(cfg, layers[0].name, tuple(layers) if len(layers) > 1 else ())
     return cfg
 
 
@@ -70,6 +117,7 @@ def graph_jobs(workdir, overrides: dict, *, targets=("all",), forceall: bool = T
     from snakemake.api import SnakemakeApi
     from snakemake.settings.enums import Quietness
     from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, ResourceSettings
+    from snakemake_interface_common.exceptions import WorkflowError
     from snakemake_interface_logger_plugins.common import LogEvent
 
     jobs = []
@@ -90,6 +138,9 @@ def graph_jobs(workdir, overrides: dict, *, targets=("all",), forceall: bool = T
                                                              configfiles=[Path(workdir) / f for f in configfiles]),
                               snakefile=Path(workdir) / "Snakefile", workdir=Path(workdir))
             wf.dag(DAGSettings(targets=set(targets), forceall=forceall)).execute_workflow(executor="dryrun")
+        except WorkflowError as e:  # what the checks before it do not cover: Snakemake's first line
+            said = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
+            raise ConfigError(f"Snakemake cannot build the graph: {said[0]}") from None
         finally:
             logger.removeHandler(handler)
     return jobs
@@ -279,8 +330,7 @@ def plan(workdir=".", overrides: dict | None = None, *, device: str | None = Non
     context (config, table, device)."""
     overrides = overrides or {}
     workdir = Path(workdir).resolve()
-    params = merged_config(workdir, overrides, configfiles)
-    plugins.load(params.get("plugins"), workdir)  # before the graph, as every job (ddm.plugins)
+    params = merged_config(workdir, overrides, configfiles)  # validated, its plug-ins loaded
     device = device or ("cpu" if params["preset"] == "embedded" else "gpu")
     table = load_table(table_path)
     jobs = graph_jobs(workdir, overrides, targets=targets, forceall=forceall, configfiles=configfiles)
@@ -295,16 +345,17 @@ def main(argv=None) -> int:
     ap.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE", help="as snakemake --config")
     ap.add_argument("--device", choices=("cpu", "gpu"),
                     help="gpu: the profile's GPU rules on GPUs (default for preset=paper); cpu: every job here")
-    ap.add_argument("--profile", default="slurm/config.yaml", help="the SLURM profile to check (runtime, retries)")
+    ap.add_argument("--profile", default=PROFILE, help="the SLURM profile to check (runtime, retries)")
     ap.add_argument("--table", help="throughput table (default: the package's ddm/data/throughput.yaml)")
     ap.add_argument("--todo", action="store_true", help="only the jobs a run would still do (no --forceall)")
     ap.add_argument("--json", help="also write the rows as JSON here")
     ap.add_argument("--directory", default=".", help="the folder holding the Snakefile")
     args = ap.parse_args(argv)
     try:
+        check_arguments(args)
         rows, ctx = plan(args.directory, parse_overrides(args.config), device=args.device, profile=args.profile,
                          table_path=args.table, forceall=not args.todo, configfiles=args.configfile)
-    except ConfigError as e:  # e.g. a plug-in that cannot be imported: one line, exit 2 (as `ddm`)
+    except ConfigError as e:  # one line, exit 2 (as `ddm`)
         print(f"python -m ddm.plan: {e}", file=sys.stderr)
         return 2
     p = ctx["params"]
@@ -314,7 +365,7 @@ def main(argv=None) -> int:
     for line in notes(rows, ctx["table"], ctx["device"]):
         print(f"  * {line}")
     if args.json:
-        Path(args.json).write_text(json.dumps([{**r.__dict__, "device_hours": r.device_hours} for r in rows], indent=1))
+        save_text(json.dumps([{**r.__dict__, "device_hours": r.device_hours} for r in rows], indent=1), args.json)
     return 0
 
 

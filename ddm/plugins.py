@@ -73,8 +73,17 @@ def absolute(entries: Iterable[str], base: str | os.PathLike) -> list[str]:
     return [str((Path(base) / e).resolve()) if isinstance(e, str) and is_file_entry(e) else e for e in entries]
 
 
+#: What an import of a plug-in may raise and still be one refusal: any error, and ``SystemExit`` (a
+#: plug-in that calls ``sys.exit()`` at import would otherwise end the Snakefile or ``ddm`` silently,
+#: with exit code 0 for ``sys.exit(0)``). ``KeyboardInterrupt`` passes.
+IMPORT_ERRORS = (Exception, SystemExit)
+
+
 def _fail(entry: str, where: str, error: BaseException | str, source: str) -> ConfigError:
-    why = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    if isinstance(error, SystemExit):
+        why = f"it calls sys.exit({error.code!r}) at import, which would end the run"
+    else:
+        why = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
     why = " ".join(str(why).split())  # one line, whatever the plug-in's error looks like
     return ConfigError(f"{source}: plugins: '{entry}' ({where}) cannot be imported: {why}; fix the plug-in, "
                        f"or remove it from plugins")
@@ -93,7 +102,7 @@ def _import_file(entry: str, path: Path, source: str) -> ModuleType:
     sys.modules[name] = module  # as import does: the module may refer to itself (dataclasses, pickle)
     try:
         spec.loader.exec_module(module)
-    except Exception as e:
+    except IMPORT_ERRORS as e:
         del sys.modules[name]
         raise _fail(entry, str(path), e, source) from e
     return module
@@ -102,7 +111,7 @@ def _import_file(entry: str, path: Path, source: str) -> ModuleType:
 def _import_module(entry: str, source: str) -> ModuleType:
     try:
         return importlib.import_module(entry)
-    except Exception as e:
+    except IMPORT_ERRORS as e:
         spec = None
         try:
             spec = importlib.util.find_spec(entry)
@@ -123,7 +132,7 @@ def _entry_points(source: str) -> None:
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
             obj = ep.load()
-        except Exception as e:
+        except IMPORT_ERRORS as e:
             raise _fail(f"entry point {ep.name} = {ep.value}", ep.group, e, source) from e
         module = obj if isinstance(obj, ModuleType) else sys.modules.get(getattr(obj, "__module__", ""))
         if module is not None:

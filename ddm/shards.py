@@ -12,15 +12,26 @@ refused (:func:`shard_size_error`).
 
 ``shard_size`` is a key of each dataset block of a preset (params.yaml); absent, a set is one
 shard. Snakemake makes one job per shard (workflow/rules/sample.smk: ``sample_shard``), and
-``ddm evaluate`` reads the shards one at a time (``ddm.fidstats``). Standard library only: the
-workflow imports it.
+``ddm evaluate`` reads the shards one at a time (``ddm.fidstats``).
+
+A shard knows its set: ``ddm sample`` stores :func:`shard_meta` beside the images (``meta`` of
+``ddm.io.save_torch``, under the file's checksum): the set's identity (dataset, method, NFE,
+repeat, size, the sha256 of the model file that drew it), the shard's index, the shard size and
+its sample range [start, stop). ``ddm evaluate`` checks the files it is given with a
+:class:`SetCheck` as it streams them: a file of another set, a shard given twice, out of order,
+overlapping or leaving a gap, a count that is not its range's, and a set that ends short are
+each refused in one line naming the file (a duplicated shard would otherwise weigh twice in the
+FID). Standard library only: the workflow imports it.
 """
 
 from __future__ import annotations
 
 from typing import Mapping
 
-__all__ = ["SAMPLE_BATCH", "shard_size_error", "set_shard_size", "shard_count", "shard_bounds"]
+from ddm.io import REBUILD, InputError
+
+__all__ = ["SAMPLE_BATCH", "shard_size_error", "set_shard_size", "shard_count", "shard_bounds", "SET_KEYS",
+           "shard_meta", "SetCheck"]
 
 #: Samples per batch of ``ddm sample`` (its --batch-size default): a set's batches start at
 #: multiples of it, counted from the set's first sample.
@@ -58,3 +69,69 @@ def shard_bounds(shard: int, num_samples: int, size: int) -> tuple[int, int]:
         raise ValueError(f"shard {shard}: a set of {num_samples} samples in shards of {size} has shards "
                          f"0..{count - 1}; pick one of them")
     return shard * size, min((shard + 1) * size, num_samples)
+
+
+#: The fields that name a sample set (``ddm evaluate``'s options) in a shard's ``set``.
+SET_KEYS = ("dataset", "method", "nfe", "repeat")
+
+
+def shard_meta(dataset: str, method: str, nfe: int, repeat: int, num_samples: int, model_sha256: str,
+               bounds: tuple[int, int], shard_size: int | None) -> dict:
+    """What a sample file of ``ddm sample`` records about where it belongs: its set (the set's
+    keys, its size and the model file it was drawn from) and its place (index, size, range)."""
+    size = shard_size or num_samples
+    start, stop = bounds
+    return {"set": {"dataset": dataset, "method": method, "nfe": int(nfe), "repeat": int(repeat),
+                    "num_samples": int(num_samples), "model_sha256": model_sha256},
+            "shard": start // size, "shard_size": int(size), "start": int(start), "stop": int(stop)}
+
+
+class SetCheck:
+    """The files of one sample set as ``ddm evaluate`` reads them, checked one by one (:meth:`add`,
+    in the order given) and at the end (:meth:`finish`): each names the set ``expect`` (the
+    :data:`SET_KEYS` of the evaluate job) and the set of the first file, and the shards follow each
+    other from sample 0 to the set's size, each holding its range's count of images."""
+
+    def __init__(self, expect: Mapping):
+        self.expect = {k: expect[k] for k in SET_KEYS}
+        self.first: tuple[str, dict] | None = None
+        self.seen: dict[int, str] = {}
+        self.stop = 0
+
+    def add(self, path, meta, count: int) -> None:
+        """Check the file ``path`` (its ``meta`` of :func:`shard_meta` and its ``count`` of images)."""
+        if not isinstance(meta, dict) or not isinstance(meta.get("set"), dict):
+            raise InputError(f"sample file {path} records no sample set (an older ddm wrote it, or not `ddm sample`): "
+                             f"{REBUILD}")
+        own = {k: meta["set"].get(k) for k in SET_KEYS}
+        if own != self.expect:
+            raise InputError(f"sample file {path} belongs to another set ({_set(own)}), not to {_set(self.expect)}: "
+                             f"give this set's files only")
+        if self.first is None:
+            self.first = (str(path), meta)
+        elif meta["set"] != self.first[1]["set"] or meta["shard_size"] != self.first[1]["shard_size"]:
+            raise InputError(f"sample file {path} was drawn for another run of {_set(own)} than {self.first[0]} "
+                             f"(another model file, set size or shard size): {REBUILD}")
+        k, start, stop = meta["shard"], meta["start"], meta["stop"]
+        if k in self.seen:
+            raise InputError(f"sample file {path} is shard {k} again (first: {self.seen[k]}): give each shard once")
+        if start != self.stop:
+            what = "overlaps the shard before it" if start < self.stop else "leaves a gap after the shard before it"
+            raise InputError(f"sample file {path} (shard {k}, samples {start}..{stop - 1}) {what}, which ends at "
+                             f"sample {self.stop - 1}: give the set's shards once each, in order from shard 0")
+        if count != stop - start:
+            raise InputError(f"sample file {path} holds {count} images; its shard {k} is samples {start}..{stop - 1} "
+                             f"({stop - start}): {REBUILD}")
+        self.seen[k], self.stop = str(path), stop
+
+    def finish(self) -> None:
+        """After the last file: the shards covered the whole set."""
+        size = self.first[1]["set"]["num_samples"] if self.first else 0
+        if self.stop != size:
+            last = list(self.seen.values())[-1] if self.seen else "(none)"
+            raise InputError(f"sample files end at sample {self.stop} after {last}; the set has {size} "
+                             f"(shards missing): give all {shard_count(size, self.first[1]['shard_size'])} shards")
+
+
+def _set(keys: Mapping) -> str:
+    return ", ".join(f"{k} {keys[k]}" for k in SET_KEYS)

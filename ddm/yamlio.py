@@ -123,7 +123,7 @@ def config_layers(primary: str | Path | None, configfiles=(), overrides: Mapping
         data, lines = read_yaml_lines(_shown(path))
         if not isinstance(data, dict):
             what = "empty" if data is None else f"a {type(data).__name__}, not a mapping of params keys"
-            raise ConfigError(f"{path} is {what}: a config file holds keys of params.yaml (e.g. `ht: linear`)")
+            raise ConfigError(f"{_shown(path)} is {what}: a config file holds keys of params.yaml (e.g. `ht: linear`)")
         layers.append(ConfigLayer(_shown(path), data, lines))
     if overrides:
         layers.append(ConfigLayer("--config", dict(overrides), {}))

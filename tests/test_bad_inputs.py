@@ -124,9 +124,11 @@ def _write_models(work: Path, params: dict) -> None:
 def _write_samples(work: Path, images: torch.Tensor) -> None:
     from ddm.io import save_torch
 
+    from ddm.shards import shard_meta
+
     s = work / "samples"
     x = images[:8]
-    save_torch(x, s / "ok.pt")
+    save_torch(x, s / "ok.pt", meta=shard_meta("digits", "ddm", 2, 0, 8, "0" * 64, (0, 8), None))  # EVAL's set
     save_torch(x.float() / 255, s / "float.pt")
     save_torch(x.expand(-1, 3, -1, -1).contiguous(), s / "rgb.pt")
     save_torch(torch.zeros(8, 1, 16, 16, dtype=torch.uint8), s / "res16.pt")

@@ -10,7 +10,10 @@ the same phase, and `snakemake all` leave both tools saying up to date.
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
+import os
 import re
 import sys
 import textwrap
@@ -20,7 +23,7 @@ import pytest
 import yaml
 
 from conftest import REPO, dry_run_jobs, run_tool
-from ddm import codedeps
+from ddm import codecache, codedeps
 from ddm.codedeps import code_digest, command_files, command_modules, commands
 
 sys.path.insert(0, str(REPO / "workflow"))
@@ -163,8 +166,9 @@ def test_a_cli_modules_handler_counts_its_module_level_imports_and_other_command
 def test_the_real_cli_modules_are_read_part_by_part():
     """No other module imports a cli module (else it would run whole); a task handler's
     module-level imports count for it and not for a Table 1 command."""
-    _, modules, trees, edges = codedeps._load(REPO / "ddm")
+    _, modules, trees, lines = codedeps._load(REPO / "ddm")
     clis = set(codedeps.cli_modules(modules))
+    edges = {m: codedeps._imports(t, m, modules, modules[m].name == "__init__.py", lines[m]) for m, t in trees.items()}
     assert {"ddm.cli", "ddm.cli_base", "ddm.cli_tasks"} <= clis
     assert not {m for m, e in edges.items() if e & clis and m not in clis | {"ddm.__main__"}}
     parts = codedeps._cli_parts("task-figure", modules, trees)["ddm.cli_tasks"]
@@ -175,6 +179,27 @@ def test_the_real_cli_modules_are_read_part_by_part():
     assert "ddm.fit" not in command_modules("sample-task", REPO / "ddm")
 
 
+def test_a_function_level_import_counts_when_its_function_can_run(tmp_path):
+    """The rule of command_modules: a module's module-level imports count once it is imported; a
+    function's imports count when code that runs names the function; a class counts whole."""
+    register = re.search(r"(\w+)\(sub, \"a\"", CLI).group(1)  # how the cli modules register a subcommand
+    pkg = _package(tmp_path, {
+        "__init__.py": "",
+        "cli.py": ('def cmd_a(args):\n    from ddm.tasks import split\n    return split()\n\n\n'
+                   'def cmd_b(args):\n    from ddm import tasks\n    return tasks.fit()\n\n\n'
+                   f'def build(sub):\n    {register}(sub, "a", cmd_a, "a")\n    {register}(sub, "b", cmd_b, "b")\n'),
+        "tasks.py": ("from ddm import shapes\n\n\ndef split():\n    return shapes.S\n\n\n"
+                     "def fit():\n    from ddm.trainer import train\n    return train()\n\n\n"
+                     "class Model:\n    def step(self):\n        from ddm.opt import adam\n        return adam\n"),
+        "shapes.py": "S = 1\n", "trainer.py": "def train():\n    return 2\n", "opt.py": "adam = 3\n",
+    })
+    assert command_modules("a", pkg) == ["ddm", "ddm.cli", "ddm.opt", "ddm.shapes", "ddm.tasks"]
+    assert command_modules("b", pkg) == ["ddm", "ddm.cli", "ddm.opt", "ddm.shapes", "ddm.tasks", "ddm.trainer"]
+    before = code_digest("a", pkg)
+    (pkg / "trainer.py").write_text("def train():\n    return 3\n")
+    assert code_digest("a", pkg) == before
+
+
 def test_unknown_subcommand_names_the_known_ones(pkg):
     with pytest.raises(KeyError, match="`ddm c` is not a subcommand.*known: a, b"):
         command_modules("c", pkg)
@@ -182,11 +207,23 @@ def test_unknown_subcommand_names_the_known_ones(pkg):
 
 def test_cached_digests_equal_fresh_ones_and_follow_edits(pkg, tmp_path):
     cache = tmp_path / "cache"
-    first = codedeps.cached_code_digests(pkg, cache)
+    first = codecache.cached_code_digests(pkg, cache)
     assert first == codedeps.code_digests(pkg) and len(list(cache.iterdir())) == 1
-    assert codedeps.cached_code_digests(pkg, cache) == first
+    assert codecache.cached_code_digests(pkg, cache) == first
     (pkg / "io.py").write_text("def save():\n    return 2\n")
-    assert codedeps.cached_code_digests(pkg, cache) != first
+    assert codecache.cached_code_digests(pkg, cache) != first
+
+
+def test_a_same_size_edit_with_its_mtime_restored_is_seen(pkg, tmp_path):
+    """`touch -r` (rsync -t, archive tools) restores an mtime; the cache is keyed on content."""
+    cache, gamma = tmp_path / "cache", pkg / "gamma.py"
+    first = codecache.cached_code_digests(pkg, cache)
+    st = gamma.stat()
+    gamma.write_text(gamma.read_text().replace("return TEMPLATE", "return TEMPLATA"))
+    os.utime(gamma, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert gamma.stat().st_size == st.st_size and gamma.stat().st_mtime_ns == st.st_mtime_ns
+    again = codecache.cached_code_digests(pkg, cache)
+    assert again == codedeps.code_digests(pkg) and again["a"] != first["a"] and again["b"] != first["b"]
 
 
 def test_the_package_a_job_runs_is_the_working_directorys_when_it_holds_one(pkg, tmp_path):
@@ -246,11 +283,17 @@ def test_a_code_change_reruns_the_jobs_that_run_it(tiny_run_copy):
     module = work / SAMPLE_ONLY
     text = module.read_text()
 
-    module.write_text(text + "\n# a comment only: nothing reruns\n")
+    comment = "\n# a comment only: nothing reruns\n"
+    module.write_text(text + comment)
     r = run_tool(work, "snakemake", "-n", "--cores", "2", "all")
     assert [rule for rule, _ in dry_run_jobs(r.output) if rule != "all"] == [], r.output[-3000:]
 
-    module.write_text(text + "\nSAMPLE_ONLY_CHANGE = 1\n")
+    # A same-size code edit with its mtime restored (touch -r, rsync -t): the digests' cache is
+    # keyed on the files' content (ddm.codecache), so the sample jobs rerun.
+    st = module.stat()
+    module.write_text(text + "\n" + "SAMPLE_ONLY_CHANGE = 1".ljust(len(comment) - 2) + "\n")
+    os.utime(module, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (module.stat().st_size, module.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
     r = run_tool(work, "snakemake", "-n", "--cores", "2", "all")
     rules = {rule for rule, _ in dry_run_jobs(r.output)}
     assert "sample" in rules and {"evaluate", "stats", "report"} <= rules, r.output[-3000:]
@@ -258,6 +301,19 @@ def test_a_code_change_reruns_the_jobs_that_run_it(tiny_run_copy):
     assert not rules & {"train", "train_task", "train_autoencoder", "prepare", "extractor", "refstats"}, sorted(rules)
     stale = _stale_stages(work)
     assert "sample" in stale and "train" not in stale and "download" not in stale, stale
+
+    # A trainer edit reruns the trainings and what follows, never a prepare or prepare_task job:
+    # those import the task module but call none of its training helpers (ddm.codedeps' rule).
+    sampled = module.read_text()
+    module.write_text(text)
+    trainer = work / Path(inspect.getsourcefile(importlib.import_module("ddm.training").train)).relative_to(REPO)
+    trainer_text = trainer.read_text()
+    trainer.write_text(trainer_text + "\nTRAINER_CHANGE = 1\n")
+    rules = {rule for rule, _ in dry_run_jobs(run_tool(work, "snakemake", "-n", "--cores", "2", "all").output)}
+    assert {"train", "train_task"} <= rules and not rules & {"prepare", "prepare_task"}, sorted(rules)
+    assert "download" not in _stale_stages(work)
+    trainer.write_text(trainer_text)
+    module.write_text(sampled)
 
     # Rerun one set (its sample and evaluate jobs, not the whole graph: the CI budget): the new
     # digest is recorded with its jobs, so that set is done and every other set is still due.

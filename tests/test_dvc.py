@@ -43,6 +43,7 @@ import pytest
 import yaml
 
 from conftest import BIN, REPO, copy_run, make_workdir, merge_params, run_tool, tiny_params, tool_env
+from test_checksums import flip_torch
 
 pytestmark = pytest.mark.slow
 
@@ -321,6 +322,39 @@ def test_snakemake_all_records_the_products_in_dvc_lock(tiny_run):
     for name, stage in lock["stages"].items():
         assert stage["outs"] and all(o.get("md5") or o.get("hash") for o in stage["outs"]), (name, stage)
     up_to_date(tiny_run)
+
+
+def test_a_silently_corrupt_product_stops_snakemake_and_dvc(tiny_run_copy):
+    """4 bytes flipped in a model, then in a sample set, size and mtime kept (the file rewritten as
+    `rsync -t` does: a new file renamed over it, its mtime set back): Snakemake's rerun triggers
+    cannot see it, and DVC would record its new hash. `snakemake all` (nothing to do) and `dvc repro`
+    (whose stage of that phase runs) each stop before any job with one line naming the file and how
+    to rebuild it; dvc.lock is unchanged and `dvc status` still names the change. (A flip in place,
+    same inode, is not even seen by DVC, whose hash cache is keyed on inode, size and mtime: `dvc
+    repro` then has nothing to do, and `snakemake all` still stops.)"""
+    work = tiny_run_copy
+    needs_dvc_repo(work)
+    lock = (work / "dvc.lock").read_bytes()
+    for product in ("results/models/digits/ddm.pt", "results/samples/digits/ddm/nfe2-r0.pt"):
+        path = work / product
+        st, original, fresh = path.stat(), path.read_bytes(), path.with_name(path.name + ".new")
+        fresh.write_bytes(original)
+        flip_torch(fresh, 4)
+        os.utime(fresh, ns=(st.st_atime_ns, st.st_mtime_ns))
+        fresh.replace(path)
+        assert (path.stat().st_size, path.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+        for cmd in (("snakemake", "--cores", "2", "all"), ("dvc", "repro")):
+            r = run_tool(work, *cmd, check=False, timeout=REPRO_TIMEOUT)
+            said = [line for line in r.output.splitlines() if product in line]
+            assert r.returncode != 0 and len(said) == 1, r.output[-4000:]
+            assert "changed after it was written" in said[0] and "`snakemake all` rebuilds it" in said[0], said
+            assert "Traceback" not in r.output and (work / "dvc.lock").read_bytes() == lock, r.output[-4000:]
+        assert "Data and pipelines are up to date" not in run_tool(work, "dvc", "status").output
+        # The next product's turn: this one as it was, again as a new file (DVC's own hash cache is
+        # keyed on inode, size and mtime, and would keep the corrupt file's hash for the same inode).
+        fresh.write_bytes(original)
+        os.utime(fresh, ns=(st.st_atime_ns, st.st_mtime_ns))
+        fresh.replace(path)
 
 
 def test_repro_without_the_venv_on_path(tiny_run, tmp_path):

@@ -368,6 +368,19 @@ def test_a_broken_plugin_is_one_line_and_exit_2(workdir_factory):
     assert missing.returncode == 2 and "plugins: 'nowhere.py'" in missing.stderr and "no such file" in missing.stderr
 
 
+def test_a_plugin_that_exits_at_import_is_one_line_and_not_zero(workdir_factory):
+    """`sys.exit(0)` in a plug-in (SystemExit, not an Exception) would end `ddm` and the Snakefile
+    silently with exit code 0: it is refused like any broken plug-in, in one line."""
+    work = workdir_factory({"plugins": ["quits.py"]})
+    (work / "quits.py").write_text("import sys\nsys.exit(0)\n")
+    r = run_ddm(work, "extractor", "--dataset", "digits", "--out", "x.json")
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert "plugins: 'quits.py'" in lines[0] and "sys.exit(0)" in lines[0] and not (work / "x.json").exists()
+    s = run_snakemake(work, "-n", "all")
+    assert s.returncode != 0 and lines[0].removeprefix("ddm extractor: ") in s.output, s.output[-3000:]
+
+
 def test_a_plugin_is_imported_once_per_process(tmp_path):
     """Loading the same plug-in twice (the CLI, then load_params; a relative and an absolute path)
     runs it once, so nothing registers twice; its file joins every subcommand's code digest."""

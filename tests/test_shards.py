@@ -17,10 +17,11 @@ import torch
 import yaml
 
 from conftest import dry_run_jobs, make_workdir, run_ddm, run_snakemake, tool_env, write_params
+from test_bad_inputs import run_main
 from ddm.config import ConfigError
 from ddm.validation import validate
 from ddm.io import load_torch
-from ddm.shards import shard_bounds, shard_count, shard_size_error
+from ddm.shards import shard_bounds, shard_count, shard_meta, shard_size_error
 
 SHARDED = {"presets.embedded.digits.fid.num_samples": 1800, "presets.embedded.digits.shard_size": 500}
 METRIC = "results/metrics/digits/ddm/nfe2-r0.json"
@@ -136,10 +137,14 @@ def wide_set(tmp_path_factory):
     save_json({"extractor": DIGITS_CLASSIFIER, "weights": "clf.pt"}, work / "extractor.json")
     g = torch.Generator().manual_seed(0)
     shards = [torch.randint(0, 256, (10_000, 1, 8, 8), dtype=torch.uint8, generator=g) for _ in range(8)]
-    for k, x in enumerate(shards):
-        save_torch(x, work / f"shard{k}.pt")
-    save_torch(torch.cat(shards[:2]), work / "whole2.pt")
-    save_torch(torch.cat(shards), work / "whole8.pt")
+    for size, stem in ((20_000, "two"), (80_000, "shard")):  # each set's shards record their set (ddm.shards)
+        for k, x in enumerate(shards[: size // 10_000]):
+            meta = shard_meta("digits", "ddm", 2, 0, size, "0" * 64, (k * 10_000, (k + 1) * 10_000), 10_000)
+            save_torch(x, work / f"{stem}{k}.pt", meta=meta)
+    save_torch(torch.cat(shards[:2]), work / "whole2.pt", meta=shard_meta("digits", "ddm", 2, 0, 20_000, "0" * 64,
+                                                                          (0, 20_000), None))
+    save_torch(torch.cat(shards), work / "whole8.pt", meta=shard_meta("digits", "ddm", 2, 0, 80_000, "0" * 64,
+                                                                      (0, 80_000), None))
     r = subprocess.run([sys.executable, "-c", _REFERENCE], cwd=work, env=tool_env(), capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     return work
@@ -150,7 +155,7 @@ def test_evaluate_peak_memory_does_not_grow_with_the_number_of_shards(wide_set):
     """Peak RSS of `ddm evaluate` over 2 and over 8 shards of 10,000 samples: within 20 MB,
     while the set grows by 240 MB of features. The measurement sees it: one file of the 8
     shards (the one-pass FID of all its features) peaks over 150 MB above one of 2."""
-    two = _peak_rss_mb(wide_set, [f"shard{k}.pt" for k in range(2)])
+    two = _peak_rss_mb(wide_set, [f"two{k}.pt" for k in range(2)])
     eight = _peak_rss_mb(wide_set, [f"shard{k}.pt" for k in range(8)])
     whole2 = _peak_rss_mb(wide_set, ["whole2.pt"])
     whole8 = _peak_rss_mb(wide_set, ["whole8.pt"])
@@ -166,3 +171,54 @@ def test_sample_refuses_a_shard_before_any_work(tmp_path, shard, size, said):
     r = run_ddm(work, "sample", "--dataset", "digits", "--method", "ddm", "--model", "missing.pt", "--nfe", "2",
                 "--num-samples", "70", "--shard", shard, "--shard-size", size, "--out", "x.pt")
     assert r.returncode == 2 and said in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+# -- a shard knows its set: the evaluate step refuses what does not make the set -----------------------
+def _sample(run: Path, out: Path, *args: str) -> None:
+    r = run_main(run, ["sample", "--dataset", "digits", "--method", "ddm", "--model", "results/models/digits/ddm.pt",
+                       "--nfe", "2", "--num-samples", "70", "--out", str(out), *args])
+    assert r.returncode == 0, r.stderr
+
+
+def _evaluate(run: Path, files: list[Path], out: Path):
+    return run_main(run, ["evaluate", "--samples", *map(str, files), "--reference", "results/fid/digits/reference.npz",
+                          "--extractor", "results/fid/digits/extractor.json", "--dataset", "digits", "--method", "ddm",
+                          "--nfe", "2", "--repeat", "0", "--out", str(out)])
+
+
+@pytest.fixture(scope="module")
+def shard_files(tiny_run, tmp_path_factory):
+    """Set (digits, ddm, NFE 2, repeat 0) of the tiny run, drawn again as 4 shards of 20, 20, 20, 10
+    by `ddm sample` from the run's model; and shard 3 of repeat 1's set (a foreign shard)."""
+    folder = tmp_path_factory.mktemp("shards")
+    for k in range(4):
+        _sample(tiny_run, folder / f"shard{k}.pt", "--repeat", "0", "--shard", str(k), "--shard-size", "20")
+    _sample(tiny_run, folder / "foreign3.pt", "--repeat", "1", "--shard", "3", "--shard-size", "20")
+    return folder
+
+
+@pytest.mark.parametrize("order, said", [
+    ([0, 0, 2, 3], "shard0.pt is shard 0 again (first: "),
+    ([0, 1, 3], "shard3.pt (shard 3, samples 60..69) leaves a gap after the shard before it, which ends at sample 39"),
+    ([0, 2, 1, 3], "shard2.pt (shard 2, samples 40..59) leaves a gap"),
+    ([0, 1, 2, 2, 3], "shard2.pt is shard 2 again"),
+    ([0, 1, 2], "end at sample 60 after "),
+    ([0, 1, 2, "foreign3"], "foreign3.pt belongs to another set (dataset digits, method ddm, nfe 2, repeat 1)"),
+])
+def test_evaluate_refuses_a_set_its_shards_do_not_make(tiny_run, shard_files, tmp_path, order, said):
+    """A duplicated, missing, swapped or foreign shard: one line naming the file, exit 2, no metric file."""
+    files = [shard_files / f"{k if isinstance(k, str) else f'shard{k}'}.pt" for k in order]
+    r = _evaluate(tiny_run, files, tmp_path / "m.json")
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and said in lines[0], r.stderr
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_evaluate_takes_the_whole_set_in_order(tiny_run, shard_files, tmp_path):
+    """The 4 shards in order: the set's FID, that of the run's one-file set up to the round-off of
+    drawing in batches of 20 instead of 70 (ddm.shards)."""
+    r = _evaluate(tiny_run, [shard_files / f"shard{k}.pt" for k in range(4)], tmp_path / "m.json")
+    assert r.returncode == 0, r.stderr
+    got = json.loads((tmp_path / "m.json").read_text())
+    one = json.loads((tiny_run / METRIC).read_text())
+    assert got["num_samples"] == 70 and abs(got["fid"] - one["fid"]) < 1e-3 * one["fid"], (got["fid"], one["fid"])

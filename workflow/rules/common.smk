@@ -15,9 +15,11 @@ import yaml
 from ddm.config import ConfigError, dataset_names, model_of, resolve  # config validated in the Snakefile
 from ddm.config import convergence_methods as config_convergence_methods
 from ddm.config import TASKS, resolve_task, task_names, task_sets
-from ddm.codedeps import cached_code_digests, package_dir
+from ddm.codecache import cached_code_digests
+from ddm.codedeps import package_dir
 from ddm.plugins import with_code
 from ddm.io import save_text
+from ddm.verified import first_corrupt
 from ddm.yamlio import read_yaml
 from ddm.replicates import replicate_count, replicate_name, replicated_methods, split_replicate
 from ddm.roles import fid_ablations, fig3_methods, table_rows
@@ -264,16 +266,34 @@ def task_config(task, method=None):
     return resolve_task(config, task, method or TASK_METHODS[0])
 
 
+# -- before the run: the products verified (an input function of `all` and of each phase target) --
+def verified_before_run(phase=None):
+    """An input function (it adds no input) of `all` (phase None: every product) and of the target of
+    one phase (`phase_<name>`, the command of its DVC stage): before a real run, in the main process
+    (not a dry run, not a job of a cluster), every existing product of the target is verified
+    against its embedded digest (ddm.io.verify_product). A product that changed after it was
+    written keeps its size and mtime (a flipped byte, an edit that restored the mtime), which
+    Snakemake's rerun triggers and a nothing-to-do run cannot see; left alone, DVC would record
+    it in dvc.lock. So the first one stops the run before any job, with one line naming the file
+    and the fix, exit code 1: `snakemake all` fails, and so does the DVC stage, which leaves
+    dvc.lock unchanged. A product verified before with the same size, mtime, ctime and inode is not
+    read again (ddm.verified: a restored mtime still changes the ctime). Its cost on real products:
+    benchmarks/RESULTS.md, "Product checks"."""
+
+    def check(wildcards):
+        if workflow.dryrun or not workflow.is_main_process:
+            return []
+        bad = first_corrupt(all_outputs() if phase is None else phase_outputs(phase))
+        if bad:
+            print(f"{bad}; nothing was run or recorded (dvc.lock unchanged); `dvc repro` rebuilds it too",
+                  file=sys.stderr)
+            sys.exit(1)  # one line: a WorkflowError raised here would print Snakemake's traceback
+        return []
+
+    return check
+
+
 # -- after the run (the Snakefile's onsuccess) ---------------------------------------------
-def corrupt_products(paths):
-    """The one-line refusals (ddm.io.verify_product) of the products among `paths` whose embedded
-    digest does not match their payload: changed after they were written (a flipped byte, an edit
-    that kept the mtime), which Snakemake's mtimes cannot see."""
-    from ddm.io import verify_product  # imports torch for .pt files: only at the end of a run
-
-    return [msg for msg in map(verify_product, paths) if msg]
-
-
 def record_in_dvc():
     """After a successful `snakemake all` in a DVC repository: record every product in dvc.lock
     (`dvc commit -f` of dvc.yaml's stages, one per phase), so that `dvc status` has nothing to do
@@ -282,8 +302,8 @@ def record_in_dvc():
 
     Only when `all` (the default target) ran whole: then every product is current by Snakemake's
     rules, which decide more finely than DVC's stages. Not inside a DVC stage (DVC records it).
-    Never when a product does not verify against its embedded digest (corrupt_products): DVC
-    would record the corrupt file as good."""
+    Never when a product does not verify against its embedded digest (ddm.verified.first_corrupt):
+    DVC would record the corrupt file as good."""
     import os
     import shutil
     import subprocess
@@ -302,9 +322,9 @@ def record_in_dvc():
         print(f"dvc.lock not updated: --config/--configfile overrode params.yaml, which DVC reads; run "
               f"{how} without them", file=sys.stderr)
         return
-    bad = corrupt_products(all_outputs())
+    bad = first_corrupt(all_outputs())
     if bad:
-        print(f"dvc.lock not updated: {len(bad)} product(s) do not verify, first: {bad[0]}", file=sys.stderr)
+        print(f"dvc.lock not updated: a product does not verify: {bad}", file=sys.stderr)
         return
     dvc = shutil.which("dvc", path=os.path.dirname(sys.executable)) or shutil.which("dvc")
     if dvc is None:

@@ -56,8 +56,10 @@ rule refstats:
 rule phase_download:
     input:
         phase_outputs("download"),
+        verified_before_run("download"),  # its products verified first (common.smk)
 
 
 rule phase_reference:
     input:
         phase_outputs("reference"),
+        verified_before_run("reference"),  # its products verified first (common.smk)

@@ -172,8 +172,10 @@ rule convergence_plot:
 rule phase_stats:
     input:
         phase_outputs("stats"),
+        verified_before_run("stats"),  # its products verified first (common.smk)
 
 
 rule phase_tables:
     input:
         phase_outputs("tables"),
+        verified_before_run("tables"),  # its products verified first (common.smk)

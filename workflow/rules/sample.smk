@@ -121,8 +121,10 @@ rule convergence:
 rule phase_sample:
     input:
         phase_outputs("sample"),
+        verified_before_run("sample"),  # its products verified first (common.smk)
 
 
 rule phase_evaluate:
     input:
         phase_outputs("evaluate"),
+        verified_before_run("evaluate"),  # its products verified first (common.smk)

@@ -52,3 +52,4 @@ rule train:
 rule phase_train:
     input:
         phase_outputs("train"),
+        verified_before_run("train"),  # its products verified first (common.smk)
