@@ -11,7 +11,7 @@ it runs, ddm.netcost) divided by the throughput table (ddm/data/throughput.yaml:
 CPU; on a GPU the named card's dense peak in the job's precision times a stated efficiency until
 benchmarks/gpu_check.sh measures it, ddm.gpucards) plus its start-up. Memory per job comes from the
 batch and the network (weights, optimiser state, the activations autograd keeps); a job above the
-card's memory or the profile's ``mem_mb`` stops the plan with one line (exit 2). The GPU rules
+card's memory or the profile's ``mem_mb`` ends the plan with one line after the table (exit 2). The GPU rules
 are those the SLURM profile (slurm/config.yaml) gives a GPU; ``--device cpu`` plans every job on
 this CPU (the embedded preset's default). Wall times: safety x estimate + margin; training resumes
 after a time limit, so it asks for at most its profile ``runtime`` and needs ``allocations`` of it
@@ -283,7 +283,8 @@ def notes(rows: list[Row], table: dict, device: str) -> list[str]:
             need = r.allocations - 1
             ok = "enough" if r.retries >= need else "too few"
             out.append(f"{r.rule}: {r.allocations} allocations of {r.wall_min} min per job -> retries >= {need} "
-                       f"(the profile gives {r.retries}: {ok}); or more GPUs per job (train.gpus, train.nodes)")
+                       f"(the profile gives {r.retries}: {ok})" + ("; or more GPUs per job (train.gpus, train.nodes)"
+                                                                   if r.rule == "train" else ""))
         if r.rule not in RESUMABLE and r.wall_min > w["max_wall_min"]:
             out.append(f"{r.rule}: a job needs {_minutes(r.wall_min)}, more than {_minutes(w['max_wall_min'])}, and "
                        "cannot resume: split it (sample sets: a smaller shard_size)")
@@ -295,8 +296,8 @@ def plan(workdir=".", overrides: dict | None = None, *, device: str | None = Non
          precision: str | None = None) -> tuple[list[Row], dict]:
     """The plan of a configuration (params.yaml, ``configfiles`` over it, then ``overrides``) on the card
     ``gpu`` (the table's default if None), trainings in ``precision`` (their own if None): rows and the
-    context (config, table, device). Raises ConfigError (one line) when a GPU job does not fit the card's
-    memory or a job the profile's ``mem_mb``."""
+    context (config, table, device, and ``error``: the one line saying which job does not fit the card's
+    memory or the profile's ``mem_mb``, else None)."""
     overrides = overrides or {}
     workdir = Path(workdir).resolve()
     params = merged_config(workdir, overrides, configfiles)
@@ -308,9 +309,7 @@ def plan(workdir=".", overrides: dict | None = None, *, device: str | None = Non
     prof = profile_resources(workdir / profile)
     rows = make_plan(jobs, params, table, prof, device, precision)
     error = gpucards.memory_error(rows, table["devices"]["gpu"], prof) if device == "gpu" else None
-    if error:
-        raise ConfigError(error)
-    return rows, {"params": params, "table": table, "device": device}
+    return rows, {"params": params, "table": table, "device": device, "error": error}
 
 
 def main(argv=None) -> int:
@@ -347,6 +346,9 @@ def main(argv=None) -> int:
         print(f"  * {line}")
     if args.json:
         Path(args.json).write_text(json.dumps([{**r.__dict__, "device_hours": r.device_hours} for r in rows], indent=1))
+    if ctx["error"]:  # a job that does not fit its card or its mem_mb: the table above, then one line, exit 2
+        print(f"python -m ddm.plan: {ctx['error']}", file=sys.stderr)
+        return 2
     return 0
 
 
