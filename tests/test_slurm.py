@@ -252,7 +252,8 @@ def shipped_run(slurm_cluster, tiny_run, tmp_path_factory):  # noqa: F811
     p = _popen_snakemake(wd, ["--profile", "slurm", "--profile", "slurm-test", *EXEC_OPTS, "--verbose", "--",
                               TARGET])
     try:
-        signalled = warn_each_allocation(slurm_cluster, p, ckpt_root, old_ckpts, times=2)
+        signalled = warn_each_allocation(slurm_cluster, p, ckpt_root, old_ckpts,
+                                         wd / "logs" / "train" / "digits" / "ddm.log", times=2)
         out, _ = p.communicate(timeout=420)
     except BaseException:
         p.send_signal(signal.SIGINT)        # Snakemake then scancels its jobs
@@ -266,20 +267,27 @@ def shipped_run(slurm_cluster, tiny_run, tmp_path_factory):  # noqa: F811
             "seconds": time.monotonic() - t0}
 
 
-def warn_each_allocation(cluster, p: subprocess.Popen, ckpt_root: Path, old: set, times: int) -> list[str]:
-    """Send USR1 to each of the training's first ``times`` allocations once it has written a
-    checkpoint of its own (one not there when the allocation was first seen running), the way
-    SLURM's --signal=USR1@... warns a job before its time limit (no --batch: to the job steps,
-    not the batch shell); the SLURM job ids signalled."""
-    signalled, before, deadline = [], {}, time.monotonic() + 300
+def warn_each_allocation(cluster, p: subprocess.Popen, ckpts: Path, old: set, log: Path, times: int) -> list[str]:
+    """Send USR1 to each of the training's first ``times`` allocations once its own `ddm train` has
+    written a checkpoint past where it started (the first: any new checkpoint; the next ones: past the
+    step their log says they resumed from), the way SLURM's --signal=USR1@... warns a job before its
+    time limit (no --batch: to the job steps, not the batch shell); the SLURM job ids signalled."""
+    signalled, seen, deadline = [], {}, time.monotonic() + 300
     while len(signalled) < times and time.monotonic() < deadline and p.poll() is None:
-        now = set(ckpt_root.glob("ddm-*/ckpt-*.pt")) - old
+        steps = [int(c.stem.split("-")[1]) for c in set(ckpts.glob("ddm-*/ckpt-*.pt")) - old]
         for job in cluster.jobs():
             if (job["comment"] != "rule_train_wildcards_digits_ddm" or job["state"] != "RUNNING"
                     or job["id"] in signalled):
                 continue
-            before.setdefault(job["id"], now)
-            if now - before[job["id"]]:
+            seen.setdefault(job["id"], time.time())
+            start = 0
+            if signalled:   # a resubmitted job: its own log (written after it started) names its checkpoint
+                fresh = log.is_file() and log.stat().st_mtime > seen[job["id"]]
+                m = fresh and re.search(r"resuming from \S*ckpt-0*(\d+)\.pt", log.read_text(errors="replace"))
+                if not m:
+                    continue
+                start = int(m.group(1))
+            if any(step > start for step in steps):
                 subprocess.run(["scancel", "--signal=USR1", job["id"]], check=True)
                 signalled.append(job["id"])
         time.sleep(0.1)
