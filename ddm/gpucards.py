@@ -21,7 +21,6 @@ PRECISIONS = ("fp32", "tf32", "bf16")
 KINDS = ("train", "sample", "features", "features_inception")
 #: The precision of a job that is not a training (sampling, FID: fp32 with cuDNN's default TF32 convolutions).
 INFERENCE_PRECISION = "tf32"
-GB = 1e9
 
 
 def train_precision(train: Mapping) -> str:

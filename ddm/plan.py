@@ -141,7 +141,7 @@ class Cost:
     work: str = ""             # kind of work (the table's flops_per_s), "" for none
     flops: float = 0.0
     mem_gb: float = 1.0        # host memory
-    gpu_mem_gb: float = 0.0    # GPU memory (upper bound: every intermediate tensor)
+    gpu_mem_gb: float = 0.0    # GPU memory per GPU (a training: state + the activations autograd keeps)
     disk_gb: float = 0.0       # what the job writes
     gpus: int = 1
     precision: str = gpucards.INFERENCE_PRECISION  # on a GPU (a training: its train.precision / tf32)

@@ -106,6 +106,11 @@ def test_readme_and_docs_figures_are_the_plans(paper):
             m = re.search(rf"{card}\s+in\s+{prec}:\s+\*\*([\d,]+) GPU-hours\*\*", text)
             assert m and int(m.group(1).replace(",", "")) == hours, (doc, card, prec, hours, m and m.group(0))
         assert "1,280 GPU-hours" not in text and "Until sharding lands" not in text
+    rows, _ = paper["rows"]("h100", "bf16")
+    split = (round(sum(rows[r].device_hours for r in P.RESUMABLE)),
+             round(sum(rows[r].device_hours for r in ("sample_shard", "sample_task") if r in rows)))
+    m = re.search(r"H100 in bf16: \*\*[\d,]+ GPU-hours\*\*\s+\(training (\d+), sampling (\d+) in", (REPO / "README.md").read_text())
+    assert m and (int(m.group(1)), int(m.group(2))) == split, (m and m.group(0), split)
     from ddm import netcost
     from ddm.config import resolve
 
