@@ -72,12 +72,18 @@ def memory_error(rows, dev: Mapping, profile: Mapping) -> str | None:
     profile's ``mem_mb`` for its rule; None when every job fits."""
     for r in rows:
         if r.device == "gpu" and r.gpu_mem_gb > dev["memory_gb"]:
-            return (f"{r.rule}: a job needs {r.gpu_mem_gb:.1f} GB of GPU memory per GPU, more than the "
+            return (f"{_job(r, 'gpu_mem_gb')}: needs {r.gpu_mem_gb:.1f} GB of GPU memory per GPU, more than the "
                     f"{dev['name']}'s {dev['memory_gb']:.0f} GB: " + ("raise train.gpus or lower train.batch_size"
                                                                      if r.rule == "train" else
                                                                      "lower its batch size (one GPU per job)"))
         mem_mb = (profile.get(r.rule) or {}).get("mem_mb", (profile.get("__default__") or {}).get("mem_mb"))
         if mem_mb is not None and r.mem_gb * 1000 > float(mem_mb):
-            return (f"{r.rule}: a job needs {r.mem_gb:.1f} GB of host memory, more than the profile's mem_mb "
+            return (f"{_job(r, 'mem_gb')}: needs {r.mem_gb:.1f} GB of host memory, more than the profile's mem_mb "
                     f"{mem_mb}: raise set-resources: {r.rule}: mem_mb to at least {int(r.mem_gb * 1000) + 1}")
     return None
+
+
+def _job(row, key: str) -> str:
+    """``rule (wildcards)`` of a row's largest job by ``key``."""
+    which = getattr(row, "largest", {}).get(key)
+    return f"{row.rule} ({which})" if which else row.rule

@@ -171,6 +171,7 @@ class Row:
     allocations: int = 1            # of the suggested wall time, for the longest job
     retries: int = 0                # the profile's retries for this rule
     precisions: list = field(default_factory=list)  # of its GPU work
+    largest: dict = field(default_factory=dict)     # "gpu_mem_gb" / "mem_gb" -> wildcards of its largest job
 
     @property
     def device_hours(self) -> float:
@@ -224,9 +225,11 @@ def make_plan(jobs: list[dict], params: dict, table: dict, profile: dict, device
         row.jobs += 1
         row.seconds.append(secs)
         row.gpus = max(row.gpus, cost.gpus if where == "gpu" else 0)
-        row.mem_gb = max(row.mem_gb, cost.mem_gb)
-        row.gpu_mem_gb = max(row.gpu_mem_gb, cost.gpu_mem_gb + table["devices"]["gpu"]["context_gb"]
-                             if where == "gpu" else 0.0)
+        gpu_mem = cost.gpu_mem_gb + table["devices"]["gpu"]["context_gb"] if where == "gpu" else 0.0
+        for key, value in (("mem_gb", cost.mem_gb), ("gpu_mem_gb", gpu_mem)):
+            if value > getattr(row, key):
+                setattr(row, key, value)
+                row.largest[key] = "/".join(map(str, job["wildcards"].values()))
         row.precisions = sorted({*row.precisions, cost.precision}) if where == "gpu" and cost.work else row.precisions
         row.disk_gb += cost.disk_gb
     for row in rows.values():

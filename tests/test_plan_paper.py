@@ -69,7 +69,7 @@ def test_profile_asks_for_what_the_plan_needs(paper, card):
     line = gpucards.memory_error([r for r in rows.values() if r.rule not in OVER_THE_CARD], table["devices"]["gpu"], prof)
     assert line is None, line
     line = gpucards.memory_error(rows.values(), table["devices"]["gpu"], prof)
-    assert "\n" not in line and re.match(r"(train_task|train_autoencoder|sample_task): a job needs [\d.]+ GB of GPU", line)
+    assert "\n" not in line and re.match(r"(train_task|train_autoencoder|sample_task) \(\w+(/\w+)?\): needs [\d.]+ GB of GPU", line), line
 
 
 def test_gpu_hours_follow_card_and_precision(paper):
