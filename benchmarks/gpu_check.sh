@@ -5,7 +5,8 @@
 #
 #   bash benchmarks/gpu_check.sh               # on a GPU machine: CIFAR-10 paper config (Table 6)
 #   bash benchmarks/gpu_check.sh --cpu-smoke   # anywhere: tiny sizes on the CPU, checks it runs
-#   options: --out PREFIX (default benchmarks/gpu_check[-cpu-smoke]) -> PREFIX.json, PREFIX.md
+#   options: --out PREFIX (default benchmarks/gpu_check[-cpu-smoke]) -> PREFIX.json, PREFIX.md,
+#            PREFIX-smoke.json (section 0's summary)
 #            --limits SMOKE,MAIN,FID  seconds for section 0, sections 1-3 and 4 (default
 #            300,300,120; a section stopped at its limit keeps the figures it measured)
 #
@@ -59,7 +60,8 @@ SMOKE_OUT="$TMP/smoke"
 [ "$MODE" = gpu ] || SMOKE_OUT="$OUT-smoke"
 timeout "$SMOKE_LIMIT" "$PY" benchmarks/paper_smoke.py "$MODE" "$SMOKE_OUT" > "$TMP/smoke.txt" 2>&1 \
   || echo "paper_smoke.py failed or stopped (exit $?)" >> "$TMP/smoke.txt"
-[ "$MODE" = gpu ] || rm -rf "$SMOKE_OUT/data"
+cp "$SMOKE_OUT/summary.json" "$OUT-smoke.json" 2>/dev/null || true   # its figures, beside PREFIX.json
+[ "$MODE" = gpu ] || rm -rf "$SMOKE_OUT/data" "$SMOKE_OUT/checkpoints"
 
 timeout "$LIMIT" "$PY" benchmarks/gpu_check.py "$MODE" "$TMP/main.json" \
   || echo "gpu_check.py stopped (exit $?): the figures measured before are kept" >&2

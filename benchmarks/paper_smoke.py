@@ -193,28 +193,15 @@ def main(argv=None) -> int:
     net, losses, train_ips, exp = train(cfg, to_model_range(train_u8), args.mode, args.steps or m["steps"], args.out, dev)
     fifth = max(1, len(losses) // 5)
     falling = statistics.mean(losses[-fifth:]) < statistics.mean(losses[:fifth])
-    with torch.no_grad():
-        generate(exp, net, NFE, list(range(8)), batch_size=8, device=dev)   # warm-up
-        t = time.perf_counter()
-        samples = generate(exp, net, NFE, list(range(m["samples"])), batch_size=m["sample_batch"], device=dev)
-        if gpu:
-            torch.cuda.synchronize()
-        sample_ips = m["samples"] / (time.perf_counter() - t)
+    samples, sample_ips = sample(exp, net, m, dev)
     fid = fid_of(to_uint8(samples.cpu()), test_u8, args.out, gpu, dry=not gpu)
-    flops = unet_cost(cfg).flops
     name = torch.cuda.get_device_name(0) if gpu else "cpu (dry run)"
     card = card_key(name) if gpu else "dry-run"
     table = args.table or (THROUGHPUT if gpu else args.out / "throughput.yaml")
     if not gpu and not table.exists():
         table.write_text(Path(THROUGHPUT).read_text())
-    when = datetime.now(timezone.utc).strftime("%Y-%m-%d")
-    figures = {"source": f"benchmarks/paper_smoke.py on {name}, torch {torch.__version__}, {when}",
-               ("bf16" if gpu else "fp32"): {"train": 3 * flops * train_ips},
-               "tf32": {"sample": flops * NFE * sample_ips}}
-    if fid["extractor"] == M.INCEPTION:
-        figures["tf32"]["features_inception"] = extractor_cost(M.INCEPTION).flops * fid["features_images_per_s"]
     if card:
-        write_measured(Path(table), card, figures)
+        write_measured(Path(table), card, figures_of(unet_cost(cfg).flops, train_ips, sample_ips, fid, name, gpu))
     summary = {"mode": args.mode, "device": name, "card": card, "table": str(table) if card else None,
                "network": {**cfg["model"], "parameters": sum(p.numel() for p in net.parameters())},
                "data": {"train": len(train_u8), "test": len(test_u8), "mib": round(data_mib, 1)},
@@ -223,15 +210,43 @@ def main(argv=None) -> int:
                "sample": {"nfe": NFE, "images_per_s": sample_ips, "num_samples": m["samples"]},
                "fid": fid, "seconds": time.perf_counter() - t0}
     save_json(summary, args.out / "summary.json")
-    print(f"paper smoke ({args.mode}, {name}): {summary['network']['parameters'] / 1e6:.2f}M parameters, "
-          f"{summary['data']['train']} + {summary['data']['test']} images ({data_mib:.1f} MiB, CIFAR-10 format)\n"
-          f"  train: {train_ips:.1f} images/s, loss {losses[0]:.4f} -> {losses[-1]:.4f} "
-          f"({'falling' if falling else 'NOT FALLING'}) over {summary['train']['steps']} steps\n"
-          f"  sample: {sample_ips:.1f} images/s at NFE {NFE}\n"
-          f"  FID of {fid['num_samples']} samples: {fid['fid']:.2f} ({fid['note']})\n"
-          f"  throughput table: {('written to ' + str(table) + ' for ' + card) if card else 'not written: a card the table does not name'}\n"
-          f"  {summary['seconds']:.0f} s in all")
+    print_summary(summary, data_mib)
     return 0 if falling else 1
+
+
+def sample(exp, net, m: dict, dev: torch.device) -> tuple[torch.Tensor, float]:
+    """Step 3's sampling: ``m["samples"]`` samples at NFE 10 and images/s (after a warm-up batch)."""
+    with torch.no_grad():
+        generate(exp, net, NFE, list(range(8)), batch_size=8, device=dev)
+        t = time.perf_counter()
+        samples = generate(exp, net, NFE, list(range(m["samples"])), batch_size=m["sample_batch"], device=dev)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+    return samples, m["samples"] / (time.perf_counter() - t)
+
+
+def figures_of(flops: float, train_ips: float, sample_ips: float, fid: dict, name: str, gpu: bool) -> dict:
+    """The throughput table's ``measured:`` entry: FLOP/s per precision and kind, and its source."""
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    figures = {"source": f"benchmarks/paper_smoke.py on {name}, torch {torch.__version__}, {when}",
+               ("bf16" if gpu else "fp32"): {"train": 3 * flops * train_ips},
+               "tf32": {"sample": flops * NFE * sample_ips}}
+    if fid["extractor"] == M.INCEPTION:
+        figures["tf32"]["features_inception"] = extractor_cost(M.INCEPTION).flops * fid["features_images_per_s"]
+    return figures
+
+
+def print_summary(summary: dict, data_mib: float) -> None:
+    name, losses, fid, card = summary["device"], summary["train"]["loss_windows"], summary["fid"], summary["card"]
+    where = f"written to {summary['table']} for {card}" if card else "not written: a card the table does not name"
+    print(f"paper smoke ({summary['mode']}, {name}): {summary['network']['parameters'] / 1e6:.2f}M parameters, "
+          f"{summary['data']['train']} + {summary['data']['test']} images ({data_mib:.1f} MiB, CIFAR-10 format)\n"
+          f"  train: {summary['train']['images_per_s']:.1f} images/s, loss {losses[0]:.4f} -> {losses[-1]:.4f} "
+          f"({'falling' if summary['train']['loss_fell'] else 'NOT FALLING'}) over {summary['train']['steps']} steps\n"
+          f"  sample: {summary['sample']['images_per_s']:.1f} images/s at NFE {NFE}\n"
+          f"  FID of {fid['num_samples']} samples: {fid['fid']:.2f} ({fid['note']})\n"
+          f"  throughput table: {where}\n"
+          f"  {summary['seconds']:.0f} s in all")
 
 
 if __name__ == "__main__":
