@@ -70,6 +70,26 @@ def test_configfile_plans_a_named_run_as_snakemake_runs_it(workdir_factory):
     assert missing.returncode == 2 and "--configfile runs/none.yaml: no such file" in missing.output
 
 
+def test_a_job_over_its_memory_ends_the_plan_with_one_line(workdir_factory):
+    """On the GPU side the plan checks each job's host memory against the profile's mem_mb (and GPU
+    memory against the card): the table is printed, then one line naming the job, exit 2; an unknown
+    card is one line too."""
+    work = workdir_factory(extra=("slurm",))
+    prof = yaml.safe_load((work / "slurm" / "config.yaml").read_text())
+    prof["set-resources"]["train"]["mem_mb"] = 1
+    (work / "small").mkdir()
+    (work / "small" / "config.yaml").write_text(yaml.safe_dump(prof))
+    plan = [sys.executable, "-m", "ddm.plan", "--directory", str(work), "--device", "gpu"]
+    r = _run([*plan, "--profile", "small/config.yaml"], work, 300, {"PYTHONPATH": str(REPO)})
+    assert r.returncode == 2 and "total" in r.stdout, r.output[-3000:]
+    assert re.fullmatch(r"python -m ddm\.plan: train \(digits/\w+\): needs [\d.]+ GB of host memory, more than the "
+                        r"profile's mem_mb 1: raise set-resources: train: mem_mb to at least \d+", r.stderr.strip()), r.stderr
+    r = _run([*plan, "--gpu", "v100"], work, 300, {"PYTHONPATH": str(REPO)})
+    assert r.returncode == 2 and r.stderr.strip() == ("python -m ddm.plan: --gpu v100: not a card of the throughput table "
+                                                      "(known: a100, h100); add its dense peaks under `cards:` in "
+                                                      "ddm/data/throughput.yaml"), r.stderr
+
+
 #: The embedded default's digits network, trained for this many steps (of its 2,400): a job long
 #: enough that its work, not its start-up, is what the plan estimates, short enough for CI.
 STEPS = 300
