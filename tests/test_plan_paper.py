@@ -30,7 +30,7 @@ def paper(tmp_path_factory):
     jobs = P.graph_jobs(work, overrides)
     profile = P.profile_resources(REPO / "slurm" / "config.yaml")
 
-    def rows(card: str, precision: str | None = None) -> dict[str, P.Row]:
+    def rows(card: str, precision: str | None = None) -> tuple[dict[str, P.Row], dict]:
         table = P.load_table()
         table["devices"]["gpu"] = gpucards.gpu_device(table, card)
         return {r.rule: r for r in P.make_plan(jobs, params, table, profile, "gpu", precision)}, table
