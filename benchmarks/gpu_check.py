@@ -59,7 +59,7 @@ def main(mode: str, out: str) -> None:
         return exp.make_model()
 
     def train_rate(**opts) -> dict:
-        tcfg = TrainConfig(**{**cfg["train"], "batch_size": batch, "steps": 10**6, **opts})
+        tcfg = TrainConfig(**{**cfg["train"], "tf32": False, "batch_size": batch, "steps": 10**6, **opts})  # fp32 unless opts
         with tempfile.TemporaryDirectory() as d:
             tr = Trainer(model(), exp.objective, data, tcfg, d, device=dev, progress=False)
             tr.resume()

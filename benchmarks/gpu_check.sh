@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
-# GPU check of the training fast path, sampling and FID throughput (at most 8 minutes on one GPU).
+# GPU check: the paper preset's smoke run, then the training fast path, sampling and FID
+# throughput (at most 12 minutes on one GPU, within a 15-minute machine with its start-up; no
+# network; the smoke run's data, 32 MiB, is made here and removed at the end).
 #
 #   bash benchmarks/gpu_check.sh               # on a GPU machine: CIFAR-10 paper config (Table 6)
 #   bash benchmarks/gpu_check.sh --cpu-smoke   # anywhere: tiny sizes on the CPU, checks it runs
-#   options: --out PREFIX (default benchmarks/gpu_check[-cpu-smoke]) -> PREFIX.json, PREFIX.md
-#            --limits MAIN,FID  seconds for sections 1-3 and for 4 (default 420,240; a section
-#            stopped at its limit keeps the figures it measured: benchmarks/gpu_check.py)
+#   options: --out PREFIX (default benchmarks/gpu_check[-cpu-smoke]) -> PREFIX.json, PREFIX.md,
+#            PREFIX-smoke.json (section 0's summary)
+#            --limits SMOKE,MAIN,FID  seconds for section 0, sections 1-3 and 4 (default
+#            300,300,120; a section stopped at its limit keeps the figures it measured)
 #
 # Measures (each figure with its setting in the JSON):
+#   0. the paper preset's smoke run (benchmarks/paper_smoke.py): Table 6's CIFAR-10 DDM trained
+#      400 steps (bf16 + TF32) on 10,000 real 32x32 photo crops in CIFAR-10's format, the loss
+#      falling; train and sample images/s written into ddm/data/throughput.yaml (`measured:`, the
+#      plan's GPU figures from then on); a FID of 1,000 samples (Inception-v3 when its weights
+#      are on the machine, else the digits classifier: the summary says which). The dry mode
+#      (--cpu-smoke) runs the tiny network and writes a copy of the table under PREFIX-smoke/.
 #   1. training images/s, CIFAR-10 paper U-Net (178M) at batch 128: fp32 (TF32 off), then each
 #      fast-path option of ddm.training.TrainConfig alone, then all together (bf16 + tf32 +
 #      channels_last + compile + pinned memory);
@@ -40,9 +49,19 @@ if [ "$MODE" = gpu ] && ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.
 fi
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
-[ -n "$LIMITS" ] || LIMITS=$( [ "$MODE" = cpu ] && echo 600,240 || echo 420,240 )
-LIMIT=${LIMITS%,*}
-FID_LIMIT=${LIMITS#*,}
+[ -n "$LIMITS" ] || LIMITS=$( [ "$MODE" = cpu ] && echo 300,600,240 || echo 300,300,120 )
+IFS=, read -r SMOKE_LIMIT LIMIT FID_LIMIT <<< "$LIMITS"
+if [ -z "$FID_LIMIT" ]; then
+  echo "gpu_check.sh: --limits takes SMOKE,MAIN,FID seconds, got '$LIMITS'" >&2; exit 2
+fi
+
+# 0. the paper preset's smoke run (its data under $TMP, removed at the end)
+SMOKE_OUT="$TMP/smoke"
+[ "$MODE" = gpu ] || SMOKE_OUT="$OUT-smoke"
+timeout "$SMOKE_LIMIT" "$PY" benchmarks/paper_smoke.py "$MODE" "$SMOKE_OUT" > "$TMP/smoke.txt" 2>&1 \
+  || echo "paper_smoke.py failed or stopped (exit $?)" >> "$TMP/smoke.txt"
+cp "$SMOKE_OUT/summary.json" "$OUT-smoke.json" 2>/dev/null || true   # its figures, beside PREFIX.json
+[ "$MODE" = gpu ] || rm -rf "$SMOKE_OUT/data" "$SMOKE_OUT/checkpoints"
 
 timeout "$LIMIT" "$PY" benchmarks/gpu_check.py "$MODE" "$TMP/main.json" \
   || echo "gpu_check.py stopped (exit $?): the figures measured before are kept" >&2
@@ -74,15 +93,17 @@ EOF
   fi
 fi
 
-"$PY" - "$TMP/main.json" "$TMP/fid.txt" "$NCCL" "$OUT" <<'EOF'
+"$PY" - "$TMP/main.json" "$TMP/fid.txt" "$NCCL" "$OUT" "$TMP/smoke.txt" <<'EOF'
 import json, os, sys
 res = json.load(open(sys.argv[1])) if os.path.exists(sys.argv[1]) else {"train": {}}
+res["paper_smoke"] = open(sys.argv[5]).read().strip().splitlines()[-7:]
 res["fid_digits"] = open(sys.argv[2]).read().strip().splitlines()[-6:]
 res["nccl_two_process"] = sys.argv[3]
 out = sys.argv[4]
 json.dump(res, open(out + ".json", "w"), indent=1)
 t = res["train"]
 lines = [f"# gpu_check ({res.get('mode')}): {res.get('device')}, torch {res.get('torch')}", "",
+         "Paper preset smoke run (benchmarks/paper_smoke.py):", ""] + ["    " + l for l in res["paper_smoke"]] + ["",
          f"{res.get('dataset')} U-Net, {res.get('parameters', 0) / 1e6:.2f}M parameters, batch {res.get('batch')}", "",
          "| training | images/s | vs fp32 | first steps (s) |", "|---|---|---|---|"]
 for k, v in t.items():

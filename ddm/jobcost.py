@@ -7,10 +7,34 @@ from __future__ import annotations
 import re
 
 from ddm import netcost
+from ddm.fidstats import CHUNK_BYTES
+from ddm.gpucards import train_precision
 from ddm.config import conditioned_block, inpainting_dataset, resolve, resolve_task, task_sets
 
 GB = 1e9
 RUNTIME_GB = 1.0  # Python + torch in memory
+FEATURES = 2048   # Inception-v3's pool features (the digits classifier's are fewer)
+METRIC_BATCH = 500  # images per feature-extraction batch (ddm.metrics)
+
+
+def train_gpu_gb(net, batch_per_gpu: float) -> float:
+    """GPU memory of a training step: weights, gradients, EMA and AdamW's two moments in fp32 (20
+    bytes a parameter) and the activations autograd keeps for the backward pass of the batch (fp32:
+    an upper bound under bf16 autocast, which keeps some of them in bf16)."""
+    return (20 * net.params + batch_per_gpu * net.saved_bytes) / GB
+
+
+def train_host_gb(images: int, pixels: int, params: int, procs: int) -> float:
+    """Host memory of a training on one node: per process the runtime, the data set as uint8
+    (converted to floats a batch at a time) and a host copy of the state for checkpoints (16 bytes a
+    parameter: weights, EMA, AdamW's moments)."""
+    return procs * (RUNTIME_GB + (images * pixels + 16 * params) / GB)
+
+
+def streamed_fid_gb(images_in_memory: int, pixels: int) -> float:
+    """Host memory of a streamed FID (ddm.fidstats): one shard or chunk of uint8 images and its
+    float64 features, plus the running sums (mean and outer products, float64)."""
+    return RUNTIME_GB + (images_in_memory * (pixels + 8 * FEATURES) + 2 * 8 * FEATURES ** 2) / GB
 
 
 def inference_gb(net, batch: int) -> float:
@@ -36,12 +60,14 @@ def _data_count(params, dataset) -> int:
 def train(p, wc, shell):
     cfg = resolve(p, wc["dataset"], wc["method"])
     net, t = netcost.unet_cost(cfg), cfg["train"]
-    gpus = int(t.get("gpus", 1)) * int(t.get("nodes", 1))
+    per_node = int(t.get("gpus", 1))
+    gpus = per_node * int(t.get("nodes", 1))
     state = 16 * net.params  # weights, EMA, AdamW's two moments (fp32)
     ckpts = t.get("keep_last", 1) * state + (t["steps"] // t["ckpt_every"]) * 4 * net.params * bool(cfg.get("snapshots"))
     return dict(flops=3 * net.flops * t["batch_size"] * t["steps"], work="train", startup="torch", gpus=gpus,
-                mem_gb=RUNTIME_GB + (_data_count(p, wc["dataset"]) * _pixels(cfg) * 4 + state) / GB,
-                gpu_mem_gb=(state + t["batch_size"] / gpus * net.act_bytes) / GB, disk_gb=(ckpts + 8 * net.params) / GB)
+                precision=train_precision(t), mem_gb=train_host_gb(_data_count(p, wc["dataset"]), _pixels(cfg),
+                                                                   net.params, per_node),
+                gpu_mem_gb=train_gpu_gb(net, t["batch_size"] / gpus), disk_gb=(ckpts + 8 * net.params) / GB)
 
 
 def sample(p, wc, shell):
@@ -72,8 +98,13 @@ def evaluate(p, wc, shell):
     nfe = int(wc["nfe"])
     n = block["num_samples_long"] if nfe in block["nfe_long"] and nfe not in block["nfe"] else block["fid"]["num_samples"]
     flops, kind = _fid_work(block["fid"]["extractor"], n)
-    return dict(flops=flops, work=kind, startup="fid", mem_gb=RUNTIME_GB + n * (_pixels(cfg) + 2048 * 4) / GB,
-                gpus=0, disk_gb=0.0)
+    held = min(n, block.get("shard_size") or n)  # ddm evaluate reads a sharded set one shard at a time
+    return dict(flops=flops, work=kind, startup="fid", mem_gb=streamed_fid_gb(held, _pixels(cfg)),
+                gpu_mem_gb=_extractor_gpu_gb(block["fid"]["extractor"]), disk_gb=0.0)
+
+
+def _extractor_gpu_gb(extractor: str) -> float:
+    return inference_gb(netcost.extractor_cost(extractor), METRIC_BATCH)
 
 
 def refstats(p, wc, shell):
@@ -81,7 +112,9 @@ def refstats(p, wc, shell):
     n = _data_count(p, wc["dataset"])
     flops, kind = _fid_work(block["fid"]["extractor"], n)
     cfg = resolve(p, wc["dataset"], "ddm")
-    return dict(flops=flops, work=kind, startup="fid", mem_gb=RUNTIME_GB + n * (_pixels(cfg) + 2048 * 4) / GB, gpus=0)
+    held = min(n, max(1, CHUNK_BYTES // _pixels(cfg)))  # a data set above CHUNK_BYTES is streamed in chunks
+    return dict(flops=flops, work=kind, startup="fid", mem_gb=streamed_fid_gb(held, _pixels(cfg)),
+                gpu_mem_gb=_extractor_gpu_gb(block["fid"]["extractor"]))
 
 
 def prepare(p, wc, shell):
@@ -146,8 +179,9 @@ def train_autoencoder(p, wc, shell):
     ae = netcost.autoencoder_cost(lat, cfg["channels"], size)
     state = 16 * ae.params
     return dict(flops=3 * ae.flops * lat["batch_size"] * lat["steps"], work="train", startup="torch",
-                mem_gb=RUNTIME_GB + _split_sizes(cfg)[0] * cfg["channels"] * size ** 2 / GB + state / GB,
-                gpu_mem_gb=(state + lat["batch_size"] * ae.act_bytes) / GB, disk_gb=3 * state / GB)
+                precision=train_precision(lat), mem_gb=train_host_gb(_split_sizes(cfg)[0], cfg["channels"] * size ** 2,
+                                                                     ae.params, 1),
+                gpu_mem_gb=train_gpu_gb(ae, lat["batch_size"]), disk_gb=3 * state / GB)
 
 
 def train_task(p, wc, shell):
@@ -155,10 +189,10 @@ def train_task(p, wc, shell):
     net, t = netcost.task_net_cost(cfg), cfg["train"]
     state = 16 * net.params
     n_train = _split_sizes(cfg)[0]
+    pixels = cfg["channels"] * cfg["resolution"] ** 2 + cfg["cond_channels"] * cfg.get("cond_resolution", cfg["resolution"]) ** 2
     return dict(flops=3 * net.flops * t["batch_size"] * t["steps"], work="train", startup="torch",
-                mem_gb=RUNTIME_GB + (n_train * 4 * (cfg["channels"] * cfg["resolution"] ** 2 + cfg["cond_channels"]
-                                                    * cfg.get("cond_resolution", cfg["resolution"]) ** 2) + state) / GB,
-                gpu_mem_gb=(state + t["batch_size"] * net.act_bytes) / GB,
+                precision=train_precision(t), mem_gb=train_host_gb(n_train, pixels, net.params, 1),
+                gpu_mem_gb=train_gpu_gb(net, t["batch_size"]),
                 disk_gb=(t.get("keep_last", 1) * state + 8 * net.params) / GB)
 
 
@@ -171,7 +205,7 @@ def sample_task(p, wc, shell):
         flops += 0.5 * netcost.autoencoder_cost(cfg["latent"], cfg["channels"], cfg["cond_resolution"]).flops * n * len(sets)
     out = n * cfg["channels"] * cfg.get("cond_resolution", cfg["resolution"]) ** 2
     return dict(flops=flops, work="sample", startup="torch", mem_gb=RUNTIME_GB + 4 * (out + net.params) / GB,
-                gpu_mem_gb=inference_gb(net, min(n, 500)), disk_gb=out * len(sets) / GB)
+                gpu_mem_gb=inference_gb(net, min(n, _num(shell, "--batch-size") or 256)), disk_gb=out * len(sets) / GB)
 
 
 def evaluate_task(p, wc, shell):
@@ -180,8 +214,10 @@ def evaluate_task(p, wc, shell):
     if cfg["metric"] != "fid":
         return dict(seconds=1e-7 * n * len(sets) * len(p["conditioned_methods"]) * _pixels(cfg), startup="fid", gpus=0)
     ds = inpainting_dataset(conditioned_block(p)["tasks"][wc["task"]])
-    flops, kind = _fid_work(p["presets"][p["preset"]][ds]["fid"]["extractor"], n * (len(sets) * len(p["conditioned_methods"]) + 3))
-    return dict(flops=flops, work=kind, startup="fid", mem_gb=RUNTIME_GB + n * len(sets) * _pixels(cfg) / GB, gpus=0)
+    extractor = p["presets"][p["preset"]][ds]["fid"]["extractor"]
+    flops, kind = _fid_work(extractor, n * (len(sets) * len(p["conditioned_methods"]) + 3))
+    return dict(flops=flops, work=kind, startup="fid", mem_gb=RUNTIME_GB + n * len(sets) * _pixels(cfg) / GB,
+                gpu_mem_gb=_extractor_gpu_gb(extractor))
 
 
 RULES.update(prepare_task=prepare_task, train_autoencoder=train_autoencoder, train_task=train_task,

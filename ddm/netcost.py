@@ -1,8 +1,8 @@
 """What one forward pass of each network of the pipeline costs, counted on the meta device (no
 weights, no memory, seconds for the 178M U-Net): FLOPs per image (torch.utils.flop_counter,
-multiply-add = 2 FLOPs), parameters, and the bytes of every intermediate tensor per image (an upper
-bound of the activations a training step keeps for its backward pass). ``ddm.plan`` turns them
-into job times with the throughput table (ddm/data/throughput.yaml)."""
+multiply-add = 2 FLOPs), parameters, the bytes of every intermediate tensor per image, and the bytes
+autograd saves for the backward pass per image (a training step's activations). ``ddm.plan`` turns
+them into job times with the throughput table (ddm/data/throughput.yaml) and into memory per job."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ class NetCost:
     params: int        # parameters
     act_bytes: float   # bytes of the forward's intermediate tensors per image (fp32)
     peak_bytes: float = 0.0  # bytes of the largest intermediate tensor per image
+    saved_bytes: float = 0.0  # bytes autograd keeps for the backward pass per image (fp32, weights excluded)
 
 
 class _Activations(TorchDispatchMode):
@@ -41,13 +42,31 @@ class _Activations(TorchDispatchMode):
         return out
 
 
-def measure(net: torch.nn.Module, *inputs: torch.Tensor, batch: int = 1) -> NetCost:
-    """Forward cost of ``net(*inputs)`` (meta tensors of batch ``batch``), per image."""
+def saved_for_backward(net: torch.nn.Module, *inputs: torch.Tensor) -> int:
+    """Bytes of the tensors autograd saves for the backward pass of ``net(*inputs)`` (a training
+    step's activations), each tensor once, the parameters left out (they are counted as state)."""
+    params = {id(p) for p in net.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if id(t) not in params:
+            saved[id(t)] = t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        net(*inputs)
+    return sum(saved.values())
+
+
+def measure(net: torch.nn.Module, *inputs: torch.Tensor, batch: int = 1, training: bool = True) -> NetCost:
+    """Forward cost of ``net(*inputs)`` (meta tensors of batch ``batch``), per image; ``training``:
+    also the bytes a training step keeps for its backward pass."""
     counter, acts = FlopCounterMode(display=False), _Activations()
     with torch.no_grad(), counter, acts:
         net(*inputs)
     params = sum(p.numel() for p in net.parameters())
-    return NetCost(counter.get_total_flops() / batch, params, acts.bytes / batch, acts.peak / batch)
+    saved = saved_for_backward(net, *inputs) if training else 0
+    return NetCost(counter.get_total_flops() / batch, params, acts.bytes / batch, acts.peak / batch, saved / batch)
 
 
 def _meta(*shape) -> torch.Tensor:
@@ -125,9 +144,9 @@ def extractor_cost(name: str) -> NetCost:
 
         with torch.device("meta"):
             net = DigitsClassifier()
-        return measure(net, _meta(1, 1, 8, 8))
+        return measure(net, _meta(1, 1, 8, 8), training=False)
     from torchvision.models import inception_v3
 
     with torch.device("meta"):
         net = inception_v3(weights=None, aux_logits=False, init_weights=False).eval()
-    return measure(net, _meta(1, 3, 299, 299))
+    return measure(net, _meta(1, 3, 299, 299), training=False)

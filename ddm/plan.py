@@ -2,13 +2,16 @@
 total (jobs, GPU-hours, CPU-hours, peak memory and disk, suggested wall time per job).
 
   python -m ddm.plan [--configfile runs/converged.yaml] [--config preset=paper ablations=True ...]
-                     [--device cpu|gpu] [--json FILE]
+                     [--device cpu|gpu] [--gpu a100|h100] [--precision fp32|tf32|bf16] [--json FILE]
 
 Run at the repository root (or any folder with the Snakefile). The jobs are Snakemake's own: a
 forced dry run of the graph through its API (``--todo``: only the jobs a run would still do), so
 the counts equal ``snakemake -n --forceall``'s. Each job's cost is its work (FLOPs of the networks
 it runs, ddm.netcost) divided by the throughput table (ddm/data/throughput.yaml: measured on the
-CPU, a stated FLOP-based estimate for GPUs until one is measured) plus its start-up. The GPU rules
+CPU; on a GPU the named card's dense peak in the job's precision times a stated efficiency until
+benchmarks/gpu_check.sh measures it, ddm.gpucards) plus its start-up. Memory per job comes from the
+batch and the network (weights, optimiser state, the activations autograd keeps); a job above the
+card's memory or the profile's ``mem_mb`` ends the plan with one line after the table (exit 2). The GPU rules
 are those the SLURM profile (slurm/config.yaml) gives a GPU; ``--device cpu`` plans every job on
 this CPU (the embedded preset's default). Wall times: safety x estimate + margin; training resumes
 after a time limit, so it asks for at most its profile ``runtime`` and needs ``allocations`` of it
@@ -28,7 +31,7 @@ from pathlib import Path
 
 import yaml
 
-from ddm import plugins
+from ddm import gpucards, plugins
 from ddm.resources import THROUGHPUT
 from ddm.io import InputError, OutputError, check_output, save_text
 from ddm.yamlio import ConfigError, config_layers, read_yaml
@@ -189,13 +192,14 @@ class Cost:
     work: str = ""             # kind of work (the table's flops_per_s), "" for none
     flops: float = 0.0
     mem_gb: float = 1.0        # host memory
-    gpu_mem_gb: float = 0.0    # GPU memory (upper bound: every intermediate tensor)
+    gpu_mem_gb: float = 0.0    # GPU memory per GPU (a training: state + the activations autograd keeps)
     disk_gb: float = 0.0       # what the job writes
     gpus: int = 1
+    precision: str = gpucards.INFERENCE_PRECISION  # on a GPU (a training: its train.precision / tf32)
 
 
 def seconds_of(cost: Cost, dev: dict) -> float:
-    rate = dev["flops_per_s"].get(cost.work) if cost.work else None
+    rate = gpucards.rate(dev, cost.work, cost.precision) if cost.work else None
     compute = cost.flops / rate / max(cost.gpus, 1) if rate else 0.0  # several GPUs: linear scaling assumed
     return compute + cost.seconds + dev["startup_s"][cost.startup] + dev.get("snakemake_job_s", 0.0)
 
@@ -217,19 +221,24 @@ class Row:
     wall_min: int = 0               # suggested wall time per job (min)
     allocations: int = 1            # of the suggested wall time, for the longest job
     retries: int = 0                # the profile's retries for this rule
+    precisions: list = field(default_factory=list)  # of its GPU work
+    largest: dict = field(default_factory=dict)     # "gpu_mem_gb" / "mem_gb" -> wildcards of its largest job
 
     @property
     def device_hours(self) -> float:
         return sum(self.seconds) * max(self.gpus, 1) / 3600
 
 
-def job_row_cost(job: dict, params: dict, dev: dict) -> tuple[float, Cost]:
+def job_row_cost(job: dict, params: dict, dev: dict, precision: str | None = None) -> tuple[float, Cost]:
+    """A job's seconds on ``dev`` and its cost; ``precision`` replaces a training's own."""
     from ddm.jobcost import RULES
 
     if not job["shell"]:  # a target rule (all, phase_*): no process
         return 0.0, Cost(gpus=0, mem_gb=0.0)
     fn = RULES.get(job["rule"])
     cost = Cost(**fn(params, job["wildcards"], job["shell"])) if fn else Cost(gpus=0)
+    if precision and cost.work == "train":
+        cost.precision = precision
     return seconds_of(cost, dev), cost
 
 
@@ -253,20 +262,26 @@ def size_row(row: Row, wall: dict) -> None:
     row.wall_min = need
 
 
-def make_plan(jobs: list[dict], params: dict, table: dict, profile: dict, device: str) -> list[Row]:
-    """Rows of the plan, one per rule, in the order of the graph (most expensive first)."""
+def make_plan(jobs: list[dict], params: dict, table: dict, profile: dict, device: str,
+              precision: str | None = None) -> list[Row]:
+    """Rows of the plan, one per rule, in the order of the graph (most expensive first); ``table``'s
+    devices are resolved (``gpu``: :func:`ddm.gpucards.gpu_device`)."""
     gpu = gpu_rules(profile) if device == "gpu" else set()
     rows: dict[str, Row] = {}
     for job in jobs:
         where = "gpu" if job["rule"] in gpu else "cpu"
-        secs, cost = job_row_cost(job, params, table["devices"][where])
+        secs, cost = job_row_cost(job, params, table["devices"][where], precision)
         row = rows.setdefault(job["rule"], Row(job["rule"], where, runtime=profile_runtime(profile, job["rule"]),
                                                retries=profile_retries(profile, job["rule"])))
         row.jobs += 1
         row.seconds.append(secs)
         row.gpus = max(row.gpus, cost.gpus if where == "gpu" else 0)
-        row.mem_gb = max(row.mem_gb, cost.mem_gb)
-        row.gpu_mem_gb = max(row.gpu_mem_gb, cost.gpu_mem_gb if where == "gpu" else 0.0)
+        gpu_mem = cost.gpu_mem_gb + table["devices"]["gpu"]["context_gb"] if where == "gpu" else 0.0
+        for key, value in (("mem_gb", cost.mem_gb), ("gpu_mem_gb", gpu_mem)):
+            if value > getattr(row, key):
+                setattr(row, key, value)
+                row.largest[key] = "/".join(map(str, job["wildcards"].values()))
+        row.precisions = sorted({*row.precisions, cost.precision}) if where == "gpu" and cost.work else row.precisions
         row.disk_gb += cost.disk_gb
     for row in rows.values():
         size_row(row, table["wall"])
@@ -310,6 +325,11 @@ def notes(rows: list[Row], table: dict, device: str) -> list[str]:
                f"resumable (training) job's profile runtime, {w['lost_per_allocation_min']} min lost per allocation")
     if device != "gpu":
         return out
+    by = {}
+    for r in rows:
+        if r.precisions:
+            by.setdefault("/".join(r.precisions), []).append(r.rule)
+    out.append("precision on the GPU: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in by.items()))
     for r in rows:
         if r.runtime is not None and r.runtime < r.wall_min:
             out.append(f"{r.rule}: the profile's runtime {r.runtime} min is below the suggested {r.wall_min} min")
@@ -317,7 +337,8 @@ def notes(rows: list[Row], table: dict, device: str) -> list[str]:
             need = r.allocations - 1
             ok = "enough" if r.retries >= need else "too few"
             out.append(f"{r.rule}: {r.allocations} allocations of {r.wall_min} min per job -> retries >= {need} "
-                       f"(the profile gives {r.retries}: {ok}); or more GPUs per job (train.gpus, train.nodes)")
+                       f"(the profile gives {r.retries}: {ok})" + ("; or more GPUs per job (train.gpus, train.nodes)"
+                                                                   if r.rule == "train" else ""))
         if r.rule not in RESUMABLE and r.wall_min > w["max_wall_min"]:
             out.append(f"{r.rule}: a job needs {_minutes(r.wall_min)}, more than {_minutes(w['max_wall_min'])}, and "
                        "cannot resume: split it (sample sets: a smaller shard_size)")
@@ -325,17 +346,23 @@ def notes(rows: list[Row], table: dict, device: str) -> list[str]:
 
 
 def plan(workdir=".", overrides: dict | None = None, *, device: str | None = None, profile="slurm/config.yaml",
-         table_path=None, forceall: bool = True, targets=("all",), configfiles=()) -> tuple[list[Row], dict]:
-    """The plan of a configuration (params.yaml, ``configfiles`` over it, then ``overrides``): rows and the
-    context (config, table, device)."""
+         table_path=None, forceall: bool = True, targets=("all",), configfiles=(), gpu: str | None = None,
+         precision: str | None = None) -> tuple[list[Row], dict]:
+    """The plan of a configuration (params.yaml, ``configfiles`` over it, then ``overrides``) on the card
+    ``gpu`` (the table's default if None), trainings in ``precision`` (their own if None): rows and the
+    context (config, table, device, and ``error``: the one line saying which job does not fit the card's
+    memory or the profile's ``mem_mb``, else None)."""
     overrides = overrides or {}
     workdir = Path(workdir).resolve()
     params = merged_config(workdir, overrides, configfiles)  # validated, its plug-ins loaded
     device = device or ("cpu" if params["preset"] == "embedded" else "gpu")
     table = load_table(table_path)
+    table["devices"]["gpu"] = gpucards.gpu_device(table, gpu)
     jobs = graph_jobs(workdir, overrides, targets=targets, forceall=forceall, configfiles=configfiles)
     prof = profile_resources(workdir / profile)
-    return make_plan(jobs, params, table, prof, device), {"params": params, "table": table, "device": device}
+    rows = make_plan(jobs, params, table, prof, device, precision)
+    error = gpucards.memory_error(rows, table["devices"]["gpu"], prof) if device == "gpu" else None
+    return rows, {"params": params, "table": table, "device": device, "error": error}
 
 
 def main(argv=None) -> int:
@@ -345,6 +372,10 @@ def main(argv=None) -> int:
     ap.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE", help="as snakemake --config")
     ap.add_argument("--device", choices=("cpu", "gpu"),
                     help="gpu: the profile's GPU rules on GPUs (default for preset=paper); cpu: every job here")
+    ap.add_argument("--gpu", help="the card of the GPU jobs, a key of the throughput table's `cards` (a100, h100; "
+                    "default: its devices.gpu.card)")
+    ap.add_argument("--precision", choices=gpucards.PRECISIONS,
+                    help="the trainings' precision on the GPU (default: each training's train.precision / tf32)")
     ap.add_argument("--profile", default=PROFILE, help="the SLURM profile to check (runtime, retries)")
     ap.add_argument("--table", help="throughput table (default: the package's ddm/data/throughput.yaml)")
     ap.add_argument("--todo", action="store_true", help="only the jobs a run would still do (no --forceall)")
@@ -354,18 +385,24 @@ def main(argv=None) -> int:
     try:
         check_arguments(args)
         rows, ctx = plan(args.directory, parse_overrides(args.config), device=args.device, profile=args.profile,
-                         table_path=args.table, forceall=not args.todo, configfiles=args.configfile)
+                         table_path=args.table, forceall=not args.todo, configfiles=args.configfile, gpu=args.gpu,
+                         precision=args.precision)
     except ConfigError as e:  # one line, exit 2 (as `ddm`)
         print(f"python -m ddm.plan: {e}", file=sys.stderr)
         return 2
     p = ctx["params"]
     switches = ", ".join(f"{k}={p.get(k)}" for k in ("ablations", "solver_study", "long_nfe", "conditioned"))
-    print(f"plan: preset={p['preset']} ({switches}); device={ctx['device']}")
+    gpu = ctx["table"]["devices"]["gpu"]
+    where = f"gpu ({gpu['card']}, {gpu['memory_gb']:.0f} GB)" if ctx["device"] == "gpu" else ctx["device"]
+    print(f"plan: preset={p['preset']} ({switches}); device={where}")
     print(format_plan(rows, ctx["table"], ctx["device"]))
     for line in notes(rows, ctx["table"], ctx["device"]):
         print(f"  * {line}")
     if args.json:
         save_text(json.dumps([{**r.__dict__, "device_hours": r.device_hours} for r in rows], indent=1), args.json)
+    if ctx["error"]:  # a job that does not fit its card or its mem_mb: the table above, then one line, exit 2
+        print(f"python -m ddm.plan: {ctx['error']}", file=sys.stderr)
+        return 2
     return 0
 
 

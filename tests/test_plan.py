@@ -1,6 +1,6 @@
 """The plan before submitting (`python -m ddm.plan`, ddm/plan.py): its jobs are Snakemake's own, its
-CPU estimates match what real jobs of the embedded default cost (their CPU time), and the SLURM profile asks for at least the wall time
-it suggests for the paper preset. Real Snakemake dry runs, no mocks."""
+CPU estimates match what real jobs of the embedded default cost (their CPU time); the paper preset against the
+SLURM profile: tests/test_plan_paper.py. Real Snakemake dry runs, no mocks."""
 
 from __future__ import annotations
 
@@ -70,32 +70,24 @@ def test_configfile_plans_a_named_run_as_snakemake_runs_it(workdir_factory):
     assert missing.returncode == 2 and "--configfile runs/none.yaml: no such file" in missing.output
 
 
-@pytest.fixture(scope="module")
-def paper_rows(tmp_path_factory):
-    work = make_workdir(tmp_path_factory.mktemp("paper"), extra=("slurm",))
-    (work / "params.yaml").write_text((REPO / "params.yaml").read_text())
-    return {row["rule"]: row for row in run_plan(work, "--config", "preset=paper")}
-
-
-def test_paper_profile_runtime_is_at_least_the_plans_wall_time(paper_rows):
-    """Every rule of the paper preset but the sample sets (sharded: the next test) asks SLURM for
-    at least the plan's wall time; a training that needs several allocations says how many."""
-    short = {r: (row["runtime"], row["wall_min"]) for r, row in paper_rows.items()
-             if r != "sample" and row["runtime"] is not None and row["runtime"] < row["wall_min"]}
-    assert not short, f"profile runtime below the plan's wall time (runtime, plan) in minutes: {short}"
-    train = paper_rows["train"]
-    assert train["device"] == "gpu" and train["allocations"] > 1 and train["wall_min"] == train["runtime"]
-    assert paper_rows["train_autoencoder"]["device"] == "gpu"
-
-
-def test_paper_sample_shards_fit_the_profiles_wall_time(paper_rows):
-    """The paper preset's sample sets come in shards (shard_size), each a job that fits the wall
-    time the SLURM profile gives the shard rule."""
-    paper = yaml.safe_load((REPO / "params.yaml").read_text())["presets"]["paper"]
-    assert all("shard_size" in block for block in paper.values())
-    row = paper_rows["sample_shard"]
-    assert row["runtime"] >= row["wall_min"], row
-    assert "sample" not in paper_rows or paper_rows["sample"]["runtime"] >= paper_rows["sample"]["wall_min"]
+def test_a_job_over_its_memory_ends_the_plan_with_one_line(workdir_factory):
+    """On the GPU side the plan checks each job's host memory against the profile's mem_mb (and GPU
+    memory against the card): the table is printed, then one line naming the job, exit 2; an unknown
+    card is one line too."""
+    work = workdir_factory(extra=("slurm",))
+    prof = yaml.safe_load((work / "slurm" / "config.yaml").read_text())
+    prof["set-resources"]["train"]["mem_mb"] = 1
+    (work / "small").mkdir()
+    (work / "small" / "config.yaml").write_text(yaml.safe_dump(prof))
+    plan = [sys.executable, "-m", "ddm.plan", "--directory", str(work), "--device", "gpu"]
+    r = _run([*plan, "--profile", "small/config.yaml"], work, 300, {"PYTHONPATH": str(REPO)})
+    assert r.returncode == 2 and "total" in r.stdout, r.output[-3000:]
+    assert re.fullmatch(r"python -m ddm\.plan: train \(digits/\w+\): needs [\d.]+ GB of host memory, more than the "
+                        r"profile's mem_mb 1: raise set-resources: train: mem_mb to at least \d+", r.stderr.strip()), r.stderr
+    r = _run([*plan, "--gpu", "v100"], work, 300, {"PYTHONPATH": str(REPO)})
+    assert r.returncode == 2 and r.stderr.strip() == ("python -m ddm.plan: --gpu v100: not a card of the throughput table "
+                                                      "(known: a100, h100); add its dense peaks under `cards:` in "
+                                                      "ddm/data/throughput.yaml"), r.stderr
 
 
 #: The embedded default's digits network, trained for this many steps (of its 2,400): a job long

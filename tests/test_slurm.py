@@ -12,14 +12,16 @@ the jobs under test are computed, every one of them through the real `sbatch`:
     from `train` to the report runs.
 (b) test_shipped_profile_sbatch_lines: the shipped profile itself (only its partition
     placeholder replaced) runs train -> sample -> evaluate of one model; the real `sbatch`
-    lines the plugin ran (its --verbose log) must ask for one GPU for train and sample only,
+    lines the plugin ran (its --verbose log) must ask for one GPU for train, sample and evaluate only,
     carry the --signal for train, and no --ntasks-per-gpu (plugin issue 373); slurmctld must
     have given train the GPU (the test cluster has one pretend GPU) and every job must
     succeed (the plugin's srun inside the allocation).
-(c) test_preemption_resubmits_and_resumes: in that same run, the training job gets
-    `scancel --signal=USR1` once it has a checkpoint, as SLURM's --signal warning would send
-    it; Snakemake must resubmit it (the profile's `retries`) and the new job must resume from
-    the checkpoint and write the model.
+(c) test_training_finishes_across_three_allocations: in that same run, each of the first two
+    allocations of the training gets `scancel --signal=USR1` once it has written a checkpoint
+    of its own, as SLURM's --signal warning before a time limit would send it; Snakemake must
+    resubmit it each time under the training rules' own retries (`preemptible-retries`: the run
+    adds an overlay with `retries: 0`, so the global count cannot be what resubmits it), and
+    each new job must resume from the checkpoint, the third one writing the model.
 
 (b) and (c) share one run. Skipped without SLURM unless CI is set (then they fail).
 Note on (c): the USR1 also reaches the plugin's job-step Snakemake under srun, which has no
@@ -232,10 +234,13 @@ def test_pipeline_through_slurm(pipeline):
 # ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def shipped_run(slurm_cluster, tiny_run, tmp_path_factory):  # noqa: F811
-    """The shipped profile (partition placeholder -> debug) on train -> sample -> evaluate of
-    one model, with a longer training that is sent SIGUSR1 once it has a checkpoint."""
+    """The shipped profile (partition placeholder -> debug; an overlay sets the global `retries`
+    to 0) on train -> sample -> evaluate of one model, with a longer training whose first two
+    allocations are sent SIGUSR1 once each has written a checkpoint."""
     wd, params = tiny_copy(tiny_run, tmp_path_factory.mktemp("slurm-shipped") / "run")
     shipped_profile_copy(wd)
+    (wd / "slurm-test").mkdir()
+    (wd / "slurm-test" / "config.yaml").write_text("retries: 0\n")   # only the per-rule retries resubmit
     params["presets"][params["preset"]]["digits"]["train"].update(steps=STEPS, ckpt_every=5,
                                                                   keep_last=2)
     params["presets"][params["preset"]]["digits"].pop("convergence", None)  # keeps 2 checkpoints, not all
@@ -244,18 +249,11 @@ def shipped_run(slurm_cluster, tiny_run, tmp_path_factory):  # noqa: F811
     old_ckpts = set(ckpt_root.glob("ddm-*/ckpt-*.pt"))
 
     t0 = time.monotonic()
-    p = _popen_snakemake(wd, ["--profile", "slurm", *EXEC_OPTS, "--verbose", "--", TARGET])
+    p = _popen_snakemake(wd, ["--profile", "slurm", "--profile", "slurm-test", *EXEC_OPTS, "--verbose", "--",
+                              TARGET])
     try:
-        # Once the training job runs and has a checkpoint, warn it the way SLURM's
-        # --signal=USR1@... does (no --batch: to the job steps, not the batch shell).
-        signalled, deadline = None, time.monotonic() + 240
-        while signalled is None and time.monotonic() < deadline and p.poll() is None:
-            running = [j for j in slurm_cluster.jobs()
-                       if j["comment"] == "rule_train_wildcards_digits_ddm" and j["state"] == "RUNNING"]
-            if running and set(ckpt_root.glob("ddm-*/ckpt-*.pt")) - old_ckpts:
-                subprocess.run(["scancel", "--signal=USR1", running[0]["id"]], check=True)
-                signalled = running[0]["id"]
-            time.sleep(0.1)
+        signalled = warn_each_allocation(slurm_cluster, p, ckpt_root, old_ckpts,
+                                         wd / "logs" / "train" / "digits" / "ddm.log", times=2)
         out, _ = p.communicate(timeout=420)
     except BaseException:
         p.send_signal(signal.SIGINT)        # Snakemake then scancels its jobs
@@ -269,8 +267,37 @@ def shipped_run(slurm_cluster, tiny_run, tmp_path_factory):  # noqa: F811
             "seconds": time.monotonic() - t0}
 
 
+def warn_each_allocation(cluster, p: subprocess.Popen, ckpts: Path, old: set, log: Path, times: int) -> list[str]:
+    """Send USR1 to each of the training's first ``times`` allocations once its own `ddm train` has
+    written a checkpoint past where it started (the first: any new checkpoint; the next ones: past the
+    step their log says they resumed from), the way SLURM's --signal=USR1@... warns a job before its
+    time limit (no --batch: to the job steps, not the batch shell); the SLURM job ids signalled."""
+    signalled, seen, deadline = [], {}, time.monotonic() + 300
+    while len(signalled) < times and time.monotonic() < deadline and p.poll() is None:
+        steps = [int(c.stem.split("-")[1]) for c in set(ckpts.glob("ddm-*/ckpt-*.pt")) - old]
+        for job in cluster.jobs():
+            if (job["comment"] != "rule_train_wildcards_digits_ddm" or job["state"] != "RUNNING"
+                    or job["id"] in signalled):
+                continue
+            seen.setdefault(job["id"], time.time())
+            start = 0
+            if signalled:   # a resubmitted job: its own log (written after it started) names its checkpoint
+                fresh = log.is_file() and log.stat().st_mtime > seen[job["id"]]
+                m = fresh and re.search(r"resuming from \S*ckpt-0*(\d+)\.pt", log.read_text(errors="replace"))
+                if not m:
+                    continue
+                start = int(m.group(1))
+            if any(step > start for step in steps):
+                subprocess.run(["scancel", "--signal=USR1", job["id"]], check=True)
+                signalled.append(job["id"])
+        time.sleep(0.1)
+    return signalled
+
+
 STEPS = 60
 TARGET = "results/metrics/digits/ddm/nfe2-r0.json"
+#: Rules of TARGET's jobs that the shipped profile gives one GPU (the FID jobs run Inception on it).
+GPU_RULES = ("train", "sample", "evaluate")
 
 
 def test_shipped_profile_sbatch_lines(shipped_run):
@@ -283,10 +310,10 @@ def test_shipped_profile_sbatch_lines(shipped_run):
     assert {"train", "sample", "evaluate"} <= rules, rules
     for rule, argv in calls:
         gpu_args = [a for a in argv if a.startswith(("--gres", "--gpus", "--gpus-per"))]
-        if rule in ("train", "sample"):
+        if rule in GPU_RULES:
             # exactly one GPU, as GRES (optionally typed: gpu:<type>:1)
             assert len(gpu_args) == 1 and re.fullmatch(r"--gres=gpu(:\w+)?:1", gpu_args[0]), (rule, argv)
-            assert f"--cpus-per-task={shipped['set-threads'][rule]}" in argv, (rule, argv)
+            assert f"--cpus-per-task={shipped['set-threads'].get(rule, 1)}" in argv, (rule, argv)
             assert not any(a.startswith("--ntasks") for a in argv), (rule, argv)  # issue 373
         else:
             assert gpu_args == [], (rule, argv)
@@ -308,14 +335,16 @@ def test_shipped_profile_sbatch_lines(shipped_run):
     print(f"\n(b) sbatch line of a train job with the shipped profile:\n{line} --wrap=...")
 
 
-def test_preemption_resubmits_and_resumes(shipped_run):
+def test_training_finishes_across_three_allocations(shipped_run):
     wd, out = shipped_run["dir"], shipped_run["out"]
-    assert shipped_run["signalled"], f"no running training job with a checkpoint to signal:\n{out[-6000:]}"
+    assert len(shipped_run["signalled"]) == 2, f"signalled {shipped_run['signalled']}, not 2 allocations:\n{out[-6000:]}"
     assert shipped_run["rc"] == 0, out[-8000:]
     assert (wd / "results" / "models" / "digits" / "ddm.pt").exists()
     trains = [j for d, j in submitted(out) if d == "rule_train"]
-    assert len(trains) == 2 and trains[0] == shipped_run["signalled"], (trains, shipped_run["signalled"])
-    assert "Trying to restart job" in out                  # the profile's `retries`
+    assert len(trains) == 3 and trains[:2] == shipped_run["signalled"], (trains, shipped_run["signalled"])
+    assert out.count("Trying to restart job") == 2       # preemptible-retries: the global retries are 0
+    assert "train" in yaml.safe_load(SHIPPED.read_text())["preemptible-rules"]
     log = (wd / "logs" / "train" / "digits" / "ddm.log").read_text()   # the last attempt's
-    assert re.search(rf"resuming from \S*ckpt-\d+\.pt \(step [1-9]\d* of {STEPS}\)", log), log[-3000:]
-    print(f"\n(b, c) shipped profile, one preemption: {shipped_run['seconds']:.0f} s")
+    step = re.search(rf"resuming from \S*ckpt-\d+\.pt \(step ([1-9]\d*) of {STEPS}\)", log)
+    assert step and int(step.group(1)) < STEPS, log[-3000:]
+    print(f"\n(b, c) shipped profile, a training across 3 allocations: {shipped_run['seconds']:.0f} s")
