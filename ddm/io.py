@@ -13,16 +13,15 @@ Product checksums: every product (model, sample, data and task files, FID statis
 JSON) carries a sha256 digest of its payload, added by the one writer of its kind
 (:func:`save_torch`, :func:`save_json`, :func:`save_npz`) and verified by the one reader
 (:func:`load_torch`, :func:`load_json`, :func:`load_npz`; :func:`verify_product` for any file).
-The digest covers the payload's values, not the container's bytes (:func:`payload_digest`):
+The digest covers the payload's values, not the container's bytes (:mod:`ddm.digests`):
 
 * torch file: a dict payload gets the key ``"sha256"``, a digest of the rest of the dict; any
   other payload (a tensor of images) is stored as ``{"payload": obj, "sha256": ...}`` (with
   ``"meta"`` beside it when given: a sample file's set and range, under the same digest) and read
-  back as ``obj``. The digest walks the payload: dict keys sorted, lists and tuples in order,
-  tensors and arrays by dtype, shape and raw bytes, plain scalars and strings by type and repr.
+  back as ``obj`` (:func:`ddm.digests.payload_digest`).
 * .npz: the extra entry ``sha256``, the same walk over the other arrays (sorted by name).
-* JSON: the top-level key ``"sha256"``, the sha256 of the compact canonical JSON (sorted keys,
-  ``(",", ":")`` separators) of the rest of the object as it reads back.
+* JSON: the top-level key ``"sha256"``, :func:`ddm.digests.json_digest` of the rest of the object
+  as it reads back.
 
 A file whose digest does not match, or that has none, changed after it was written (or an old
 ddm wrote it): the reader's :class:`InputError` names it and the fix (delete it, ``snakemake
@@ -42,15 +41,16 @@ import hashlib
 import json
 import os
 import secrets
-import sys
 import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Callable, IO
 
+from ddm.digests import json_digest, payload_digest
+
 __all__ = ["atomic_write", "make_temp_dir", "save_torch", "save_json", "save_npz", "save_text", "file_checksum",
            "TMP_PREFIX", "CHUNK", "InputError", "MissingWeightsError", "check_input_file", "load_torch", "load_json",
-           "load_npz", "payload_digest", "json_digest", "verify_product", "DIGEST_KEY", "REBUILD", "utc_timestamp",
+           "load_npz", "verify_product", "DIGEST_KEY", "REBUILD", "utc_timestamp",
            "OutputError", "check_output", "writing"]
 
 #: Prefix of the temporary files (a writer killed mid-write may leave one; never a target).
@@ -351,62 +351,6 @@ def file_checksum(path: str | os.PathLike, algo: str = "sha256", *, memo: bool =
         return _digest(p, algo)
     st = os.stat(p)
     return _digest_memo(p, algo, st.st_size, st.st_mtime_ns, st.st_ino)
-
-
-# -- payload digests --------------------------------------------------------------------------------
-def _token(h, kind: str, text: str = "") -> None:
-    """One length-prefixed token: no two walks give the same byte stream."""
-    b = f"{kind}:{text}".encode()
-    h.update(len(b).to_bytes(8, "little"))
-    h.update(b)
-
-
-def _walk(h, obj: Any) -> None:
-    """Feed ``obj`` to ``h`` canonically (see :func:`payload_digest`)."""
-    torch, np = sys.modules.get("torch"), sys.modules.get("numpy")
-    if isinstance(obj, dict):
-        keys = sorted(obj, key=lambda k: (type(k).__name__, repr(k)))
-        _token(h, "dict", str(len(keys)))
-        for k in keys:
-            _walk(h, k)
-            _walk(h, obj[k])
-    elif isinstance(obj, (list, tuple)):
-        _token(h, type(obj).__name__, str(len(obj)))
-        for x in obj:
-            _walk(h, x)
-    elif obj is None or isinstance(obj, (bool, int, float, complex, str, bytes)):
-        _token(h, type(obj).__name__, repr(obj))
-    elif torch is not None and isinstance(obj, torch.Tensor):
-        t = obj.detach().cpu().resolve_conj().resolve_neg().contiguous()
-        _token(h, "tensor", f"{t.dtype}:{tuple(t.shape)}")
-        if t.numel():
-            h.update(t.reshape(-1).view(torch.uint8).numpy())
-    elif torch is not None and isinstance(obj, torch.dtype):
-        _token(h, "dtype", str(obj))
-    elif np is not None and isinstance(obj, np.ndarray) and obj.dtype != object:
-        a = np.ascontiguousarray(obj)
-        _token(h, "ndarray", f"{a.dtype.str}:{a.shape}")
-        h.update(a.reshape(-1).view(np.uint8))
-    elif np is not None and isinstance(obj, np.generic):
-        _walk(h, np.asarray(obj))
-    else:
-        raise TypeError(f"cannot checksum a {type(obj).__name__} (plain containers, scalars, tensors and "
-                        f"arrays only)")
-
-
-def payload_digest(obj: Any) -> str:
-    """sha256 (hex) of a torch or .npz payload by a canonical walk: dicts by sorted keys, lists
-    and tuples in order (the type named), tensors and numpy arrays by dtype, shape and raw bytes
-    (C order, on the CPU), None, bools, numbers, strings and bytes by type and ``repr``. Stable
-    across save and load; any changed value, dtype, shape or key changes it."""
-    h = hashlib.sha256()
-    _walk(h, obj)
-    return h.hexdigest()
-
-
-def json_digest(obj: Any) -> str:
-    """sha256 (hex) of the compact canonical JSON of ``obj`` (sorted keys, ``(",", ":")``)."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 #: The readers of :func:`verify_product`, by file suffix; any other kind carries no digest.

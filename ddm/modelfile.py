@@ -10,7 +10,7 @@ state_dict      the EMA weights (CPU tensors)
 checkpoint      the trainer checkpoint they come from (a path, for the record)
 snapshots       optional: the EMA weights of every kept checkpoint, ``[{"step", "ema"}, ...]``
                 (``ddm.training.snapshots``; the convergence figure)
-sha256          the digest of all the entries above (``ddm.io.payload_digest``): written by
+sha256          the digest of all the entries above (``ddm.digests.payload_digest``): written by
                 ``ddm.io.save_torch``, verified (and dropped) by ``ddm.io.load_torch``, so a file
                 changed after it was written is refused
 ==============  ===============================================================================

@@ -96,6 +96,23 @@ def within(a: Sequence[float], b: Sequence[float], margin: float) -> float:
     return max(lower, upper)
 
 
+def _untestable(summaries: dict, best: str, second: str | None) -> str:
+    """Why the best of :func:`mark_best` cannot be t-tested against the second best ("" when it
+    can): one method only, fewer than 2 repeats, or zero variance in both groups with equal means."""
+    if second is None:
+        return "only one method"
+    n_best, n_second = summaries[best]["n"], summaries[second]["n"]
+    if n_best < 2 or n_second < 2:
+        return f"fewer than 2 repeats ({best}: {n_best}, {second}: {n_second})"
+    if (
+        summaries[best]["std"] == 0
+        and summaries[second]["std"] == 0
+        and summaries[best]["mean"] == summaries[second]["mean"]
+    ):
+        return "t statistic undefined (zero variance in both groups, equal means)"
+    return ""
+
+
 def mark_best(
     results: Mapping[str, Sequence[float]],
     lower_is_better: bool = True,
@@ -135,19 +152,8 @@ def mark_best(
         "reason": "",
         "summaries": summaries,
     }
-    if second is None:
-        out["reason"] = "only one method"
-        return out
-    n_best, n_second = summaries[best]["n"], summaries[second]["n"]
-    if n_best < 2 or n_second < 2:
-        out["reason"] = f"fewer than 2 repeats ({best}: {n_best}, {second}: {n_second})"
-        return out
-    if (
-        summaries[best]["std"] == 0
-        and summaries[second]["std"] == 0
-        and summaries[best]["mean"] == summaries[second]["mean"]
-    ):
-        out["reason"] = "t statistic undefined (zero variance in both groups, equal means)"
+    out["reason"] = _untestable(summaries, best, second)
+    if out["reason"]:
         return out
     r = ttest(results[best], results[second], equal_var=equal_var)
     out.update(t=r["t"], p=r["p"], test=r["test"])

@@ -30,8 +30,8 @@ import pytest
 import torch
 
 from conftest import make_workdir, run_ddm
-from ddm.io import (InputError, REBUILD, json_digest, load_json, load_npz, load_torch, payload_digest, save_json,
-                    save_npz, save_torch, verify_product)
+from ddm.digests import json_digest, payload_digest
+from ddm.io import InputError, REBUILD, load_json, load_npz, load_torch, save_json, save_npz, save_torch, verify_product
 from test_bad_inputs import ENV, run_main
 
 USAGE = 2
