@@ -1,4 +1,4 @@
-"""A robust file fetcher and a safe archive extractor (standard library only).
+"""A robust file fetcher (standard library only).
 
 ``fetch`` accepts ``http(s)://`` URLs, ``file://`` URLs and plain local paths. It streams into
 ``<dest>.part``, resumes a partial ``.part`` with an HTTP ``Range`` request on a retry (and
@@ -14,35 +14,28 @@ the file is NOT verified; its SHA-256 is computed, written next to it as ``<dest
 (``sha256sum`` format) and a warning is logged saying so. A later run with a known checksum
 verifies against it; the recorded value is never used as if it had been published.
 
-``extract`` unpacks ``.tar``, ``.tar.gz``/``.tgz`` and ``.zip`` into a temporary sibling directory,
-writes a completion marker (``.ddm_complete``) there and renames the directory into place, so a
-``dest_dir`` that exists with its marker is complete and is skipped. Members with absolute
-paths, ``..`` components, links pointing outside, or device files are refused.
+The safe extraction of a fetched archive is :func:`ddm.archives.extract`.
 """
 
 from __future__ import annotations
 
 import http.client
-import json
 import logging
 import os
 import shutil
 import socket
-import tarfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import zipfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
-from ddm.io import CHUNK, file_checksum, make_temp_dir  # file_checksum: re-exported (the one checksum of ddm)
+from ddm.io import CHUNK, file_checksum  # file_checksum: re-exported (the one checksum of ddm)
 
-__all__ = ["DownloadError", "fetch", "extract", "file_checksum", "parse_checksum", "MARKER"]
+__all__ = ["DownloadError", "fetch", "file_checksum", "parse_checksum"]
 
 log = logging.getLogger(__name__)
 
-MARKER = ".ddm_complete"
 USER_AGENT = "ddm-fetch/0.1 (+python-urllib)"
 _HEX_LEN = {"sha256": 64, "md5": 32}
 # HTTP statuses that will not change on a retry.
@@ -232,10 +225,7 @@ def fetch(
     url = str(url_or_path)
     kind, where = _classify(url)
     part = dest.with_suffix(dest.suffix + ".part")
-    hint = (
-        f"Expected checksum: {_describe(sha256)}. If you have this file, place it by hand at "
-        f"{dest} and rerun."
-    )
+    hint = f"Expected checksum: {_describe(sha256)}. If you have this file, place it by hand at {dest} and rerun."
 
     if _already_there(dest, sha256, url):
         return dest
@@ -251,30 +241,36 @@ def fetch(
         except _Transient as e:
             _wait_or_give_up(e, attempt, retries, backoff, url, part, hint)
             continue
-
-        if not part.exists():
-            raise DownloadError(f"download of {url} produced no data. {hint}")
-        if sha256 is None:
-            os.replace(part, dest)
-            _record_sha256(dest, url)
+        actual = _install(part, dest, sha256, url, hint)
+        if actual is None:
             return dest
-        ok, actual = _matches(part, sha256)
-        if ok:
-            os.replace(part, dest)
-            log.info("fetched and verified %s -> %s", url, dest)
-            return dest
-        _discard(part)
         if resumed and kind == "http" and not resumed_once_from_stale:
             # The .part we resumed may have been stale (another version of the file): one
             # clean transfer from byte 0 before giving up.
             resumed_once_from_stale = True
             log.warning("checksum mismatch after a resumed transfer of %s: restarting from 0", url)
             continue
-        raise DownloadError(
-            f"checksum mismatch for {url}: expected {_describe(sha256)}, got {actual}. "
-            f"The download was deleted. If you have a correct copy, place it by hand at {dest} "
-            f"and rerun."
-        )
+        raise DownloadError(f"checksum mismatch for {url}: expected {_describe(sha256)}, got {actual}. The download "
+                            f"was deleted. If you have a correct copy, place it by hand at {dest} and rerun.")
+
+
+def _install(part: Path, dest: Path, sha256: str | None, url: str, hint: str) -> str | None:
+    """After a transfer: rename ``part`` to ``dest`` when it verifies, or when no checksum is known
+    (its sha256 then recorded), and return None; else delete ``part`` and return its checksum
+    (``"algo:hex"``). A transfer that left no ``part`` is a DownloadError."""
+    if not part.exists():
+        raise DownloadError(f"download of {url} produced no data. {hint}")
+    if sha256 is None:
+        os.replace(part, dest)
+        _record_sha256(dest, url)
+        return None
+    ok, actual = _matches(part, sha256)
+    if ok:
+        os.replace(part, dest)
+        log.info("fetched and verified %s -> %s", url, dest)
+        return None
+    _discard(part)
+    return actual
 
 
 def _already_there(dest: Path, sha256: str | None, url: str) -> bool:
@@ -326,90 +322,3 @@ def _discard(part: Path) -> None:
         part.unlink()
     except FileNotFoundError:
         pass
-
-
-# --------------------------------------------------------------------------- extract
-def _check_member_name(name: str, archive: Path) -> None:
-    norm = name.replace("\\", "/")
-    p = PurePosixPath(norm)
-    if norm.startswith("/") or p.is_absolute() or (len(norm) > 1 and norm[1] == ":"):
-        raise DownloadError(f"refusing to extract {archive}: member {name!r} has an absolute path")
-    if ".." in p.parts:
-        raise DownloadError(f"refusing to extract {archive}: member {name!r} contains '..'")
-
-
-def _archive_kind(archive: Path) -> str:
-    if zipfile.is_zipfile(archive):
-        return "zip"
-    if tarfile.is_tarfile(archive):
-        return "tar"
-    raise DownloadError(
-        f"{archive} is neither a tar(.gz) nor a zip archive; supply a .tar, .tar.gz, .tgz or .zip"
-    )
-
-
-def _extract_tar(archive: Path, into: Path) -> None:
-    with tarfile.open(archive, "r:*") as tf:
-        members = tf.getmembers()
-        for m in members:
-            _check_member_name(m.name, archive)
-            if m.isdev():
-                raise DownloadError(f"refusing to extract {archive}: member {m.name!r} is a device")
-            if m.issym() or m.islnk():
-                target = PurePosixPath(m.linkname.replace("\\", "/"))
-                if m.linkname.startswith("/") or ".." in target.parts:
-                    raise DownloadError(
-                        f"refusing to extract {archive}: link {m.name!r} points to {m.linkname!r}"
-                    )
-        if hasattr(tarfile, "data_filter"):
-            tf.extractall(into, members=members, filter="data")
-        else:  # pragma: no cover - Python without extraction filters
-            tf.extractall(into, members=members)
-
-
-def _extract_zip(archive: Path, into: Path) -> None:
-    with zipfile.ZipFile(archive) as zf:
-        for info in zf.infolist():
-            _check_member_name(info.filename, archive)
-        zf.extractall(into)
-
-
-def extract(archive: Path, dest_dir: Path) -> Path:
-    """Extract ``archive`` (tar, tar.gz/tgz, zip) into ``dest_dir`` atomically; return ``dest_dir``.
-
-    The archive is unpacked into a temporary sibling directory, a marker file ``.ddm_complete``
-    is written into it, and it is renamed to ``dest_dir``. If ``dest_dir`` already exists with
-    that marker, nothing is done. A ``dest_dir`` that exists without the marker was not made by
-    this function (or is damaged): it is left alone and :class:`DownloadError` is raised.
-    """
-    archive, dest_dir = Path(archive), Path(dest_dir)
-    if (dest_dir / MARKER).is_file():
-        log.info("%s already extracted", dest_dir)
-        return dest_dir
-    if dest_dir.exists():
-        raise DownloadError(
-            f"{dest_dir} exists but has no completion marker ({MARKER}); it may be incomplete. "
-            f"Delete it and rerun to extract {archive} again."
-        )
-    if not archive.is_file():
-        raise DownloadError(f"archive not found: {archive}")
-    kind = _archive_kind(archive)
-    dest_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = make_temp_dir(dest_dir.parent, f".{dest_dir.name}.extract-")  # the umask's mode, not 0700
-    try:
-        try:
-            (_extract_zip if kind == "zip" else _extract_tar)(archive, tmp)
-        except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as e:
-            raise DownloadError(
-                f"could not extract {archive}: {e}. The archive may be damaged: delete it and "
-                f"download it again."
-            ) from e
-        (tmp / MARKER).write_text(
-            json.dumps({"archive": archive.name, "size": archive.stat().st_size}) + "\n"
-        )
-        os.rename(tmp, dest_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    log.info("extracted %s -> %s", archive, dest_dir)
-    return dest_dir

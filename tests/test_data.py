@@ -39,7 +39,8 @@ from ddm.datasets import (
     to_model_range,
     to_uint8,
 )
-from ddm.download import MARKER, DownloadError
+from ddm.archives import MARKER
+from ddm.download import DownloadError
 from ddm.io import load_torch
 
 

@@ -1,4 +1,4 @@
-"""ddm.download: fetch (file://, local path, http with Range/resume) and extract.
+"""ddm.download: fetch (file://, local path, http with Range/resume); ddm.archives: extract.
 
 Real transfers only: a CIFAR-10-format archive built here is served from a file:// URL and
 from an http.server on 127.0.0.1 whose handler honours Range requests and can cut a
@@ -22,8 +22,9 @@ import numpy as np
 import pytest
 import torch
 
+from ddm.archives import MARKER, extract
 from ddm.datasets import download_dataset, load_cifar10_labels, load_dataset
-from ddm.download import MARKER, DownloadError, extract, fetch, parse_checksum
+from ddm.download import DownloadError, fetch, parse_checksum
 
 N_PER_BATCH = 3
 

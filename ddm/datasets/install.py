@@ -1,7 +1,7 @@
 """Downloading a dataset of :mod:`ddm.datasets` into its folder: :func:`download_dataset` (the
 archives of a spec's :class:`~ddm.datasets.base.Resource` s, fetched and checked by
-:mod:`ddm.download`, or a local ``source`` folder copied atomically), and ``maybe_download``,
-the readers' ``download=True``.
+:mod:`ddm.download` and unpacked by :mod:`ddm.archives`, or a local ``source`` folder copied
+atomically), and ``maybe_download``, the readers' ``download=True``.
 
 Data location: ``root`` (or ``$DDM_DATA_ROOT``, default ``./data``) holds ``downloads/`` (the
 archives, plus ``<archive>.sha256`` where no checksum is published) and one folder per
@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from ddm.datasets.base import get_spec, default_root
-from ddm.download import MARKER, DownloadError, extract, fetch
+from ddm.archives import MARKER, extract
+from ddm.download import DownloadError, fetch
 from ddm.io import make_temp_dir
 
 __all__ = ["download_dataset", "prepare_dataset"]
@@ -97,6 +98,35 @@ def _check_download_args(name: str, spec, root: Path, source: str | None, checks
     return local
 
 
+def _archive_source(name: str, res, source: str | None, local: Path | None, single: bool,
+                    dest_dir: Path) -> str | None:
+    """Where :func:`download_dataset` fetches resource ``res``'s archive from (see its ``source``):
+    the registry's URL, a mirror's, ``source`` itself, or the archive in the local folder
+    ``local``; None when that folder's extracted content (or, for a single-archive dataset, the
+    folder itself) was copied into ``dest_dir`` instead."""
+    if local is not None and local.is_dir():
+        by_name = local / res.filename if res.filename else None
+        extracted = local / res.content if res.content else None
+        if by_name is not None and by_name.is_file():
+            return str(by_name)
+        if extracted is not None and extracted.is_dir():
+            _copy_tree_atomic(extracted, dest_dir / res.content)
+            (dest_dir / MARKER).touch()
+            return None
+        if single:
+            _copy_tree_atomic(local, dest_dir)
+            return None
+        raise DownloadError(
+            f"source folder {local} holds neither {res.filename} nor an extracted "
+            f"{res.content}/ folder for dataset {name!r}"
+        )
+    if source is None:
+        return res.url
+    if source.endswith("/"):
+        return source + res.filename
+    return source
+
+
 def download_dataset(
     name: str,
     root: Path | str | None = None,
@@ -142,29 +172,9 @@ def download_dataset(
             log.info("%s already installed at %s", res.filename or name, dest_dir)
             continue
         expected = res.checksum if checksum is _DEFAULT else checksum
-        if local is not None and local.is_dir():
-            by_name = local / res.filename if res.filename else None
-            extracted = local / res.content if res.content else None
-            if by_name is not None and by_name.is_file():
-                url = str(by_name)
-            elif extracted is not None and extracted.is_dir():
-                _copy_tree_atomic(extracted, dest_dir / res.content)
-                (dest_dir / MARKER).touch()
-                continue
-            elif single:
-                _copy_tree_atomic(local, dest_dir)
-                continue
-            else:
-                raise DownloadError(
-                    f"source folder {local} holds neither {res.filename} nor an extracted "
-                    f"{res.content}/ folder for dataset {name!r}"
-                )
-        elif source is None:
-            url = res.url
-        elif source.endswith("/"):
-            url = source + res.filename
-        else:
-            url = source
+        url = _archive_source(name, res, source, local, single, dest_dir)
+        if url is None:
+            continue
         filename = res.filename or Path(urllib.parse.urlparse(url).path).name
         if not filename:
             raise ValueError(f"cannot tell an archive file name from source {source!r}")
