@@ -93,15 +93,15 @@ def unet_cost(cfg: Mapping) -> NetCost:
 @contextmanager
 def _swin_without_weights():
     """The Swin-B condition encoder built without its weight file (only its shape matters here)."""
-    import ddm.conditioning as cond
+    import ddm.swin as swin
     from torchvision.models import swin_b
 
-    saved = cond.load_swin_b
-    cond.load_swin_b = lambda weights_path=None: swin_b(weights=None)
+    saved = swin.load_swin_b
+    swin.load_swin_b = lambda weights_path=None: swin_b(weights=None)
     try:
         yield
     finally:
-        cond.load_swin_b = saved
+        swin.load_swin_b = saved
 
 
 @lru_cache(maxsize=None)

@@ -10,12 +10,12 @@ import torch
 from ddm import tasks
 from ddm.baselines import VPSDE
 from ddm.sde_samplers import sample_vp_em, sde_grid
-from ddm.conditioning import (
-    SWIN_B_URL, ConditionedObjective, CondUNet, bind, build_cond_unet, pack, position_embedding)
+from ddm.conditioning import ConditionedObjective, CondUNet, bind, build_cond_unet, pack, position_embedding
 from ddm.io import MissingWeightsError
 from ddm.losses import DDMObjective, VPObjective
 from ddm.process import DecoupledProcess
 from ddm.sampling import SampleRNG, sample_ddm, uniform_grid
+from ddm.swin import SWIN_B_URL
 from ddm.training import TrainConfig, load_checkpoint, train
 
 TINY = dict(in_channels=1, out_channels=(1, 1), resolution=8, ch=16, ch_mult=(1, 2),
