@@ -14,7 +14,7 @@ paper's *problem* and metric on embedded data:
   object's mask (1 channel), condition = the composite image. Train and test use disjoint digits
   and disjoint halves of each texture. Reference: the all-background mask's MAE.
 * **Inpainting** (CelebA-HQ, FID; masks of Suvorov et al., 2022): scikit-learn's digits with
-  holes drawn by :func:`lama_mask`, our own implementation of the distribution of LaMa's
+  holes drawn by :func:`ddm.masks.lama_mask`, our own implementation of the distribution of LaMa's
   training masks for CelebA-HQ 256 (a 50/50 mix of irregular thick strokes and boxes, lengths
   scaled by size/256). Each mask depends only on (seed, index, size): every method sees the same
   masks. x0 = the digit, condition = (masked digit, mask). Reference: the holes filled with the
@@ -34,12 +34,12 @@ import torch
 from torch import Tensor
 
 from ddm.datasets import to_model_range
+from ddm.masks import example_rng, inpainting_masks
 
 __all__ = [
     "SR_TRAIN_PHOTOS",
     "SR_TEST_PHOTOS",
     "TEXTURES",
-    "LAMA_CELEBA",
     "cubic",
     "resize_matrix",
     "imresize",
@@ -54,9 +54,6 @@ __all__ = [
     "inpainting_task",
     "inpainting_examples",
     "model_tensors",
-    "lama_mask",
-    "inpainting_masks",
-    "draw_stroke",
     "mean_fill",
     "all_background_mae",
     "bicubic_psnr",
@@ -67,14 +64,6 @@ SR_TRAIN_PHOTOS = ("astronaut", "rocket", "immunohistochemistry", "hubble_deep_f
 SR_TEST_PHOTOS = ("chelsea", "coffee")
 #: Grey textures of ``skimage.data`` behind the saliency objects (left half: train, right: test).
 TEXTURES = ("brick", "grass", "gravel")
-#: LaMa's mask parameters for CelebA-HQ at 256x256 (its abl-04-256-mh-dist-celeba config):
-#: irregular strokes and boxes, equally likely.
-LAMA_CELEBA = {
-    "irregular": {"max_angle": 4, "max_len": 200, "max_width": 100, "min_times": 1, "max_times": 5},
-    "box": {"margin": 10, "bbox_min_size": 30, "bbox_max_size": 150, "min_times": 1,
-            "max_times": 4},
-    "base_size": 256,
-}
 
 
 # -- bicubic resizing (MATLAB imresize, the DIV2K degradation) -----------------------------------
@@ -169,11 +158,6 @@ def _check_size(size: int, multiple: int, what: str) -> int:
     return size
 
 
-def _rng(seed: int, index: int) -> np.random.Generator:
-    """The generator of example ``index``: an example does not depend on how many are drawn."""
-    return np.random.default_rng([int(seed), int(index)])
-
-
 #: A super-resolution patch needs this standard deviation (uint8 units) of its pixels: flat
 #: patches (the black sky around hubble_deep_field or retina) would give an infinite PSNR.
 MIN_PATCH_STD = 8.0
@@ -201,7 +185,7 @@ def sr_task(split: str = "train", n: int = 256, size: int = 32, scale: int = 4,
     _check_size(size, scale, "size")
     names = SR_TRAIN_PHOTOS if split == "train" else SR_TEST_PHOTOS
     photos = [_photo(name) for name in names]
-    patches = [_textured_patch(photos[i % len(photos)], _rng(seed, i), size) for i in range(int(n))]
+    patches = [_textured_patch(photos[i % len(photos)], example_rng(seed, i), size) for i in range(int(n))]
     return sr_examples(torch.from_numpy(np.stack(patches).copy()), scale)
 
 
@@ -281,7 +265,7 @@ def saliency_task(split: str = "train", n: int = 256, size: int = 32, seed: int 
     _check_split(split)
     _check_size(size, 4, "size")
     digits, textures = load_dataset("digits", None, split)[:, 0].numpy(), _textures(split)
-    pairs = [_saliency_example(_rng(seed, i), textures, digits, size) for i in range(int(n))]
+    pairs = [_saliency_example(example_rng(seed, i), textures, digits, size) for i in range(int(n))]
     image = torch.from_numpy(np.stack([p[0] for p in pairs]))
     mask = torch.from_numpy(np.stack([p[1] for p in pairs])[:, None].astype(np.uint8) * 255)
     return saliency_examples(image, mask)
@@ -304,75 +288,7 @@ def all_background_mae(mask_uint8: Tensor) -> float:
     return mae(torch.zeros_like(mask_uint8), mask_uint8)
 
 
-# -- inpainting masks (Suvorov et al., 2022) -------------------------------------------------------
-def draw_stroke(mask: np.ndarray, start: tuple[float, float], end: tuple[float, float],
-                width: float) -> None:
-    """Set the pixels of ``mask`` (H, W) whose centres -- pixel (row, col) at (x, y) = (col,
-    row) -- lie within ``width / 2`` of the segment start-end, given as (x, y): a thick line with
-    round caps. The half-width is at least 0.5 so that a stroke is never empty."""
-    h, w = mask.shape
-    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
-    (x0, y0), (x1, y1) = start, end
-    dx, dy = x1 - x0, y1 - y0
-    length2 = dx * dx + dy * dy
-    s = np.zeros_like(x)
-    if length2 > 0:  # position of the nearest point along the segment, clipped to its ends
-        s = np.clip(((x - x0) * dx + (y - y0) * dy) / length2, 0, 1)
-    dist = np.hypot(x - (x0 + s * dx), y - (y0 + s * dy))
-    mask[dist <= max(width / 2, 0.5)] = True
-
-
-def _irregular(rng: np.random.Generator, size: int, p: dict, scale: float) -> np.ndarray:
-    mask = np.zeros((size, size), bool)
-    for i in range(int(rng.integers(p["min_times"], p["max_times"] + 1))):
-        x, y = rng.uniform(0, size, size=2)
-        for _ in range(1 + int(rng.integers(5))):
-            angle = 0.01 + int(rng.integers(p["max_angle"]))
-            if i % 2 == 0:
-                angle = 2 * math.pi - angle
-            length = scale * (10 + rng.uniform(0, p["max_len"]))
-            width = scale * (5 + rng.uniform(0, p["max_width"]))
-            x1 = float(np.clip(x + length * math.sin(angle), 0, size))
-            y1 = float(np.clip(y + length * math.cos(angle), 0, size))
-            draw_stroke(mask, (x, y), (x1, y1), width)
-            x, y = x1, y1
-    return mask
-
-
-def _boxes(rng: np.random.Generator, size: int, p: dict, scale: float) -> np.ndarray:
-    mask = np.zeros((size, size), bool)
-    margin = scale * p["margin"]
-    lo = scale * p["bbox_min_size"]
-    hi = max(min(scale * p["bbox_max_size"], size - 2 * margin), lo)
-    for _ in range(int(rng.integers(p["min_times"], p["max_times"] + 1))):
-        bw, bh = rng.uniform(lo, hi, size=2)
-        x0 = rng.uniform(margin, max(size - margin - bw, margin))
-        y0 = rng.uniform(margin, max(size - margin - bh, margin))
-        r0, c0 = int(round(y0)), int(round(x0))
-        mask[r0:max(int(round(y0 + bh)), r0 + 1), c0:max(int(round(x0 + bw)), c0 + 1)] = True
-    return mask
-
-
-def lama_mask(rng: np.random.Generator, size: int, params: dict = LAMA_CELEBA) -> np.ndarray:
-    """One (size, size) boolean hole mask (True = missing) drawn like LaMa's training masks
-    (Suvorov et al., 2022, "mixed" generator with CelebA-HQ's parameters, ``LAMA_CELEBA``):
-    with probability 1/2, 1-5 irregular strokes of 1-5 segments each (angle 0.01 + k rad,
-    k in 0..3, mirrored on even strokes; length 10 + U(0, 200), width 5 + U(0, 100)); else 1-4
-    boxes of side U(30, 150) kept 10 from the border. Lengths are in pixels of a 256 image and
-    scaled by size/256; LaMa draws integers, we draw the same ranges continuously."""
-    scale = size / params["base_size"]
-    if rng.random() < 0.5:
-        return _irregular(rng, size, params["irregular"], scale)
-    return _boxes(rng, size, params["box"], scale)
-
-
-def inpainting_masks(n: int, size: int, seed: int = 0) -> Tensor:
-    """``n`` hole masks (n, 1, size, size), uint8 0/1; mask i depends only on (seed, i, size)."""
-    return torch.from_numpy(
-        np.stack([lama_mask(_rng(seed, i), size) for i in range(int(n))])[:, None].astype(np.uint8)
-    )
-
-
+# -- inpainting ----------------------------------------------------------------------------------
 def mean_fill(image_uint8: Tensor, mask: Tensor, mean) -> Tensor:
     """The trivial inpainting reference: holes (mask 1) set to the per-channel ``mean`` colour
     (of the training images), rounded to uint8."""
@@ -385,7 +301,7 @@ def inpainting_task(split: str = "train", n: int | None = None, size: int = 8,
                     seed: int = 0) -> dict:
     """Inpainting on the split's digits (all of them, or the first ``n``) at ``size`` x ``size``
     (8 = the digits' own size, which the digits FID extractor expects) with
-    :func:`inpainting_masks` of ``seed``. ``target`` is the digit, ``cond`` the masked digit
+    :func:`ddm.masks.inpainting_masks` of ``seed``. ``target`` is the digit, ``cond`` the masked digit
     (holes at 0, mid-grey) and the mask (holes 1, known -1): 2 channels. Also ``image_uint8``,
     ``mask`` (0/1 uint8), ``mean`` (the training digits' mean, for :func:`mean_fill`)."""
     from ddm.datasets import load_dataset
@@ -399,7 +315,7 @@ def inpainting_task(split: str = "train", n: int | None = None, size: int = 8,
 
 
 def inpainting_examples(x_uint8: Tensor, seed: int, mean: Tensor) -> dict:
-    """Inpainting examples of uint8 images (N, C, R, R) with :func:`inpainting_masks` of ``seed``:
+    """Inpainting examples of uint8 images (N, C, R, R) with :func:`ddm.masks.inpainting_masks` of ``seed``:
     ``target`` the image, ``cond`` the masked image (holes at 0, mid-grey) and the mask (holes 1,
     known -1), C + 1 channels; ``mean`` (per channel, the training images') for :func:`mean_fill`
     (:func:`inpainting_task`'s fields; CelebA-HQ in the paper preset)."""

@@ -14,7 +14,7 @@ import yaml
 from PIL import Image
 
 from conftest import REPO, dry_run_jobs, make_workdir, run_ddm, run_snakemake, tiny_params, write_params
-from ddm import tasks
+from ddm import masks, tasks
 from ddm.conditioned import dataset_examples, load_split, make_split
 from ddm.config import ConfigError, resolve_task
 from ddm.validation import load_params, validate
@@ -100,7 +100,7 @@ def test_inpainting_from_celebahq_splits_by_a_fixed_permutation(tmp_path):
     assert torch.allclose(train["mean"], train["image_uint8"].double().mean(dim=(0, 2, 3)))
     again = dataset_examples("inpainting", "test", {**data, "seed": 5}, root)  # the seed moves masks, not images
     assert torch.equal(again["image_uint8"], test["image_uint8"]) and not torch.equal(again["mask"], test["mask"])
-    assert torch.equal(test["mask"], tasks.inpainting_masks(2, 8, 1))  # the test split's seed 2 seed + 1
+    assert torch.equal(test["mask"], masks.inpainting_masks(2, 8, 1))  # the test split's seed 2 seed + 1
     with pytest.raises(ValueError, match="leaves 1 for the test split"):
         dataset_examples("inpainting", "test", {**data, "n_train": 6, "n_test": None}, root)
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ddm import tasks
+from ddm import masks, tasks
 from ddm.metrics import mae
 
 
@@ -96,26 +96,26 @@ def test_draw_stroke_hand_computed():
     # Row 2: columns 1..7 (distance 1 at the caps); rows 1 and 3: columns 1..7 (corner
     # distance sqrt(2) <= 1.5); rows 0 and 4: distance 2 > 1.5.
     m = np.zeros((8, 8), bool)
-    tasks.draw_stroke(m, (2.0, 2.0), (6.0, 2.0), 3.0)
+    masks.draw_stroke(m, (2.0, 2.0), (6.0, 2.0), 3.0)
     want = np.zeros((8, 8), bool)
     want[1:4, 1:8] = True
     np.testing.assert_array_equal(m, want)
     thin = np.zeros((5, 5), bool)
-    tasks.draw_stroke(thin, (0.0, 0.0), (4.0, 4.0), 0.1)  # half-width floored at 0.5: the diagonal
+    masks.draw_stroke(thin, (0.0, 0.0), (4.0, 4.0), 0.1)  # half-width floored at 0.5: the diagonal
     np.testing.assert_array_equal(thin, np.eye(5, dtype=bool))
 
 
 def test_masks_are_seeded_per_index_and_lama_sized():
-    a = tasks.inpainting_masks(40, 64, seed=0)
+    a = masks.inpainting_masks(40, 64, seed=0)
     assert a.shape == (40, 1, 64, 64) and a.dtype == torch.uint8
-    assert torch.equal(tasks.inpainting_masks(10, 64, seed=0), a[:10])
-    assert not torch.equal(tasks.inpainting_masks(10, 64, seed=1), a[:10])
+    assert torch.equal(masks.inpainting_masks(10, 64, seed=0), a[:10])
+    assert not torch.equal(masks.inpainting_masks(10, 64, seed=1), a[:10])
     frac = a.double().mean(dim=(1, 2, 3))
     assert frac.min() > 0 and frac.max() < 1
     assert 0.15 < frac.mean() < 0.55  # LaMa's CelebA masks cover about a third of the image
     # boxes keep LaMa's 10/256 margin: no box touches the border, strokes may
     rng = np.random.default_rng(5)
-    box = tasks._boxes(rng, 64, tasks.LAMA_CELEBA["box"], 64 / 256)
+    box = masks._boxes(rng, 64, masks.LAMA_CELEBA["box"], 64 / 256)
     border = np.ones_like(box)
     border[2:-2, 2:-2] = False
     assert box.any() and not (box & border).any()
@@ -125,7 +125,7 @@ def test_inpainting_task_and_mean_fill_reference():
     t = tasks.inpainting_task("test", n=20, size=8, seed=0)
     assert t["target"].shape == (20, 1, 8, 8) and t["cond"].shape == (20, 2, 8, 8)
     holes = t["mask"].bool()
-    assert torch.equal(tasks.inpainting_masks(20, 8, seed=0), t["mask"])
+    assert torch.equal(masks.inpainting_masks(20, 8, seed=0), t["mask"])
     assert torch.all(t["cond"][:, :1][holes] == 0)
     assert torch.equal(t["cond"][:, :1][~holes], t["target"][~holes])
     assert torch.equal(t["cond"][:, 1:], t["mask"].float() * 2 - 1)
