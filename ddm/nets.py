@@ -83,6 +83,23 @@ def _int_tuple(name: str, value, allow_empty: bool) -> tuple[int, ...]:
     return out
 
 
+def _check_levels(resolution: int, ch_mult: tuple[int, ...], attn_resolutions: tuple[int, ...]) -> None:
+    """The levels fit the input: ``resolution`` halves ``len(ch_mult) - 1`` times, and each attention
+    resolution is one of the levels'."""
+    factor = 2 ** (len(ch_mult) - 1)
+    if resolution % factor != 0:
+        raise ValueError(
+            f"resolution {resolution} is not divisible by 2**(len(ch_mult)-1) = {factor} "
+            f"(ch_mult={list(ch_mult)})"
+        )
+    level_res = [resolution // 2**i for i in range(len(ch_mult))]
+    bad = [r for r in attn_resolutions if r not in level_res]
+    if bad:
+        raise ValueError(
+            f"attn_resolutions {bad} never occur; the levels have resolutions {level_res}"
+        )
+
+
 class UNet(nn.Module):
     """U-Net with a shared encoder and one output per entry of ``out_channels``.
 
@@ -121,18 +138,7 @@ class UNet(nn.Module):
             cond_channels = _positive_int("cond_channels", cond_channels)
         if not (isinstance(dropout, (int, float)) and 0.0 <= float(dropout) < 1.0):
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        factor = 2 ** (len(ch_mult) - 1)
-        if resolution % factor != 0:
-            raise ValueError(
-                f"resolution {resolution} is not divisible by 2**(len(ch_mult)-1) = {factor} "
-                f"(ch_mult={list(ch_mult)})"
-            )
-        level_res = [resolution // 2**i for i in range(len(ch_mult))]
-        bad = [r for r in attn_resolutions if r not in level_res]
-        if bad:
-            raise ValueError(
-                f"attn_resolutions {bad} never occur; the levels have resolutions {level_res}"
-            )
+        _check_levels(resolution, ch_mult, attn_resolutions)
 
         self.in_channels = in_channels
         self.out_channels = out_channels

@@ -5,8 +5,8 @@ total (jobs, GPU-hours, CPU-hours, peak memory and disk, suggested wall time per
                      [--device cpu|gpu] [--gpu a100|h100] [--precision fp32|tf32|bf16] [--json FILE]
 
 Run at the repository root (or any folder with the Snakefile). The jobs are Snakemake's own: a
-forced dry run of the graph through its API (``--todo``: only the jobs a run would still do), so
-the counts equal ``snakemake -n --forceall``'s. Each job's cost is its work (FLOPs of the networks
+forced dry run of the graph through its API (``ddm.plangraph``; ``--todo``: only the jobs a run
+would still do), so the counts equal ``snakemake -n --forceall``'s. Each job's cost is its work (FLOPs of the networks
 it runs, ddm.netcost) divided by the throughput table (ddm/data/throughput.yaml: measured on the
 CPU; on a GPU the named card's dense peak in the job's precision times a stated efficiency until
 benchmarks/gpu_check.sh measures it, ddm.gpucards) plus its start-up. Memory per job comes from the
@@ -21,9 +21,7 @@ after a time limit, so it asks for at most its profile ``runtime`` and needs ``a
 from __future__ import annotations
 
 import argparse
-import copy
 import json
-import logging
 import math
 import sys
 from dataclasses import dataclass, field
@@ -31,10 +29,11 @@ from pathlib import Path
 
 import yaml
 
-from ddm import gpucards, plugins
+from ddm import gpucards
 from ddm.resources import THROUGHPUT
 from ddm.io import InputError, OutputError, check_output, save_text
-from ddm.yamlio import ConfigError, config_layers, read_yaml
+from ddm.plangraph import graph_jobs, merged_config, parse_overrides  # Snakemake's own graph
+from ddm.yamlio import ConfigError, read_yaml
 
 #: The throughput table (ddm/data/throughput.yaml).
 TABLE = THROUGHPUT
@@ -74,79 +73,6 @@ def check_arguments(args) -> None:
             check_output(args.json, "--json")
         except (InputError, OutputError) as e:
             raise ConfigError(str(e)) from None
-
-
-# -- Snakemake's graph ---------------------------------------------------------------------------
-def parse_overrides(entries) -> dict:
-    """``--config k=v`` entries, typed as Snakemake types them; an entry Snakemake cannot parse is a
-    one-line ConfigError naming it."""
-    from snakemake.cli import parse_config
-
-    for entry in entries or []:
-        try:
-            parse_config([entry])
-        except ValueError as e:
-            why = str(e).removeprefix("Invalid config definition: ").split(" (Unparsable")[0].rstrip(".")
-            raise ConfigError(f"--config {entry}: {why}; give KEY=VALUE with a key of params.yaml "
-                              "(Snakemake's keys have at least 2 characters), e.g. ht=linear") from None
-    return parse_config(entries or [])
-
-
-def merged_config(workdir: Path, overrides: dict, configfiles=()) -> dict:
-    """params.yaml, then each ``--configfile`` (key by key), then the ``--config`` overrides: Snakemake's
-    order; with the plug-ins loaded (``ddm.plugins``) and the merged config validated as the Snakefile
-    validates it, before Snakemake starts: a bad input (an unknown preset, a value out of range, a YAML
-    syntax error, a file that is not a mapping) is a one-line ConfigError naming the file and line."""
-    from snakemake.utils import update_config
-
-    from ddm.validation import validate
-
-    workdir = Path(workdir)
-    for f in configfiles:
-        if not (workdir / f).is_file():
-            raise ConfigError(f"--configfile {f}: no such file under {workdir} (give a path relative to the "
-                              "folder holding the Snakefile, e.g. runs/converged.yaml)")
-    layers = config_layers(workdir / "params.yaml", [workdir / f for f in configfiles], overrides)
-    cfg: dict = {}
-    for layer in layers:
-        update_config(cfg, copy.deepcopy(layer.data))
-    plugins.load(cfg.get("plugins"), workdir)  # before validating, as every job (ddm.plugins)
-    validate(cfg, layers[0].name, tuple(layers) if len(layers) > 1 else ())
-    return cfg
-
-
-def graph_jobs(workdir, overrides: dict, *, targets=("all",), forceall: bool = True, configfiles=()) -> list[dict]:
-    """Every job of Snakemake's dry run for ``targets``: rule, wildcards, shell command, threads."""
-    from snakemake.api import SnakemakeApi
-    from snakemake.settings.enums import Quietness
-    from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, ResourceSettings
-    from snakemake_interface_common.exceptions import WorkflowError
-    from snakemake_interface_logger_plugins.common import LogEvent
-
-    jobs = []
-
-    class Jobs(logging.Handler):
-        def emit(self, record):
-            if getattr(record, "event", None) == LogEvent.JOB_INFO:
-                jobs.append({"rule": record.rule_name, "wildcards": dict(record.wildcards or {}),
-                             "shell": record.shellcmd or "", "threads": record.threads})
-
-    handler = Jobs(logging.DEBUG)
-    logger = logging.getLogger("snakemake")
-    with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
-        logger.addHandler(handler)
-        try:
-            wf = api.workflow(resource_settings=ResourceSettings(cores=1),
-                              config_settings=ConfigSettings(config=overrides,
-                                                             configfiles=[Path(workdir) / f for f in configfiles]),
-                              snakefile=Path(workdir) / "Snakefile", workdir=Path(workdir))
-            wf.dag(DAGSettings(targets=set(targets), forceall=forceall)).execute_workflow(executor="dryrun")
-        except WorkflowError as e:  # what the checks before it do not cover: Snakemake's first line
-            said = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
-            raise ConfigError(f"Snakemake cannot build the graph: {said[0]}") from None
-        finally:
-            logger.removeHandler(handler)
-    return jobs
 
 
 # -- the SLURM profile -------------------------------------------------------------------------

@@ -110,21 +110,7 @@ def _validate(params: Mapping) -> None:
     cls = jsonschema.validators.validator_for(schema_)
     cls = jsonschema.validators.extend(cls, type_checker=cls.TYPE_CHECKER.redefine("integer", _is_integer))
     validator = cls(schema_)
-    errors = sorted(validator.iter_errors(params), key=lambda e: list(e.absolute_path))
-    if errors:
-        lines, seen = [], set()
-        for e in errors:
-            path = "/".join(str(p) for p in e.absolute_path) or "(top level)"
-            if path in seen and path != "(top level)":
-                continue  # one error per value (1e30 steps: not an integer, and not also above the maximum)
-            seen.add(path)
-            allowed = ""
-            if "enum" in e.schema:
-                allowed = f" (allowed: {', '.join(map(str, e.schema['enum'])) or 'none'})"
-            elif e.validator == "additionalProperties" and "properties" in e.schema:
-                allowed = f" (allowed: {', '.join(sorted(e.schema['properties']))})"
-            lines.append(f"params.yaml: {path}: {e.message}{allowed}")
-        raise ConfigError("\n".join(lines))
+    _check_schema(validator, params)
     if params["preset"] not in params["presets"]:
         raise ConfigError(f"params.yaml: preset: '{params['preset']}' is not defined "
                           f"(allowed: {', '.join(sorted(params['presets']))})")
@@ -164,6 +150,26 @@ def _validate(params: Mapping) -> None:
     _validate_fid_weights(params)
     _validate_denoisers(params, trained)
     _validate_conditioned(params, validator, schema_)
+
+
+def _check_schema(validator, params: Mapping) -> None:
+    """The schema's errors of ``params`` as one ConfigError, a line per value (its path, the
+    message, the allowed values or keys where the schema lists them); none: nothing."""
+    errors = sorted(validator.iter_errors(params), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines, seen = [], set()
+        for e in errors:
+            path = "/".join(str(p) for p in e.absolute_path) or "(top level)"
+            if path in seen and path != "(top level)":
+                continue  # one error per value (1e30 steps: not an integer, and not also above the maximum)
+            seen.add(path)
+            allowed = ""
+            if "enum" in e.schema:
+                allowed = f" (allowed: {', '.join(map(str, e.schema['enum'])) or 'none'})"
+            elif e.validator == "additionalProperties" and "properties" in e.schema:
+                allowed = f" (allowed: {', '.join(sorted(e.schema['properties']))})"
+            lines.append(f"params.yaml: {path}: {e.message}{allowed}")
+        raise ConfigError("\n".join(lines))
 
 
 def _validate_conditioned(params: Mapping, validator, schema_: Mapping) -> None:

@@ -21,15 +21,17 @@ from conftest import REPO
 
 PACKAGE = REPO / "ddm"
 #: The longest a module of ddm/ may be (lines).
-MAX_MODULE_LINES = 500
+MAX_MODULE_LINES = 400
 #: The longest a function of ddm/ may be (lines).
-MAX_FUNCTION_LINES = 80
+MAX_FUNCTION_LINES = 60
 #: Modules that may be longer than MAX_MODULE_LINES for good: one class earns it.
 EXEMPT: dict[str, str] = {}  # ddm/training.py left it: it is the package ddm/training/
 #: Modules over MAX_MODULE_LINES today, with their line counts as ceilings: each may only shrink,
 #: and leaves this list once it is within the limit. Issue 24 removed them all (cli.py: thin
 #: subcommands, their shared parts in cli_base.py, the conditioned tasks' in cli_tasks.py; the rest
-#: split by job; data.py became ddm/datasets/, one module per source).
+#: split by job; data.py became ddm/datasets/, one module per source); issue 31 lowered the limits
+#: from 500 / 80 to 400 / 60 and split what was over them (the report phase's subcommands in
+#: cli_report.py, the plan's Snakemake graph in plangraph.py, Tables 2 and 3 in report/task_tables.py).
 OVER_THE_LIMIT: dict[str, int] = {}
 
 Edge = tuple[str, str]
@@ -233,7 +235,7 @@ def _lines(path: Path) -> int:
     return len(path.read_text(encoding="utf-8").splitlines())
 
 
-def test_no_module_over_500_lines_and_the_long_ones_only_shrink():
+def test_no_module_over_400_lines_and_the_long_ones_only_shrink():
     counts = {p.relative_to(REPO).as_posix(): _lines(p) for p in modules().values()}
     over = {f: n for f, n in counts.items() if n > MAX_MODULE_LINES and f not in EXEMPT and f not in OVER_THE_LIMIT}
     assert not over, f"modules over {MAX_MODULE_LINES} lines (split them by job): {over}"
@@ -243,7 +245,7 @@ def test_no_module_over_500_lines_and_the_long_ones_only_shrink():
     assert not done, f"within {MAX_MODULE_LINES} lines now, or gone: remove them from OVER_THE_LIMIT: {done}"
 
 
-def test_no_function_of_ddm_is_longer_than_80_lines():
+def test_no_function_of_ddm_is_longer_than_60_lines():
     long = []
     for path in modules().values():
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):

@@ -707,7 +707,7 @@ def test_table2_caption_names_the_rows_below_their_trivial_reference():
     """Issue 22: where a measured row of Table 2 does not beat its task's trivial reference, the caption
     says so (task, rows, reference), and for PSNR says why a sampler may not: an exact posterior
     sample has twice the posterior mean's expected squared error."""
-    from ddm.report.tables import _below_reference_caption
+    from ddm.report.task_tables import _below_reference_caption
 
     def cond(sr_ddm: float) -> dict:
         res = lambda v: {"5": {"mean": v}, "10": {"mean": v}, "20": {"mean": v - 100}}  # NFE 20: not Table 2's

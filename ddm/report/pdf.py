@@ -16,7 +16,8 @@ from typing import Iterable, Mapping
 from ddm.report.figures import load_pyplot
 from ddm.report.labels import DATASET_LABELS, METHOD_LABELS, latex_escape
 from ddm.report.provenance import provenance_text
-from ddm.report.tables import TASK_COLUMNS, template_env
+from ddm.report.tables import template_env
+from ddm.report.task_tables import TASK_COLUMNS
 from ddm.replicates import split_replicate
 
 __all__ = ["ReportError", "LATEX_PACKAGES", "find_latex", "no_latex_message", "report_pages", "render_report",

@@ -14,14 +14,15 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Mapping
 
+from ddm.report.cells import result_cell
 from ddm.report.labels import DATASET_LABELS, latex_escape, method_label
 from ddm.report.provenance import provenance_text
 from ddm.report.seeds import seed_table
+from ddm.report.task_tables import table2, table3
 from ddm.resources import PUBLISHED_CSV, TABLES_TEMPLATE
 from ddm.stats import CPU_REL
 
-__all__ = ["render_tables", "nonfinite_cells", "check_published_csv", "format_params", "TASK_COLUMNS",
-           "REFERENCE_LABELS"]
+__all__ = ["render_tables", "nonfinite_cells", "check_published_csv", "format_params"]
 
 
 def template_env():
@@ -62,22 +63,6 @@ def nonfinite_cells(metrics: Mapping) -> list[str]:
     return bad
 
 
-def _cell(res: Mapping | None, marker: str | None = None, digits: int = 2) -> str:
-    """``mean`` (``digits`` decimals) with Table 1's marker and `` $\\pm$ std`` (one decimal more)."""
-    if res is None:
-        return "--"
-    if not all(math.isfinite(v) for v in (res["mean"], res.get("std") or 0.0)):
-        raise ValueError(f"a table cell of mean {res['mean']} and std {res.get('std')} is not finite")
-    text = f"{res['mean']:.{digits}f}"
-    if marker == "significant":
-        text = r"\textbf{" + text + r"}\sigmark"
-    elif marker == "not_significant":
-        text = r"\textbf{" + text + r"}\nsmark"
-    if res.get("std") is not None:
-        text += rf" $\pm$ {res['std']:.{digits + 1}f}"
-    return text
-
-
 def kid_power(kids: list[float]) -> int:
     """The power of ten a table's KIDs are shown at (x 10^power), a multiple of 3 that puts the
     largest in [1, 1000): 10^3 for Inception-scale KIDs (0.001-0.1), other features as they come."""
@@ -91,7 +76,7 @@ def _kid_cell(res: Mapping | None, power: int) -> str:
     if not kid:
         return "--"
     f = 10.0 ** power
-    return _cell({"mean": f * kid["mean"], "std": None if kid.get("std") is None else f * kid["std"]})
+    return result_cell({"mean": f * kid["mean"], "std": None if kid.get("std") is None else f * kid["std"]})
 
 
 def _run_caption(metrics: Mapping, d: Mapping, methods: list[str]) -> dict:
@@ -170,62 +155,77 @@ def render_tables(metrics: Mapping, published_csv: Path = PUBLISHED_CSV) -> str:
     ``published_csv``: by default the package's ``PUBLISHED_CSV``), Table 4 and Table 5 when
     their ablations were run."""
     published = _published(Path(published_csv) if isinstance(published_csv, str) else published_csv)
-    datasets = []
-    for ds, d in sorted(metrics["datasets"].items()):
-        res = d["results"]
-        t1_methods = [m for m in metrics["table1_methods"] if m in res]
-        nfes = sorted({int(n) for m in t1_methods for n in res[m]})
-        rows = []
-        for m in t1_methods:
-            cells = []
-            for n in nfes:
-                col = d["table1"].get(str(n), {})
-                marker = col.get("marker") if col.get("best") == m else None
-                cells.append(_cell(res[m].get(str(n)), marker))
-            size = d.get("params", {}).get(m)
-            rows.append({"label": method_label(m, metrics), "cells": cells,
-                         "params": format_params(size) if size else "--"})
-        reported = defaultdict(dict)
-        params_of = {}
-        for r in published:
-            if r["table"] == "1" and r["dataset"] == ds:
-                reported[r["method"]][int(r["nfe"])] = float(r["value"])
-                params_of[r["method"]] = r["params"]
-        reported_rows = [{"label": latex_escape(m), "params": latex_escape(params_of[m]) or "--",
-                          "cells": [f"{v[n]:.2f}" if n in v else "--" for n in nfes]} for m, v in reported.items()]
-        samples = {n: next(res[m][str(n)]["num_samples"] for m in t1_methods if str(n) in res[m]) for n in nfes}
-        repeats = {n: max(res[m][str(n)]["n"] for m in t1_methods if str(n) in res[m]) for n in nfes}
-        kids = [abs(c["kid"]["mean"]) for m in t1_methods for c in res[m].values() if c.get("kid")]
-        power = kid_power(kids)
-        kid_rows = [{"label": method_label(m, metrics), "cells": [_kid_cell(res[m].get(str(n)), power) for n in nfes]}
-                    for m in t1_methods] if kids else []
-        t4, t4_nfes, t5 = _ablation_tables(metrics, res)
-        solver = None
-        if "solver_table" in d:
-            st = d["solver_table"]
-            s_nfes = sorted(int(n) for n in st["columns"])
-            solver = {"nfes": s_nfes, "rows": [
-                {"label": st["labels"][m], "cells": [
-                    _cell(res[m].get(str(n)), st["columns"][str(n)]["marker"] if st["columns"][str(n)]["best"] == m else None)
-                    for n in s_nfes]} for m in st["rows"]]}
-        datasets.append({
-            "solver": solver,
-            "name": DATASET_LABELS.get(ds, ds), "nfes": nfes, "rows": rows, "reported": reported_rows,
-            "samples": ", ".join(f"NFE {n}: {_fmt_int(samples[n])} samples $\\times$ {repeats[n]}" for n in nfes),
-            "kid_rows": kid_rows, "kid_scale": f" ($\\times 10^{{{power}}}$)" if power else "",
-            "unequal": len(set(samples.values())) > 1,
-            "run": _run_caption(metrics, d, t1_methods),
-            "extractor": latex_escape(d["extractor"]), "reference": latex_escape(d["reference"]),
-            "samplers": "; ".join(d.get("samplers", {}).values()),
-            "table4": t4, "t4_nfes": t4_nfes, "table5": t5, "t4_note": shared_note(metrics, "table4"),
-            "t5_note": shared_note(metrics, "table5"),
-            "ablation_plateau": plateau_text(metrics, d, [m for m in res if m not in t1_methods]),
-            "seeds": seed_table(metrics, d),
-        })
+    datasets = [_dataset_tables(metrics, ds, d, published) for ds, d in sorted(metrics["datasets"].items())]
     cond = metrics.get("conditioned")
     return template_env().get_template(TABLES_TEMPLATE.name).render(
         datasets=datasets, preset=metrics["preset"], ht=metrics["ht"], provenance=provenance_text(metrics.get("provenance")),
-        table2=_table2(cond, published) if cond else None, table3=_table3(cond, published) if cond else None)
+        table2=table2(cond, published) if cond else None, table3=table3(cond, published) if cond else None)
+
+
+def _dataset_tables(metrics: Mapping, ds: str, d: Mapping, published: list[dict]) -> dict:
+    """One dataset's part of reports/tables.tex: Table 1 (measured and reported rows, KID), its
+    caption's facts, Tables 4 and 5 and the fair-solver table."""
+    res = d["results"]
+    t1_methods = [m for m in metrics["table1_methods"] if m in res]
+    nfes = sorted({int(n) for m in t1_methods for n in res[m]})
+    rows = []
+    for m in t1_methods:
+        cells = []
+        for n in nfes:
+            col = d["table1"].get(str(n), {})
+            marker = col.get("marker") if col.get("best") == m else None
+            cells.append(result_cell(res[m].get(str(n)), marker))
+        size = d.get("params", {}).get(m)
+        rows.append({"label": method_label(m, metrics), "cells": cells,
+                     "params": format_params(size) if size else "--"})
+    samples = {n: next(res[m][str(n)]["num_samples"] for m in t1_methods if str(n) in res[m]) for n in nfes}
+    repeats = {n: max(res[m][str(n)]["n"] for m in t1_methods if str(n) in res[m]) for n in nfes}
+    kids = [abs(c["kid"]["mean"]) for m in t1_methods for c in res[m].values() if c.get("kid")]
+    power = kid_power(kids)
+    kid_rows = [{"label": method_label(m, metrics), "cells": [_kid_cell(res[m].get(str(n)), power) for n in nfes]}
+                for m in t1_methods] if kids else []
+    t4, t4_nfes, t5 = _ablation_tables(metrics, res)
+    return {
+        "solver": _solver_table(d, res),
+        "name": DATASET_LABELS.get(ds, ds), "nfes": nfes, "rows": rows, "reported": _reported_rows(published, ds, nfes),
+        "samples": ", ".join(f"NFE {n}: {_fmt_int(samples[n])} samples $\\times$ {repeats[n]}" for n in nfes),
+        "kid_rows": kid_rows, "kid_scale": f" ($\\times 10^{{{power}}}$)" if power else "",
+        "unequal": len(set(samples.values())) > 1,
+        "run": _run_caption(metrics, d, t1_methods),
+        "extractor": latex_escape(d["extractor"]), "reference": latex_escape(d["reference"]),
+        "samplers": "; ".join(d.get("samplers", {}).values()),
+        "table4": t4, "t4_nfes": t4_nfes, "table5": t5, "t4_note": shared_note(metrics, "table4"),
+        "t5_note": shared_note(metrics, "table5"),
+        "ablation_plateau": plateau_text(metrics, d, [m for m in res if m not in t1_methods]),
+        "seeds": seed_table(metrics, d),
+    }
+
+
+def _reported_rows(published: list[dict], ds: str, nfes: list[int]) -> list[dict]:
+    """Table 1's reported peers of dataset ``ds`` (published.csv), at the measured NFEs."""
+    reported = defaultdict(dict)
+    params_of = {}
+    for r in published:
+        if r["table"] == "1" and r["dataset"] == ds:
+            reported[r["method"]][int(r["nfe"])] = float(r["value"])
+            params_of[r["method"]] = r["params"]
+    return [{"label": latex_escape(m), "params": latex_escape(params_of[m]) or "--",
+             "cells": [f"{v[n]:.2f}" if n in v else "--" for n in nfes]} for m, v in reported.items()]
+
+
+def _solver_table(d: Mapping, res: Mapping) -> dict | None:
+    """The fair-solver table of a dataset (its ``solver_table``, with its markers), or None."""
+    if "solver_table" not in d:
+        return None
+    st = d["solver_table"]
+    s_nfes = sorted(int(n) for n in st["columns"])
+
+    def marker(m: str, n: int) -> str | None:
+        column = st["columns"][str(n)]
+        return column["marker"] if column["best"] == m else None
+
+    return {"nfes": s_nfes, "rows": [{"label": st["labels"][m], "cells": [result_cell(res[m].get(str(n)), marker(m, n))
+                                                                        for n in s_nfes]} for m in st["rows"]]}
 
 
 def _ablation_tables(metrics: Mapping, res: Mapping) -> tuple[list[dict], list[int], list[dict]]:
@@ -237,12 +237,12 @@ def _ablation_tables(metrics: Mapping, res: Mapping) -> tuple[list[dict], list[i
     t4_nfes = sorted({n for r in t4_rows for n in _nfes(res, r["method"])})
     shared = metrics.get("shared_networks", {})
     dagger = {m: r"$^\dagger$" if m in shared else "" for m in res}
-    t4 = [{"label": r["label"] + dagger[r["method"]], "cells": [_cell(res[r["method"]].get(str(n))) for n in t4_nfes]}
+    t4 = [{"label": r["label"] + dagger[r["method"]], "cells": [result_cell(res[r["method"]].get(str(n))) for n in t4_nfes]}
           for r in t4_rows]
     t5_rows = rows.get("table5", [])
     measured = any(r["method"] in res for r in t5_rows if r["method"] not in metrics["table1_methods"])
     t5 = [{"group": r["group"], "label": r["label"] + dagger.get(r["method"], ""),
-           "cell": _cell(res[r["method"]].get("10")) if r["method"] in res else "--"} for r in t5_rows] if measured else []
+           "cell": result_cell(res[r["method"]].get("10")) if r["method"] in res else "--"} for r in t5_rows] if measured else []
     return t4, t4_nfes, t5
 
 
@@ -256,150 +256,6 @@ def shared_note(metrics: Mapping, table: str) -> str:
     pairs = "; ".join(f"{r['label']}: the network of {method_label(shared[r['method']], metrics)}" for r in rows)
     return (r" $^\dagger$: the same training config as another row's, so one network, trained once and sampled "
             f"for both rows ({pairs}).")
-
-
-# -- conditioned generation (Tables 2 and 3) ------------------------------------------------
-#: Per task: its column title, metric label, decimals, and the paper's dataset (published.csv).
-TASK_COLUMNS = {
-    "saliency": {"title": "Saliency detection", "metric": r"MAE$\downarrow$", "digits": 4, "paper": "duts"},
-    "super_resolution": {"title": "Super-resolution", "metric": r"PSNR$\uparrow$", "digits": 2, "paper": "div2k"},
-    "inpainting": {"title": "Image inpainting", "metric": r"FID$\downarrow$", "digits": 2, "paper": "celebahq256"},
-}
-#: Labels of the trivial references (``ddm.conditioned.task_references``).
-REFERENCE_LABELS = {"all_background": "All background", "bicubic": "Bicubic", "mean_fill": "Mean-colour fill",
-                    "test_images": "Test images (real)"}
-#: References that are the data itself (the metric's floor), not a trivial method a model should beat.
-DATA_REFERENCES = frozenset({"test_images"})
-
-
-def _task_order(cond: Mapping) -> list[str]:
-    """The measured tasks in the paper's column order (saliency, super-resolution, inpainting)."""
-    return [t for t in TASK_COLUMNS if t in cond["tasks"]]
-
-
-def _task_cell(cond: Mapping, task: str, method: str, nfe: int) -> str:
-    return _marked_cell(cond["tasks"][task], method, nfe, TASK_COLUMNS[task]["digits"])
-
-
-def _marked_cell(t: Mapping, method: str, nfe: int, digits: int) -> str:
-    """A method's cell of a metric's ``results`` at ``nfe``, with its column's marker if it is the best."""
-    column = t["markers"].get(str(nfe), {})
-    marker = column.get("marker") if column.get("best") == method else None
-    return _cell(t["results"].get(method, {}).get(str(nfe)), marker, digits)
-
-
-def _reported(published: list[dict], table: str, task: str) -> list[tuple[str, int, float]]:
-    """(method, NFE, value) of the paper's rows of ``table`` on the task's dataset (published.csv)."""
-    ds = TASK_COLUMNS[task]["paper"]
-    return [(r["method"], int(r["nfe"]), float(r["value"])) for r in published if r["table"] == table and r["dataset"] == ds]
-
-
-def _table2(cond: Mapping, published: list[dict]) -> dict:
-    """Table 2: one (method, value) column pair per task, and one per extra metric of a task
-    (``ddm.task_metrics``) beside it; rows: the measured methods at Table 2's NFEs, the trivial
-    references, the paper's reported rows (its DDPM/DDM and the state of the art)."""
-    from itertools import zip_longest
-
-    tasks = _task_order(cond)
-    digits = {t: TASK_COLUMNS[t]["digits"] for t in tasks}
-    extras = [(t, name) for t in tasks for name in cond["tasks"][t].get("extra", {})]
-    measured = [[(f"{cond['labels'][m]}-{n} step", _task_cell(cond, t, m, n)) for t in tasks]
-                + [(f"{cond['labels'][m]}-{n} step", _extra_cell(cond, t, e, m, n)) for t, e in extras]
-                for m in cond["methods"] for n in cond["table2_nfe"]]
-    refs = [[(REFERENCE_LABELS.get(k, latex_escape(k)), f"{v:.{digits[t]}f}")
-             for k, v in cond["tasks"][t]["references"].items()] for t in tasks] + [[] for _ in extras]
-    reported = [[(latex_escape(m) + (f"-{n} step (paper)" if n else "") + r"\reported{}", f"{v:.{digits[t]}f}")
-                 for m, n, v in _reported(published, "2", t)] for t in tasks] + [[] for _ in extras]
-    blank = ("", "")
-
-    def pad(columns):
-        return [list(row) for row in zip_longest(*columns, fillvalue=blank)]
-
-    columns = [{"title": TASK_COLUMNS[t]["title"], "metric": TASK_COLUMNS[t]["metric"]} for t in tasks]
-    for t, e in extras:
-        x = cond["tasks"][t]["extra"][e]
-        columns.append({"title": TASK_COLUMNS[t]["title"],
-                        "metric": x["label"] + (r"$\uparrow$" if x["higher_is_better"] else r"$\downarrow$")})
-    return {"tasks": columns, "measured": measured, "references": pad(refs), "reported": pad(reported),
-            "caption": _task_caption(cond)}
-
-
-def _extra_cell(cond: Mapping, task: str, name: str, method: str, nfe: int) -> str:
-    """The cell of an extra task metric (``ddm.task_metrics``), marked as the task's own are."""
-    x = cond["tasks"][task]["extra"][name]
-    return _marked_cell(x, method, nfe, x["digits"])
-
-
-def _table3(cond: Mapping, published: list[dict]) -> dict:
-    """Table 3: the measured methods (and the paper's DDPM/DDM rows) at Table 3's NFEs, per task."""
-    tasks, nfes = _task_order(cond), cond["table3_nfe"]
-    rows = [{"label": cond["labels"][m], "cells": [_task_cell(cond, t, m, n) for t in tasks for n in nfes]}
-            for m in cond["methods"]]
-    paper: dict = defaultdict(dict)
-    for t in tasks:
-        for m, n, v in _reported(published, "3", t):
-            paper[m][t, n] = f"{v:.{TASK_COLUMNS[t]['digits']}f}"
-    reported = [{"label": latex_escape(m) + r" (paper)\reported{}", "cells": [cells.get((t, n), "--") for t in tasks for n in nfes]}
-                for m, cells in paper.items() if {(t, n) for t in tasks for n in nfes} & set(cells)]
-    return {"tasks": [{"title": TASK_COLUMNS[t]["title"], "metric": TASK_COLUMNS[t]["metric"]} for t in tasks],
-            "nfes": nfes, "rows": rows, "reported": reported}
-
-
-def _task_caption(cond: Mapping) -> str:
-    """What the embedded tasks are and how they are scored, for Table 2's caption."""
-    parts = []
-    for task, t in ((k, cond["tasks"][k]) for k in _task_order(cond)):
-        n = next(iter(next(iter(t["results"].values())).values()))["num_samples"]
-        size = f"{t['size']}$\\times${t['size']}, " if t.get("size") else ""
-        parts.append({
-            "saliency": f"saliency detection MAE$\\downarrow$ (shapes and digits on textures, {size}{n} test images; "
-                        "stands in for DUTS)",
-            "super_resolution": f"$\\times${t.get('scale') or 4} super-resolution PSNR$\\uparrow$ (Y channel, "
-                                f"{t.get('scale') or 4}-pixel border cropped; photo patches, {size}{n} test patches; "
-                                "stands in for DIV2K)",
-            "inpainting": f"inpainting FID$\\downarrow$ (digits with LaMa-distributed holes, {size}{n} test digits, "
-                          "digits-classifier features against the training digits; stands in for CelebA-HQ)",
-        }[task])
-    return "; ".join(parts) + _latent_caption(cond) + _below_reference_caption(cond)
-
-
-def _below_reference_caption(cond: Mapping) -> str:
-    """Table 2's caption sentence naming each measured row that does not beat its task's best trivial
-    reference at any of Table 2's NFEs, and, for PSNR, why a sampler may not: PSNR rewards the posterior
-    mean, and a sample from the exact posterior has twice its expected squared error (E|x - x'|^2 =
-    2 E Var(x | y) for x' drawn independently of x given y: 3.01 dB lower PSNR)."""
-    parts, psnr = [], False
-    for task in _task_order(cond):
-        t = cond["tasks"][task]
-        refs = {k: v for k, v in t["references"].items() if k not in DATA_REFERENCES}
-        if not refs:
-            continue
-        better = max if t["higher_is_better"] else min
-        name, ref = better(refs.items(), key=lambda kv: kv[1])
-        beats = (lambda v: v > ref) if t["higher_is_better"] else (lambda v: v < ref)
-        below = [cond["labels"][m] for m in cond["methods"]
-                 if not any(beats(r["mean"]) for n, r in t["results"].get(m, {}).items() if int(n) in cond["table2_nfe"])]
-        if below:
-            digits = TASK_COLUMNS[task]["digits"]
-            parts.append(f"{TASK_COLUMNS[task]['title'].lower()}: {', '.join(below)} (against "
-                         f"{REFERENCE_LABELS.get(name, latex_escape(name)).lower()}, {ref:.{digits}f})")
-            psnr |= t["metric"] == "psnr"
-    if not parts:
-        return ""
-    why = (". PSNR rewards the posterior mean: a sample from the exact posterior has twice its expected squared "
-           "error (3.01~dB lower PSNR), so a sampler is below a mean-like reference such as bicubic wherever the "
-           "posterior mean beats that reference by less than 3~dB") if psnr else ""
-    return ". Not better than the task's trivial reference at any NFE of this table: " + "; ".join(parts) + why
-
-
-def _latent_caption(cond: Mapping) -> str:
-    """Table 2's caption sentence on the tasks that run in latent space (§5.1: a KL autoencoder of
-    factor 4, latent diffusion): factor, latent channels and test-split reconstruction PSNR."""
-    parts = [f"{TASK_COLUMNS[k]['title'].lower()} runs in the latent space of a KL-f{t['latent']['factor']} "
-             f"autoencoder ({t['latent']['z_channels']} latent channels), reconstruction PSNR "
-             f"{t['latent']['psnr']:.1f}~dB on the test split"
-             for k, t in ((k, cond["tasks"][k]) for k in _task_order(cond)) if t.get("latent")]
-    return ". Latent diffusion (as the paper's >256-pixel tasks): " + "; ".join(parts) if parts else ""
 
 
 def format_params(n: int) -> str:
