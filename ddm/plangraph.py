@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
+import signal
+import threading
 from pathlib import Path
 
 from ddm import plugins
@@ -71,6 +74,9 @@ def graph_jobs(workdir, overrides: dict, *, targets=("all",), forceall: bool = T
 
     handler = Jobs(logging.DEBUG)
     logger = logging.getLogger("snakemake")
+    # the Snakefile sets DDM_PARAMS for its jobs, and Snakemake its signal handlers: neither outlives the plan
+    environ = dict(os.environ)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
         logger.addHandler(handler)
         try:
@@ -84,4 +90,9 @@ def graph_jobs(workdir, overrides: dict, *, targets=("all",), forceall: bool = T
             raise ConfigError(f"Snakemake cannot build the graph: {said[0]}") from None
         finally:
             logger.removeHandler(handler)
+            os.environ.clear()
+            os.environ.update(environ)
+            if threading.current_thread() is threading.main_thread():  # (signals are set there only)
+                for sig, handler_ in handlers.items():
+                    signal.signal(sig, handler_)
     return jobs
