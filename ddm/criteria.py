@@ -35,8 +35,10 @@ CLOSE_RATIO = 6.0
 #: fraction, shown by a one-sided Welch test (ddm.stats.beyond, p < ALPHA). Fixed before any run
 #: with at least 3 sample sets per Table 3 column (params.yaml, table3.repeats).
 FLAT_REL = 0.05
-#: Two means closer than CPU_REL (ddm.stats: how far a number moves between CPUs), or a ratio within
-#: twice it of its threshold, are a borderline condition.
+# Margins: two means closer than CPU_REL (ddm.stats: how far a number moves between CPUs), or a ratio
+# within twice it of its threshold, make a borderline condition (ahead, at_most); so does a p inside
+# P_BAND (by_p).
+
 #: The p-values a verdict calls borderline: within a factor 2 of ALPHA on either side. Below it the
 #: test is significant, above it not; inside it a CPU's numerics could decide.
 P_BAND = (ALPHA / 2, 2 * ALPHA)
