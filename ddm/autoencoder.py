@@ -229,8 +229,8 @@ def fit_autoencoder(latent: Mapping, channels: int, images: Tensor, ckpt_dir, *,
     2022); eval mode, on the CPU."""
     from ddm.training import TrainConfig, load_checkpoint, train
 
-    cfg = TrainConfig(steps=latent["steps"], batch_size=latent["batch_size"], lr=latent["lr"],
-                      lr_min=latent["lr_min"], weight_decay=0.0, ckpt_every=latent["steps"], keep_last=1,
+    cfg = TrainConfig(steps=latent["steps"], batch_size=latent["batch_size"], accum=latent.get("accum", 1),
+                      lr=latent["lr"], lr_min=latent["lr_min"], weight_decay=0.0, ckpt_every=latent["steps"], keep_last=1,
                       log_every=max(1, latent["steps"] // 10), seed=seed)
     torch.manual_seed(seed)
     ae = build_autoencoder(latent, channels)

@@ -92,9 +92,10 @@ def cmd_train_task(args) -> None:
 
 
 def cmd_sample_task(args) -> None:
-    from ddm.config import task_hash
+    from ddm.config import task_hash, task_sampling_batch
 
-    cfg = _task_cfg(read_params(args), args.task, args.method)
+    params = read_params(args)
+    cfg = _task_cfg(params, args.task, args.method)
     from ddm.conditioned import load_task_model, task_autoencoder  # torch: once params.yaml passed
     from ddm.generate import sample_sets
 
@@ -102,7 +103,8 @@ def cmd_sample_task(args) -> None:
     split = _split(args.data, cfg, "test")
     ae = task_autoencoder(cfg, args.autoencoder, default_device(args))
     outs = {s: _check_out(_set_file(args.out_dir, *s, "pt"), "--out-dir") for s in args.sets}
-    for (nfe, repeat), x in sample_sets(exp, net, split, outs, batch_size=args.batch_size,
+    batch = args.batch_size or task_sampling_batch(params)
+    for (nfe, repeat), x in sample_sets(exp, net, split, outs, batch_size=batch,
                                         device=default_device(args), autoencoder=ae):
         save_output(save_torch, x, outs[nfe, repeat])
         log.info("%s/%s: %d samples at NFE %d (repeat %d) -> %s", args.task, args.method, len(x), nfe, repeat,
@@ -160,7 +162,8 @@ def add_task_steps(sub) -> None:
                     "task", "method", "model", "data", "out-dir")
     s.add_argument("--autoencoder", **autoencoder)
     s.add_argument("--sets", **sets)
-    s.add_argument("--batch-size", type=positive, default=256)
+    s.add_argument("--batch-size", type=positive, default=None,
+                   help="images denoised at once (default: the conditioned preset's batch_size, else 256)")
     s.add_argument("--device", **device)
     s = add_command(sub, "evaluate-task", cmd_evaluate_task, "Table 2's metric of every sample set of a task, and the "
                     "trivial references", "task", "data", "samples-dir", "out-dir")

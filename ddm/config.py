@@ -24,7 +24,7 @@ __all__ = ["ConfigError", "dataset_names", "all_methods", "resolve", "resolved_h
            "convergence_methods",
            "check_fit",
            "method_path", "METHOD_DEFAULTS", "SAMPLING_KEYS", "REPORT_KEYS", "DATASET_CHANNELS", "TASKS", "TASK_ONLY",
-           "TASK_HASH_KEYS", "LATENT_DEFAULTS", "conditioned_block", "task_names", "task_sets", "resolve_task",
+           "TASK_HASH_KEYS", "LATENT_DEFAULTS", "conditioned_block", "task_sampling_batch", "task_names", "task_sets", "resolve_task",
            "inpainting_dataset", "latent_factor", "task_hash"]
 
 #: Defaults of a method entry, per process (the paper's choices; options named in the README).
@@ -215,6 +215,18 @@ def conditioned_block(params: Mapping) -> dict | None:
     if not params.get("conditioned"):
         return None
     return params.get("conditioned_presets", {}).get(params["preset"])
+
+
+#: The sampling batch of ``ddm sample-task`` where the conditioned preset names none.
+TASK_SAMPLING_BATCH = 256
+
+
+def task_sampling_batch(params: Mapping) -> int:
+    """The images a ``sample-task`` job denoises at once: the conditioned preset's ``batch_size``,
+    else :data:`TASK_SAMPLING_BATCH`. Each sample has its own seed (``ddm.modelfile.sample_seeds``),
+    so the batch changes the memory a job needs and not its samples (beyond float rounding)."""
+    block = conditioned_block(params) or {}
+    return int(block.get("batch_size", TASK_SAMPLING_BATCH))
 
 
 def task_names(params: Mapping) -> list[str]:

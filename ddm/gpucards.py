@@ -67,15 +67,24 @@ def rate(dev: Mapping, kind: str, precision: str) -> float | None:
     return dev["flops_per_s"].get(kind)
 
 
+#: What lowers a rule's GPU memory per GPU, in the words of params.yaml (``accum``: gradient
+#: accumulation, the same batch in smaller passes; ddm.training).
+MEMORY_FIX = {
+    "train": "raise the dataset's train.accum or train.gpus (or lower train.batch_size)",
+    "train_task": "raise accum in the conditioned preset's train block (or the task's own train block)",
+    "train_autoencoder": "raise accum in the task's latent block",
+    "sample_task": "lower the conditioned preset's batch_size (the sampling batch)",
+    None: "lower its batch size (one GPU per job)",
+}
+
+
 def memory_error(rows, dev: Mapping, profile: Mapping) -> str | None:
     """The first job that does not fit: GPU memory above the card's, or host memory above the
     profile's ``mem_mb`` for its rule; None when every job fits."""
     for r in rows:
         if r.device == "gpu" and r.gpu_mem_gb > dev["memory_gb"]:
             return (f"{_job(r, 'gpu_mem_gb')}: needs {r.gpu_mem_gb:.1f} GB of GPU memory per GPU, more than the "
-                    f"{dev['name']}'s {dev['memory_gb']:.0f} GB: " + ("raise train.gpus or lower train.batch_size"
-                                                                     if r.rule == "train" else
-                                                                     "lower its batch size (one GPU per job)"))
+                    f"{dev['name']}'s {dev['memory_gb']:.0f} GB: " + MEMORY_FIX.get(r.rule, MEMORY_FIX[None]))
         mem_mb = (profile.get(r.rule) or {}).get("mem_mb", (profile.get("__default__") or {}).get("mem_mb"))
         if mem_mb is not None and r.mem_gb * 1000 > float(mem_mb):
             return (f"{_job(r, 'mem_gb')}: needs {r.mem_gb:.1f} GB of host memory, more than the profile's mem_mb "

@@ -9,7 +9,7 @@ import re
 from ddm import netcost
 from ddm.fidstats import CHUNK_BYTES
 from ddm.gpucards import train_precision
-from ddm.config import conditioned_block, inpainting_dataset, resolve, resolve_task, task_sets
+from ddm.config import conditioned_block, inpainting_dataset, resolve, resolve_task, task_sampling_batch, task_sets
 
 GB = 1e9
 RUNTIME_GB = 1.0  # Python + torch in memory
@@ -22,6 +22,13 @@ def train_gpu_gb(net, batch_per_gpu: float) -> float:
     bytes a parameter) and the activations autograd keeps for the backward pass of the batch (fp32:
     an upper bound under bf16 autocast, which keeps some of them in bf16)."""
     return (20 * net.params + batch_per_gpu * net.saved_bytes) / GB
+
+
+def micro_batch(train, gpus: int = 1) -> float:
+    """The images of one forward and backward pass on one GPU: a training block's batch_size over
+    its GPUs and its gradient-accumulation steps (``accum``; ddm.training: the same update, in
+    smaller passes)."""
+    return train["batch_size"] / (gpus * train.get("accum", 1))
 
 
 def train_host_gb(images: int, pixels: int, params: int, procs: int) -> float:
@@ -67,7 +74,7 @@ def train(p, wc, shell):
     return dict(flops=3 * net.flops * t["batch_size"] * t["steps"], work="train", startup="torch", gpus=gpus,
                 precision=train_precision(t), mem_gb=train_host_gb(_data_count(p, wc["dataset"]), _pixels(cfg),
                                                                    net.params, per_node),
-                gpu_mem_gb=train_gpu_gb(net, t["batch_size"] / gpus), disk_gb=(ckpts + 8 * net.params) / GB)
+                gpu_mem_gb=train_gpu_gb(net, micro_batch(t, gpus)), disk_gb=(ckpts + 8 * net.params) / GB)
 
 
 def sample(p, wc, shell):
@@ -181,7 +188,7 @@ def train_autoencoder(p, wc, shell):
     return dict(flops=3 * ae.flops * lat["batch_size"] * lat["steps"], work="train", startup="torch",
                 precision=train_precision(lat), mem_gb=train_host_gb(_split_sizes(cfg)[0], cfg["channels"] * size ** 2,
                                                                      ae.params, 1),
-                gpu_mem_gb=train_gpu_gb(ae, lat["batch_size"]), disk_gb=3 * state / GB)
+                gpu_mem_gb=train_gpu_gb(ae, micro_batch(lat)), disk_gb=3 * state / GB)
 
 
 def train_task(p, wc, shell):
@@ -192,7 +199,7 @@ def train_task(p, wc, shell):
     pixels = cfg["channels"] * cfg["resolution"] ** 2 + cfg["cond_channels"] * cfg.get("cond_resolution", cfg["resolution"]) ** 2
     return dict(flops=3 * net.flops * t["batch_size"] * t["steps"], work="train", startup="torch",
                 precision=train_precision(t), mem_gb=train_host_gb(n_train, pixels, net.params, 1),
-                gpu_mem_gb=train_gpu_gb(net, t["batch_size"]),
+                gpu_mem_gb=train_gpu_gb(net, micro_batch(t)),
                 disk_gb=(t.get("keep_last", 1) * state + 8 * net.params) / GB)
 
 
@@ -205,7 +212,8 @@ def sample_task(p, wc, shell):
         flops += 0.5 * netcost.autoencoder_cost(cfg["latent"], cfg["channels"], cfg["cond_resolution"]).flops * n * len(sets)
     out = n * cfg["channels"] * cfg.get("cond_resolution", cfg["resolution"]) ** 2
     return dict(flops=flops, work="sample", startup="torch", mem_gb=RUNTIME_GB + 4 * (out + net.params) / GB,
-                gpu_mem_gb=inference_gb(net, min(n, _num(shell, "--batch-size") or 256)), disk_gb=out * len(sets) / GB)
+                gpu_mem_gb=inference_gb(net, min(n, _num(shell, "--batch-size") or task_sampling_batch(p))),
+                disk_gb=out * len(sets) / GB)
 
 
 def evaluate_task(p, wc, shell):

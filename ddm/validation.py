@@ -143,6 +143,7 @@ def _validate(params: Mapping) -> None:
             if errors:
                 raise ConfigError(f"params.yaml: {where}/{name}: {errors[0].message}")
         _validate_convergence(params, ds, block, trained)
+        _check_batch_split(block["train"], f"params.yaml: presets/{params['preset']}/{ds}/train")
         why = block.get("shard_size") is not None and shard_size_error(block["shard_size"])
         if why:
             raise ConfigError(f"params.yaml: presets/{params['preset']}/{ds}/shard_size: {why}")
@@ -202,6 +203,9 @@ def _validate_conditioned(params: Mapping, validator, schema_: Mapping) -> None:
             raise ConfigError(f"{where}/{task}: set n_train and n_test (an embedded stand-in draws that many examples; "
                               "null takes every image of a split only for inpainting or a task with a dataset)")
         _check_task_metrics(task, t, f"{where}/{task}/metrics")
+        _check_batch_split({**block["train"], **t.get("train", {})}, f"{where}/{task}/train")
+        if t.get("latent"):
+            _check_batch_split(t["latent"], f"{where}/{task}/latent")
         size = _check_latent(task, t, f"{where}/{task}")
         _check_task_size(params, task, t, {**block["model"], **t.get("model", {})}, f"{where}/{task}", size)
     for name, entry in params["conditioned_methods"].items():
@@ -210,6 +214,16 @@ def _validate_conditioned(params: Mapping, validator, schema_: Mapping) -> None:
                               "posterior mean of a conditional model here); remove it")
         for task in block["tasks"]:
             resolve_task(params, task, name)
+
+
+def _check_batch_split(train: Mapping, where: str) -> None:
+    """A training block's batch_size splits evenly over its processes (gpus x nodes) and its
+    gradient-accumulation passes (accum), as ``ddm.training.TrainConfig`` requires at run time."""
+    parts = train.get("accum", 1) * train.get("gpus", 1) * train.get("nodes", 1)
+    if train["batch_size"] % parts:
+        raise ConfigError(f"{where}/batch_size: {train['batch_size']} does not split into "
+                          f"accum x gpus x nodes = {parts} equal parts; set batch_size to a multiple of {parts} or "
+                          "change accum")
 
 
 def _check_task_metrics(task: str, t: Mapping, where: str) -> None:

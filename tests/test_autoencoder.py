@@ -8,7 +8,8 @@ import torch
 
 from ddm.io import load_torch
 from ddm import tasks
-from ddm.autoencoder import LOGVAR_INIT, AutoencoderObjective, KLAutoencoder, reconstruction_psnr
+from ddm.autoencoder import LOGVAR_INIT, AutoencoderObjective, KLAutoencoder, fit_autoencoder, reconstruction_psnr
+from ddm.config import LATENT_DEFAULTS
 from ddm.training import TrainConfig, load_checkpoint, train
 
 
@@ -69,6 +70,19 @@ def test_trains_in_few_steps_and_records_reconstruction_psnr(tmp_path, record_pr
     record_property("ae_reconstruction_psnr_db", round(after, 2))
     record_property("ae_initial_psnr_db", round(before, 2))
     assert after > before + 3, (before, after)  # measured: 11.2 -> 17.7 dB
+
+
+def test_latent_accum_trains_the_same_autoencoder_in_smaller_passes(tmp_path):
+    """A latent block's ``accum`` (the paper preset's way onto one 80 GB card) reaches the trainer:
+    the batch in accum passes gives the weights of one pass (float rounding aside) and the
+    checkpoint records it."""
+    data = tasks.sr_task("train", n=32, size=16, seed=0)["target"]
+    latent = {**LATENT_DEFAULTS, "ch": 8, "steps": 3, "batch_size": 8}
+    one = fit_autoencoder(latent, 3, data, tmp_path / "one")
+    four = fit_autoencoder({**latent, "accum": 4}, 3, data, tmp_path / "four")
+    assert load_checkpoint(next((tmp_path / "four").glob("*.pt")))["config"]["accum"] == 4
+    for (name, a), b in zip(one.state_dict().items(), four.state_dict().values()):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=name)
 
 
 def test_latent_task_trains_and_samples_at_5_nfe_in_pixel_shape(tmp_path, capsys):

@@ -223,6 +223,24 @@ def test_every_error_is_reported_at_once(tiny):
     assert "params.yaml: ht:" in msg and "params.yaml: seed:" in msg
 
 
+def test_batch_that_does_not_split_into_its_passes(shipped):
+    """batch_size over accum x gpus x nodes is checked at validation, for a dataset's training, a
+    task's and a task's autoencoder, before any job starts; the paper preset's sampling batch is
+    the preset's batch_size (256 where it names none)."""
+    from ddm.config import task_sampling_batch
+
+    cases = {"presets.embedded.digits.train.accum": "params.yaml: presets/embedded/digits/train/batch_size: 64 does not split",
+             "conditioned_presets.embedded.train.accum": "conditioned_presets/embedded/tasks/saliency/train/batch_size: 32",
+             "conditioned_presets.embedded.tasks.super_resolution.latent.accum":
+                 "conditioned_presets/embedded/tasks/super_resolution/latent/batch_size: 32"}
+    for key, want in cases.items():
+        msg = _error(merge_params(shipped, {key: 3}))
+        assert want in msg and "accum x gpus x nodes = 3" in msg and "\n" not in msg, msg
+    validate(merge_params(shipped, {"presets.embedded.digits.train.accum": 4}))
+    assert task_sampling_batch(shipped) == 256
+    assert task_sampling_batch({**shipped, "preset": "paper"}) == shipped["conditioned_presets"]["paper"]["batch_size"]
+
+
 def test_unknown_preset(tiny):
     msg = _error({**tiny, "preset": "huge"})
     assert "preset" in msg and "'huge'" in msg
