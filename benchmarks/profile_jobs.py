@@ -11,7 +11,9 @@ digits 8x8, width 24, batch 64), built by the library as ``ddm train`` / ``ddm s
 2. Levers, each timed against the plain fp32 step in alternating order (``--reps`` pairs, median
    ratio; a shared machine swings single timings by +-30 %):
    - training step with ``torch.autocast("cpu", torch.bfloat16)`` (numerics change);
-   - training step in ``channels_last`` memory format (same math, other kernels);
+   - training step in ``channels_last`` memory format (same math, other kernels), and under bf16
+     autocast in channels_last (convolutions in bf16 on oneDNN's channels-last kernels, what autocast
+     keeps in fp32 stays there);
    - sampling network call under ``torch.inference_mode`` at batch 100 against batch 500
      (per-sample cost: is the long-NFE column overhead-bound?).
 Threads: one (as each pipeline job runs), unless ``--threads``.
@@ -98,8 +100,38 @@ def bf16_levers(exp, net):
                 fn(*inputs)
         return run
 
+    net_cl = exp.make_model().eval().to(memory_format=torch.channels_last)
+    net_cl.load_state_dict(net.state_dict())
+    xt_cl = xt.contiguous(memory_format=torch.channels_last)
     return [(f"3x3 conv, {width} channels, batch 100 at 8x8", infer(conv, x), infer(conv_b, x_b)),
-            ("sampling network call, batch 100", infer(net, xt, t), infer(net_b, xt_b, t, autocast=True))]
+            ("sampling network call, batch 100", infer(net, xt, t), infer(net_b, xt_b, t, autocast=True)),
+            ("sampling network call, batch 100, fp32 weights in channels_last under bf16 autocast",
+             infer(net, xt, t), infer(net_cl, xt_cl, t, autocast=True))]
+
+
+def compile_levers(exp, net, batch: int, n: int, reps: int) -> None:
+    """torch.compile (inductor, default mode) of the network, in a training step and in the sampling
+    network call at batch 100: the first call's time (compiling; the inductor's on-disk cache makes a
+    later process's first call cheaper) and the steady ratio against eager."""
+    c, r = exp.cfg["channels"], exp.cfg["resolution"]
+    xt, t = torch.randn(100, c, r, r), torch.rand(100)
+    compiled = torch.compile(net)
+
+    def call(module):
+        def run():
+            with torch.inference_mode():
+                module(xt, t)
+        return run
+
+    cases = [("train step", step_fn(exp, exp.make_model(), batch), step_fn(exp, torch.compile(exp.make_model()), batch), n),
+             ("sampling network call, batch 100", call(net), call(compiled), 10)]
+    for name, eager, fast, calls in cases:
+        start = time.perf_counter()
+        fast()
+        first = time.perf_counter() - start
+        a, b, q = ratio(eager, fast, calls, reps)
+        print(f"{name}, torch.compile: first call {first:.1f} s (compiling); {a * 1e3:.2f} ms eager vs "
+              f"{b * 1e3:.2f} ms compiled: ratio {q:.2f}")
 
 
 def timed(fn, n: int) -> float:
@@ -130,6 +162,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-profile", action="store_true")
+    ap.add_argument("--compile", action="store_true", help="also time torch.compile (inductor) of the network")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg = converged_cfg(args.method)
@@ -156,7 +189,8 @@ def main() -> None:
         net.train()
     n = max(3, args.steps // 3)
     print("\n== levers (median of alternating pairs; ratio < 1: faster)")
-    for name, kw in (("bf16 autocast", {"autocast": True}), ("channels_last", {"channels_last": True})):
+    for name, kw in (("bf16 autocast", {"autocast": True}), ("channels_last", {"channels_last": True}),
+                     ("bf16 autocast in channels_last", {"autocast": True, "channels_last": True})):
         base = step_fn(exp, exp.make_model(), batch)
         other = step_fn(exp, exp.make_model(), batch, **kw)
         a, b, q = ratio(base, other, n, args.reps)
@@ -165,6 +199,8 @@ def main() -> None:
     for name, f32, fast in bf16_levers(exp, net):
         a, b, q = ratio(f32, fast, 10, args.reps)
         print(f"{name}: {a * 1e3:.2f} ms fp32 vs {b * 1e3:.2f} ms bf16 channels_last: ratio {q:.2f}")
+    if args.compile:
+        compile_levers(exp, net, batch, n, args.reps)
     small, big = sample_fn(exp, net, 100, 20), sample_fn(exp, net, 500, 20)
     a, b, q = ratio(small, big, 1, args.reps)
     print(f"sampling per sample, batch 500 against batch 100 (NFE 20): {a / 100 * 1e3:.2f} ms vs "

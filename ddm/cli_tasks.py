@@ -98,17 +98,26 @@ def cmd_sample_task(args) -> None:
     cfg = _task_cfg(params, args.task, args.method)
     from ddm.conditioned import load_task_model, task_autoencoder  # torch: once params.yaml passed
     from ddm.generate import sample_sets
+    from ddm.setstore import SetStore, set_key, write_sets
 
     exp, net = model_for(args, cfg, load_task_model, task_hash, f"{args.task}/{args.method}")
     split = _split(args.data, cfg, "test")
     ae = task_autoencoder(cfg, args.autoencoder, default_device(args))
     outs = {s: _check_out(_set_file(args.out_dir, *s, "pt"), "--out-dir") for s in args.sets}
     batch = args.batch_size or task_sampling_batch(params)
-    for (nfe, repeat), x in sample_sets(exp, net, split, outs, batch_size=batch,
-                                        device=default_device(args), autoencoder=ae):
-        save_output(save_torch, x, outs[nfe, repeat])
-        log.info("%s/%s: %d samples at NFE %d (repeat %d) -> %s", args.task, args.method, len(x), nfe, repeat,
-                 outs[nfe, repeat])
+    store = None
+    if args.resume_dir:  # a set depends on the model, the test split, the autoencoder and the sampler
+        store = SetStore(args.resume_dir, set_key([args.model, args.data, args.autoencoder], cfg["sampling"]))
+
+    def sample(todo):
+        return sample_sets(exp, net, split, todo, batch_size=batch, device=default_device(args), autoencoder=ae)
+
+    def write(s, x):
+        save_output(save_torch, x, outs[s])
+        log.info("%s/%s: %d samples at NFE %d (repeat %d) -> %s", args.task, args.method, len(x), *s, outs[s])
+        return outs[s]
+
+    write_sets(outs, store, sample, write)
 
 
 def cmd_evaluate_task(args) -> None:
@@ -164,6 +173,8 @@ def add_task_steps(sub) -> None:
     s.add_argument("--sets", **sets)
     s.add_argument("--batch-size", type=positive, default=None,
                    help="images denoised at once (default: the conditioned preset's batch_size, else 256)")
+    s.add_argument("--resume-dir", default=None,
+                   help="keep each finished set here; a rerun reads them back and samples the rest (ddm.setstore)")
     s.add_argument("--device", **device)
     s = add_command(sub, "evaluate-task", cmd_evaluate_task, "Table 2's metric of every sample set of a task, and the "
                     "trivial references", "task", "data", "samples-dir", "out-dir")

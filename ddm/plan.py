@@ -39,8 +39,10 @@ from ddm.yamlio import ConfigError, read_yaml
 TABLE = THROUGHPUT
 #: The SLURM profile the plan checks by default (runtime, retries).
 PROFILE = "slurm/config.yaml"
-#: rules whose jobs resume from checkpoints after a time limit (USR1 -> checkpoint -> exit 75)
-RESUMABLE = ("train", "train_task", "train_autoencoder")
+#: the trainings: they resume from checkpoints after a time limit (USR1 -> checkpoint -> exit 75)
+TRAININGS = ("train", "train_task", "train_autoencoder")
+#: rules whose jobs resume after a time limit: the trainings, and sample_task set by set (ddm.setstore)
+RESUMABLE = TRAININGS + ("sample_task",)
 
 
 def load_table(path=None) -> dict:

@@ -199,7 +199,7 @@ def _message(overrides: dict) -> str:
     ({"conditioned_presets.embedded.tasks.saliency.model": {"conditioning": "concat", "cross_attn_resolutions": [8]}},
      ["tasks/saliency/model/conditioning: 'concat'", "{'cross_attn_resolutions': [8]}"]),
     ({"conditioned_presets.embedded.tasks.super_resolution.latent.width": 8},
-     ["tasks/super_resolution/latent: Additional properties", "'width' was unexpected", "allowed: batch_size, ch,"]),
+     ["tasks/super_resolution/latent: Additional properties", "'width' was unexpected", "allowed: accum, batch_size, ch,"]),
 ])
 def test_bad_conditioned_params_give_one_clear_line(overrides, expected):
     msg = _message(overrides)

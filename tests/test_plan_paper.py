@@ -54,8 +54,9 @@ def test_profile_asks_for_what_the_plan_needs(paper, card):
     assert not long, f"a job asks for more than 24 h: {long}"
     assert not mem, f"profile mem_mb below the plan's host memory (mem_mb, GB): {mem}"
     assert not retries, f"a training cannot finish within its retries (retries, allocations): {retries}"
-    trainings = {r for r in P.RESUMABLE if r in rows}
-    assert trainings == set(prof["__preemptible__"]) and all(rows[r].allocations > 1 for r in trainings)
+    trainings = {r for r in P.TRAININGS if r in rows}
+    assert {r for r in P.RESUMABLE if r in rows} == set(prof["__preemptible__"])
+    assert all(rows[r].allocations > 1 for r in trainings)
     assert all(rows[r].device == "gpu" for r in ("evaluate", "refstats", "evaluate_task")), \
         "the FID jobs run Inception on a GPU"
     over = {r.rule: round(r.gpu_mem_gb, 1) for r in rows.values()
@@ -116,7 +117,7 @@ def test_readme_and_docs_figures_are_the_plans(paper):
             assert m and int(m.group(1).replace(",", "")) == hours, (doc, card, prec, hours, m and m.group(0))
         assert "1,280 GPU-hours" not in text and "Until sharding lands" not in text
     rows, _ = paper["rows"]("h100", "bf16")
-    split = (round(sum(rows[r].device_hours for r in P.RESUMABLE)),
+    split = (round(sum(rows[r].device_hours for r in P.TRAININGS)),
              round(sum(rows[r].device_hours for r in ("sample_shard", "sample_task") if r in rows)))
     m = re.search(r"H100 in bf16: \*\*[\d,]+ GPU-hours\*\*\s+\(training (\d+), sampling (\d+) in", (REPO / "README.md").read_text())
     assert m and (int(m.group(1)), int(m.group(2))) == split, (m and m.group(0), split)

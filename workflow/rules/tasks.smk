@@ -117,7 +117,8 @@ rule sample_task:
     shell:
         "DDM_THREADS={threads} {params.ddm} sample-task --task {wildcards.task} --method {wildcards.method} "
         "--model {input.model} --data {input.data} {params.autoencoder} --sets {params.sets} "
-        "--out-dir results/samples/tasks/{wildcards.task}/{wildcards.method} > {log} 2>&1"
+        "--out-dir results/samples/tasks/{wildcards.task}/{wildcards.method} "
+        "--resume-dir results/checkpoints/task_sets/{wildcards.task}/{wildcards.method} > {log} 2>&1"
 
 
 rule evaluate_task:
