@@ -81,15 +81,17 @@ def write_sets(sets: Iterable[tuple[int, int]], store: SetStore | None,
     """Write every set of ``sets`` with ``write(set, samples)`` (which returns the file it wrote):
     first those ``store`` keeps (read one at a time), then ``sample(the others)``'s as they finish,
     each kept in ``store`` once written. Without a store, ``sample(sets)``'s as they come."""
-    sets, todo = list(sets), []
-    for s in sets if store is not None else ():
+    if store is None:
+        for s, x in sample(list(sets)):
+            write(s, x)
+        return
+    todo = []
+    for s in sets:
         x = store.load(*s)
         if x is None:
             todo.append(s)
         else:
             log.info("sample set NFE %d, repeat %d: kept by an earlier run of this job (%s)", *s, store.dir)
             write(s, x)
-    for s, x in sample(todo if store is not None else sets):
-        path = write(s, x)
-        if store is not None:
-            store.keep(path, *s)
+    for s, x in sample(todo):
+        store.keep(write(s, x), *s)

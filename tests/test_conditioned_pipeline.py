@@ -32,9 +32,14 @@ METHODS = ("ddm", "ddpm")
 
 
 def _check_sets(root: Path, task: str, method: str, test: dict) -> None:
-    """Every sample set of (task, method): uint8, one sample per test condition, and its metric file."""
+    """Every sample set of (task, method): uint8, one sample per test condition, and its metric file;
+    the job kept each set for a resumed job (ddm.setstore: one key folder, the same bytes)."""
+    kept = list((root / f"results/checkpoints/task_sets/{task}/{method}").iterdir())
+    assert len(kept) == 1 and kept[0].is_dir(), kept
     for nfe, rep in SETS:
-        x = load_torch(root / f"results/samples/tasks/{task}/{method}/nfe{nfe}-r{rep}.pt", "sample file", "ddm sample")
+        out = root / f"results/samples/tasks/{task}/{method}/nfe{nfe}-r{rep}.pt"
+        assert (kept[0] / out.name).read_bytes() == out.read_bytes(), out
+        x = load_torch(out, "sample file", "ddm sample")
         assert x.dtype == torch.uint8 and x.shape == test["target"].shape, (task, method, x.shape)
         m = json.loads((root / f"results/metrics/tasks/{task}/{method}/nfe{nfe}-r{rep}.json").read_text())
         assert (m["metric"], m["nfe"], m["repeat"], m["num_samples"]) == (TASKS[task]["metric"], nfe, rep, len(x))
