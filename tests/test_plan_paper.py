@@ -71,7 +71,7 @@ def test_memory_line_names_the_key_that_fits_the_card(paper):
     from ddm import jobcost
 
     assert jobcost.micro_batch({"batch_size": 48, "accum": 6}) == 8
-    assert jobcost.micro_batch({"batch_size": 64, "gpus": 4, "accum": 2}, gpus=4) == 8
+    assert jobcost.micro_batch({"batch_size": 64, "accum": 2}, gpus=4) == 8
     rows, table = paper["rows"]("h100")
     dev = table["devices"]["gpu"]
     for rule, key in (("train_task", "raise accum in the conditioned preset's train block"),
