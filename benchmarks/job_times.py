@@ -2,9 +2,12 @@
 job's start and before its "Finished jobid: N (Rule: R)" line; 1 s resolution).
 
   .venv/bin/python benchmarks/job_times.py snakemake.log      # or .snakemake/log/<run>.snakemake.log
+  .venv/bin/python benchmarks/job_times.py seg1.err seg2.err  # a run resumed over several segments
 
 Prints, per rule, the number of jobs, their summed wall seconds and the mean per job, and the
-run's wall time: where a cold run's time goes (training, sampling, per-job start-up).
+run's wall time: where a cold run's time goes (training, sampling, per-job start-up). Given the logs
+of a run's segments (benchmarks/long_run.sh), it adds them up: a job a segment's end stopped has no
+"Finished" line and counts in its segment's wall time only, as the job that redoes it counts in the next.
 """
 
 from __future__ import annotations
@@ -48,15 +51,22 @@ def job_times(lines: list[str]) -> tuple[dict[str, list[float]], float]:
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) != 1:
-        sys.exit("usage: job_times.py SNAKEMAKE_LOG")
-    with open(argv[0], errors="replace") as f:
-        per_rule, wall = job_times(f.read().splitlines())
+    if not argv:
+        sys.exit("usage: job_times.py SNAKEMAKE_LOG [SNAKEMAKE_LOG ...]  (several: the segments of one run)")
+    per_rule: dict[str, list[float]] = defaultdict(list)
+    wall = 0.0
+    for path in argv:
+        with open(path, errors="replace") as f:
+            rules, seconds = job_times(f.read().splitlines())
+        for rule, secs in rules.items():
+            per_rule[rule] += secs
+        wall += seconds
     total = sum(sum(v) for v in per_rule.values())
     print(f"{'rule':<18}{'jobs':>6}{'job-s':>9}{'mean s':>9}")
     for rule, secs in sorted(per_rule.items(), key=lambda kv: -sum(kv[1])):
         print(f"{rule:<18}{len(secs):>6}{sum(secs):>9.0f}{sum(secs) / len(secs):>9.1f}")
-    print(f"{'total':<18}{sum(map(len, per_rule.values())):>6}{total:>9.0f}   wall {wall:.0f} s")
+    segments = f" over {len(argv)} segments" if len(argv) > 1 else ""
+    print(f"{'total':<18}{sum(map(len, per_rule.values())):>6}{total:>9.0f}   wall {wall:.0f} s{segments}")
 
 
 if __name__ == "__main__":

@@ -241,6 +241,21 @@ def pytest_configure(config):
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
+def pytest_runtest_logreport(report):
+    """``DDM_TEST_TIMELINE=<file>``: one JSON line per test phase (worker, test, phase, start and
+    stop times), appended by the controlling process: which worker ran what when, to balance the
+    suite's two workers (docs/measurements.md, "CI")."""
+    path = os.environ.get("DDM_TEST_TIMELINE")
+    if path and not os.environ.get("PYTEST_XDIST_WORKER"):  # the controller sees every worker's reports
+        import json
+
+        node = getattr(report, "node", None)
+        worker = getattr(getattr(node, "gateway", None), "id", "main")
+        with open(path, "a") as f:
+            f.write(json.dumps({"worker": worker, "test": report.nodeid, "phase": report.when,
+                                "start": report.start, "stop": report.stop}) + "\n")
+
+
 def pytest_collection_modifyitems(session, config, items):
     def rank(item) -> tuple[int, int]:
         name = item.path.name

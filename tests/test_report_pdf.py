@@ -44,7 +44,9 @@ RUN_TIMEOUT = 3600
 
 #: The ablation and solver methods this test keeps (every table and figure still has rows; the
 #: full lists cost 4 times the jobs on 2 cores): Table 4, Table 5, Fig. 3, the fair-solver table.
-KEEP = {"ablation_methods": ("ht_linear", "w_unit", "ddpm_x0"), "solver_methods": ("ddm_2m",)}
+#: h_t = c is Table 1's DDM (ht: constant) trained once (ddm.config.training_twins): its row costs
+#: sample sets only, and test_the_twin_rows_come_from_one_training reads it.
+KEEP = {"ablation_methods": ("ht_constant", "ht_linear", "w_unit", "ddpm_x0"), "solver_methods": ("ddm_2m",)}
 
 
 def everything_on() -> dict:
@@ -129,6 +131,20 @@ def test_tables_compile_with_every_switch(full_run, tmp_path):
     if shutil.which("pdftotext"):
         text = pdf_text(tmp_path / "doc.pdf")
         assert "Yun & Lin 100% net" in text and "1M & 5%" in text
+
+
+def test_the_twin_rows_come_from_one_training(full_run):
+    """The real graph: Table 4's h_t = c and Table 1's DDM are one network (one model file, one
+    training job), both rows are in metrics.json with the same values, and Table 4 marks the row."""
+    models = {p.name for p in (full_run.work / "results/models/digits").glob("*.pt")}
+    assert "ddm.pt" in models and "ht_constant.pt" not in models and "ht_linear.pt" in models, models
+    assert not (full_run.work / "logs/train/digits/ht_constant.log").exists()
+    metrics = json.loads((full_run.work / "reports/metrics.json").read_text())
+    res = metrics["datasets"]["digits"]["results"]
+    assert res["ddm"]["2"]["values"][0] == res["ht_constant"]["2"]["values"][0]  # one network, the same seeds
+    assert metrics["shared_networks"] == {"ht_constant": "ddm"}
+    tex = (full_run.work / "reports/tables.tex").read_text()
+    assert r"$\mathbf{c}$$^\dagger$ &" in tex and "trained once and sampled for both rows ($\\mathbf{c}$: the network of DDM" in tex
 
 
 # --------------------------------------------------------------------------- report.pdf

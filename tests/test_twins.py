@@ -1,11 +1,9 @@
 """Two methods whose training is the same (ddm.config.training_twins) train once: Table 4's h_t = c
-row and Table 1's DDM (ht: constant) are one network, sampled for both rows, and the captions say so."""
+row and Table 1's DDM (ht: constant) are one network, sampled for both rows, and the captions say so.
+The real graph's run of it is tests/test_report_pdf.py's every-switch run
+(test_the_twin_rows_come_from_one_training)."""
 
 from __future__ import annotations
-
-import json
-
-import pytest
 
 from conftest import DELETE, dry_run_jobs, run_snakemake, tiny_params
 from ddm.config import model_of, resolve, resolved_hash, training_twins
@@ -48,23 +46,6 @@ def test_the_twin_is_sampled_from_its_owners_network(workdir_factory):
     assert {"ddm", "ht_constant", "ht_linear"} <= sampled
     lines = [ln for ln in r.stdout.splitlines() if "--method ht_constant" in ln and " sample " in ln]
     assert lines and all("--model results/models/digits/ddm.pt" in ln for ln in lines), lines
-
-
-@pytest.mark.slow
-def test_both_rows_are_filled_from_one_training(workdir_factory):
-    """The real graph: one model file for the two rows, both rows in metrics.json and Table 4, marked."""
-    work = workdir_factory({**ONLY_TWINS, "ablation_methods.ht_linear": DELETE})
-    r = run_snakemake(work, "--cores", "2", "all", timeout=900)
-    assert r.returncode == 0, r.output[-6000:]
-    models = sorted(p.name for p in (work / "results/models/digits").glob("*.pt"))
-    assert models == ["ddm.pt"]
-    metrics = json.loads((work / "reports/metrics.json").read_text())
-    res = metrics["datasets"]["digits"]["results"]
-    assert {"ddm", "ht_constant"} <= set(res)
-    assert res["ddm"]["2"]["values"][0] == res["ht_constant"]["2"]["values"][0]  # one network, the same seeds
-    assert metrics["shared_networks"] == {"ht_constant": "ddm"}
-    tex = (work / "reports/tables.tex").read_text()
-    assert r"$\mathbf{c}$$^\dagger$ &" in tex and "trained once and sampled for both rows ($\\mathbf{c}$: the network of DDM" in tex
 
 
 def test_the_caption_names_the_shared_network(tmp_path):
