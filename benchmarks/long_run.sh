@@ -50,5 +50,5 @@ rc=0
 trap - TERM INT HUP
 finish "$rc"
 column -t -s $'\t' segments.tsv
-.venv/bin/python benchmarks/job_times.py segment-*.err || true
+.venv/bin/python "$repo/benchmarks/job_times.py" segment-*.err || true
 exit "$rc"
