@@ -1,7 +1,8 @@
 """A finished run's numbers as Markdown, for the README and docs/results.md: its provenance, Table 1
 (FID mean ± std with KID beside it, the marker of each column, the plateau check of each network),
-Tables 2 and 3, and the verdict of every claim of the paper (ddm.claims.verdicts, as
-reports/claims.tex has them). Nothing is typed by hand: every figure comes from the run's
+the values behind each mean over training seeds (one row per network), Tables 4 and 5 and Fig. 3's
+x0 MSE when the run has its ablations, Tables 2 and 3, and the verdict of every claim of the paper
+(ddm.claims.verdicts, as reports/claims.tex has them). Nothing is typed by hand: every figure comes from the run's
 reports/metrics.json and results/metrics/<dataset>/fig3.json.
 
     .venv/bin/python benchmarks/run_summary.py RUN_FOLDER [--cold-seconds S] > summary.md
@@ -21,7 +22,9 @@ import re
 from pathlib import Path
 
 from ddm.claims import verdicts
+from ddm.criteria import NAMES
 from ddm.io import save_text
+from ddm.report.seeds import seed_table
 from ddm.report.tables import kid_power
 
 MARK = {"significant": " ■", "not_significant": " □"}
@@ -72,6 +75,70 @@ def table1(metrics: dict) -> list[str]:
         units = {n: (d.get("table1", {}).get(str(n)) or {}).get("unit", "sample sets") for n in nfes}
         out += ["", "Samples per set: " + ", ".join(f"NFE {n}: {'/'.join(map(str, c))}" for n, c in counts.items())
                 + f". Markers' unit: {', '.join(sorted(set(units.values())))}.", ""]
+    return out
+
+
+def per_network(metrics: dict) -> list[str]:
+    """The values behind each mean ± std over training seeds (ddm.report.seeds): which network moves a mean."""
+    out = []
+    for ds, d in metrics["datasets"].items():
+        t = seed_table(metrics, d)
+        if t is None:
+            continue
+        out += [f"The networks behind Tables 1 and 5, {ds}: FID of network k (seed + k, scored on its own sample "
+                "set).", "", "| Network | " + " | ".join(f"NFE {n}" for n in t["nfes"]) + " |",
+                "|---|" + "---|" * len(t["nfes"])]
+        out += [f"| {plain(r['label'])} | " + " | ".join(r["cells"]) + " |" for r in t["rows"]]
+        out.append("")
+    return out
+
+
+def ablation_tables(metrics: dict) -> list[str]:
+    """Tables 4 (h_t) and 5 (weighting, head, loss): FID mean ± std (KID) per row and NFE, the row's
+    network's plateau verdict; † marks a row that samples another method's network (shared_networks)."""
+    rows = metrics.get("ablation_rows") or {}
+    shared = metrics.get("shared_networks") or {}
+    out = []
+    for table, title in (("table4", "Table 4 (h_t families)"), ("table5", "Table 5 (weighting, head, loss)")):
+        for ds, d in metrics["datasets"].items():
+            res = d["results"]
+            entries = [r for r in rows.get(table, []) if r["method"] in res]
+            if not [r for r in entries if r["method"] not in metrics["table1_methods"]]:
+                continue  # the ablations are off: Table 1's DDM alone is no table
+            nfes = sorted({int(n) for r in entries for n in res[r["method"]]})
+            kids = [c["kid"]["mean"] for r in entries for c in res[r["method"]].values() if c.get("kid")]
+            power = kid_power(kids)
+            kid_text = f" (KID x 10^{power})" if kids else ""
+            out += [f"{title}, {ds}: FID mean ± std{kid_text}; plateau: the row's network.", "",
+                    "| Row | " + " | ".join(f"NFE {n}" for n in nfes) + " | plateau |",
+                    "|---|" + "---|" * len(nfes) + "---|"]
+            for r in entries:
+                m = r["method"]
+                owner = shared.get(m, m)
+                label = (f"{r['group']}: " if r.get("group") else "") + plain(r["label"])
+                label += f" † ({owner}'s network)" if m in shared else ""
+                plateau = (d.get("plateau") or {}).get(owner, {}).get("verdict", "not checked")
+                out.append(f"| {label} | " + " | ".join(_cell(res[m].get(str(n)), power, None) for n in nfes)
+                           + f" | {plateau} |")
+            out.append("")
+    return out
+
+
+def fig3_table(metrics: dict) -> list[str]:
+    """Fig. 3: x0 MSE at each reverse step (t from 1 down), and its mean over the steps (the claim's measure)."""
+    out = []
+    for ds, f in sorted((metrics.get("fig3") or {}).items()):
+        curves = f["curves"]
+        steps = max(len(c["mse"]) for c in curves.values())
+        out += [f"Fig. 3, {ds}: x0 MSE along the reverse process, NFE {f['nfe']}, {f['num_samples']} samples "
+                "(t of each step in brackets).", "",
+                "| Method | mean over steps | " + " | ".join(f"step {k + 1}" for k in range(steps)) + " |",
+                "|---|---|" + "---|" * steps]
+        for m, c in curves.items():
+            cells = [f"{v:.4g} ({t:.3f})" for v, t in zip(c["mse"], c["t"])]
+            out.append(f"| {plain(NAMES.get(m, m))} | {sum(c['mse']) / len(c['mse']):.4g} | " + " | ".join(cells)
+                       + " |" + " -- |" * (steps - len(cells)))
+        out.append("")
     return out
 
 
@@ -134,7 +201,8 @@ def main() -> None:
     head = [f"Run `{run.get('name')}` (preset `{metrics['preset']}`), commit {str(prov.get('git_commit'))[:7]}, "
             f"{run.get('replicates')} training seed(s) per Table 1 method, train steps {run.get('train_steps')}"
             + (f", cold {args.cold_seconds / 60:.1f} min" if args.cold_seconds else "") + ".", ""]
-    summary = "\n".join(head + claims(metrics) + table1(metrics) + tasks(metrics))
+    summary = "\n".join(head + claims(metrics) + table1(metrics) + per_network(metrics) + ablation_tables(metrics)
+                        + fig3_table(metrics) + tasks(metrics))
     if args.write:
         save_text(replace_block(args.write.read_text(), args.block, summary), args.write)
     else:
