@@ -24,10 +24,15 @@ def paper(tmp_path_factory):
     jobs = P.graph_jobs(work, overrides)
     profile = P.profile_resources(REPO / "slurm" / "config.yaml")
 
+    planned: dict[tuple, tuple[dict[str, P.Row], dict]] = {}
+
     def rows(card: str, precision: str | None = None) -> tuple[dict[str, P.Row], dict]:
-        table = P.load_table()
-        table["devices"]["gpu"] = gpucards.gpu_device(table, card)
-        return {r.rule: r for r in P.make_plan(jobs, params, table, profile, "gpu", precision)}, table
+        """The plan's rows on ``card`` in ``precision`` (made once per pair; the tests only read them)."""
+        if (card, precision) not in planned:
+            table = P.load_table()
+            table["devices"]["gpu"] = gpucards.gpu_device(table, card)
+            planned[card, precision] = {r.rule: r for r in P.make_plan(jobs, params, table, profile, "gpu", precision)}, table
+        return planned[card, precision]
 
     return {"rows": rows, "profile": profile, "params": params}
 
