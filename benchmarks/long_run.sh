@@ -22,15 +22,18 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 dir=${1:?usage: long_run.sh DIR [snakemake arguments of the first segment]}
 shift
 
-if [ ! -e "$dir/Snakefile" ]; then
+if [ ! -e "$dir/long_run.args" ]; then
   [ ! -e "$dir" ] || [ -z "$(ls -A "$dir")" ] || { echo "long_run.sh: $dir is neither empty nor a run of this script: name a new folder" >&2; exit 2; }
   git clone -q "$repo" "$dir"
-  printf '%s\n' "$@" > "$dir/long_run.args"
-  ( cd "$dir" && /usr/bin/time -f "setup: %e s" ./setup.sh ) > "$dir/setup.log" 2>&1
   printf 'n\tevent\ttime\tseconds\trc\tload\tcommit\tcpu\n' > "$dir/segments.tsv"
+  printf '%s\n' "$@" > "$dir/long_run.args"   # last: its presence says the folder is this script's
 elif [ "$#" -gt 0 ] && [ "$(printf '%s\n' "$@")" != "$(cat "$dir/long_run.args")" ]; then
   echo "long_run.sh: $dir was started with other arguments ($(tr '\n' ' ' < "$dir/long_run.args")): give none to go on" >&2
   exit 2
+fi
+if [ ! -e "$dir/setup.done" ]; then   # the cold run's set-up, again if a stop cut it short
+  ( cd "$dir" && /usr/bin/time -f "setup: %e s" ./setup.sh ) > "$dir/setup.log" 2>&1
+  touch "$dir/setup.done"
 fi
 
 cd "$dir"
