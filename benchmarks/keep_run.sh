@@ -22,8 +22,9 @@ cd "$run"
 for f in reports/metrics.json results/metrics/*/fig3.json reports/tables.tex reports/claims.tex segments.tsv; do
   [ -f "$f" ] && cp --parents "$f" "$tmp/"
 done
+"$repo/.venv/bin/ddm" compare "$tmp" "$tmp" > /dev/null 2>&1 || {   # the kept metrics pass their checksum
+  echo "keep_run.sh: $run/reports/metrics.json does not pass \`ddm compare\` (run it on $run to see why)" >&2; exit 1; }
 mkdir -p "$(dirname "$dest")"
 mv "$tmp" "$dest"
 trap - EXIT
-"$repo/.venv/bin/ddm" compare "$dest" "$dest" > /dev/null   # the kept metrics pass their checksum
 echo "kept $(find "$dest" -type f | wc -l) files in $dest"
