@@ -20,7 +20,7 @@ tmp=$(mktemp -d "$repo/benchmarks/.keep.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 cd "$run"
 for f in reports/metrics.json results/metrics/*/fig3.json reports/tables.tex reports/claims.tex segments.tsv; do
-  [ -f "$f" ] && cp --parents "$f" "$tmp/"
+  if [ -f "$f" ]; then cp --parents "$f" "$tmp/"; fi
 done
 "$repo/.venv/bin/ddm" compare "$tmp" "$tmp" > /dev/null 2>&1 || {   # the kept metrics pass their checksum
   echo "keep_run.sh: $run/reports/metrics.json does not pass \`ddm compare\` (run it on $run to see why)" >&2; exit 1; }
