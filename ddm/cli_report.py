@@ -150,7 +150,7 @@ def add_report_steps(sub) -> None:
 
 
 def _add_compare(sub) -> None:
-    from ddm import compare
+    from ddm import compare  # codedeps: names only (the defaults of its options; cmd_compare runs it)
 
     s = add_command(sub, "compare", cmd_compare, "two runs' table cells side by side and every verdict that changed "
              "(exit 1 when a cell moves beyond its tolerance or a verdict flips)")

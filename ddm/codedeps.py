@@ -80,8 +80,9 @@ def _resolve(name: str, modules: dict[str, Path]) -> str | None:
 
 
 #: An import whose line carries this comment is not an edge: the module reads only names from
-#: it (the registries' snapshot that validates params.yaml), and whatever of those reaches a job
-#: reaches it through the resolved config, which every rule carries as a param of its own.
+#: it (the registries' snapshot that validates params.yaml, whatever of which reaches a job reaches
+#: it through the resolved config, which every rule carries as a param of its own; the option
+#: defaults of a subcommand whose handler imports that module itself, as `ddm compare`'s).
 NAMES_ONLY = "codedeps: names only"
 
 

@@ -336,3 +336,16 @@ def test_every_package_data_file_has_a_name_in_resources():
     assert files <= named, f"no ddm/resources.py name: {sorted(str(p) for p in files - named)}"
     read = {f for c in commands(REPO / "ddm") for f in command_files(c, REPO / "ddm") if not f.endswith(".py")}
     assert {"ddm/templates/tables.tex.j2", "ddm/templates/claims.tex.j2", "ddm/data/published.csv"} <= read
+
+
+def test_the_published_rows_and_the_table_templates_count_for_the_report_alone():
+    """Every subcommand builds the whole parser, `ddm compare`'s option defaults included: that
+    import reads names only, so an added published row, a template or a claim criterion reruns
+    the report job and leaves training, sampling and scoring as they are."""
+    reported = {"ddm/data/published.csv", "ddm/templates/tables.tex.j2", "ddm/templates/claims.tex.j2"}
+    for command in ("prepare", "extractor", "refstats", "train", "sample", "evaluate", "stats", "prepare-task",
+                    "train-task", "sample-task", "evaluate-task"):
+        files = set(command_files(command, REPO / "ddm"))
+        assert not files & reported and "ddm/claims.py" not in files, (command, sorted(files & reported))
+    assert reported <= set(command_files("report", REPO / "ddm"))
+    assert "ddm/compare.py" in command_files("compare", REPO / "ddm")

@@ -68,3 +68,17 @@ def test_a_run_without_ablations_or_seeds_has_none_of_these_blocks(tmp_path):
     params = load_params(TINY_PARAMS)
     m = collect(_write(tmp_path, [(x, 2, 0, 10.0, None, 20) for x in ("ddm", "ddpm", "sde")]), params)
     assert run_summary.ablation_tables(m) == [] and run_summary.per_network(m) == [] and run_summary.fig3_table(m) == []
+
+
+def test_the_readme_verdicts_name_every_claim_without_its_numbers(metrics):
+    """The README's block: one line per claim of ddm.claims, its verdict, and none of the evidence
+    (whose figures live in docs/results.md)."""
+    from ddm.claims import verdicts
+
+    expected = verdicts(metrics)
+    lines = run_summary.verdict_list(metrics)
+    assert len(lines) == len(expected) == 7
+    for line, r in zip(lines, expected):
+        assert line.endswith(f": **{r['verdict']}**"), line
+        assert run_summary.plain(r["evidence"]) not in line
+    assert not any("10.00" in line or "±" in line for line in lines)
