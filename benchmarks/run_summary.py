@@ -33,7 +33,8 @@ MARK = {"significant": " ■", "not_significant": " □"}
 
 def plain(tex: str) -> str:
     """LaTeX text of a label or an evidence line, readable in Markdown."""
-    for cmd, char in ((r"\lambda", "λ"), (r"\ell", "ℓ"), (r"\sigma", "σ"), (r"\mathcal{N}", "N")):
+    for cmd, char in ((r"\lambda", "λ"), (r"\ell", "ℓ"), (r"\sigma", "σ"), (r"\mathcal{N}", "N"), (r"\sin", "sin"),
+                      (r"\cos", "cos"), (r"\exp", "exp"), (r"\log", "log")):
         tex = tex.replace(cmd, char)
     text = tex.replace(r"\%", "%").replace(r"\pm", "±").replace(r"\mathbf", "").replace(r"\,", " ")
     text = re.sub(r"\\(textbf|textit|emph|texttt)\{([^{}]*)\}", r"\2", text)
@@ -54,13 +55,18 @@ def _cell(res: dict | None, power: int, marker: str | None, digits: int = 2) -> 
     return text
 
 
+def dataset_kid_power(d: dict) -> int:
+    """One power of ten for every KID of a dataset (Tables 1, 4 and 5 show a shared cell alike)."""
+    return kid_power([c["kid"]["mean"] for r in d["results"].values() for c in r.values() if c.get("kid")])
+
+
 def table1(metrics: dict) -> list[str]:
     out = []
     for ds, d in metrics["datasets"].items():
         res = d["results"]
         methods = [m for m in metrics["table1_methods"] if m in res]
         nfes = sorted({int(n) for m in methods for n in res[m]})
-        power = kid_power([c["kid"]["mean"] for m in methods for c in res[m].values() if c.get("kid")])
+        power = dataset_kid_power(d)
         out += [f"Table 1, {ds} ({d['extractor']} features, {d['reference']}); cells: FID mean ± std "
                 f"(KID x 10^{power} mean ± std); ■ / □: best, lower than the second best with p < 0.05 / not.", "",
                 "| Method | Param | " + " | ".join(f"NFE {n}" for n in nfes) + " | plateau |",
@@ -108,7 +114,7 @@ def ablation_tables(metrics: dict) -> list[str]:
                 continue  # the ablations are off: Table 1's DDM alone is no table
             nfes = sorted({int(n) for r in entries for n in res[r["method"]]})
             kids = [c["kid"]["mean"] for r in entries for c in res[r["method"]].values() if c.get("kid")]
-            power = kid_power(kids)
+            power = dataset_kid_power(d)
             kid_text = f" (KID x 10^{power})" if kids else ""
             out += [f"{title}, {ds}: FID mean ± std{kid_text}; plateau: the row's network.", "",
                     "| Row | " + " | ".join(f"NFE {n}" for n in nfes) + " | plateau |",
@@ -125,20 +131,21 @@ def ablation_tables(metrics: dict) -> list[str]:
     return out
 
 
-def fig3_table(metrics: dict) -> list[str]:
-    """Fig. 3: x0 MSE at each reverse step (t from 1 down), and its mean over the steps (the claim's measure)."""
+def fig3_table(metrics: dict, shown: int = 11) -> list[str]:
+    """Fig. 3: x0 MSE at reverse steps (t from 1 down; at most ``shown`` of them, evenly spaced, the
+    first and the last among them) and its mean over every step (the claim's measure)."""
     out = []
     for ds, f in sorted((metrics.get("fig3") or {}).items()):
         curves = f["curves"]
         steps = max(len(c["mse"]) for c in curves.values())
+        picks = sorted({round(i * (steps - 1) / (shown - 1)) for i in range(shown)}) if steps > shown else range(steps)
         out += [f"Fig. 3, {ds}: x0 MSE along the reverse process, NFE {f['nfe']}, {f['num_samples']} samples "
-                "(t of each step in brackets).", "",
-                "| Method | mean over steps | " + " | ".join(f"step {k + 1}" for k in range(steps)) + " |",
-                "|---|---|" + "---|" * steps]
+                f"(t of each step in brackets; {len(picks)} of the {steps} steps shown, the mean over all).", "",
+                "| Method | mean over steps | " + " | ".join(f"step {k + 1}" for k in picks) + " |",
+                "|---|---|" + "---|" * len(picks)]
         for m, c in curves.items():
-            cells = [f"{v:.4g} ({t:.3f})" for v, t in zip(c["mse"], c["t"])]
-            out.append(f"| {plain(NAMES.get(m, m))} | {sum(c['mse']) / len(c['mse']):.4g} | " + " | ".join(cells)
-                       + " |" + " -- |" * (steps - len(cells)))
+            cells = [f"{c['mse'][k]:.4g} ({c['t'][k]:.3f})" if k < len(c["mse"]) else "--" for k in picks]
+            out.append(f"| {plain(NAMES.get(m, m))} | {sum(c['mse']) / len(c['mse']):.4g} | " + " | ".join(cells) + " |")
         out.append("")
     return out
 
@@ -169,9 +176,13 @@ def claims(metrics: dict) -> list[str]:
 
 
 def verdict_list(metrics: dict) -> list[str]:
-    """Each claim and its verdict, one bullet each, without the evidence's numbers: the README's
-    first screen (its numbers live in docs/results.md, which it links to)."""
-    return [f"- {plain(r['source'])}, {plain(r['claim'])}: **{r['verdict']}**" for r in verdicts(metrics)]
+    """Each claim and its verdict, one bullet each, without the evidence's numbers or the paper's
+    figures: the README's first screen (the numbers live in docs/results.md, which it links to)."""
+    out = []
+    for r in verdicts(metrics):
+        claim = re.sub(r"\s*\([^()]{12,}\)", "", plain(r["claim"])).rstrip(". ")  # the paper's figures, in brackets
+        out.append(f"- {plain(r['source'])}. {claim}: **{r['verdict']}**")
+    return out
 
 
 def begin_marker(name: str) -> str:
