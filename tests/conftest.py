@@ -233,7 +233,12 @@ LAST = ("test_slurm.py", "test_report_pdf.py", "test_dvc.py", "test_pipeline.py"
 def pytest_configure(config):
     """Under pytest-xdist, each worker's own torch ops take its share of the cores (so the
     workers together ask for no more intra-op threads than there are cores); what the tests start
-    (Snakemake, ddm) keeps its own thread settings."""
+    (Snakemake, ddm) keeps its own thread settings. Before any test: the one-machine SLURM's
+    configs that a killed session left behind are removed (tests/slurm_cluster.py)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):  # once, in the controlling process
+        from slurm_cluster import remove_stale_configs
+
+        remove_stale_configs()  # a killed session's slurm.conf would stall every snakemake by 9 s
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
     if workers > 1:
         import torch

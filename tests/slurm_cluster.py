@@ -316,6 +316,36 @@ class SlurmCluster:
                 p.wait(timeout=5)
         self.procs.clear()
         PID_FILE.unlink(missing_ok=True)
+        remove_configs()
+
+
+def remove_configs() -> None:
+    """Remove the slurm.conf and gres.conf this helper wrote (never another's). Left behind without
+    a controller, a slurm.conf makes every `snakemake` on the machine wait about 9 s: the SLURM
+    executor plugin asks `scontrol show config` when it is imported, and scontrol retries the
+    absent controller before it fails; without the file it fails at once."""
+    for conf in (SLURM_CONF, GRES_CONF):
+        if _written_by_us(conf):
+            conf.unlink(missing_ok=True)
+
+
+def _alive(name: str, pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip() == name
+    except OSError:
+        return False
+
+
+def remove_stale_configs() -> None:
+    """At a test session's start: this helper's configs, when none of the daemons it started (its
+    PID file) still runs, as a session that was killed leaves them."""
+    try:
+        started = [line.split() for line in PID_FILE.read_text().splitlines() if line.strip()]
+    except OSError:
+        started = []
+    if not any(_alive(name, int(pid)) for name, pid in started):
+        PID_FILE.unlink(missing_ok=True)
+        remove_configs()
 
 
 def start_or_skip() -> SlurmCluster:

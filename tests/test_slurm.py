@@ -348,3 +348,30 @@ def test_training_finishes_across_three_allocations(shipped_run):
     step = re.search(rf"resuming from \S*ckpt-\d+\.pt \(step ([1-9]\d*) of {STEPS}\)", log)
     assert step and int(step.group(1)) < STEPS, log[-3000:]
     print(f"\n(b, c) shipped profile, a training across 3 allocations: {shipped_run['seconds']:.0f} s")
+
+
+# ---------------------------------------------------------------------------------------------
+# the machine as it was
+# ---------------------------------------------------------------------------------------------
+def test_a_killed_sessions_configs_are_removed_and_anothers_kept(tmp_path, monkeypatch):
+    """A slurm.conf without its controller stalls every `snakemake` on the machine by about 9 s
+    (the SLURM executor plugin runs `scontrol show config` at import): the helper's own configs go
+    once none of its daemons runs; another's slurm.conf, or a live cluster's, stays."""
+    import slurm_cluster as sc
+
+    conf, gres, pids = tmp_path / "slurm.conf", tmp_path / "gres.conf", tmp_path / "pids"
+    monkeypatch.setattr(sc, "SLURM_CONF", conf)
+    monkeypatch.setattr(sc, "GRES_CONF", gres)
+    monkeypatch.setattr(sc, "PID_FILE", pids)
+    ours = sc.MARK + "\nClusterName=ddmtest\n"
+    me = Path("/proc/self/comm").read_text().strip()
+
+    conf.write_text(ours), gres.write_text(ours), pids.write_text(f"{me} {os.getpid()}\n")
+    sc.remove_stale_configs()  # a live daemon (this process stands in for it): nothing goes
+    assert conf.exists() and gres.exists() and pids.exists()
+    pids.write_text("slurmctld 999999999\n")  # the killed session's
+    sc.remove_stale_configs()
+    assert not conf.exists() and not gres.exists() and not pids.exists()
+    conf.write_text("ClusterName=site\n")  # the machine's own
+    sc.remove_stale_configs()
+    assert conf.read_text() == "ClusterName=site\n"
