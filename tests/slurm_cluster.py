@@ -326,7 +326,10 @@ def remove_configs() -> None:
     absent controller before it fails; without the file it fails at once."""
     for conf in (SLURM_CONF, GRES_CONF):
         if _written_by_us(conf):
-            conf.unlink(missing_ok=True)
+            try:
+                conf.unlink(missing_ok=True)
+            except OSError:  # another user's session wrote it (as root): theirs to remove
+                pass
 
 
 def _alive(name: str, pid: int) -> bool:

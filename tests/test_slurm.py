@@ -366,7 +366,8 @@ def test_a_killed_sessions_configs_are_removed_and_anothers_kept(tmp_path, monke
     ours = sc.MARK + "\nClusterName=ddmtest\n"
     me = Path("/proc/self/comm").read_text().strip()
 
-    conf.write_text(ours), gres.write_text(ours), pids.write_text(f"{me} {os.getpid()}\n")
+    for path, text in ((conf, ours), (gres, ours), (pids, f"{me} {os.getpid()}\n")):
+        path.write_text(text)
     sc.remove_stale_configs()  # a live daemon (this process stands in for it): nothing goes
     assert conf.exists() and gres.exists() and pids.exists()
     pids.write_text("slurmctld 999999999\n")  # the killed session's
