@@ -214,6 +214,23 @@ def test_cached_digests_equal_fresh_ones_and_follow_edits(pkg, tmp_path):
     assert codecache.cached_code_digests(pkg, cache) != first
 
 
+def test_a_shared_cache_serves_every_working_directory_of_the_same_package(pkg, tmp_path, monkeypatch):
+    """The run's own folder first, then the machine's (keyed by content, so a second working
+    directory of the same bytes parses nothing); an entry found in the shared folder is copied to
+    the run's; an edit is a new key in both."""
+    own, other, shared = tmp_path / "run1", tmp_path / "run2", tmp_path / "shared"
+    first = codecache.cached_code_digests(pkg, own, shared)
+    assert [p.name for p in own.iterdir()] == [p.name for p in shared.iterdir()]
+    monkeypatch.setattr(codecache, "code_digests", lambda root: pytest.fail("parsed again"))
+    assert codecache.cached_code_digests(pkg, other, shared) == first and len(list(other.iterdir())) == 1
+    monkeypatch.undo()
+    (pkg / "io.py").write_text("def save():\n    return 3\n")
+    assert codecache.cached_code_digests(pkg, other, shared) == codedeps.code_digests(pkg) != first
+    assert len(list(shared.iterdir())) == 2
+    monkeypatch.setenv("DDM_CACHE_DIR", str(tmp_path / "c"))
+    assert codecache.shared_cache() == tmp_path / "c" / "code-digests"
+
+
 def test_a_same_size_edit_with_its_mtime_restored_is_seen(pkg, tmp_path):
     """`touch -r` (rsync -t, archive tools) restores an mtime; the cache is keyed on content."""
     cache, gamma = tmp_path / "cache", pkg / "gamma.py"

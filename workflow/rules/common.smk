@@ -15,7 +15,7 @@ import yaml
 from ddm.config import ConfigError, dataset_names, model_of, resolve  # config validated in the Snakefile
 from ddm.config import convergence_methods as config_convergence_methods
 from ddm.config import TASKS, resolve_task, task_names, task_sets
-from ddm.codecache import cached_code_digests
+from ddm.codecache import cached_code_digests, shared_cache
 from ddm.codedeps import package_dir
 from ddm.plugins import with_code
 from ddm.io import save_text
@@ -78,7 +78,7 @@ RULE_COMMANDS = {rule: command for p in PHASES.values() for rule, command in p["
 #: subcommand -> digest of the package code it runs (ddm.codedeps), of the package the jobs'
 #: `python -m ddm` imports here (./ddm when the working directory holds one), and of the plug-in files
 #: (ddm.plugins: a changed plug-in reruns every job)
-CODE = with_code(cached_code_digests(package_dir(), ".snakemake/ddm-code"))
+CODE = with_code(cached_code_digests(package_dir(), ".snakemake/ddm-code", shared_cache()))
 
 
 def code_of(rule):
