@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, REPO
+from conftest import BIN, REPO, tool_env
 from test_claims import make_metrics
 from test_compare import _run
 
@@ -59,7 +59,7 @@ def repo(tmp_path) -> Path:
 
 def long_run(repo: Path, run: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", str(repo / "benchmarks" / "long_run.sh"), str(run), *args],
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, env=tool_env())
 
 
 def segments(run: Path) -> list[dict]:
@@ -71,7 +71,8 @@ def segments(run: Path) -> list[dict]:
 def test_a_run_stopped_in_a_job_goes_on_in_the_next_segment(repo, tmp_path):
     run = tmp_path / "run"
     p = subprocess.Popen(["bash", str(repo / "benchmarks" / "long_run.sh"), str(run), "--cores", "1"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                         env=tool_env())
     deadline = time.monotonic() + 120
     while not (run / "segment-1.err").exists() or "rule step" not in (run / "segment-1.err").read_text():
         assert p.poll() is None and time.monotonic() < deadline, p.communicate()
