@@ -44,7 +44,8 @@ def cached_code_digests(pkg: str | os.PathLike | None = None, *caches: str | os.
     root = Path(pkg).resolve() if pkg is not None else package_dir()
     if not caches:
         return code_digests(root)
-    paths = [Path(c) / f"{content_key(root)}.json" for c in caches]
+    key = content_key(root)
+    paths = [Path(c) / f"{key}.json" for c in caches]
     for i, path in enumerate(paths):
         try:
             digests = json.loads(path.read_text())
