@@ -92,7 +92,7 @@ def per_network(metrics: dict) -> list[str]:
         t = seed_table(metrics, d)
         if t is None:
             continue
-        out += [f"The networks behind Tables 1 and 5, {ds}: FID of network k (seed + k, scored on its own sample "
+        out += [f"The networks behind Tables 1, 4 and 5, {ds}: FID of network k (seed + k, scored on its own sample "
                 "set).", "", "| Network | " + " | ".join(f"NFE {n}" for n in t["nfes"]) + " |",
                 "|---|" + "---|" * len(t["nfes"])]
         out += [f"| {plain(r['label'])} | " + " | ".join(r["cells"]) + " |" for r in t["rows"]]

@@ -23,7 +23,7 @@ Fig. 3's curves are not part of ``ddm stats``' output: ``ddm report --fig3`` add
 each results/metrics/<dataset>/fig3.json under the key ``"fig3"`` (dataset -> curves file).
 
 The t-tests are those of ``ddm stats`` (Table 1's markers: Welch, two-sided, best against second
-best; Table 2's per-column markers) or :func:`ddm.stats.ttest` (Table 5's ties). They run over
+best; Table 2's per-column markers) or :func:`ddm.stats.ttest` (Table 4's and Table 5's rows). They run over
 the repeated sample sets of one trained network per method, unless a marker column names
 another ``unit`` (training-seed replicates): the evidence says which. The thresholds, margins and
 conditions are ddm.criteria's.
@@ -112,8 +112,28 @@ def _family_names() -> dict[str, str]:
     return {label: family for family, label in snapshot.load()["labels"]["family"].items()}
 
 
+def _family_against(best: Mapping, other: Mapping, name: str) -> tuple[bool | str, str]:
+    """One pair of Table 4's cells: the h_t = c row against another family's row (its LaTeX ``name``).
+    c lower (or within CPU_REL): ``ahead``. The other family lower: refuted by a two-sided Welch
+    t-test over the cells' values with p below P_BAND (training seeds, or sample sets), borderline
+    inside it and above it (neither shown nor refuted); with fewer than 2 values a cell, ``ahead``."""
+    from ddm.stats import ttest
+
+    ok = ahead(best["mean"], other["mean"])
+    if ok is not False:
+        return ok, ""
+    a, b = best.get("values") or [], other.get("values") or []
+    if len(a) < 2 or len(b) < 2:
+        return False, f"{name} is lower (no test: fewer than 2 values a cell)"
+    p = ttest(a, b)["p"]
+    units = [esc(c.get("unit") or SAMPLE_SETS) for c in (best, other)]
+    unit = f"{len(a)} vs {len(b)} {units[0]}" if units[0] == units[1] else f"{len(a)} {units[0]} vs {len(b)} {units[1]}"
+    return (False if by_p(p) is True else BORDERLINE), f"{name} is lower: Welch p = {fmt_p(p)} ({unit})"
+
+
 def _check_table4(metrics: Mapping) -> list[Check]:
-    """Table 4: the h_t = c row has the lowest mean FID at every NFE of the table."""
+    """Table 4: at every NFE of the table, the h_t = c row has the lowest mean FID; a family with a
+    lower mean refutes it only when a Welch t-test says so (``_family_against``)."""
     families = _family_names()
     rows = metrics.get("ablation_rows", {}).get("table4", [])
     out = []
@@ -125,17 +145,18 @@ def _check_table4(metrics: Mapping) -> list[Check]:
         best = next((r["method"] for r in measured if families.get(r["label"]) == BEST_FAMILY), None)
         nfes = sorted({int(n) for r in measured for n in res[r["method"]]})
         for nfe in nfes:
-            means = {r["method"]: res[r["method"]][str(nfe)]["mean"] for r in measured if str(nfe) in res[r["method"]]}
-            text = f"{esc(ds)}, NFE {nfe}: " + ", ".join(
-                f"{esc(families.get(r['label'], r['method']))} {fmt_num(means[r['method']])}"
-                for r in measured if r["method"] in means)
-            others = [v for m, v in means.items() if m != best]
-            if best not in means:
+            cells = {r["method"]: res[r["method"]][str(nfe)] for r in measured if str(nfe) in res[r["method"]]}
+            name = {r["method"]: esc(families.get(r["label"], r["method"])) for r in measured}
+            text = f"{esc(ds)}, NFE {nfe}: " + ", ".join(f"{name[m]} {fmt_value(c)}" for m, c in cells.items())
+            others = [m for m in cells if m != best]
+            if best not in cells:
                 out.append((None, text + f"; no FID of $\\mathbf{{h}}_t$ = {esc(BEST_FAMILY)}"))
             elif not others:
                 out.append((None, text + "; no other family measured"))
             else:
-                out.append((ahead(means[best], min(others)), text))
+                pairs = [_family_against(cells[best], cells[m], name[m]) for m in others]
+                notes = [t for _, t in pairs if t]
+                out.append((all_hold(ok for ok, _ in pairs), text + "".join(f"; {t}" for t in notes)))
     return out or absent("Table 4 was not built (ablations off)")
 
 
@@ -321,7 +342,11 @@ CLAIMS: tuple[Claim, ...] = (
           r"$\mathbf{h}_t = \mathbf{c}$ is the best family: the lowest FID of the five $\mathbf{h}_t$ "
           "at every NFE (CIFAR-10: 13.92, 5.09, 2.40 at NFE 10, 50, 1000).",
           f"At every NFE of Table 4, the row $\\mathbf{{h}}_t = \\mathbf{{c}}$ ({BEST_FAMILY}) has the lowest "
-          f"mean FID of the measured families (borderline: within {CPU_REL:.0%} of the next lowest).".replace("%", r"\%"),
+          f"mean FID of the measured families (over training seeds where the run has them, else over sample sets). "
+          f"A family with a lower mean refutes it when a two-sided Welch t-test between the two rows gives "
+          f"$p < {P_BAND[0]:g}$; with a larger $p$ the data neither show nor refute it: borderline. Borderline "
+          f"too: c within {CPU_REL:.0%} of a family's mean. With one value a row (no test), a lower mean "
+          f"refutes it.".replace("%", r"\%"),
           _check_table4),
     Claim("table5-defaults", "Table 5",
           r"The defaults win or tie: weighting $\lambda_1 = 1/t$, $\lambda_2 = 1/(1-t)$ (13.92 against 14.24 "

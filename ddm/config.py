@@ -17,7 +17,7 @@ import json
 from typing import Any, Mapping
 
 from ddm import snapshot
-from ddm.replicates import check_replicate, replicate_seed, split_replicate
+from ddm.replicates import check_replicate, replicate_name, replicate_seed, split_replicate
 from ddm.yamlio import ConfigError
 
 __all__ = ["ConfigError", "dataset_names", "all_methods", "resolve", "resolved_hash", "model_of", "training_twins",
@@ -109,11 +109,14 @@ def all_methods(params: Mapping) -> dict[str, dict]:
 
 def model_of(params: Mapping, method: str) -> str:
     """The method whose trained network ``method`` uses: a solver variant's ``model``; a method whose
-    training is another's (:func:`training_twins`) that method; else itself."""
+    training is another's (:func:`training_twins`) that method, and a replicate of it that method's
+    replicate (``ht_constant-s1`` -> ``ddm-s1``: the same config, the same seed); else itself."""
     entry = params["solver_methods"].get(method)
     if entry:
         return entry["model"]
-    return training_twins(params).get(method, method)
+    base, k = split_replicate(method)
+    owner = training_twins(params).get(base)
+    return method if owner is None else replicate_name(owner, k)
 
 
 _TWINS: dict[str, dict[str, str]] = {}

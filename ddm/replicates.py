@@ -3,7 +3,7 @@
 Retraining moves FID about 3x more than resampling does, so a t-test over sample sets of ONE
 trained network overstates what a comparison shows; independently trained networks are the
 honest replicate. With ``replicates: K`` every Table 1 method (and, with ``ablations``, every
-Table 5 row) is trained K times:
+Table 4 and Table 5 row) is trained K times:
 
 * replicate 0 is the method itself (its name, its files, training seed ``seed``: K = 1 is exactly
   the run without replicates);
@@ -53,11 +53,15 @@ def replicate_seed(seed: int, k: int) -> int:
 
 
 def replicated_methods(params: Mapping) -> list[str]:
-    """The methods trained K times: Table 1's (``methods``) and, with ``ablations``, the Table 5
-    rows (``role: table5``), whose weightings the paper has near-tied (14.24 / 13.95 / 13.92)."""
+    """The methods trained K times: Table 1's (``methods``) and, with ``ablations``, the rows of
+    Table 4 (``role: table4``) and Table 5 (``role: table5``). Table 5's weightings the paper has
+    near-tied (14.24 / 13.95 / 13.92); Table 4's rows are ranked, and one network a row cannot rank
+    them where a retrained network moves FID more than the families differ (docs/results.md, the
+    converged run with ablations). A row that trains the same network as another
+    (``ddm.config.training_twins``: Table 4's h_t = c and Table 1's DDM) shares its replicates too."""
     methods = list(params["methods"])
     if params.get("ablations"):
-        methods += [m for m, e in params["ablation_methods"].items() if e.get("role") == "table5"]
+        methods += [m for m, e in params["ablation_methods"].items() if e.get("role") in ("table4", "table5")]
     return methods
 
 
@@ -69,7 +73,7 @@ def check_replicate(params: Mapping, name: str) -> str:
         return method
     if method not in replicated_methods(params):
         raise ConfigError(f"model '{name}': '{method}' has no training-seed replicates (only Table 1's methods "
-                         f"and, with ablations, Table 5's rows: {', '.join(replicated_methods(params))})")
+                         f"and, with ablations, the rows of Tables 4 and 5: {', '.join(replicated_methods(params))})")
     if k >= replicate_count(params):
         raise ConfigError(f"model '{name}': replicate {k} of '{method}', but replicates is {replicate_count(params)} "
                          f"(replicates 1..{replicate_count(params) - 1} exist): raise `replicates` in params.yaml")

@@ -188,6 +188,22 @@ def test_table5_tie_is_a_t_test_and_a_significant_loss_is_not():
     assert row["verdict"] == NOT_REPRODUCED and r"the default loses to $\lambda_1 = 1$, $\lambda_2 = 1$" in row["evidence"]
 
 
+def test_table4_a_lower_family_refutes_c_only_through_its_t_test():
+    """A family below h_t = c within the noise of its rows neither shows nor refutes "c is lowest"
+    (borderline, with the test in the evidence); far below it refutes it; one value a row has no
+    test, and the lower mean decides."""
+    noisy = {**FID, "ht_sin": {10: [6.0, 10.0, 8.0], 50: [20.0, 21.0, 19.0]}}  # 8 +- 2 against c's 10 +- 0.2
+    row = _verdict(make_metrics(fid=noisy), "table4-constant")
+    assert row["verdict"] == claims.BORDERLINE and row["conditions"] == [claims.BORDERLINE, True]
+    assert "sin is lower: Welch p = 0.22 (3 vs 3 sample sets)" in row["evidence"]
+    clear = {**FID, "ht_sin": {10: [6.0, 6.1, 5.9], 50: [20.0, 21.0, 19.0]}}
+    row = _verdict(make_metrics(fid=clear), "table4-constant")
+    assert row["verdict"] == NOT_REPRODUCED and "sin is lower: Welch p = " in row["evidence"]
+    single = {m: ({n: v[:1] for n, v in by.items()} if m.startswith("ht_") else by) for m, by in noisy.items()}
+    row = _verdict(make_metrics(fid=single), "table4-constant")
+    assert row["verdict"] == NOT_REPRODUCED and "sin is lower (no test: fewer than 2 values a cell)" in row["evidence"]
+
+
 def test_table2_minds_the_metric_direction():
     """PSNR: higher is better. DDM's higher PSNR holds; a lower MAE of DDPM does not."""
     row = _verdict(make_metrics(), "table2-beats-ddpm")

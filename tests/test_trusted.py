@@ -106,6 +106,22 @@ def test_table1_is_over_the_k_networks_and_keeps_the_sample_set_std(params, tmp_
             assert f"{label}, network {k} & {v:.2f}" in tex
 
 
+def test_table4_rows_are_over_their_k_networks_too(params, tmp_path):
+    """With ablations, a Table 4 row is replicated like a Table 5 row: its cells over its K networks,
+    listed network by network; h_t = c, which samples DDM's networks, is not listed twice."""
+    p = {**params, "ablations": True}
+    rows = _replicate_rows()
+    rows += [(replicate_name("ht_linear", k), 2, k, v, None, 20) for k, v in enumerate([15.0, 17.0, 13.0])]
+    rows += [(replicate_name("ht_constant", k), 2, k, SEEDS["ddm"][k], None, 20) for k in range(3)]
+    metrics = collect(_write(tmp_path, rows), p)
+    res = metrics["datasets"]["digits"]["results"]
+    assert res["ht_linear"]["2"]["values"] == [15.0, 17.0, 13.0] and res["ht_linear"]["2"]["unit"] == "training seeds"
+    assert metrics["shared_networks"] == {"ht_constant": "ddm"}
+    tex = render_tables(metrics)
+    assert "ht\\_linear, network 2 & 13.00" in tex and "ht\\_constant, network" not in tex
+    assert "(Table 4): FID$\\downarrow$. Mean $\\pm$ std over 3 training seeds a row" in tex
+
+
 def test_one_seed_has_no_table_of_networks(tmp_path, params):
     metrics = collect(_write(tmp_path, [(m, 2, r, v, None, 20) for m in SETS for r, v in enumerate(SETS[m])]), params)
     assert "The networks behind each mean" not in render_tables(metrics)

@@ -9,6 +9,7 @@ from conftest import DELETE, dry_run_jobs, run_snakemake, tiny_params
 from ddm.config import model_of, resolve, resolved_hash, training_twins
 from ddm.report.collect import collect
 from ddm.report.tables import render_tables
+from ddm.replicates import replicated_methods
 
 #: The fewest jobs that hold a twin: Table 1's DDM and Table 4's h_t = c and h_t = a t + c rows.
 ONLY_TWINS = {"conditioned": False, "long_nfe": False, "ablations": True, "solver_study": False,
@@ -46,6 +47,23 @@ def test_the_twin_is_sampled_from_its_owners_network(workdir_factory):
     assert {"ddm", "ht_constant", "ht_linear"} <= sampled
     lines = [ln for ln in r.stdout.splitlines() if "--method ht_constant" in ln and " sample " in ln]
     assert lines and all("--model results/models/digits/ddm.pt" in ln for ln in lines), lines
+
+
+def test_a_twins_replicates_are_its_owners(workdir_factory):
+    """With `replicates: K` Table 4's rows are replicated too (ddm.replicates); h_t = c's network k is
+    DDM's network k (the same config and seed): trained once, for both rows."""
+    params = {**tiny_params(), "replicates": 3, "ablations": True}
+    assert {"ht_constant", "ht_linear", "w_unit"} <= set(replicated_methods(params))
+    assert model_of(params, "ht_constant-s2") == "ddm-s2" and model_of(params, "ht_linear-s1") == "ht_linear-s1"
+    assert resolved_hash(resolve(params, "digits", "ht_constant-s1")) == resolved_hash(resolve(params, "digits", "ddm-s1"))
+    work = workdir_factory({**ONLY_TWINS, "replicates": 3})
+    r = run_snakemake(work, "-n", "-p", "all")
+    assert r.returncode == 0, r.output[-3000:]
+    jobs = dry_run_jobs(r.stdout)
+    trained = sorted(w["method"] for rule, w in jobs if rule == "train")
+    assert trained == ["ddm", "ddm-s1", "ddm-s2", "ht_linear", "ht_linear-s1", "ht_linear-s2"]
+    lines = [ln for ln in r.stdout.splitlines() if "--method ht_constant-s2" in ln and " sample " in ln]
+    assert lines and all("--model results/models/digits/ddm-s2.pt" in ln for ln in lines), lines
 
 
 def test_the_caption_names_the_shared_network(tmp_path):

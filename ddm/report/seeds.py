@@ -1,4 +1,4 @@
-"""The values behind every mean ± std over training seeds (Tables 1 and 5, ``replicates: K``): one
+"""The values behind every mean ± std over training seeds (Tables 1, 4 and 5, ``replicates: K``): one
 row per trained network, so a reader sees which network moves a mean, not only how far the std
 says they spread (ddm.replicates: network k is trained with seed ``seed + k`` and scored on its
 own sample set, repeat k)."""
@@ -16,10 +16,14 @@ SEEDS = "training seeds"
 
 def seed_table(metrics: Mapping, d: Mapping, digits: int = 2) -> dict | None:
     """``{"nfes", "rows": [{"label", "cells"}]}`` of one dataset's cells over training seeds (Table 1's
-    methods, then Table 5's rows), one row per network k; None when no cell has training seeds."""
+    methods, then Table 4's and Table 5's rows), one row per network k; None when no cell has training
+    seeds. A row that samples another row's network (``shared_networks``: Table 4's h_t = c is
+    Table 1's DDM) is not repeated: its networks are that row's."""
     res = d["results"]
-    table5 = [r["method"] for r in (metrics.get("ablation_rows") or {}).get("table5", [])]
-    methods = [m for m in dict.fromkeys([*metrics["table1_methods"], *table5]) if m in res]
+    rows = metrics.get("ablation_rows") or {}
+    ablations = [r["method"] for t in ("table4", "table5") for r in rows.get(t, [])]
+    shared = metrics.get("shared_networks", {})
+    methods = [m for m in dict.fromkeys([*metrics["table1_methods"], *ablations]) if m in res and m not in shared]
     seeded = {m: {int(n): c["values"] for n, c in res[m].items() if c.get("unit") == SEEDS} for m in methods}
     seeded = {m: by for m, by in seeded.items() if by}
     if not seeded:

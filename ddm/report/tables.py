@@ -194,8 +194,9 @@ def _dataset_tables(metrics: Mapping, ds: str, d: Mapping, published: list[dict]
         "run": _run_caption(metrics, d, t1_methods),
         "extractor": latex_escape(d["extractor"]), "reference": latex_escape(d["reference"]),
         "samplers": "; ".join(d.get("samplers", {}).values()),
-        "table4": t4, "t4_nfes": t4_nfes, "table5": t5, "t4_note": shared_note(metrics, "table4"),
-        "t5_note": shared_note(metrics, "table5"),
+        "table4": t4, "t4_nfes": t4_nfes, "table5": t5,
+        "t4_note": ablation_unit(metrics, res, "table4") + shared_note(metrics, "table4"),
+        "t5_note": ablation_unit(metrics, res, "table5") + shared_note(metrics, "table5"),
         "ablation_plateau": plateau_text(metrics, d, [m for m in res if m not in t1_methods]),
         "seeds": seed_table(metrics, d),
     }
@@ -244,6 +245,23 @@ def _ablation_tables(metrics: Mapping, res: Mapping) -> tuple[list[dict], list[i
     t5 = [{"group": r["group"], "label": r["label"] + dagger.get(r["method"], ""),
            "cell": result_cell(res[r["method"]].get("10")) if r["method"] in res else "--"} for r in t5_rows] if measured else []
     return t4, t4_nfes, t5
+
+
+def ablation_unit(metrics: Mapping, res: Mapping, table: str) -> str:
+    """What the std of Table 4's or 5's cells is over (``ddm.replicates``): the training seeds where
+    its rows have them (``replicates: K`` with ablations), else the sample sets of each row's one
+    network; empty when no cell has a std."""
+    methods = [r["method"] for r in (metrics.get("ablation_rows") or {}).get(table, []) if r["method"] in res]
+    cells = [c for m in methods for c in res[m].values() if c.get("std") is not None]
+    if not cells:
+        return ""
+    seeds = [c["n"] for c in cells if c.get("unit") == "training seeds"]
+    if len(seeds) == len(cells):
+        return rf" Mean $\pm$ std over {max(seeds)} training seeds a row, each network scored on its own sample set."
+    if seeds:
+        return (rf" Mean $\pm$ std over training seeds ({max(seeds)} networks) where a row has them, else over "
+                "the sample sets of its one network.")
+    return r" Mean $\pm$ std over the sample sets of each row's one network, which understates the variance of retraining."
 
 
 def shared_note(metrics: Mapping, table: str) -> str:
