@@ -23,8 +23,8 @@ Fig. 3's curves are not part of ``ddm stats``' output: ``ddm report --fig3`` add
 each results/metrics/<dataset>/fig3.json under the key ``"fig3"`` (dataset -> curves file).
 
 The t-tests are those of ``ddm stats`` (Table 1's markers: Welch, two-sided, best against second
-best; Table 2's per-column markers) or :func:`ddm.stats.ttest` (Table 4's and Table 5's rows). They run over
-the repeated sample sets of one trained network per method, unless a marker column names
+best; Table 2's per-column markers) or :func:`ddm.stats.ttest` (Table 4's and Table 5's rows).
+They run over the repeated sample sets of one trained network per method, unless a cell names
 another ``unit`` (training-seed replicates): the evidence says which. The thresholds, margins and
 conditions are ddm.criteria's.
 """
