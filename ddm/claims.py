@@ -228,10 +228,9 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("table4-constant", "Table 4",
           r"$\mathbf{h}_t = \mathbf{c}$ is the best family: the lowest FID of the five $\mathbf{h}_t$ "
           "at every NFE (CIFAR-10: 13.92, 5.09, 2.40 at NFE 10, 50, 1000).",
-          f"At every NFE of Table 4, the row $\\mathbf{{h}}_t = \\mathbf{{c}}$ ({BEST_FAMILY}) has the lowest "
-          f"mean FID (over training seeds, else sample sets). A lower family refutes it when a two-sided Welch "
-          f"t-test gives $p < {P_BAND[0]:g}$, else it is borderline (as is c within {CPU_REL:.0%} of a family); "
-          f"with one value a row, a lower mean refutes it.".replace("%", r"\%"),
+          f"At every NFE, $\\mathbf{{h}}_t = \\mathbf{{c}}$ ({BEST_FAMILY}) has the lowest mean FID; a lower "
+          f"family refutes it if a Welch test gives $p < {P_BAND[0]:g}$, else borderline (so is c within "
+          f"{CPU_REL:.0%}; one value a row: the lower mean refutes).".replace("%", r"\%"),
           check_table4),
     Claim("table5-defaults", "Table 5",
           r"The defaults win or tie: weighting $\lambda_1 = 1/t$, $\lambda_2 = 1/(1-t)$ (13.92 against 14.24 "
