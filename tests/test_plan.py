@@ -115,7 +115,12 @@ def test_cpu_estimates_within_a_factor_2_of_an_embedded_jobs_cost(tmp_path):
     estimates a one-thread job on an idle core, and a job's wall time on a shared machine under test
     load is not that (measured up to 5x here at load average 9-11); its CPU time is. That CPU time is
     the `ddm` process's, so the estimate it is held to leaves out Snakemake's own per-job
-    bookkeeping (the table's snakemake_job_s)."""
+    bookkeeping (the table's snakemake_job_s).
+
+    The table's CPU row was measured on one CPU; others run these jobs up to 2.5 times slower or
+    faster (docs/measurements.md: an AMD EPYC Zen 3 against the AMX Xeon). So the whole plan may be
+    off by that machine factor (train's ratio, within [0.25, 4]), and each job kind must be within
+    a factor 2 of it: the plan's jobs weighed against each other, on any CPU."""
     work = make_workdir(tmp_path / "embedded")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params.update(methods={"ddm": params["methods"]["ddm"]}, long_nfe=False, conditioned=False,  # one job a rule
@@ -133,5 +138,8 @@ def test_cpu_estimates_within_a_factor_2_of_an_embedded_jobs_cost(tmp_path):
     assert all(rows[rule]["jobs"] == 1 for rule in ("train", "sample", "evaluate")), rows
     bookkeeping = load_table()["devices"]["cpu"]["snakemake_job_s"]
     ratios = {rule: measured[rule] / (rows[rule]["seconds"][0] - bookkeeping) for rule in ("train", "sample", "evaluate")}
-    off = {rule: round(x, 2) for rule, x in ratios.items() if not 0.5 <= x <= 2.0}
-    assert not off, f"measured CPU / estimated job time outside [0.5, 2]: {off} (all: {ratios}, cpu: {measured})"
+    machine = ratios["train"]
+    assert 0.25 <= machine <= 4.0, f"measured CPU / estimated training time {machine:.2f}, outside [0.25, 4] (cpu: {measured})"
+    off = {rule: round(x / machine, 2) for rule, x in ratios.items() if not 0.5 <= x / machine <= 2.0}
+    assert not off, (f"measured CPU / estimated job time, over training's ({machine:.2f}), outside [0.5, 2]: {off} "
+                     f"(all: {ratios}, cpu: {measured})")
