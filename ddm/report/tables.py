@@ -17,7 +17,7 @@ from typing import Mapping
 from ddm.report.cells import result_cell
 from ddm.report.labels import DATASET_LABELS, latex_escape, method_label
 from ddm.report.provenance import provenance_text
-from ddm.report.seeds import seed_table
+from ddm.report.seeds import SEEDS, seed_table
 from ddm.report.task_tables import table2, table3
 from ddm.resources import PUBLISHED_CSV, TABLES_TEMPLATE
 from ddm.stats import CPU_REL
@@ -255,7 +255,7 @@ def ablation_unit(metrics: Mapping, res: Mapping, table: str) -> str:
     cells = [c for m in methods for c in res[m].values() if c.get("std") is not None]
     if not cells:
         return ""
-    seeds = [c["n"] for c in cells if c.get("unit") == "training seeds"]
+    seeds = [c["n"] for c in cells if c.get("unit") == SEEDS]
     if len(seeds) == len(cells):
         return rf" Mean $\pm$ std over {max(seeds)} training seeds a row, each network scored on its own sample set."
     if seeds:
